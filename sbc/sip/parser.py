@@ -1,0 +1,300 @@
+"""Parse SIP messages from bytes (RFC 3261 §7, §18.3, §20, §25) and frame TCP streams.
+
+``parse_message`` takes one datagram (or one framed stream message) and returns a Request or
+Response, or raises ``SipError``. It is strict where the RFC 4475 torture tests ask for
+strictness (start-line spacing, LWS inside URIs, unbalanced quotes, scalar ranges, duplicated
+single-value headers, CSeq/method mismatch, Content-Length framing) and liberal where they ask
+for liberality (folding, compact forms, odd-but-legal characters, RFC 2543 messages without
+Max-Forwards or a magic-cookie branch, extra octets after the body of a datagram).
+
+``check_request`` applies the UAS checks that come after parsing (§8.2.1-§8.2.3): URI scheme
+(416), Require (420), body type (415) and Accept (406).
+"""
+
+from __future__ import annotations
+
+from sbc.sip.errors import SipError
+from sbc.sip.grammar import (
+    NameAddr,
+    Uri,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_list,
+)
+from sbc.sip.message import CANONICAL, Request, Response
+
+MAX_HEADER_BYTES = 32 * 1024
+MAX_BODY_BYTES = 64 * 1024
+# Methods we understand; others are legal tokens answered with 501 by the B2BUA.
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
+_DIGITS = frozenset("0123456789")
+_WSP = " \t"
+_CSEQ_LIMIT = 2**31  # §8.1.1.5: a 32-bit unsigned integer less than 2**31
+
+
+def _digits(value: str, what: str) -> int:
+    if not value or not _DIGITS.issuperset(value) or len(value) > 10:
+        raise SipError(400, f"bad {what}")
+    return int(value)
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one whole message: a UDP datagram, or one message cut from a stream."""
+    start = 0
+    while data.startswith(b"\r\n", start):  # §7.5: CRLFs before the start-line are ignored
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipError(400, "no empty line after the header section")
+    if end - start > MAX_HEADER_BYTES:
+        raise SipError(513, "header section too large")
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    if head.count("\n") != head.count("\r"):
+        raise SipError(400, "bare CR or LF in the header section")
+    lines = head.split("\r\n")
+    first = lines[0]
+
+    # Unfold (§7.3.1) and split header fields.
+    raw: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not raw:
+                raise SipError(400, "continuation line before any header field")
+            name, value = raw[-1]
+            raw[-1] = (name, value + " " + line.strip(_WSP))
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipError(400, "header line without a name and colon")
+        name = line[:colon].rstrip(" \t")
+        canon = CANONICAL.get(name.lower())
+        if canon is None:
+            if not is_token(name):
+                raise SipError(400, "bad header name")
+            canon = name
+        raw.append((canon, line[colon + 1 :].strip(" \t")))
+
+    headers: list[tuple[str, str]] = []
+    vias: list[Via] = []
+    contacts: list[NameAddr] = []
+    record_routes: list[NameAddr] = []
+    from_: NameAddr | None = None
+    to: NameAddr | None = None
+    call_id: str | None = None
+    cseq_text: str | None = None
+    max_forwards: int | None = None
+    content_length: int | None = None
+    seen: set[str] = set()
+    for name, value in raw:
+        value = value.strip(" \t")
+        if name in _SINGLE:
+            if name in seen:
+                raise SipError(400, f"more than one {name}")
+            seen.add(name)
+        if name == "Via":
+            for part in split_list(value):
+                via = parse_via(part)
+                vias.append(via)
+                headers.append(("Via", via.raw))
+            continue
+        if name == "Content-Length":
+            content_length = _digits(value, "Content-Length")
+            continue
+        if name == "From":
+            from_ = parse_name_addr(value)
+        elif name == "To":
+            to = parse_name_addr(value)
+        elif name == "Call-ID":
+            # callid = word [ "@" word ]: any visible characters, no whitespace
+            if not value or " " in value or "\t" in value:
+                raise SipError(400, "bad Call-ID")
+            call_id = value
+        elif name == "CSeq":
+            cseq_text = value
+        elif name == "Max-Forwards":
+            max_forwards = _digits(value, "Max-Forwards")
+            if max_forwards > 255:
+                raise SipError(400, "Max-Forwards above 255")
+        elif name in ("Contact", "Record-Route", "Route"):
+            if name == "Contact" and value == "*":
+                headers.append((name, value))
+                continue
+            for part in split_list(value):
+                na = parse_name_addr(part, require_brackets=name != "Contact")
+                if name == "Contact":
+                    contacts.append(na)
+                elif name == "Record-Route":
+                    record_routes.append(na)
+                headers.append((name, part.strip(" \t")))
+            continue
+        elif name == "Date" and not value.endswith(" GMT"):
+            # SIP-date = rfc1123-date, whose only zone is "GMT" (§25.1, RFC 4475 §3.1.2.11)
+            raise SipError(400, "Date not in GMT")
+        headers.append((name, value))
+
+    if from_ is None or to is None or call_id is None or cseq_text is None or not vias:
+        raise SipError(400, "missing Via, From, To, Call-ID or CSeq")
+    # CSeq = 1*DIGIT LWS Method
+    cseq_parts = cseq_text.split()
+    if len(cseq_parts) != 2 or not is_token(cseq_parts[1]):
+        raise SipError(400, "bad CSeq")
+    cseq = _digits(cseq_parts[0], "CSeq")
+    if cseq >= _CSEQ_LIMIT:
+        raise SipError(400, "CSeq out of range")
+    cseq_method = cseq_parts[1]
+
+    # Body (§18.3): on a datagram, octets past Content-Length are ignored; fewer is an error.
+    body_start = end + 4
+    available = len(data) - body_start
+    if content_length is None:
+        content_length = available
+    elif content_length > available:
+        raise SipError(400, "Content-Length larger than the body")
+    if content_length > MAX_BODY_BYTES:
+        raise SipError(513, "body too large")
+    body = data[body_start : body_start + content_length]
+
+    if first.startswith("SIP/"):
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
+        version, _, rest = first.partition(" ")
+        code_text, _, reason = rest.partition(" ")
+        if version != "SIP/2.0":
+            raise SipError(505, "version is not SIP/2.0")
+        if len(code_text) != 3 or not _DIGITS.issuperset(code_text):
+            raise SipError(400, "bad status code")
+        status = int(code_text)
+        if not 100 <= status <= 699:
+            raise SipError(400, "status code out of range")
+        return Response(
+            headers=headers, body=body, vias=vias, from_=from_, to=to, call_id=call_id,
+            cseq=cseq, cseq_method=cseq_method, max_forwards=max_forwards, contacts=contacts,
+            record_routes=record_routes, status=status, reason=reason,
+        )
+
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF: exactly one SP each.
+    parts = first.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipError(400, "bad Request-Line")
+    method, uri_text, version = parts
+    if version.upper() != "SIP/2.0":
+        v = version[4:].split(".") if version.upper().startswith("SIP/") else []
+        if len(v) == 2 and all(x and _DIGITS.issuperset(x) for x in v):
+            raise SipError(505, "version is not SIP/2.0")
+        raise SipError(400, "bad SIP-Version")
+    if method not in KNOWN_METHODS and not is_token(method):
+        raise SipError(400, "bad method")
+    if "\t" in uri_text:
+        raise SipError(400, "whitespace in Request-URI")
+    ruri = parse_uri(uri_text)
+    if ruri.is_sip and ruri.headers:
+        raise SipError(400, "headers in the Request-URI")  # RFC 4475 §3.1.2.10
+    if cseq_method != method:
+        raise SipError(400 if method in KNOWN_METHODS else 501, "CSeq method mismatch")
+    return Request(
+        headers=headers, body=body, vias=vias, from_=from_, to=to, call_id=call_id,
+        cseq=cseq, cseq_method=cseq_method, max_forwards=max_forwards, contacts=contacts,
+        record_routes=record_routes, method=method, uri=uri_text, ruri=ruri,
+    )
+
+
+SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+_SESSION_METHODS = frozenset(("INVITE", "UPDATE", "ACK", "PRACK"))
+_SDP_TYPES = ("application/sdp", "multipart/mixed")
+_SDP_ACCEPT = ("application/sdp", "application/*", "*/*")
+
+
+def check_request(req: Request) -> None:
+    """The UAS checks of RFC 3261 §8.2 that follow a successful parse."""
+    ruri: Uri | None = req.ruri
+    if ruri is None or ruri.scheme not in SUPPORTED_SCHEMES:
+        raise SipError(416, "unsupported Request-URI scheme")
+    if req.method not in ("ACK", "CANCEL"):
+        required = req.get_all("Require") + req.get_all("Proxy-Require")
+        if required:
+            unsupported = [
+                opt.strip(" \t")
+                for value in required
+                for opt in value.split(",")
+                if opt.strip(" \t").lower() not in SUPPORTED_EXTENSIONS
+            ]
+            if unsupported:
+                raise SipError(
+                    420, "unsupported extension", (("Unsupported", ", ".join(unsupported)),)
+                )
+    if req.method in _SESSION_METHODS:
+        ctype = req.content_type
+        if req.body and ctype is None:
+            raise SipError(400, "body without Content-Type")
+        if ctype is not None and req.body:
+            mime = ctype.split(";", 1)[0].strip(" \t").lower()
+            if mime not in _SDP_TYPES:
+                raise SipError(415, "unsupported body type", (("Accept", "application/sdp"),))
+        accept = req.get_all("Accept")
+        if accept and req.method != "ACK":
+            types = [t.split(";", 1)[0].strip(" \t").lower() for a in accept for t in a.split(",")]
+            if not any(t in _SDP_ACCEPT for t in types):
+                raise SipError(406, "Accept excludes application/sdp")
+
+
+class StreamFramer:
+    """Cuts messages out of a TCP/TLS byte stream using Content-Length (§18.3).
+
+    On a stream Content-Length is mandatory. A header section or body over the caps, or a
+    missing or malformed Content-Length, is a framing error the connection cannot recover
+    from: ``feed`` raises ``SipError`` and the caller answers if it can and closes.
+    Double-CRLF keep-alives (RFC 5626 §4.4.1) are reported as ``b"\\r\\n\\r\\n"``.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        buf = self._buf
+        while buf:
+            if buf.startswith(b"\r\n"):
+                if buf.startswith(b"\r\n\r\n"):
+                    out.append(b"\r\n\r\n")
+                    del buf[:4]
+                    continue
+                if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
+                    break
+                del buf[:2]
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEADER_BYTES:
+                    raise SipError(513, "header section too large")
+                break
+            length = self._content_length(bytes(buf[:end]))
+            total = end + 4 + length
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out
+
+    @staticmethod
+    def _content_length(head: bytes) -> int:
+        found: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if sep and name.strip().lower() in (b"content-length", b"l"):
+                v = value.strip()
+                if found is not None or not v.isdigit() or len(v) > 10:
+                    raise SipError(400, "bad or repeated Content-Length on a stream")
+                found = int(v)
+        if found is None:
+            raise SipError(400, "no Content-Length on a stream")
+        if found > MAX_BODY_BYTES:
+            raise SipError(513, "body too large")
+        return found
