@@ -1,0 +1,279 @@
+"""Load a config directory: every *.yaml, merged, validated, with errors that name file,
+line and field.
+
+YAML is composed with PyYAML's C loader so every value keeps its position; the merged data
+is converted into the frozen schema types by msgspec (unknown keys and wrong types are
+errors), then cross-checked (names, references, regexes, addresses, ambiguous trunks).
+Nothing is half-applied: the caller gets a whole ``Config`` or a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+import yaml
+
+from sbc.config.schema import LIST_SECTIONS, Config
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class ConfigError(Exception):
+    """A configuration problem, located as precisely as we can."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass
+class _Origin:
+    file: str
+    node: yaml.Node
+
+
+def _field_name(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+class _Located:
+    """Maps a path in the merged data back to the file and line it came from."""
+
+    def __init__(self) -> None:
+        self.origins: dict[Path_, _Origin] = {}
+
+    def locate(self, path: Path_) -> tuple[str, int]:
+        for cut in range(len(path), 0, -1):
+            origin = self.origins.get(path[:cut])
+            if origin is not None:
+                node = origin.node
+                line = node.start_mark.line + 1
+                for step in path[cut:]:
+                    found = _child(node, step)
+                    if found is None:
+                        break
+                    key_line, node = found
+                    line = key_line
+                return origin.file, line
+        return "", 0
+
+    def error(self, path: Path_, message: str) -> ConfigError:
+        file, line = self.locate(path)
+        return ConfigError(file, line, _field_name(path), message)
+
+
+def _child(node: yaml.Node, step: str | int) -> tuple[int, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+        for k, v in node.value:
+            if k.value == step:
+                return k.start_mark.line + 1, v
+    if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+        item = node.value[step]
+        return item.start_mark.line + 1, item
+    return None
+
+
+def _check_duplicate_keys(node: yaml.Node, file: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for k, v in node.value:
+            if k.value in seen:
+                raise ConfigError(file, k.start_mark.line + 1, str(k.value), "duplicate key")
+            seen.add(k.value)
+            _check_duplicate_keys(v, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, file)
+
+
+def load_config(directory: str | Path) -> Config:
+    config, _ = load_config_with_origins(directory)
+    return config
+
+
+def load_config_with_origins(directory: str | Path) -> tuple[Config, _Located]:
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(str(root), 0, "", "not a directory")
+    files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+    if not files:
+        raise ConfigError(str(root), 0, "", "no *.yaml files")
+    located = _Located()
+    merged: dict[str, Any] = {}
+    for path in files:
+        name = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(name, 0, "", f"cannot read: {e}") from None
+        loader = yaml.CSafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                continue
+            _check_duplicate_keys(node, name)
+            data = loader.construct_document(node)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line = mark.line + 1 if mark else 0
+            raise ConfigError(name, line, "", f"YAML syntax: {e.problem or e.context}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(name, 0, "", f"YAML: {e}") from None
+        finally:
+            loader.dispose()
+        if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+            raise ConfigError(name, 1, "", "the file must be a mapping of sections")
+        for key_node, value_node in node.value:
+            key = key_node.value
+            value = data[key]
+            line = key_node.start_mark.line + 1
+            if key in LIST_SECTIONS:
+                if value is None:
+                    continue
+                if not isinstance(value, list):
+                    raise ConfigError(name, line, key, "must be a list")
+                items = merged.setdefault(key, [])
+                for i, item_node in enumerate(value_node.value):
+                    located.origins[(key, len(items) + i)] = _Origin(name, item_node)
+                items.extend(value)
+            elif key == "node":
+                if "node" in merged:
+                    where = located.origins[("node",)].file
+                    raise ConfigError(name, line, key, f"node is already defined in {where}")
+                merged["node"] = value
+                located.origins[("node",)] = _Origin(name, value_node)
+            else:
+                raise ConfigError(name, line, str(key), f"unknown section {key!r}")
+    try:
+        config = msgspec.convert(merged, Config, strict=True)
+    except msgspec.ValidationError as e:
+        raise _from_validation_error(str(e), located) from None
+    _cross_check(config, located)
+    return config, located
+
+
+def _from_validation_error(message: str, located: _Located) -> ConfigError:
+    text, _, at = message.partition(" - at `")
+    path: list[str | int] = []
+    for m in re.finditer(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]", at.rstrip("`")):
+        path.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        path.append(unknown.group(1))
+        text = "unknown field"
+    return located.error(tuple(path), text)
+
+
+def _ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _regex(value: str, located: _Located, path: Path_) -> None:
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise located.error(path, f"bad regular expression: {e}") from None
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+def _cross_check(config: Config, located: _Located) -> None:
+    for section in LIST_SECTIONS:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(getattr(config, section)):
+            if item.name in seen:
+                raise located.error(
+                    (section, i, "name"), f"duplicate name {item.name!r} (also item {seen[item.name]})"
+                )
+            seen[item.name] = i
+    node = config.node
+    if not _ip(node.switch_ip):
+        raise located.error(("node", "switch_ip"), "must be an IP address")
+    for i, listen in enumerate(node.listen):
+        if not _ip(listen.address):
+            raise located.error(("node", "listen", i, "address"), "must be an IP address")
+        if listen.transport == "tls":
+            raise located.error(("node", "listen", i, "transport"), "tls is not supported yet")
+    if not node.listen:
+        raise located.error(("node", "listen"), "needs at least one socket")
+    tgs = {tg.name: tg for tg in config.trunk_groups}
+    plans = {rp.name for rp in config.routeplans}
+    caps = {cg.name for cg in config.capacity_groups}
+    profiles = {mp.name for mp in config.media_profiles}
+    claims: dict[tuple[str, str, int, str], str] = {}
+    for i, tg in enumerate(config.trunk_groups):
+        p: Path_ = ("trunk_groups", i)
+        if tg.capacity_group and tg.capacity_group not in caps:
+            raise located.error((*p, "capacity_group"), f"unknown capacity group {tg.capacity_group!r}")
+        if tg.routeplan and tg.routeplan not in plans:
+            raise located.error((*p, "routeplan"), f"unknown routeplan {tg.routeplan!r}")
+        if tg.direction == "origination" and not tg.routeplan:
+            raise located.error((*p, "routeplan"), "an origination trunk group needs a routeplan")
+        if tg.media_profile and tg.media_profile not in profiles:
+            raise located.error((*p, "media_profile"), f"unknown media profile {tg.media_profile!r}")
+        _regex(tg.route_advance.codes, located, (*p, "route_advance", "codes"))
+        for j, m in enumerate(tg.manipulations):
+            _regex(m.search, located, (*p, "manipulations", j, "search"))
+            if m.field == "header" and not m.header:
+                raise located.error((*p, "manipulations", j, "header"), "needed when field is header")
+        for j, w in enumerate(tg.time_of_day):
+            for key in ("start", "end"):
+                if not _HHMM.match(getattr(w, key)):
+                    raise located.error((*p, "time_of_day", j, key), "must be HH:MM")
+            try:
+                ZoneInfo(w.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise located.error((*p, "time_of_day", j, "timezone"), f"unknown time zone {w.timezone!r}") from None
+        for j, t in enumerate(tg.trunks):
+            tp: Path_ = (*p, "trunks", j)
+            if t.type == "ip":
+                if not _ip(t.ip):
+                    raise located.error((*tp, "ip"), "must be an IP address")
+                if tg.direction == "origination":
+                    key = (t.protocol, t.ip, t.port, tg.tech_prefix)
+                    other = claims.get(key)
+                    if other is not None:
+                        raise located.error(
+                            (*tp, "ip"),
+                            f"trunk groups {other!r} and {tg.name!r} both claim {t.protocol} "
+                            f"{t.ip}:{t.port or 'any'} with tech prefix {tg.tech_prefix!r}; "
+                            "a tech prefix must tell them apart",
+                        )
+                    claims[key] = tg.name
+            elif not (t.username and t.password):
+                raise located.error((*tp, "username"), "a registration trunk needs username and password")
+    for i, rp in enumerate(config.routeplans):
+        for j, route in enumerate(rp.routes):
+            for k, name in enumerate(route.trunk_groups):
+                tg = tgs.get(name)
+                if tg is None:
+                    raise located.error(("routeplans", i, "routes", j, "trunk_groups", k), f"unknown trunk group {name!r}")
+                if tg.direction != "termination":
+                    raise located.error(("routeplans", i, "routes", j, "trunk_groups", k), f"{name!r} is not a termination trunk group")
+        for j, f in enumerate(rp.filters):
+            if isinstance(f.value, str):
+                _regex(f.value, located, ("routeplans", i, "filters", j, "value"))
+        for section in ("numbering", "forwarding"):
+            for j, item in enumerate(getattr(rp, section)):
+                if item.trunk_group not in tgs:
+                    raise located.error(("routeplans", i, section, j, "trunk_group"), f"unknown trunk group {item.trunk_group!r}")
