@@ -35,7 +35,9 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 @dataclass
@@ -203,7 +205,8 @@ def _cross_check(config: Config, located: _Located) -> None:
         for i, item in enumerate(getattr(config, section)):
             if item.name in seen:
                 raise located.error(
-                    (section, i, "name"), f"duplicate name {item.name!r} (also item {seen[item.name]})"
+                    (section, i, "name"),
+                    f"duplicate name {item.name!r} (also item {seen[item.name]})",
                 )
             seen[item.name] = i
     node = config.node
@@ -224,18 +227,24 @@ def _cross_check(config: Config, located: _Located) -> None:
     for i, tg in enumerate(config.trunk_groups):
         p: Path_ = ("trunk_groups", i)
         if tg.capacity_group and tg.capacity_group not in caps:
-            raise located.error((*p, "capacity_group"), f"unknown capacity group {tg.capacity_group!r}")
+            raise located.error(
+                (*p, "capacity_group"), f"unknown capacity group {tg.capacity_group!r}"
+            )
         if tg.routeplan and tg.routeplan not in plans:
             raise located.error((*p, "routeplan"), f"unknown routeplan {tg.routeplan!r}")
         if tg.direction == "origination" and not tg.routeplan:
             raise located.error((*p, "routeplan"), "an origination trunk group needs a routeplan")
         if tg.media_profile and tg.media_profile not in profiles:
-            raise located.error((*p, "media_profile"), f"unknown media profile {tg.media_profile!r}")
+            raise located.error(
+                (*p, "media_profile"), f"unknown media profile {tg.media_profile!r}"
+            )
         _regex(tg.route_advance.codes, located, (*p, "route_advance", "codes"))
         for j, m in enumerate(tg.manipulations):
             _regex(m.search, located, (*p, "manipulations", j, "search"))
             if m.field == "header" and not m.header:
-                raise located.error((*p, "manipulations", j, "header"), "needed when field is header")
+                raise located.error(
+                    (*p, "manipulations", j, "header"), "needed when field is header"
+                )
         for j, w in enumerate(tg.time_of_day):
             for key in ("start", "end"):
                 if not _HHMM.match(getattr(w, key)):
@@ -243,7 +252,9 @@ def _cross_check(config: Config, located: _Located) -> None:
             try:
                 ZoneInfo(w.timezone)
             except (ZoneInfoNotFoundError, ValueError):
-                raise located.error((*p, "time_of_day", j, "timezone"), f"unknown time zone {w.timezone!r}") from None
+                raise located.error(
+                    (*p, "time_of_day", j, "timezone"), f"unknown time zone {w.timezone!r}"
+                ) from None
         for j, t in enumerate(tg.trunks):
             tp: Path_ = (*p, "trunks", j)
             if t.type == "ip":
@@ -261,19 +272,30 @@ def _cross_check(config: Config, located: _Located) -> None:
                         )
                     claims[key] = tg.name
             elif not (t.username and t.password):
-                raise located.error((*tp, "username"), "a registration trunk needs username and password")
+                raise located.error(
+                    (*tp, "username"), "a registration trunk needs username and password"
+                )
     for i, rp in enumerate(config.routeplans):
         for j, route in enumerate(rp.routes):
             for k, name in enumerate(route.trunk_groups):
                 tg = tgs.get(name)
                 if tg is None:
-                    raise located.error(("routeplans", i, "routes", j, "trunk_groups", k), f"unknown trunk group {name!r}")
+                    raise located.error(
+                        ("routeplans", i, "routes", j, "trunk_groups", k),
+                        f"unknown trunk group {name!r}",
+                    )
                 if tg.direction != "termination":
-                    raise located.error(("routeplans", i, "routes", j, "trunk_groups", k), f"{name!r} is not a termination trunk group")
+                    raise located.error(
+                        ("routeplans", i, "routes", j, "trunk_groups", k),
+                        f"{name!r} is not a termination trunk group",
+                    )
         for j, f in enumerate(rp.filters):
             if isinstance(f.value, str):
                 _regex(f.value, located, ("routeplans", i, "filters", j, "value"))
         for section in ("numbering", "forwarding"):
             for j, item in enumerate(getattr(rp, section)):
                 if item.trunk_group not in tgs:
-                    raise located.error(("routeplans", i, section, j, "trunk_group"), f"unknown trunk group {item.trunk_group!r}")
+                    raise located.error(
+                        ("routeplans", i, section, j, "trunk_group"),
+                        f"unknown trunk group {item.trunk_group!r}",
+                    )

@@ -84,11 +84,9 @@ class Node(Base, kw_only=True):
         Literal["drop", "reject"],
         d("What to do with requests no trunk group claims: drop silently or reject with 403."),
     ] = "drop"
-    state: Annotated[StateBackend, d("State store backend.")] = field(
-        default_factory=StateBackend
-    )
-    rtpengine: Annotated[list[RtpEngineNode], d("rtpengine nodes for media anchoring.")] = (
-        field(default_factory=list)
+    state: Annotated[StateBackend, d("State store backend.")] = field(default_factory=StateBackend)
+    rtpengine: Annotated[list[RtpEngineNode], d("rtpengine nodes for media anchoring.")] = field(
+        default_factory=list
     )
     cdr: Annotated[CdrConfig, d("CDR output.")] = field(default_factory=CdrConfig)
     metrics: Annotated[MetricsConfig, d("Prometheus metrics endpoint.")] = field(
@@ -102,25 +100,31 @@ class Relationship(Base, kw_only=True):
     """A customer or vendor the carrier exchanges traffic with."""
 
     name: Annotated[str, d("Unique name.")]
-    status: Annotated[Status, d("A disabled relationship refuses all its calls (403).")] = (
-        "enabled"
-    )
+    status: Annotated[Status, d("A disabled relationship refuses all its calls (403).")] = "enabled"
 
 
 class CapacityGroup(Base, kw_only=True):
     """Port and CPS limits shared by several trunk groups."""
 
     name: Annotated[str, d("Unique name.")]
-    ports: Annotated[int, d("Concurrent calls across its trunk groups; 0 = no limit."), Meta(ge=0)] = 0
-    cps: Annotated[int, d("New calls per second across its trunk groups; 0 = no limit."), Meta(ge=0)] = 0
+    ports: Annotated[
+        int, d("Concurrent calls across its trunk groups; 0 = no limit."), Meta(ge=0)
+    ] = 0
+    cps: Annotated[
+        int, d("New calls per second across its trunk groups; 0 = no limit."), Meta(ge=0)
+    ] = 0
 
 
 class Trunk(Base, kw_only=True):
     """One peer address (ip) or one registering PBX account (registration)."""
 
-    type: Annotated[Literal["ip", "registration"], d("ip: matched by source; registration: by REGISTER.")] = "ip"
+    type: Annotated[
+        Literal["ip", "registration"], d("ip: matched by source; registration: by REGISTER.")
+    ] = "ip"
     ip: Annotated[str, d("Peer IP address (type ip).")] = ""
-    port: Annotated[int, d("Peer port; 0 = any port (origination) or 5060 (termination)."), Meta(ge=0, le=65535)] = 0
+    port: Annotated[
+        int, d("Peer port; 0 = any port (origination) or 5060 (termination)."), Meta(ge=0, le=65535)
+    ] = 0
     protocol: Annotated[Transport, d("udp, tcp or tls.")] = "udp"
     weight: Annotated[int, d("Relative share under weighted hunting."), Meta(ge=0)] = 1
     username: Annotated[str, d("Digest username (type registration).")] = ""
@@ -132,9 +136,17 @@ class Limits(Base, kw_only=True):
 
     ports: Annotated[int, d("Concurrent calls."), Meta(ge=0)] = 0
     cps: Annotated[int, d("New calls per second."), Meta(ge=0)] = 0
-    max_pdd: Annotated[int, d("Seconds to wait for 180/183 before trying the next trunk."), Meta(ge=0)] = 0
-    max_call_duration: Annotated[int, d("Seconds after answer before both legs get BYE."), Meta(ge=0)] = 0
-    b_timer: Annotated[int, d("Seconds to wait for 100 Trying before trying the next trunk (1-10)."), Meta(ge=0, le=10)] = 0
+    max_pdd: Annotated[
+        int, d("Seconds to wait for 180/183 before trying the next trunk."), Meta(ge=0)
+    ] = 0
+    max_call_duration: Annotated[
+        int, d("Seconds after answer before both legs get BYE."), Meta(ge=0)
+    ] = 0
+    b_timer: Annotated[
+        int,
+        d("Seconds to wait for 100 Trying before trying the next trunk (1-10)."),
+        Meta(ge=0, le=10),
+    ] = 0
 
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -166,8 +178,12 @@ class RouteAdvance(Base, kw_only=True):
     codes: Annotated[str, d("Regex over the SIP status code that advances to the next route.")] = (
         r"^(5\d\d|408)$"
     )
-    normalize_sip_code: Annotated[bool, d("Send 503 to the caller when every route failed on advance codes.")] = True
-    stop_on_18x_failure: Annotated[bool, d("After a 180/183 a failure is final: no advance.")] = False
+    normalize_sip_code: Annotated[
+        bool, d("Send 503 to the caller when every route failed on advance codes.")
+    ] = True
+    stop_on_18x_failure: Annotated[bool, d("After a 180/183 a failure is final: no advance.")] = (
+        False
+    )
 
 
 class Monitoring(Base, kw_only=True):
@@ -187,25 +203,55 @@ class TrunkGroup(Base, kw_only=True):
 
     name: Annotated[str, d("Unique name.")]
     relationship: Annotated[str, d("The relationship this trunk group belongs to.")] = ""
-    direction: Annotated[Literal["origination", "termination"], d("origination: they send us calls; termination: we send calls to them.")]
-    relationship_type: Annotated[Literal["customer", "vendor"], d("customer or vendor.")] = "customer"
-    status: Annotated[Status, d("A disabled trunk group refuses calls (403) and is skipped in hunting.")] = "enabled"
-    tech_prefix: Annotated[str, d("Leading Request-URI user characters that identify this trunk group; stripped before routing.")] = ""
-    trunks: Annotated[list[Trunk], d("Peer addresses or registering accounts.")] = field(default_factory=list)
+    direction: Annotated[
+        Literal["origination", "termination"],
+        d("origination: they send us calls; termination: we send calls to them."),
+    ]
+    relationship_type: Annotated[Literal["customer", "vendor"], d("customer or vendor.")] = (
+        "customer"
+    )
+    status: Annotated[
+        Status, d("A disabled trunk group refuses calls (403) and is skipped in hunting.")
+    ] = "enabled"
+    tech_prefix: Annotated[
+        str,
+        d(
+            "Leading Request-URI user characters that identify this trunk group; stripped before routing."
+        ),
+    ] = ""
+    trunks: Annotated[list[Trunk], d("Peer addresses or registering accounts.")] = field(
+        default_factory=list
+    )
     limits: Annotated[Limits, d("Ports, CPS and timers.")] = field(default_factory=Limits)
-    capacity_group: Annotated[str, d("Capacity group whose limits this trunk group also counts against.")] = ""
-    time_of_day: Annotated[list[TimeWindow], d("Windows in which calls are accepted; empty = always.")] = field(default_factory=list)
+    capacity_group: Annotated[
+        str, d("Capacity group whose limits this trunk group also counts against.")
+    ] = ""
+    time_of_day: Annotated[
+        list[TimeWindow], d("Windows in which calls are accepted; empty = always.")
+    ] = field(default_factory=list)
     routeplan: Annotated[str, d("Routeplan for calls from this (origination) trunk group.")] = ""
     media_profile: Annotated[str, d("Media profile for calls on this trunk group.")] = ""
-    manipulations: Annotated[list[Manipulation], d("Regex rewrites, in order.")] = field(default_factory=list)
+    manipulations: Annotated[list[Manipulation], d("Regex rewrites, in order.")] = field(
+        default_factory=list
+    )
     send_e164: Annotated[bool, d("Prepend '+' to numbers sent out (never doubled).")] = False
-    preserve_caller_id: Annotated[bool, d("Keep the caller's display name in From; otherwise it is stripped.")] = False
+    preserve_caller_id: Annotated[
+        bool, d("Keep the caller's display name in From; otherwise it is stripped.")
+    ] = False
     send_npdi: Annotated[bool, d("Add ;npdi to the Request-URI for ported US numbers.")] = False
     diversion_routing: Annotated[bool, d("Route on and carry Diversion/History-Info.")] = False
-    nat: Annotated[bool, d("Send to the address packets came from, not the one they claim.")] = False
-    route_advance: Annotated[RouteAdvance, d("Route advance policy.")] = field(default_factory=RouteAdvance)
-    hunting: Annotated[Hunting, d("How calls spread over this trunk group's trunks.")] = "load-balance"
-    monitoring: Annotated[Monitoring, d("OPTIONS trunk monitoring.")] = field(default_factory=Monitoring)
+    nat: Annotated[bool, d("Send to the address packets came from, not the one they claim.")] = (
+        False
+    )
+    route_advance: Annotated[RouteAdvance, d("Route advance policy.")] = field(
+        default_factory=RouteAdvance
+    )
+    hunting: Annotated[Hunting, d("How calls spread over this trunk group's trunks.")] = (
+        "load-balance"
+    )
+    monitoring: Annotated[Monitoring, d("OPTIONS trunk monitoring.")] = field(
+        default_factory=Monitoring
+    )
 
 
 class Filter(Base, kw_only=True):
@@ -213,7 +259,9 @@ class Filter(Base, kw_only=True):
 
     type: Annotated[Literal["ani", "dnis", "media_ip", "404"], d("What the filter matches on.")]
     value: Annotated[str | list[str], d("A regex, or a list of exact values.")]
-    expires: Annotated[str, d("ISO date after which the filter no longer applies; empty = never.")] = ""
+    expires: Annotated[
+        str, d("ISO date after which the filter no longer applies; empty = never.")
+    ] = ""
     error_code: Annotated[int, d("SIP code to answer."), Meta(ge=400, le=699)] = 403
     error_message: Annotated[str, d("Reason phrase to answer.")] = "Forbidden"
 
@@ -248,8 +296,12 @@ class Trigger(Base, kw_only=True):
 
     name: Annotated[str, d("Unique name.")]
     to: Annotated[TriggerMatch | None, d("Match on the dialled number.")] = None
-    from_: Annotated[TriggerMatch | None, d("Match on the caller.")] = field(default=None, name="from")
-    action: Annotated[Literal["notify"], d("notify: structured log event and optional webhook.")] = "notify"
+    from_: Annotated[TriggerMatch | None, d("Match on the caller.")] = field(
+        default=None, name="from"
+    )
+    action: Annotated[
+        Literal["notify"], d("notify: structured log event and optional webhook.")
+    ] = "notify"
     webhook: Annotated[str, d("URL to POST the notification to; empty = log only.")] = ""
     expires: Annotated[str, d("ISO date-time after which the trigger is off; empty = never.")] = ""
 
@@ -266,25 +318,35 @@ class RoutePlan(Base, kw_only=True):
 
     name: Annotated[str, d("Unique name.")]
     filters: Annotated[list[Filter], d("Checked before routes.")] = field(default_factory=list)
-    numbering: Annotated[list[Numbering], d("DIDs and toll-free numbers.")] = field(default_factory=list)
+    numbering: Annotated[list[Numbering], d("DIDs and toll-free numbers.")] = field(
+        default_factory=list
+    )
     forwarding: Annotated[list[Forwarding], d("Number forwarding.")] = field(default_factory=list)
-    triggers: Annotated[list[Trigger], d("Notifications on matching calls.")] = field(default_factory=list)
+    triggers: Annotated[list[Trigger], d("Notifications on matching calls.")] = field(
+        default_factory=list
+    )
     routes: Annotated[list[Route], d("Prefix routes.")] = field(default_factory=list)
 
 
 class Codecs(Base, kw_only=True):
     """Codec filtering."""
 
-    allow: Annotated[list[str], d("Codecs allowed; others are stripped. Empty = all.")] = field(default_factory=list)
+    allow: Annotated[list[str], d("Codecs allowed; others are stripped. Empty = all.")] = field(
+        default_factory=list
+    )
 
 
 class MediaProfile(Base, kw_only=True):
     """How media is handled for calls on a trunk group."""
 
     name: Annotated[str, d("Unique name.")]
-    anchoring: Annotated[bool, d("Relay media through rtpengine; off = SDP passes untouched.")] = True
+    anchoring: Annotated[bool, d("Relay media through rtpengine; off = SDP passes untouched.")] = (
+        True
+    )
     codecs: Annotated[Codecs, d("Codec filtering.")] = field(default_factory=Codecs)
-    transcoding: Annotated[bool, d("Let rtpengine transcode to a codec the far side accepts.")] = False
+    transcoding: Annotated[bool, d("Let rtpengine transcode to a codec the far side accepts.")] = (
+        False
+    )
     srtp: Annotated[bool, d("RTP/SAVP with SDES toward this side.")] = False
 
 
@@ -292,11 +354,17 @@ class Config(Base, kw_only=True):
     """The whole configuration: every *.yaml in the config directory, merged."""
 
     node: Annotated[Node, d("This SBC node.")] = field(default_factory=Node)
-    relationships: Annotated[list[Relationship], d("Customers and vendors.")] = field(default_factory=list)
-    capacity_groups: Annotated[list[CapacityGroup], d("Shared limits.")] = field(default_factory=list)
+    relationships: Annotated[list[Relationship], d("Customers and vendors.")] = field(
+        default_factory=list
+    )
+    capacity_groups: Annotated[list[CapacityGroup], d("Shared limits.")] = field(
+        default_factory=list
+    )
     trunk_groups: Annotated[list[TrunkGroup], d("Trunk groups.")] = field(default_factory=list)
     routeplans: Annotated[list[RoutePlan], d("Routeplans.")] = field(default_factory=list)
-    media_profiles: Annotated[list[MediaProfile], d("Media profiles.")] = field(default_factory=list)
+    media_profiles: Annotated[list[MediaProfile], d("Media profiles.")] = field(
+        default_factory=list
+    )
 
 
 LIST_SECTIONS = ("relationships", "capacity_groups", "trunk_groups", "routeplans", "media_profiles")

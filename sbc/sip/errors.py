@@ -60,9 +60,7 @@ class SipError(Exception):
     420 (RFC 3261 §8.2.2.3) or ``Accept`` on a 415 (§21.4.13).
     """
 
-    def __init__(
-        self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
+    def __init__(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(f"{status} {detail}")
         self.status = status
         self.detail = detail

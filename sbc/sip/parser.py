@@ -30,8 +30,22 @@ MAX_HEADER_BYTES = 32 * 1024
 MAX_BODY_BYTES = 64 * 1024
 # Methods we understand; others are legal tokens answered with 501 by the B2BUA.
 KNOWN_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
-    "MESSAGE UPDATE".split()
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
 )
 _SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
 _DIGITS = frozenset("0123456789")
@@ -173,9 +187,19 @@ def parse_message(data: bytes) -> Request | Response:
         if not 100 <= status <= 699:
             raise SipError(400, "status code out of range")
         return Response(
-            headers=headers, body=body, vias=vias, from_=from_, to=to, call_id=call_id,
-            cseq=cseq, cseq_method=cseq_method, max_forwards=max_forwards, contacts=contacts,
-            record_routes=record_routes, status=status, reason=reason,
+            headers=headers,
+            body=body,
+            vias=vias,
+            from_=from_,
+            to=to,
+            call_id=call_id,
+            cseq=cseq,
+            cseq_method=cseq_method,
+            max_forwards=max_forwards,
+            contacts=contacts,
+            record_routes=record_routes,
+            status=status,
+            reason=reason,
         )
 
     # Request-Line = Method SP Request-URI SP SIP-Version CRLF: exactly one SP each.
@@ -198,9 +222,20 @@ def parse_message(data: bytes) -> Request | Response:
     if cseq_method != method:
         raise SipError(400 if method in KNOWN_METHODS else 501, "CSeq method mismatch")
     return Request(
-        headers=headers, body=body, vias=vias, from_=from_, to=to, call_id=call_id,
-        cseq=cseq, cseq_method=cseq_method, max_forwards=max_forwards, contacts=contacts,
-        record_routes=record_routes, method=method, uri=uri_text, ruri=ruri,
+        headers=headers,
+        body=body,
+        vias=vias,
+        from_=from_,
+        to=to,
+        call_id=call_id,
+        cseq=cseq,
+        cseq_method=cseq_method,
+        max_forwards=max_forwards,
+        contacts=contacts,
+        record_routes=record_routes,
+        method=method,
+        uri=uri_text,
+        ruri=ruri,
     )
 
 

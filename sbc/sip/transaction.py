@@ -70,7 +70,16 @@ class ClientTransaction:
     """One request we sent and the responses to it."""
 
     __slots__ = (
-        "ack", "ctx", "data", "interval", "invite", "key", "quiet", "request", "state", "target",
+        "ack",
+        "ctx",
+        "data",
+        "interval",
+        "invite",
+        "key",
+        "quiet",
+        "request",
+        "state",
+        "target",
     )
 
     def __init__(self, request: Request, target: Target, data: bytes, ctx: Any) -> None:
@@ -90,8 +99,17 @@ class ServerTransaction:
     """One request we received and the responses we send to it."""
 
     __slots__ = (
-        "acked", "ctx", "dialog_key", "interval", "invite", "key", "last", "request",
-        "response_target", "source", "state",
+        "acked",
+        "ctx",
+        "dialog_key",
+        "interval",
+        "invite",
+        "key",
+        "last",
+        "request",
+        "response_target",
+        "source",
+        "state",
     )
 
     def __init__(self, request: Request, source: Target, key: tuple[Any, ...]) -> None:
@@ -109,6 +127,7 @@ class ServerTransaction:
 
 
 # --- events (what the transaction user is told) ---------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
@@ -166,7 +185,11 @@ class MessageRefused:
 
 
 Event = (
-    RequestReceived | ResponseReceived | TransactionTimedOut | TransportFailed | AckNotReceived
+    RequestReceived
+    | ResponseReceived
+    | TransactionTimedOut
+    | TransportFailed
+    | AckNotReceived
     | MessageRefused
 )
 
@@ -201,9 +224,18 @@ def make_ack(invite: Request, response: Response) -> Request:
         ("CSeq", f"{invite.cseq} ACK"),
     ]
     return Request(
-        headers=headers, body=b"", vias=invite.vias[:1], from_=invite.from_, to=response.to,
-        call_id=invite.call_id, cseq=invite.cseq, cseq_method="ACK",
-        max_forwards=invite.max_forwards, method="ACK", uri=invite.uri, ruri=invite.ruri,
+        headers=headers,
+        body=b"",
+        vias=invite.vias[:1],
+        from_=invite.from_,
+        to=response.to,
+        call_id=invite.call_id,
+        cseq=invite.cseq,
+        cseq_method="ACK",
+        max_forwards=invite.max_forwards,
+        method="ACK",
+        uri=invite.uri,
+        ruri=invite.ruri,
     )
 
 
@@ -214,9 +246,18 @@ def make_cancel(invite: Request) -> Request:
     headers += [(n, v) for n, v in invite.headers if n in ("Route", "Max-Forwards", "From", "To")]
     headers += [("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq} CANCEL")]
     return Request(
-        headers=headers, body=b"", vias=invite.vias[:1], from_=invite.from_, to=invite.to,
-        call_id=invite.call_id, cseq=invite.cseq, cseq_method="CANCEL",
-        max_forwards=invite.max_forwards, method="CANCEL", uri=invite.uri, ruri=invite.ruri,
+        headers=headers,
+        body=b"",
+        vias=invite.vias[:1],
+        from_=invite.from_,
+        to=invite.to,
+        call_id=invite.call_id,
+        cseq=invite.cseq,
+        cseq_method="CANCEL",
+        max_forwards=invite.max_forwards,
+        method="CANCEL",
+        uri=invite.uri,
+        ruri=invite.ruri,
     )
 
 
@@ -225,8 +266,15 @@ def _stateless_error(data: bytes, status: int) -> bytes | None:
     and CSeq lines (§8.2.6.1 asks for them copied). None when they are not all there."""
     head = data.split(b"\r\n\r\n", 1)[0]
     wanted = {
-        b"via": b"Via", b"v": b"Via", b"from": b"From", b"f": b"From", b"to": b"To",
-        b"t": b"To", b"call-id": b"Call-ID", b"i": b"Call-ID", b"cseq": b"CSeq",
+        b"via": b"Via",
+        b"v": b"Via",
+        b"from": b"From",
+        b"f": b"From",
+        b"to": b"To",
+        b"t": b"To",
+        b"call-id": b"Call-ID",
+        b"i": b"Call-ID",
+        b"cseq": b"CSeq",
     }
     lines: list[bytes] = []
     seen: set[bytes] = set()
@@ -370,7 +418,8 @@ class TransactionLayer:
             if tx.state not in (State.TRYING, State.PROCEEDING):
                 return
             tx.interval = (
-                self.timers.t2 if tx.state is State.PROCEEDING
+                self.timers.t2
+                if tx.state is State.PROCEEDING
                 else min(tx.interval * 2, self.timers.t2)
             )
         self._out.append((tx.data, tx.target))

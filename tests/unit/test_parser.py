@@ -198,6 +198,7 @@ def test_stream_framer_requires_content_length() -> None:
 
 # --- fuzzing: the parser's contract is "a message or SipError", for any input -----------------
 
+
 def parse_contract(data: bytes) -> None:
     try:
         msg = parse_message(data)
@@ -230,8 +231,27 @@ SEEDS = [data for _, data, _ in MESSAGES]
             st.integers(min_value=0, max_value=40),
             st.binary(max_size=12)
             | st.sampled_from(
-                [b"\r\n", b" ", b"\t", b":", b";", b",", b'"', b"<", b">", b"\\", b"@",
-                 b"%", b"\x00", b"\r\n ", b"=", b"/", b"[", b"]", b"\xff"]
+                [
+                    b"\r\n",
+                    b" ",
+                    b"\t",
+                    b":",
+                    b";",
+                    b",",
+                    b'"',
+                    b"<",
+                    b">",
+                    b"\\",
+                    b"@",
+                    b"%",
+                    b"\x00",
+                    b"\r\n ",
+                    b"=",
+                    b"/",
+                    b"[",
+                    b"]",
+                    b"\xff",
+                ]
             ),
         ),
         min_size=1,

@@ -1,0 +1,1 @@
+"""Routeplans, hunting and trunk health: pure decisions over a config snapshot."""

@@ -1,0 +1,860 @@
+"""The B2BUA call controller: A-leg, B-legs, hunting. Pure: events and ``now`` in, calls into
+the transaction layer and notices (structured log records) out.
+
+A call is one UAS dialog with the caller (the A-leg) and one UAC dialog per hunting attempt
+(B-legs). Nothing crosses between legs but an allow-list of headers and the body, so Via,
+Contact, Record-Route, Call-ID, tags and CSeq of one side never reach the other: topology
+hiding by construction (shared/DESIGN.md, decision 2).
+
+Hunting follows sippy's rule: while the A-leg is unanswered and not cancelled, routes remain,
+and the last failure is a route-advance code (or a timeout, B-timer, Max PDD or transport
+failure), originate to the next trunk. Anything else is relayed to the caller.
+
+The ladder of a basic call (tests/unit/test_controller.py draws the others):
+
+    carrier-a            sbc                 vendor
+      |--INVITE---------->|                     |
+      |<---------100------|--INVITE------------>|   new Call-ID, tags, Via, Contact
+      |                   |<-----------------100|
+      |<---------180------|<-----------------180|
+      |<---------200------|<-----------------200|
+      |                   |--ACK--------------->|   at once when the INVITE had the offer
+      |--ACK------------->|                     |
+      |--BYE------------->|--BYE--------------->|
+      |<---------200------|<-----------------200|
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing.hunting import HuntState, hunt_order
+from sbc.admission import identify, is_peer, static_refusal
+from sbc.config.schema import TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.sip.dialog import Dialog
+from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.message import Request, Response, make_request, make_response
+from sbc.sip.parser import KNOWN_METHODS
+from sbc.sip.transaction import (
+    AckNotReceived,
+    ClientTransaction,
+    Event,
+    MessageRefused,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    Target,
+    TransactionLayer,
+    TransactionTimedOut,
+    TransportFailed,
+    make_cancel,
+)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
+# Headers that may cross from one leg to the other. Everything else stays on its side.
+CROSSING = frozenset(
+    (
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Remote-Party-ID",
+        "Privacy",
+        "Diversion",
+        "History-Info",
+        "Reason",
+        "Content-Type",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Accept",
+        "Accept-Language",
+        "Info-Package",
+        "Recv-Info",
+        "Event",
+        "Subscription-State",
+        "Subject",
+        "Priority",
+        "Alert-Info",
+        "Retry-After",
+    )
+)
+
+
+def crossing(msg: Request | Response) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in msg.headers if n in CROSSING]
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One B-leg: one INVITE to one trunk."""
+
+    call: Call
+    n: int
+    trunk_group: TrunkGroup
+    trunk: int
+    target: Target
+    invite: Request
+    started: float
+    tx: ClientTransaction | None = None
+    dialog: Dialog | None = None
+    got_100: bool = False
+    got_18x: bool = False
+    cancel_pending: bool = False
+    cancel_sent: bool = False
+    done: bool = False  # no longer the call's live attempt
+    status: int | None = None
+    outcome: str = ""  # answered | code | b_timer | max_pdd | timeout | transport | cancelled
+    ack: Request | None = None
+
+
+@dataclass(eq=False)
+class Relay:
+    """An in-dialog request relayed from one leg to the other, awaiting its response."""
+
+    call: Call
+    server: ServerTransaction
+    to_leg: str  # "a" or "b": where we sent it
+
+
+@dataclass(eq=False)
+class Bye:
+    call: Call
+    leg: str
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    snap: Snapshot
+    ingress: TrunkGroup
+    source: Target
+    a_tx: ServerTransaction
+    a_invite: Request
+    a_dialog: Dialog
+    ani: str
+    dnis: str
+    started: float
+    candidates: list[tuple[TrunkGroup, int]]
+    attempts: list[Attempt] = field(default_factory=list)
+    current: Attempt | None = None
+    answered: Attempt | None = None
+    state: str = "routing"  # routing | answered | ending | ended
+    cancelled: bool = False
+    answered_at: float | None = None
+    first_provisional_at: float | None = None
+    ended_at: float | None = None
+    final_status: int | None = None
+    hangup: str = ""  # caller | callee | sbc
+    byes: int = 0  # our BYEs still outstanding
+    keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
+    # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
+    ack_wait: dict[str, tuple[Dialog, int, Target]] = field(default_factory=dict)
+
+    @property
+    def b_dialog(self) -> Dialog | None:
+        return self.answered.dialog if self.answered else None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something worth a log line (and later a metric or a CDR field)."""
+
+    event: str
+    call_id: str | None
+    fields: dict[str, Any]
+
+
+class CallController:
+    """All calls of one node."""
+
+    def __init__(self, layer: TransactionLayer, snapshot: Snapshot) -> None:
+        self.layer = layer
+        self.snapshot = snapshot
+        self.hunt = HuntState()
+        self.calls: dict[str, Call] = {}
+        self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
+        self.notices: list[Notice] = []
+        self._heap: list[tuple[float, int, Any, str]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self._node = os.urandom(4).hex()
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self._node}{next(self._ids):x}"
+
+    def _notice(self, event: str, call: Call | None, **fields: Any) -> None:
+        self.notices.append(Notice(event, call.id if call else None, fields))
+
+    def pop_notices(self) -> list[Notice]:
+        out, self.notices = self.notices, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, obj, kind = heapq.heappop(heap)
+            getattr(self, "_timer_" + kind)(obj, now)
+
+    def _arm(self, when: float, obj: Any, kind: str) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), obj, kind))
+
+    def _bind(self, call: Call, key: tuple[str, str], leg: str) -> None:
+        self.dialogs[key] = (call, leg)
+        call.keys.append(key)
+
+    def _local(self, transport: str) -> tuple[str, int]:
+        snap = self.snapshot
+        return snap.config.node.switch_ip, snap.listen_ports.get(transport) or 5060
+
+    def _via(self, transport: str) -> Via:
+        host, port = self._local(transport)
+        branch = "z9hG4bK" + self._new_id()
+        raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
+        return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
+
+    def _contact(self, transport: str) -> NameAddr:
+        host, port = self._local(transport)
+        params = "" if transport == "udp" else f"transport={transport}"
+        uri = Uri("sip", "sbc", None, host, port, params)
+        return NameAddr(None, uri, {}, str(uri))
+
+    def process(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, ResponseReceived):
+                self._on_response(ev.response, ev.transaction, ev.at)
+            elif isinstance(ev, RequestReceived):
+                self._on_request(ev)
+            elif isinstance(ev, (TransactionTimedOut, TransportFailed)):
+                self._on_failure(ev)
+            elif isinstance(ev, AckNotReceived):
+                entry = ev.transaction.ctx
+                if isinstance(entry, Call) and entry.state == "answered":
+                    self._notice("call.ack_timeout", entry)
+                    self._hangup(entry, "sbc", ev.at, reason="no ACK")
+            elif isinstance(ev, MessageRefused):
+                self._notice(
+                    "sip.dropped" if ev.is_response else "sip.refused",
+                    None,
+                    status=ev.status,
+                    detail=ev.detail,
+                    source=f"{ev.source.host}:{ev.source.port}",
+                    sip_call_id=ev.call_id,
+                )
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        to_tag: str | None = None,
+        body: bytes = b"",
+        tag: bool = True,
+    ) -> None:
+        """Answer a request; final and dialog-creating answers carry a To tag (§8.2.6.2)."""
+        resp = make_response(
+            tx.request,
+            status,
+            reason,
+            to_tag=(to_tag or self._new_id()) if tag else None,
+            headers=headers,
+            body=body,
+        )
+        self.layer.respond(tx, resp, now)
+
+    def _on_request(self, ev: RequestReceived) -> None:
+        req = ev.request
+        now = ev.at
+        if req.method == "ACK":
+            self._on_ack(req)
+            return
+        tx = ev.transaction
+        assert tx is not None
+        to_tag = req.to.tag
+        if to_tag is not None:
+            entry = self.dialogs.get((req.call_id, to_tag))
+            if entry is None:
+                self._respond(tx, 481, now)
+                return
+            call, leg = entry
+            if req.method == "BYE":
+                self._on_bye(call, leg, tx, now)
+            else:
+                self._relay(call, leg, tx, req, now)
+            return
+        if req.method == "CANCEL":
+            self._on_cancel(tx, req, now)
+            return
+        snap = self.snapshot
+        src = ev.source
+        if req.method == "INVITE":
+            self._on_invite(tx, req, src, now)
+            return
+        if not is_peer(snap, src.transport, src.host, src.port):
+            self._unknown_source(tx, req, src, now)
+        elif req.method == "OPTIONS":
+            # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
+            self._respond(
+                tx,
+                200,
+                now,
+                headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
+            )
+        elif req.method in KNOWN_METHODS:
+            self._respond(tx, 405, now, headers=[("Allow", ALLOW)])
+        else:
+            self._respond(tx, 501, now, headers=[("Allow", ALLOW)])
+
+    def _unknown_source(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
+        policy = self.snapshot.config.node.unknown_source
+        self._notice(
+            "call.refused",
+            None,
+            reason="unknown_source",
+            method=req.method,
+            source=f"{src.transport}:{src.host}:{src.port}",
+            action=policy,
+        )
+        if policy == "reject":
+            self._respond(tx, 403, now)
+        else:
+            self.layer.discard(tx)
+
+    def _on_invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
+        snap = self.snapshot
+        ruri = req.ruri
+        user = ruri.user if ruri is not None and ruri.is_sip else (ruri.opaque if ruri else "")
+        user = user.split(";", 1)[0]  # tel-style parameters in the user part
+        found = identify(snap, src.transport, src.host, src.port, user)
+        if found is None:
+            self._unknown_source(tx, req, src, now)
+            return
+        tg, dnis = found
+        refusal = static_refusal(snap, tg)
+        if refusal is not None:
+            self._notice(
+                "call.refused",
+                None,
+                trunk_group=tg.name,
+                reason=refusal.label,
+                status=refusal.status,
+            )
+            self._respond(tx, refusal.status, now, refusal.reason)
+            return
+        if req.max_forwards == 0:
+            self._respond(tx, 483, now)
+            return
+        ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
+        a_tag = self._new_id()
+        call = Call(
+            id=self._new_id(),
+            snap=snap,
+            ingress=tg,
+            source=src,
+            a_tx=tx,
+            a_invite=req,
+            a_dialog=Dialog.as_uas(req, a_tag, src, tg.nat),
+            ani=ani,
+            dnis=dnis,
+            started=now,
+            candidates=self._candidates(snap, tg, dnis),
+        )
+        tx.ctx = call
+        self.calls[call.id] = call
+        self._bind(call, (req.call_id, a_tag), "a")
+        self._notice(
+            "call.start",
+            call,
+            trunk_group=tg.name,
+            ani=ani,
+            dnis=dnis,
+            source=f"{src.transport}:{src.host}:{src.port}",
+            sip_call_id=req.call_id,
+        )
+        self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
+        if not call.candidates:
+            self._notice("call.no_route", call, dnis=dnis, routeplan=tg.routeplan)
+            self._fail_a(call, 404, now, "No Route")
+            return
+        self._next_attempt(call, now)
+
+    def _candidates(
+        self, snap: Snapshot, tg: TrunkGroup, dnis: str
+    ) -> list[tuple[TrunkGroup, int]]:
+        plan = snap.routes.get(tg.routeplan)
+        route = plan.lookup(dnis) if plan is not None else None
+        if route is None:
+            return []
+        out: list[tuple[TrunkGroup, int]] = []
+        for name in route.trunk_groups:
+            etg = snap.trunk_groups[name]
+            if static_refusal(snap, etg) is not None:
+                continue
+            order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], self.hunt)
+            out += [(etg, i) for i in order if etg.trunks[i].type == "ip"]
+        return out
+
+    # --- hunting ------------------------------------------------------------------------------
+
+    def _next_attempt(self, call: Call, now: float) -> None:
+        etg, index = call.candidates.pop(0)
+        trunk = etg.trunks[index]
+        target = Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+        a = call.a_invite
+        host = f"[{trunk.ip}]" if ":" in trunk.ip else trunk.ip
+        params = "" if trunk.protocol == "udp" else f"transport={trunk.protocol}"
+        ruri = Uri("sip", call.dnis, None, host, target.port, params)
+        local_host, _ = self._local(trunk.protocol)
+        from_uri = Uri("sip", call.ani, None, local_host)
+        display = a.from_.display if call.ingress.preserve_caller_id else None
+        from_ = NameAddr(display, from_uri, {"tag": self._new_id()}, str(from_uri))
+        to_uri = Uri("sip", call.dnis, None, host)
+        to = NameAddr(None, to_uri, {}, str(to_uri))
+        mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
+        invite = make_request(
+            "INVITE",
+            ruri,
+            via=self._via(trunk.protocol),
+            from_=from_,
+            to=to,
+            call_id=self._new_id(),
+            cseq=1,
+            max_forwards=mf,
+            contact=self._contact(trunk.protocol),
+            headers=[*crossing(a), ("Allow", ALLOW)],
+            body=a.body,
+        )
+        attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
+        call.attempts.append(attempt)
+        call.current = attempt
+        attempt.tx = self.layer.send_request(invite, target, now, ctx=attempt)
+        self._bind(call, (invite.call_id, from_.tag or ""), "b")
+        limits = etg.limits
+        if limits.b_timer:
+            self._arm(now + limits.b_timer, attempt, "b_timer")
+        if limits.max_pdd:
+            self._arm(now + limits.max_pdd, attempt, "max_pdd")
+        self._notice(
+            "call.attempt",
+            call,
+            attempt=attempt.n,
+            trunk_group=etg.name,
+            trunk=f"{target.transport}:{target.host}:{target.port}",
+            b_call_id=invite.call_id,
+        )
+
+    def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
+        if not attempt.done and not attempt.got_100 and attempt.status is None:
+            self._give_up(attempt, "b_timer", 408, now)
+
+    def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
+        if not attempt.done and not attempt.got_18x and attempt.status is None:
+            self._give_up(attempt, "max_pdd", 408, now)
+
+    def _give_up(self, attempt: Attempt, outcome: str, status: int, now: float) -> None:
+        """Leave an attempt that is still pending: CANCEL it if it sent a provisional (§9.1),
+        else stop retransmitting and wait for a late answer only to clean it up."""
+        attempt.outcome = outcome
+        attempt.status = status
+        if attempt.got_100 or attempt.got_18x:
+            self._send_cancel(attempt, now)
+        else:
+            attempt.cancel_pending = True
+            if attempt.tx is not None:
+                attempt.tx.quiet = True
+        self._attempt_failed(attempt, status, "", now, timeout=True)
+
+    def _send_cancel(self, attempt: Attempt, now: float) -> None:
+        if attempt.cancel_sent:
+            return
+        attempt.cancel_sent = True
+        self.layer.send_request(make_cancel(attempt.invite), attempt.target, now, ctx=None)
+
+    def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
+        ctx = ev.transaction.ctx
+        timeout = isinstance(ev, TransactionTimedOut)
+        status = 408 if timeout else 503
+        if isinstance(ctx, Attempt):
+            if not ctx.done:
+                ctx.outcome = "timeout" if timeout else "transport"
+                self._attempt_failed(ctx, status, "", ev.at, timeout=True)
+            else:
+                self._attempt_closed(ctx)
+                self._maybe_end(ctx.call, ev.at)
+        elif isinstance(ctx, Relay):
+            self._respond(ctx.server, status, ev.at)
+        elif isinstance(ctx, Bye):
+            self._bye_done(ctx.call, ev.at)
+
+    def _attempt_failed(
+        self,
+        attempt: Attempt,
+        status: int,
+        reason: str,
+        now: float,
+        *,
+        timeout: bool = False,
+        response: Response | None = None,
+    ) -> None:
+        call = attempt.call
+        attempt.done = True
+        if attempt.status is None:
+            attempt.status = status
+        if not attempt.outcome:
+            attempt.outcome = "code"
+        self._notice(
+            "call.attempt_failed", call, attempt=attempt.n, status=status, outcome=attempt.outcome
+        )
+        if attempt.tx is None or attempt.tx.state in (State.COMPLETED, State.TERMINATED):
+            self._attempt_closed(attempt)
+        if call.cancelled or call.state != "routing":
+            self._maybe_end(call, now)
+            return
+        tg = call.ingress
+        advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
+        if advance and tg.route_advance.stop_on_18x_failure and attempt.got_18x:
+            advance = False
+        if advance and call.candidates:
+            self._next_attempt(call, now)
+            return
+        if advance and tg.route_advance.normalize_sip_code:
+            self._fail_a(call, 503, now)
+        elif response is not None:
+            self._fail_a(call, status, now, response.reason, crossing(response))
+        else:
+            self._fail_a(call, status, now)
+
+    def _attempt_closed(self, attempt: Attempt) -> None:
+        key = (attempt.invite.call_id, attempt.invite.from_.tag or "")
+        if (
+            attempt is not attempt.call.answered
+            and self.dialogs.get(key, (None,))[0] is attempt.call
+        ):
+            del self.dialogs[key]
+
+    def _fail_a(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        call.final_status = status
+        call.state = "ended"
+        call.ended_at = now
+        self._respond(
+            call.a_tx, status, now, reason, headers=headers, to_tag=call.a_dialog.local_tag
+        )
+        self._maybe_end(call, now)
+
+    # --- B-leg responses ----------------------------------------------------------------------
+
+    def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
+        ctx = tx.ctx
+        if isinstance(ctx, Attempt):
+            self._on_attempt_response(ctx, resp, now)
+        elif isinstance(ctx, Relay):
+            self._on_relay_response(ctx, resp, tx, now)
+        elif isinstance(ctx, Bye) and resp.status >= 200:
+            self._bye_done(ctx.call, now)
+
+    def _on_attempt_response(self, attempt: Attempt, resp: Response, now: float) -> None:
+        call = attempt.call
+        status = resp.status
+        if attempt.done:  # an attempt we left: clean it up, never relay
+            if status < 200:
+                if attempt.cancel_pending:
+                    self._send_cancel(attempt, now)
+            elif status < 300:
+                if attempt is call.answered:  # a retransmitted 2xx: ACK again, if we have one
+                    if attempt.ack is not None and attempt.dialog is not None:
+                        self.layer.send_ack(attempt.ack, attempt.dialog.destination())
+                else:
+                    self._ack_and_bye(attempt, resp, now)
+            else:
+                self._attempt_closed(attempt)
+                self._maybe_end(call, now)
+            return
+        if status < 200:
+            attempt.got_100 = True
+            if status == 100:
+                return
+            attempt.got_18x = attempt.got_18x or status in (180, 183)
+            if call.cancelled:
+                self._send_cancel(attempt, now)
+                return
+            if call.first_provisional_at is None:
+                call.first_provisional_at = now
+            self._relay_to_a(call, resp, now)
+            return
+        if status < 300:
+            self._on_answer(attempt, resp, now)
+            return
+        attempt.outcome = "cancelled" if call.cancelled else "code"
+        self._attempt_failed(attempt, status, resp.reason, now, response=resp)
+
+    def _relay_to_a(self, call: Call, resp: Response, now: float) -> None:
+        a = call.a_invite
+        headers = [*crossing(resp), ("Contact", str(self._contact(call.source.transport)))]
+        headers += [("Record-Route", str(rr)) for rr in a.record_routes]
+        if resp.status >= 200:
+            headers.append(("Allow", ALLOW))
+        self._respond(
+            call.a_tx,
+            resp.status,
+            now,
+            resp.reason,
+            headers=headers,
+            to_tag=call.a_dialog.local_tag,
+            body=resp.body,
+        )
+
+    def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
+        call = attempt.call
+        contact = resp.contacts[0].uri if resp.contacts else None
+        attempt.dialog = Dialog.as_uac(
+            attempt.invite,
+            resp.to,
+            contact,
+            resp.record_routes,
+            attempt.target,
+            attempt.trunk_group.nat,
+        )
+        attempt.status = resp.status
+        attempt.outcome = "answered"
+        attempt.done = True
+        if call.cancelled or call.answered is not None:
+            self._ack_and_bye(attempt, resp, now)
+            return
+        call.answered = attempt
+        call.state = "answered"
+        call.answered_at = now
+        call.final_status = resp.status
+        call.a_tx.ctx = call
+        if call.a_invite.body:
+            self._ack(attempt, now, b"")
+        else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
+            call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
+        self._relay_to_a(call, resp, now)
+        limit = call.ingress.limits.max_call_duration
+        if limit:
+            self._arm(now + limit, call, "max_duration")
+        self._notice(
+            "call.answer",
+            call,
+            attempt=attempt.n,
+            trunk_group=attempt.trunk_group.name,
+            pdd=round((call.first_provisional_at or now) - call.started, 3),
+        )
+
+    def _ack(self, attempt: Attempt, now: float, body: bytes) -> None:
+        dialog = attempt.dialog
+        assert dialog is not None
+        ack = dialog.request(
+            "ACK",
+            self._via(attempt.target.transport),
+            None,
+            cseq=attempt.invite.cseq,
+            body=body,
+            headers=[("Content-Type", "application/sdp")] if body else (),
+        )
+        attempt.ack = ack
+        self.layer.send_ack(ack, dialog.destination())
+
+    def _ack_and_bye(self, attempt: Attempt, resp: Response, now: float) -> None:
+        """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
+        if attempt.dialog is None:
+            contact = resp.contacts[0].uri if resp.contacts else None
+            attempt.dialog = Dialog.as_uac(
+                attempt.invite,
+                resp.to,
+                contact,
+                resp.record_routes,
+                attempt.target,
+                attempt.trunk_group.nat,
+            )
+        if attempt.ack is not None:
+            self.layer.send_ack(attempt.ack, attempt.dialog.destination())
+            return
+        self._ack(attempt, now, b"")
+        dialog = attempt.dialog
+        bye = dialog.request("BYE", self._via(attempt.target.transport), None)
+        attempt.call.byes += 1
+        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(attempt.call, "b"))
+        self._attempt_closed(attempt)
+
+    # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
+
+    def _on_ack(self, req: Request) -> None:
+        entry = self.dialogs.get((req.call_id, req.to.tag or ""))
+        if entry is None:
+            return
+        call, leg = entry
+        held = call.ack_wait.pop(leg, None)
+        if held is None:
+            return
+        dialog, cseq, _ = held
+        headers = [(n, v) for n, v in req.headers if n in CROSSING]
+        answered = call.answered
+        transport = answered.target.transport if answered else call.source.transport
+        ack = dialog.request(
+            "ACK", self._via(transport), None, headers=headers, body=req.body, cseq=cseq
+        )
+        if answered is not None and dialog is answered.dialog:
+            answered.ack = ack
+        self.layer.send_ack(ack, dialog.destination())
+
+    def _on_cancel(self, tx: ServerTransaction, req: Request, now: float) -> None:
+        invite_tx = self.layer.find_invite(req)
+        if invite_tx is None:
+            self._respond(tx, 481, now)
+            return
+        self._respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
+        call = invite_tx.ctx
+        if not isinstance(call, Call) or call.state != "routing" or call.cancelled:
+            return
+        call.cancelled = True
+        call.hangup = "caller"
+        self._notice("call.cancel", call)
+        attempt = call.current
+        if attempt is not None and not attempt.done:
+            if attempt.got_100 or attempt.got_18x:
+                self._send_cancel(attempt, now)
+            else:
+                attempt.cancel_pending = True
+        self._fail_a(call, 487, now)
+
+    def _on_bye(self, call: Call, leg: str, tx: ServerTransaction, now: float) -> None:
+        self._respond(tx, 200, now)
+        if call.state == "routing" and leg == "b":
+            return  # a BYE in an early dialog we never relayed: nothing to hang up
+        if call.state in ("ending", "ended"):
+            return
+        self._hangup(call, "caller" if leg == "a" else "callee", now, skip=leg)
+
+    def _hangup(
+        self, call: Call, side: str, now: float, *, skip: str = "", reason: str = ""
+    ) -> None:
+        """End an answered call: BYE every leg except ``skip`` (which hung up itself)."""
+        if call.state not in ("answered", "routing"):
+            return
+        call.state = "ending"
+        call.hangup = call.hangup or side
+        call.ended_at = now
+        headers = [("Reason", f'SIP;cause=200;text="{reason}"')] if reason else []
+        for leg in ("a", "b"):
+            if leg == skip:
+                continue
+            dialog = call.a_dialog if leg == "a" else call.b_dialog
+            if dialog is None:
+                continue
+            transport = call.source.transport if leg == "a" else dialog.peer.transport
+            bye = dialog.request("BYE", self._via(transport), None, headers=headers)
+            call.byes += 1
+            self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call, leg))
+        self._maybe_end(call, now)
+
+    def _bye_done(self, call: Call, now: float) -> None:
+        call.byes -= 1
+        self._maybe_end(call, now)
+
+    def _timer_max_duration(self, call: Call, now: float) -> None:
+        if call.state == "answered":
+            self._notice("call.max_duration", call)
+            self._hangup(call, "sbc", now, reason="Max Call Duration")
+
+    # --- in-dialog relay ----------------------------------------------------------------------
+
+    def _relay(self, call: Call, leg: str, tx: ServerTransaction, req: Request, now: float) -> None:
+        if call.state != "answered":
+            self._respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
+            return
+        other = "b" if leg == "a" else "a"
+        dialog = call.a_dialog if other == "a" else call.b_dialog
+        assert dialog is not None
+        transport = call.source.transport if other == "a" else dialog.peer.transport
+        out = dialog.request(
+            req.method,
+            self._via(transport),
+            self._contact(transport),
+            headers=crossing(req),
+            body=req.body,
+        )
+        tx.ctx = call
+        self.layer.send_request(out, dialog.destination(), now, ctx=Relay(call, tx, other))
+
+    def _on_relay_response(
+        self, relay: Relay, resp: Response, tx: ClientTransaction, now: float
+    ) -> None:
+        call = relay.call
+        server = relay.server
+        if resp.status == 100:
+            return
+        from_leg = "b" if relay.to_leg == "a" else "a"
+        headers = crossing(resp)
+        if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
+            headers.append(("Contact", str(self._contact(server.source.transport))))
+        if server.request.method == "INVITE" and 200 <= resp.status < 300:
+            dialog = call.a_dialog if relay.to_leg == "a" else call.b_dialog
+            assert dialog is not None
+            if server.request.body:
+                ack = dialog.request(
+                    "ACK", self._via(dialog.peer.transport), None, cseq=tx.request.cseq
+                )
+                self.layer.send_ack(ack, dialog.destination())
+            else:
+                call.ack_wait[from_leg] = (dialog, tx.request.cseq, dialog.destination())
+        resp_out = make_response(
+            server.request, resp.status, resp.reason, headers=headers, body=resp.body
+        )
+        self.layer.respond(server, resp_out, now)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _maybe_end(self, call: Call, now: float) -> None:
+        """Forget the call once nobody needs us: the caller has its final answer or its BYE,
+        every BYE we sent is answered, and no attempt is still pending at a vendor."""
+        if call.state not in ("ending", "ended") or call.byes > 0:
+            return
+        for a in call.attempts:
+            if a.tx is not None and a.tx.state in (State.CALLING, State.PROCEEDING):
+                return
+        if self.calls.pop(call.id, None) is None:
+            return
+        call.state = "ended"
+        call.ended_at = call.ended_at or now
+        for key in call.keys:
+            if self.dialogs.get(key, (None,))[0] is call:
+                del self.dialogs[key]
+        duration = round(call.ended_at - call.answered_at, 3) if call.answered_at else 0.0
+        self._notice(
+            "call.end",
+            call,
+            status=call.final_status,
+            hangup=call.hangup or "",
+            duration=duration,
+            attempts=[
+                {
+                    "n": a.n,
+                    "trunk_group": a.trunk_group.name,
+                    "trunk": f"{a.target.host}:{a.target.port}",
+                    "status": a.status,
+                    "outcome": a.outcome,
+                }
+                for a in call.attempts
+            ],
+        )

@@ -1,0 +1,60 @@
+"""A validated Config compiled into the lookup structures the call path uses.
+
+Immutable once built. A reload builds a new snapshot and swaps it in; calls in progress keep
+the one they started with.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from routing.plan import PrefixIndex
+from sbc.config.schema import Config, Route, TrunkGroup
+
+
+@dataclass(frozen=True, slots=True)
+class IngressClaim:
+    port: int  # 0 = any
+    tech_prefix: str
+    trunk_group: TrunkGroup
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    loaded_at: float = field(default_factory=time.time)
+    trunk_groups: dict[str, TrunkGroup] = field(default_factory=dict)
+    # (protocol, ip) -> claims, most specific first (exact port, then longest tech prefix)
+    ingress: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
+    # (protocol, ip) -> every trunk group with a trunk there, any direction
+    peers: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
+    routes: dict[str, PrefixIndex[Route]] = field(default_factory=dict)
+    advance: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    relationship_status: dict[str, str] = field(default_factory=dict)
+    listen_ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: Config) -> Snapshot:
+        snap = cls(config=config)
+        for tg in config.trunk_groups:
+            snap.trunk_groups[tg.name] = tg
+            snap.advance[tg.name] = re.compile(tg.route_advance.codes)
+            for t in tg.trunks:
+                if t.type != "ip":
+                    continue
+                key = ("tls" if t.protocol == "tls" else t.protocol, t.ip)
+                claim = IngressClaim(t.port, tg.tech_prefix, tg)
+                snap.peers.setdefault(key, []).append(claim)
+                if tg.direction == "origination":
+                    snap.ingress.setdefault(key, []).append(claim)
+        for claims in (*snap.ingress.values(), *snap.peers.values()):
+            claims.sort(key=lambda c: (c.port == 0, -len(c.tech_prefix)))
+        for rp in config.routeplans:
+            snap.routes[rp.name] = PrefixIndex((r.prefix, r) for r in rp.routes)
+        for rel in config.relationships:
+            snap.relationship_status[rel.name] = rel.status
+        for listen in config.node.listen:
+            snap.listen_ports.setdefault(listen.transport, listen.port)
+        return snap

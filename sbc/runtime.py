@@ -1,0 +1,178 @@
+"""Wiring: sockets in, the two pure layers (transactions, calls), sockets and one timer out.
+
+Everything the SBC decides is decided in sbc.sip.transaction and sbc.call.controller; this
+module only moves bytes, reads the clock, arms the earliest deadline either layer asks for
+(aioquic-style), logs the controller's notices, and swaps config snapshots on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from sbc.call.controller import CallController, Notice
+from sbc.config.loader import ConfigError, load_config
+from sbc.config.snapshot import Snapshot
+from sbc.sip.timers import TimerConfig
+from sbc.sip.transaction import Target, TransactionLayer
+from sbc.transport import TcpPool, UdpEndpoint
+
+WARN_EVENTS = frozenset(
+    (
+        "sip.refused",
+        "sip.dropped",
+        "call.refused",
+        "transport.error",
+        "config.reload_failed",
+        "call.ack_timeout",
+    )
+)
+
+
+class Runtime:
+    def __init__(self, config_dir: str | Path, log: Any) -> None:
+        self.config_dir = Path(config_dir)
+        self.log = log
+        snapshot = Snapshot.build(load_config(self.config_dir))
+        t = snapshot.config.node.timers
+        self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
+        self.controller = CallController(self.layer, snapshot)
+        self.udp: dict[tuple[str, int], UdpEndpoint] = {}
+        self.udp_out: UdpEndpoint | None = None
+        self.tcp = TcpPool(self)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # --- sockets ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = loop = asyncio.get_running_loop()
+        node = self.controller.snapshot.config.node
+        for listen in node.listen:
+            if listen.transport == "udp":
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda: UdpEndpoint(self), local_addr=(listen.address, listen.port)
+                )
+                self.udp[(listen.address, listen.port)] = proto
+                self.udp_out = self.udp_out or proto
+            elif listen.transport == "tcp":
+                server = await loop.create_server(
+                    lambda: self.tcp_connection(), listen.address, listen.port, reuse_address=True
+                )
+                self._servers.append(server)
+        self.log.info(
+            "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
+        )
+
+    def tcp_connection(self) -> Any:
+        from sbc.transport import TcpConnection
+
+        return TcpConnection(self.tcp)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for ep in self.udp.values():
+            if ep.transport is not None:
+                ep.transport.close()
+        self.tcp.close()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    # --- the pump -----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        assert self.loop is not None
+        return self.loop.time()
+
+    def on_message(self, data: bytes, source: Target) -> None:
+        now = self.now()
+        self.layer.receive(data, source, now)
+        self._pump(now)
+
+    def on_transport_error(self, target: Target, detail: str) -> None:
+        self.log.warning(
+            "transport.error",
+            target=f"{target.transport}:{target.host}:{target.port}",
+            detail=detail,
+        )
+        now = self.now()
+        self.layer.transport_failed(target, now)
+        self._pump(now)
+
+    def _pump(self, now: float) -> None:
+        events = self.layer.pop_events()
+        if events:
+            self.controller.process(events)
+        if self.controller.notices:
+            self._log(self.controller.pop_notices())
+        for data, target in self.layer.datagrams_to_send():
+            if target.transport == "udp":
+                if self.udp_out is not None:
+                    self.udp_out.send(data, target)
+            else:
+                self.tcp.send(data, target)
+        self._rearm()
+
+    def _log(self, notices: list[Notice]) -> None:
+        for n in notices:
+            if n.event in WARN_EVENTS:
+                self.log.warning(n.event, call_id=n.call_id, **n.fields)
+            else:
+                self.log.info(n.event, call_id=n.call_id, **n.fields)
+
+    def _rearm(self) -> None:
+        deadlines = [
+            t for t in (self.layer.get_timer(), self.controller.get_timer()) if t is not None
+        ]
+        if not deadlines:
+            return
+        when = min(deadlines)
+        if self._timer_at is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self.loop is not None
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.now()
+        self.layer.handle_timer(now)
+        self.controller.handle_timer(now)
+        self._pump(now)
+
+    # --- reload -------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Validate the whole directory, then swap the snapshot; on any error change nothing."""
+        try:
+            snapshot = Snapshot.build(load_config(self.config_dir))
+        except ConfigError as e:
+            self.log.error(
+                "config.reload_failed", file=e.file, line=e.line, field=e.field, error=e.message
+            )
+            return False
+        self.controller.snapshot = snapshot
+        self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
+        return True
+
+
+async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:
+    runtime = Runtime(config_dir, log)
+    await runtime.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    await stop.wait()
+    log.info("sbc.stopping", calls=len(runtime.controller.calls))
+    await runtime.stop()
+    return 0
