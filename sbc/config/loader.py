@@ -44,6 +44,7 @@ class ConfigError(Exception):
 class _Origin:
     file: str
     node: yaml.Node
+    index: int | None = None  # the item's position within its own file's list
 
 
 def _field_name(path: Path_) -> str:
@@ -75,8 +76,13 @@ class _Located:
         return "", 0
 
     def error(self, path: Path_, message: str) -> ConfigError:
+        """An error at ``path``, with list items numbered as they are in their own file."""
         file, line = self.locate(path)
-        return ConfigError(file, line, _field_name(path), message)
+        shown = list(path)
+        origin = self.origins.get(path[:2])
+        if origin is not None and origin.index is not None:
+            shown[1] = origin.index
+        return ConfigError(file, line, _field_name(tuple(shown)), message)
 
 
 def _child(node: yaml.Node, step: str | int) -> tuple[int, yaml.Node] | None:
@@ -151,7 +157,7 @@ def load_config_with_origins(directory: str | Path) -> tuple[Config, _Located]:
                     raise ConfigError(name, line, key, "must be a list")
                 items = merged.setdefault(key, [])
                 for i, item_node in enumerate(value_node.value):
-                    located.origins[(key, len(items) + i)] = _Origin(name, item_node)
+                    located.origins[(key, len(items) + i)] = _Origin(name, item_node, i)
                 items.extend(value)
             elif key == "node":
                 if "node" in merged:

@@ -1,0 +1,184 @@
+"""Start the real sbc and sipp on loopback, bounded in count and time, and read their results.
+
+Used by tests/e2e and lab/bench. Every process started here is stopped by the caller's
+``with`` block or ``stop()``; every sipp run has -m (a call count) and a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "lab" / "sipp"
+LAB_CONFIG = ROOT / "config" / "lab"
+
+
+def sipp_binary() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise RuntimeError("sipp is not installed (Debian package sip-tester): run ./lab/install")
+    return path
+
+
+def options(port: int = 5060, host: str = "127.0.0.1", timeout: float = 1.0) -> int | None:
+    """Send one OPTIONS from an ephemeral port (with rport) and return the status, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        lport = s.getsockname()[1]
+        cid = uuid.uuid4().hex
+        msg = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{cid};rport\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={cid[:8]}\r\nTo: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), (host, port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65535)
+            except TimeoutError:
+                return None
+            if cid.encode() in data and data.startswith(b"SIP/2.0 "):
+                return int(data[8:11])
+    return None
+
+
+@dataclass
+class Sbc:
+    """A running `sbc run` process with its JSON log."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def events(self, name: str | None = None) -> list[dict[str, object]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or rec.get("event") == name:
+                out.append(rec)
+        return out
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_sbc(workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info") -> Sbc:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "sbc.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sbc.cli", "run", "--config", str(config), "--log-level", log_level],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    sbc = Sbc(proc, log_path)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sbc exited with {proc.returncode}: {log_path.read_text()}")
+        if options() == 200:
+            return sbc
+        time.sleep(0.1)
+    sbc.stop()
+    raise RuntimeError("sbc did not answer OPTIONS within 15 s")
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stats: dict[str, str]
+    rtt_ms: list[float] = field(default_factory=list)
+    output: str = ""
+
+    def count(self, name: str) -> int:
+        return int(self.stats.get(f"{name}(C)", "0") or 0)
+
+
+def _stats(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    rows = list(csv.reader(path.open(), delimiter=";"))
+    return dict(zip(rows[0], rows[-1], strict=False)) if len(rows) >= 2 else {}
+
+
+def sipp_args(scenario: str, port: int) -> list[str]:
+    sc = ["-sn", scenario] if scenario in ("uac", "uas") else ["-sf", str(SCENARIOS / scenario)]
+    return [sipp_binary(), *sc, "-i", "127.0.0.1", "-p", str(port), "-nostdin"]
+
+
+def run_sipp(
+    scenario: str, *, calls: int, rate: float, port: int, workdir: Path, remote: str = "127.0.0.1:5060",
+    extra: list[str] | None = None, timeout: float = 120.0, rtt: bool = False,
+) -> SippResult:
+    """Run a sipp client to completion: -m calls at -r rate, killed after ``timeout``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stat = workdir / f"{Path(scenario).stem}-{port}-stat.csv"
+    args = [
+        *sipp_args(scenario, port), remote, "-m", str(calls), "-r", str(rate),
+        "-trace_stat", "-stf", str(stat), "-fd", "1", "-timeout", f"{int(timeout)}s",
+        "-timeout_error", "-trace_err", *(extra or []),
+    ]
+    if rtt:
+        args += ["-trace_rtt", "-rtt_freq", "1"]
+    proc = subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout + 30)
+    rtts: list[float] = []
+    for f in workdir.glob(f"{Path(scenario).stem}_{'*'}_rtt.csv"):
+        for row in csv.reader(f.open(), delimiter=";"):
+            with contextlib.suppress(ValueError, IndexError):
+                rtts.append(float(row[1]))
+        f.unlink()
+    return SippResult(proc.returncode, _stats(stat), rtts, proc.stdout.decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def sipp_servers(scenario: str, ports: list[int], workdir: Path, extra: list[str] | None = None,
+                 calls: int | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """sipp UAS processes on ``ports``, stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        for port in ports:
+            args = [*sipp_args(scenario, port), "-trace_err", *(extra or [])]
+            if calls is not None:
+                args += ["-m", str(calls)]
+            procs.append(subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
