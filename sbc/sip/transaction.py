@@ -287,7 +287,7 @@ def _stateless_error(data: bytes, status: int) -> bytes | None:
             return None
         seen.add(canon)
         lines.append(canon + b": " + value.strip())
-    if len(seen) != 4:
+    if len(seen) != 5:  # Via, From, To, Call-ID and CSeq
         return None
     start = f"SIP/2.0 {status} {reason_phrase(status)}".encode()
     return b"\r\n".join([start, *lines, b"Content-Length: 0", b"", b""])
