@@ -267,8 +267,8 @@ def _cross_check(config: Config, located: _Located) -> None:
                 if not _ip(t.ip):
                     raise located.error((*tp, "ip"), "must be an IP address")
                 if tg.direction == "origination":
-                    key = (t.protocol, t.ip, t.port, tg.tech_prefix)
-                    other = claims.get(key)
+                    claim = (t.protocol, t.ip, t.port, tg.tech_prefix)
+                    other = claims.get(claim)
                     if other is not None:
                         raise located.error(
                             (*tp, "ip"),
@@ -276,7 +276,7 @@ def _cross_check(config: Config, located: _Located) -> None:
                             f"{t.ip}:{t.port or 'any'} with tech prefix {tg.tech_prefix!r}; "
                             "a tech prefix must tell them apart",
                         )
-                    claims[key] = tg.name
+                    claims[claim] = tg.name
             elif not (t.username and t.password):
                 raise located.error(
                     (*tp, "username"), "a registration trunk needs username and password"
@@ -284,13 +284,13 @@ def _cross_check(config: Config, located: _Located) -> None:
     for i, rp in enumerate(config.routeplans):
         for j, route in enumerate(rp.routes):
             for k, name in enumerate(route.trunk_groups):
-                tg = tgs.get(name)
-                if tg is None:
+                egress = tgs.get(name)
+                if egress is None:
                     raise located.error(
                         ("routeplans", i, "routes", j, "trunk_groups", k),
                         f"unknown trunk group {name!r}",
                     )
-                if tg.direction != "termination":
+                if egress.direction != "termination":
                     raise located.error(
                         ("routeplans", i, "routes", j, "trunk_groups", k),
                         f"{name!r} is not a termination trunk group",

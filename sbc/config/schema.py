@@ -25,7 +25,7 @@ Transport = Literal["udp", "tcp", "tls"]
 Status = Literal["enabled", "disabled"]
 
 
-class Listen(Base, kw_only=True):
+class Listen(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A socket the SBC serves SIP on."""
 
     address: Annotated[str, d("IP address to bind.")] = "127.0.0.1"
@@ -33,7 +33,7 @@ class Listen(Base, kw_only=True):
     transport: Annotated[Transport, d("udp, tcp or tls.")] = "udp"
 
 
-class StateBackend(Base, kw_only=True):
+class StateBackend(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Where counters and registrations live."""
 
     backend: Annotated[Literal["memory", "redis"], d("memory (one node) or redis (fleet).")] = (
@@ -42,14 +42,14 @@ class StateBackend(Base, kw_only=True):
     url: Annotated[str, d("Redis URL, e.g. redis://127.0.0.1:6379/0.")] = ""
 
 
-class RtpEngineNode(Base, kw_only=True):
+class RtpEngineNode(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One rtpengine ng control socket."""
 
     address: Annotated[str, d("host:port of rtpengine's ng listener.")] = "127.0.0.1:2223"
     weight: Annotated[int, d("Share of new calls this node gets."), Meta(ge=0)] = 1
 
 
-class CdrConfig(Base, kw_only=True):
+class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Where call detail records are written."""
 
     path: Annotated[str, d("JSON-lines CDR file, relative to the working directory.")] = (
@@ -57,13 +57,13 @@ class CdrConfig(Base, kw_only=True):
     )
 
 
-class MetricsConfig(Base, kw_only=True):
+class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The Prometheus endpoint."""
 
     listen: Annotated[str, d("host:port for /metrics; empty disables it.")] = ""
 
 
-class SipTimers(Base, kw_only=True):
+class SipTimers(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """RFC 3261 §17 timer base values."""
 
     t1: Annotated[float, d("T1 in seconds (RTT estimate)."), Meta(gt=0)] = 0.5
@@ -71,7 +71,7 @@ class SipTimers(Base, kw_only=True):
     t4: Annotated[float, d("T4 in seconds (max network lifetime)."), Meta(gt=0)] = 5.0
 
 
-class Node(Base, kw_only=True):
+class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """This SBC node: sockets, identity, backends."""
 
     listen: Annotated[list[Listen], d("Sockets to serve SIP on.")] = field(
@@ -96,14 +96,14 @@ class Node(Base, kw_only=True):
     drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
 
 
-class Relationship(Base, kw_only=True):
+class Relationship(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A customer or vendor the carrier exchanges traffic with."""
 
     name: Annotated[str, d("Unique name.")]
     status: Annotated[Status, d("A disabled relationship refuses all its calls (403).")] = "enabled"
 
 
-class CapacityGroup(Base, kw_only=True):
+class CapacityGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Port and CPS limits shared by several trunk groups."""
 
     name: Annotated[str, d("Unique name.")]
@@ -115,7 +115,7 @@ class CapacityGroup(Base, kw_only=True):
     ] = 0
 
 
-class Trunk(Base, kw_only=True):
+class Trunk(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One peer address (ip) or one registering PBX account (registration)."""
 
     type: Annotated[
@@ -131,7 +131,7 @@ class Trunk(Base, kw_only=True):
     password: Annotated[str, d("Digest password (type registration).")] = ""
 
 
-class Limits(Base, kw_only=True):
+class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Per-trunk-group limits; 0 means no limit."""
 
     ports: Annotated[int, d("Concurrent calls."), Meta(ge=0)] = 0
@@ -152,7 +152,7 @@ class Limits(Base, kw_only=True):
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class TimeWindow(Base, kw_only=True):
+class TimeWindow(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A window in which the trunk group accepts calls."""
 
     days: Annotated[list[Day], d("Days of the week.")] = field(
@@ -163,7 +163,7 @@ class TimeWindow(Base, kw_only=True):
     timezone: Annotated[str, d("IANA time zone name.")] = "UTC"
 
 
-class Manipulation(Base, kw_only=True):
+class Manipulation(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A regex rewrite, applied in order."""
 
     field: Annotated[Literal["header", "ani", "dnis", "sip_code", "ip"], d("What to rewrite.")]
@@ -172,7 +172,7 @@ class Manipulation(Base, kw_only=True):
     replace: Annotated[str, d("Replacement, with \\1-style groups.")] = ""
 
 
-class RouteAdvance(Base, kw_only=True):
+class RouteAdvance(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """When to try the next trunk instead of relaying a failure."""
 
     codes: Annotated[str, d("Regex over the SIP status code that advances to the next route.")] = (
@@ -186,7 +186,7 @@ class RouteAdvance(Base, kw_only=True):
     )
 
 
-class Monitoring(Base, kw_only=True):
+class Monitoring(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """OPTIONS pings that take dead trunks out of hunting."""
 
     enabled: Annotated[bool, d("Ping this trunk group's trunks.")] = False
@@ -198,7 +198,7 @@ class Monitoring(Base, kw_only=True):
 Hunting = Literal["load-balance", "failover", "weighted"]
 
 
-class TrunkGroup(Base, kw_only=True):
+class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A set of trunks managed as one: identification, limits, routing and media policy."""
 
     name: Annotated[str, d("Unique name.")]
@@ -254,7 +254,7 @@ class TrunkGroup(Base, kw_only=True):
     )
 
 
-class Filter(Base, kw_only=True):
+class Filter(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A routeplan filter checked before routes."""
 
     type: Annotated[Literal["ani", "dnis", "media_ip", "404"], d("What the filter matches on.")]
@@ -266,7 +266,7 @@ class Filter(Base, kw_only=True):
     error_message: Annotated[str, d("Reason phrase to answer.")] = "Forbidden"
 
 
-class Numbering(Base, kw_only=True):
+class Numbering(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A DID or toll-free number owned by a trunk group."""
 
     number: Annotated[str, d("The number, 1NPANXXXXXX for North America.")]
@@ -274,7 +274,7 @@ class Numbering(Base, kw_only=True):
     trunk_group: Annotated[str, d("Trunk group the number is delivered to.")]
 
 
-class Forwarding(Base, kw_only=True):
+class Forwarding(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Forward a number to another number through a trunk group."""
 
     number: Annotated[str, d("Number dialled.")]
@@ -283,7 +283,7 @@ class Forwarding(Base, kw_only=True):
     on_failure: Annotated[bool, d("Forward only when the original routes failed.")] = True
 
 
-class TriggerMatch(Base, kw_only=True):
+class TriggerMatch(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """How a trigger matches a number."""
 
     exact: Annotated[str, d("Exact number.")] = ""
@@ -291,7 +291,7 @@ class TriggerMatch(Base, kw_only=True):
     anonymous: Annotated[bool, d("Match anonymous callers.")] = False
 
 
-class Trigger(Base, kw_only=True):
+class Trigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A routing condition that emits a notification without delaying the call."""
 
     name: Annotated[str, d("Unique name.")]
@@ -306,14 +306,14 @@ class Trigger(Base, kw_only=True):
     expires: Annotated[str, d("ISO date-time after which the trigger is off; empty = never.")] = ""
 
 
-class Route(Base, kw_only=True):
+class Route(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Longest DNIS prefix wins; trunk groups are tried in order."""
 
     prefix: Annotated[str, d("DNIS prefix; empty matches everything.")]
     trunk_groups: Annotated[list[str], d("Egress trunk groups, in hunting order.")]
 
 
-class RoutePlan(Base, kw_only=True):
+class RoutePlan(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Filters, numbering, forwarding, triggers and routes for calls from a trunk group."""
 
     name: Annotated[str, d("Unique name.")]
@@ -328,7 +328,7 @@ class RoutePlan(Base, kw_only=True):
     routes: Annotated[list[Route], d("Prefix routes.")] = field(default_factory=list)
 
 
-class Codecs(Base, kw_only=True):
+class Codecs(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Codec filtering."""
 
     allow: Annotated[list[str], d("Codecs allowed; others are stripped. Empty = all.")] = field(
@@ -336,7 +336,7 @@ class Codecs(Base, kw_only=True):
     )
 
 
-class MediaProfile(Base, kw_only=True):
+class MediaProfile(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """How media is handled for calls on a trunk group."""
 
     name: Annotated[str, d("Unique name.")]
@@ -350,7 +350,7 @@ class MediaProfile(Base, kw_only=True):
     srtp: Annotated[bool, d("RTP/SAVP with SDES toward this side.")] = False
 
 
-class Config(Base, kw_only=True):
+class Config(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The whole configuration: every *.yaml in the config directory, merged."""
 
     node: Annotated[Node, d("This SBC node.")] = field(default_factory=Node)
