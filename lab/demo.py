@@ -26,8 +26,14 @@ def main() -> int:
     try:
         print("sbc demo: sbc answers OPTIONS on udp:127.0.0.1:5060; vendors: sipp uas on 5081/5082")
         with harness.sipp_servers("uas.xml", [5081, 5082], work):
-            result = harness.run_sipp("uac.xml", calls=args.calls, rate=args.rate, port=5070,
-                                      workdir=work, extra=["-d", "1000"])
+            result = harness.run_sipp(
+                "uac.xml",
+                calls=args.calls,
+                rate=args.rate,
+                port=5070,
+                workdir=work,
+                extra=["-d", "1000"],
+            )
     finally:
         code = sbc.stop()
     first = next((e for e in sbc.events() if str(e.get("event", "")).startswith("call.")), None)

@@ -96,7 +96,9 @@ def start_sbc(workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info")
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sbc.cli", "run", "--config", str(config), "--log-level", log_level],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     sbc = Sbc(proc, log_path)
@@ -135,16 +137,37 @@ def sipp_args(scenario: str, port: int) -> list[str]:
 
 
 def run_sipp(
-    scenario: str, *, calls: int, rate: float, port: int, workdir: Path, remote: str = "127.0.0.1:5060",
-    extra: list[str] | None = None, timeout: float = 120.0, rtt: bool = False,
+    scenario: str,
+    *,
+    calls: int,
+    rate: float,
+    port: int,
+    workdir: Path,
+    remote: str = "127.0.0.1:5060",
+    extra: list[str] | None = None,
+    timeout: float = 120.0,
+    rtt: bool = False,
 ) -> SippResult:
     """Run a sipp client to completion: -m calls at -r rate, killed after ``timeout``."""
     workdir.mkdir(parents=True, exist_ok=True)
     stat = workdir / f"{Path(scenario).stem}-{port}-stat.csv"
     args = [
-        *sipp_args(scenario, port), remote, "-m", str(calls), "-r", str(rate),
-        "-trace_stat", "-stf", str(stat), "-fd", "1", "-timeout", f"{int(timeout)}s",
-        "-timeout_error", "-trace_err", *(extra or []),
+        *sipp_args(scenario, port),
+        remote,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "1",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-trace_err",
+        *(extra or []),
     ]
     if rtt:
         args += ["-trace_rtt", "-rtt_freq", "1"]
@@ -159,8 +182,13 @@ def run_sipp(
 
 
 @contextlib.contextmanager
-def sipp_servers(scenario: str, ports: list[int], workdir: Path, extra: list[str] | None = None,
-                 calls: int | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+def sipp_servers(
+    scenario: str,
+    ports: list[int],
+    workdir: Path,
+    extra: list[str] | None = None,
+    calls: int | None = None,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """sipp UAS processes on ``ports``, stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -169,8 +197,11 @@ def sipp_servers(scenario: str, ports: list[int], workdir: Path, extra: list[str
             args = [*sipp_args(scenario, port), "-trace_err", *(extra or [])]
             if calls is not None:
                 args += ["-m", str(calls)]
-            procs.append(subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
         time.sleep(0.3)
         yield procs
     finally:

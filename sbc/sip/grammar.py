@@ -38,6 +38,8 @@ _SCHEME_CHARS = _ALNUM | frozenset("+-.")
 _WS = frozenset(" \t\r\n")
 _OPAQUE_BAD = _WS | frozenset('<>"')
 _DIGITS = frozenset("0123456789")
+# gen-value = token / host / quoted-string (host includes IPv6 references)
+_PARAM_VALUE_CHARS = TOKEN_CHARS | _IPV6_CHARS | frozenset("[]")
 
 
 def is_token(s: str) -> bool:
@@ -283,7 +285,7 @@ def parse_params(s: str) -> dict[str, str | None]:
                 if j < 0:
                     j = n
                 value = s[k:j].strip(" \t")
-                if not value or not (TOKEN_CHARS | _IPV6_CHARS | {"[", "]"}).issuperset(value):
+                if not value or not _PARAM_VALUE_CHARS.issuperset(value):
                     raise _bad("bad parameter value")
         params[name.lower()] = value
         if j >= n:

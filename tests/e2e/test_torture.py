@@ -58,8 +58,11 @@ def transaction_key(data: bytes) -> tuple[bytes, ...]:
     are one transaction to the sbc (RFC 3261 §17.2.3), the later ones retransmissions."""
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     via = next((ln for ln in head if ln.lower().startswith((b"via", b"v:", b"v "))), b"")
-    return (via.split(b";branch=")[-1].split(b";")[0], via.split()[-1].split(b";")[0],
-            head[0].split(b" ")[0])
+    return (
+        via.split(b";branch=")[-1].split(b";")[0],
+        via.split()[-1].split(b";")[0],
+        head[0].split(b" ")[0],
+    )
 
 
 def refusals(sbc: harness.Sbc) -> dict[str | None, int]:
@@ -120,11 +123,19 @@ def test_sbc_check_names_file_line_and_field(tmp_path: Path) -> None:
         "    routeplan: default\n"
         "    limits: {ports: lots}\n"
     )
-    run = subprocess.run([sys.executable, "-m", "sbc.cli", "check", "--config", str(tmp_path)],
-                         capture_output=True, text=True, cwd=harness.ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "sbc.cli", "check", "--config", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=harness.ROOT,
+    )
     assert run.returncode == 1
     assert f"{tmp_path / 'extra.yaml'}:5: trunk_groups[0].limits.ports" in run.stderr
     (tmp_path / "extra.yaml").unlink()
-    ok = subprocess.run([sys.executable, "-m", "sbc.cli", "check", "--config", str(tmp_path)],
-                        capture_output=True, text=True, cwd=harness.ROOT)
+    ok = subprocess.run(
+        [sys.executable, "-m", "sbc.cli", "check", "--config", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=harness.ROOT,
+    )
     assert ok.returncode == 0, ok.stderr

@@ -18,7 +18,10 @@ from sbc.sip.transaction import Target, TransactionLayer
 CALLER = Target("udp", "127.0.0.1", 5070)
 V1 = Target("udp", "127.0.0.1", 5081)
 V2 = Target("udp", "127.0.0.1", 5082)
-SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\n"
+)
 
 
 class Lab:
@@ -32,7 +35,9 @@ class Lab:
         self.layer = TransactionLayer()
         self.ctrl = CallController(self.layer, Snapshot.build(config))
 
-    def feed(self, msg: Request | Response | bytes, src: Target) -> list[tuple[Request | Response, Target]]:
+    def feed(
+        self, msg: Request | Response | bytes, src: Target
+    ) -> list[tuple[Request | Response, Target]]:
         data = msg if isinstance(msg, bytes) else msg.to_bytes()
         self.layer.receive(data, src, self.now)
         return self._run()
@@ -90,8 +95,9 @@ def test_basic_call_ladder_hides_topology() -> None:
     a_tag = ringing.to.tag
     assert a_tag and a_tag != "v1" and ringing.contacts[0].uri.port == 5060
 
-    ok = make_response(b_inv, 200, to_tag="v1", headers=[("Contact", "<sip:v@127.0.0.1:5081>")],
-                       body=SDP)
+    ok = make_response(
+        b_inv, 200, to_tag="v1", headers=[("Contact", "<sip:v@127.0.0.1:5081>")], body=SDP
+    )
     ok.headers.append(("Content-Type", "application/sdp"))
     out = lab.feed(ok, vendor)
     (ack,) = only(out, vendor)
@@ -110,7 +116,9 @@ def test_basic_call_ladder_hides_topology() -> None:
     (bye_ok,) = only(out, CALLER)
     (b_bye,) = only(out, vendor)
     assert isinstance(bye_ok, Response) and bye_ok.status == 200
-    assert isinstance(b_bye, Request) and b_bye.method == "BYE" and b_bye.uri == "sip:v@127.0.0.1:5081"
+    assert (
+        isinstance(b_bye, Request) and b_bye.method == "BYE" and b_bye.uri == "sip:v@127.0.0.1:5081"
+    )
     lab.feed(make_response(b_bye, 200), vendor)
     (end,) = lab.events("call.end")
     assert end["status"] == 200 and end["hangup"] == "caller"
@@ -125,12 +133,12 @@ def first_attempt(lab: Lab) -> tuple[Request, Target]:
 
 
 def test_503_advances_to_the_next_trunk_and_the_caller_never_sees_it() -> None:
-    """    caller      sbc        vendor1     vendor2
-            |--INVITE-->|--INVITE-->|           |
-            |           |<------503-|           |
-            |           |--ACK----->|           |
-            |           |--INVITE-------------->|
-            |<-----200--|<------------------200-|
+    """caller      sbc        vendor1     vendor2
+    |--INVITE-->|--INVITE-->|           |
+    |           |<------503-|           |
+    |           |--ACK----->|           |
+    |           |--INVITE-------------->|
+    |<-----200--|<------------------200-|
     """
     lab = Lab()
     b1, t1 = first_attempt(lab)
@@ -141,7 +149,9 @@ def test_503_advances_to_the_next_trunk_and_the_caller_never_sees_it() -> None:
     (b2,) = only(out, other)
     assert isinstance(ack, Request) and ack.method == "ACK"
     assert isinstance(b2, Request) and b2.method == "INVITE" and b2.call_id != b1.call_id
-    out = lab.feed(make_response(b2, 200, to_tag="y", headers=[("Contact", "<sip:v@127.0.0.1>")]), other)
+    out = lab.feed(
+        make_response(b2, 200, to_tag="y", headers=[("Contact", "<sip:v@127.0.0.1>")]), other
+    )
     assert [m.status for m in only(out, CALLER)] == [200]  # type: ignore[union-attr]
 
 
@@ -156,7 +166,7 @@ def test_486_is_relayed_not_advanced() -> None:
 
 def test_b_timer_moves_on_when_no_100_arrives() -> None:
     lab = Lab()
-    b1, t1 = first_attempt(lab)
+    _, t1 = first_attempt(lab)
     out = lab.advance(1.0)  # Timer A retransmission to vendor 1, nothing else
     assert [t for _, t in out] == [t1]
     out = lab.advance(1.1)  # b_timer 2 s elapsed
@@ -210,8 +220,11 @@ def test_unknown_source(policy: str, expected: list[int]) -> None:
 
 def test_options_to_the_sbc_is_answered() -> None:
     lab = Lab()
-    opts = invite().replace(b"INVITE", b"OPTIONS").split(b"Content-Type")[0] + b"Content-Length: 0\r\n\r\n"
-    (resp, to), = lab.feed(opts, CALLER)
+    opts = (
+        invite().replace(b"INVITE", b"OPTIONS").split(b"Content-Type")[0]
+        + b"Content-Length: 0\r\n\r\n"
+    )
+    ((resp, to),) = lab.feed(opts, CALLER)
     assert isinstance(resp, Response) and resp.status == 200 and to == CALLER
     assert "INVITE" in (resp.get("Allow") or "")
 

@@ -66,7 +66,7 @@ def test_provisional_stops_timer_a_and_final_error_is_acked_by_the_transaction()
     assert tx.state is State.PROCEEDING and sent_times(layer, 5.0) == []
     busy = make_response(req, 486, to_tag="t1")  # type: ignore[arg-type]
     layer.receive(busy.to_bytes(), PEER, 6.0)
-    (ack, _), = layer.datagrams_to_send()
+    ((ack, _),) = layer.datagrams_to_send()
     assert ack.startswith(b"ACK sip:1555@127.0.0.1 SIP/2.0") and b"branch=z9hG4bKabc" in ack
     layer.receive(busy.to_bytes(), PEER, 6.5)  # retransmitted 486: ACK again, no new event
     assert len(layer.datagrams_to_send()) == 1
@@ -82,8 +82,9 @@ def test_server_2xx_is_retransmitted_until_the_ack() -> None:
     layer.respond(ev.transaction, ok, 0.0)
     layer.datagrams_to_send()
     assert sent_times(layer, 1.6) == [0.5, 1.5]  # §13.3.1.4: T1, 2*T1, ...
-    ack = request("ACK", branch="z9hG4bKother").replace(b"To: <sip:1555@127.0.0.1>",
-                                                       b"To: <sip:1555@127.0.0.1>;tag=t9")
+    ack = request("ACK", branch="z9hG4bKother").replace(
+        b"To: <sip:1555@127.0.0.1>", b"To: <sip:1555@127.0.0.1>;tag=t9"
+    )
     layer.receive(ack, PEER, 1.7)
     assert [type(e) for e in layer.pop_events()] == [RequestReceived]
     assert sent_times(layer, 40.0) == []  # no more 200s, and no AckNotReceived
