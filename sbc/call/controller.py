@@ -26,7 +26,6 @@ The ladder of a basic call (tests/unit/test_controller.py draws the others):
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from sbc.sip.dialog import Dialog
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request, make_response
 from sbc.sip.parser import KNOWN_METHODS
+from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import (
     AckNotReceived,
     ClientTransaction,
@@ -179,8 +179,7 @@ class CallController:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self.notices: list[Notice] = []
-        self._heap: list[tuple[float, int, Any, str]] = []
-        self._seq = itertools.count()
+        self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
         self._node = os.urandom(4).hex()
 
@@ -197,16 +196,13 @@ class CallController:
         return out
 
     def get_timer(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self._timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, obj, kind = heapq.heappop(heap)
-            getattr(self, "_timer_" + kind)(obj, now)
+        self._timers.fire(now)
 
     def _arm(self, when: float, obj: Any, kind: str) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), obj, kind))
+        self._timers.arm(when, obj, kind)
 
     def _bind(self, call: Call, key: tuple[str, str], leg: str) -> None:
         self.dialogs[key] = (call, leg)

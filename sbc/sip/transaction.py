@@ -29,8 +29,6 @@ are zero on reliable ones (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 from sbc.sip.errors import SipError, reason_phrase
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import check_request, parse_message
-from sbc.sip.timers import TimerConfig
+from sbc.sip.timers import TimerConfig, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -300,8 +298,7 @@ class TransactionLayer:
         self.timers = timers or TimerConfig()
         self.events: list[Event] = []
         self._out: list[tuple[bytes, Target]] = []
-        self._heap: list[tuple[float, int, Any, str]] = []
-        self._seq = itertools.count()
+        self._timers = TimerHeap(self)
         self._client: dict[tuple[Any, ...], ClientTransaction] = {}
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         # 2xx we retransmit until the ACK arrives, by (Call-ID, CSeq, From tag) (§13.3.1.4)
@@ -318,13 +315,10 @@ class TransactionLayer:
         return out
 
     def get_timer(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self._timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, tx, kind = heapq.heappop(heap)
-            getattr(self, "_timer_" + kind)(tx, now)
+        self._timers.fire(now)
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -572,5 +566,5 @@ class TransactionLayer:
         if tx.dialog_key is not None and self._accepted.get(tx.dialog_key) is tx:
             del self._accepted[tx.dialog_key]
 
-    def _arm(self, when: float, tx: Any, kind: str) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), tx, kind))
+    def _arm(self, when: float, obj: Any, kind: str) -> None:
+        self._timers.arm(when, obj, kind)
