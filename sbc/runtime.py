@@ -20,7 +20,7 @@ from sbc.config.loader import ConfigError, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.transport import TcpPool, UdpEndpoint
+from sbc.transport import TcpConnection, TcpPool, UdpEndpoint
 
 WARN_EVENTS = frozenset(
     (
@@ -67,17 +67,12 @@ class Runtime:
                 self.udp_out = self.udp_out or proto
             elif listen.transport == "tcp":
                 server = await loop.create_server(
-                    lambda: self.tcp_connection(), listen.address, listen.port, reuse_address=True
+                    lambda: TcpConnection(self.tcp), listen.address, listen.port, reuse_address=True
                 )
                 self._servers.append(server)
         self.log.info(
             "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
         )
-
-    def tcp_connection(self) -> Any:
-        from sbc.transport import TcpConnection
-
-        return TcpConnection(self.tcp)
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -621,14 +621,8 @@ class CallController:
 
     def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
-        contact = resp.contacts[0].uri if resp.contacts else None
         attempt.dialog = Dialog.as_uac(
-            attempt.invite,
-            resp.to,
-            contact,
-            resp.record_routes,
-            attempt.target,
-            attempt.trunk_group.nat,
+            attempt.invite, resp, attempt.target, attempt.trunk_group.nat
         )
         attempt.status = resp.status
         attempt.outcome = "answered"
@@ -674,14 +668,8 @@ class CallController:
     def _ack_and_bye(self, attempt: Attempt, resp: Response, now: float) -> None:
         """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
         if attempt.dialog is None:
-            contact = resp.contacts[0].uri if resp.contacts else None
             attempt.dialog = Dialog.as_uac(
-                attempt.invite,
-                resp.to,
-                contact,
-                resp.record_routes,
-                attempt.target,
-                attempt.trunk_group.nat,
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
             )
         if attempt.ack is not None:
             self.layer.send_ack(attempt.ack, attempt.dialog.destination())

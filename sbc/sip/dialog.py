@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from sbc.sip.grammar import NameAddr, Uri, Via, parse_name_addr
-from sbc.sip.message import Request, make_request
+from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.message import Request, Response, make_request
 from sbc.sip.transaction import Target
 
 
@@ -27,7 +27,7 @@ class Dialog:
     remote: NameAddr  # our To in requests we send (carries the peer's tag)
     local_cseq: int
     remote_target: Uri  # the peer's Contact
-    route_set: list[str]  # Route values for our requests, in order
+    route_set: list[NameAddr]  # Route header values for our requests, in order
     peer: Target  # the address the peer's signaling uses (used with nat, or for names)
     nat: bool = False
 
@@ -41,27 +41,23 @@ class Dialog:
         to = invite.to
         local = NameAddr(to.display, to.uri, {**to.params, "tag": local_tag}, to.raw_uri)
         target = invite.contacts[0].uri if invite.contacts else invite.from_.uri
-        routes = [str(rr) for rr in invite.record_routes]
+        routes = list(invite.record_routes)
         return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat)
 
     @classmethod
-    def as_uac(
-        cls,
-        invite: Request,
-        response_to: NameAddr,
-        contact: Uri | None,
-        record_routes: list[NameAddr],
-        target: Target,
-        nat: bool,
-    ) -> Dialog:
-        """The dialog a UAC forms from a 1xx/2xx with a To tag (§12.1.2)."""
-        routes = [str(rr) for rr in reversed(record_routes)]
+    def as_uac(cls, invite: Request, response: Response, target: Target, nat: bool) -> Dialog:
+        """The dialog a UAC forms from a 1xx/2xx with a To tag (§12.1.2): the peer's tag from
+        To, its Contact as remote target, the Record-Route set reversed."""
+        remote_target = (
+            response.contacts[0].uri if response.contacts else invite.ruri or response.to.uri
+        )
+        routes = list(reversed(response.record_routes))
         return cls(
             invite.call_id,
             invite.from_,
-            response_to,
+            response.to,
             invite.cseq,
-            contact or invite.ruri or response_to.uri,
+            remote_target,
             routes,
             target,
             nat,
@@ -72,7 +68,7 @@ class Dialog:
         names we do not resolve, or with NAT handling on) the peer's signaling address."""
         if self.nat:
             return self.peer
-        uri = parse_name_addr(self.route_set[0]).uri if self.route_set else self.remote_target
+        uri = self.route_set[0].uri if self.route_set else self.remote_target
         if uri.is_sip and _is_ip(uri.host):
             transport = (uri.param("transport") or self.peer.transport).lower()
             return Target(transport, uri.host.strip("[]"), uri.port or 5060)
@@ -102,7 +98,7 @@ class Dialog:
             contact=contact
             if method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER")
             else None,
-            routes=[parse_name_addr(r) for r in self.route_set],
+            routes=self.route_set,
             headers=headers,
             body=body,
         )
