@@ -34,7 +34,8 @@ from enum import Enum
 from typing import Any
 
 from sbc.sip.errors import SipError, reason_phrase
-from sbc.sip.message import Request, Response, make_response
+from sbc.sip.grammar import NameAddr
+from sbc.sip.message import Request, Response, canonical_name, make_response
 from sbc.sip.parser import check_request, parse_message
 from sbc.sip.timers import TimerConfig, TimerHeap
 
@@ -212,83 +213,63 @@ def server_key(req: Request) -> tuple[Any, ...]:
     return ("2543", req.call_id, req.from_.tag, req.cseq, method, via.host, via.port)
 
 
-def make_ack(invite: Request, response: Response) -> Request:
-    """The ACK for a non-2xx final response (§17.1.1.3), sent by the client transaction."""
+def _reusing_invite(invite: Request, method: str, to: NameAddr, to_value: str) -> Request:
+    """A request that keeps the INVITE's Request-URI, top Via (so its branch), From, Call-ID,
+    CSeq number and Route set: the ACK for a non-2xx final and the CANCEL."""
     headers = [("Via", invite.vias[0].raw)]
     headers += [(n, v) for n, v in invite.headers if n in ("Route", "Max-Forwards", "From")]
-    headers += [
-        ("To", response.get("To") or str(response.to)),
-        ("Call-ID", invite.call_id),
-        ("CSeq", f"{invite.cseq} ACK"),
-    ]
+    headers += [("To", to_value), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq} {method}")]
     return Request(
         headers=headers,
         body=b"",
         vias=invite.vias[:1],
         from_=invite.from_,
-        to=response.to,
+        to=to,
         call_id=invite.call_id,
         cseq=invite.cseq,
-        cseq_method="ACK",
+        cseq_method=method,
         max_forwards=invite.max_forwards,
-        method="ACK",
+        method=method,
         uri=invite.uri,
         ruri=invite.ruri,
     )
+
+
+def make_ack(invite: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (§17.1.1.3): To as in the response (its tag)."""
+    return _reusing_invite(invite, "ACK", response.to, response.get("To") or str(response.to))
 
 
 def make_cancel(invite: Request) -> Request:
-    """CANCEL for a pending INVITE (§9.1): same Request-URI, Call-ID, From, To, CSeq number
-    and top Via (so the same branch), and the INVITE's Route set."""
-    headers = [("Via", invite.vias[0].raw)]
-    headers += [(n, v) for n, v in invite.headers if n in ("Route", "Max-Forwards", "From", "To")]
-    headers += [("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq} CANCEL")]
-    return Request(
-        headers=headers,
-        body=b"",
-        vias=invite.vias[:1],
-        from_=invite.from_,
-        to=invite.to,
-        call_id=invite.call_id,
-        cseq=invite.cseq,
-        cseq_method="CANCEL",
-        max_forwards=invite.max_forwards,
-        method="CANCEL",
-        uri=invite.uri,
-        ruri=invite.ruri,
-    )
+    """CANCEL for a pending INVITE (§9.1): To as in the INVITE."""
+    return _reusing_invite(invite, "CANCEL", invite.to, invite.get("To") or str(invite.to))
 
 
-def _stateless_error(data: bytes, status: int) -> bytes | None:
-    """A response to a request we could not parse, built from its raw Via, From, To, Call-ID
-    and CSeq lines (§8.2.6.1 asks for them copied). None when they are not all there."""
-    head = data.split(b"\r\n\r\n", 1)[0]
-    wanted = {
-        b"via": b"Via",
-        b"v": b"Via",
-        b"from": b"From",
-        b"f": b"From",
-        b"to": b"To",
-        b"t": b"To",
-        b"call-id": b"Call-ID",
-        b"i": b"Call-ID",
-        b"cseq": b"CSeq",
-    }
-    lines: list[bytes] = []
-    seen: set[bytes] = set()
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        canon = wanted.get(name.strip().lower()) if sep else None
-        if canon is None or b"\r" in value or b"\n" in value:
-            continue
-        if canon != b"Via" and canon in seen:
-            return None
-        seen.add(canon)
-        lines.append(canon + b": " + value.strip())
-    if len(seen) != 5:  # Via, From, To, Call-ID and CSeq
+def _raw_headers(data: bytes) -> list[tuple[str, str]]:
+    """(canonical name, value) of each header line of a message we could not parse."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "surrogateescape")
+    out = []
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and "\r" not in value and "\n" not in value:
+            out.append((canonical_name(name.strip()), value.strip()))
+    return out
+
+
+_ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def _stateless_error(headers: list[tuple[str, str]], status: int) -> bytes | None:
+    """A response to a request we could not parse, with its raw Via, From, To, Call-ID and
+    CSeq copied (§8.2.6.1). None when one is missing or a single-value one is repeated."""
+    lines = [f"{n}: {v}" for n, v in headers if n in _ECHOED]
+    names = [n for n, _ in headers if n in _ECHOED]
+    if any(names.count(n) != 1 for n in _ECHOED[1:]) or "Via" not in names:
         return None
-    start = f"SIP/2.0 {status} {reason_phrase(status)}".encode()
-    return b"\r\n".join([start, *lines, b"Content-Length: 0", b"", b""])
+    start = f"SIP/2.0 {status} {reason_phrase(status)}"
+    return "\r\n".join([start, *lines, "Content-Length: 0", "", ""]).encode(
+        "utf-8", "surrogateescape"
+    )
 
 
 class TransactionLayer:
@@ -447,16 +428,12 @@ class TransactionLayer:
 
     def _refused(self, data: bytes, source: Target, e: SipError, now: float) -> None:
         is_response = data.lstrip(b"\r\n").startswith(b"SIP/")
-        call_id = None
-        for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if sep and name.strip().lower() in (b"call-id", b"i"):
-                call_id = value.strip().decode("utf-8", "replace")
-                break
+        headers = _raw_headers(data)
+        call_id = next((v for n, v in headers if n == "Call-ID"), None)
         self.events.append(MessageRefused(e.status, e.detail, source, call_id, is_response, now))
         if is_response or data.lstrip(b"\r\n").startswith(b"ACK "):
             return  # responses and ACKs are never answered (§17.1.3, §17.2.1)
-        err = _stateless_error(data, e.status)
+        err = _stateless_error(headers, e.status)
         if err is not None:
             self._out.append((err, source))
 
