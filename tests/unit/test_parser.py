@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,9 +222,11 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
 
 
 SEEDS = [data for _, data, _ in MESSAGES]
+# CI runs 1,500 mutations; a long campaign: SBC_FUZZ_EXAMPLES=30000 pytest -k mutated
+FUZZ_EXAMPLES = int(os.environ.get("SBC_FUZZ_EXAMPLES", "1500"))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(SEEDS),
     st.lists(
