@@ -90,7 +90,9 @@ class Sbc:
         return self.proc.returncode
 
 
-def start_sbc(workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info") -> Sbc:
+def start_sbc(
+    workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info", port: int = 5060
+) -> Sbc:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "sbc.log"
     log = log_path.open("wb")
@@ -106,7 +108,7 @@ def start_sbc(workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info")
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sbc exited with {proc.returncode}: {log_path.read_text()}")
-        if options() == 200:
+        if options(port) == 200:
             return sbc
         time.sleep(0.1)
     sbc.stop()
@@ -119,9 +121,14 @@ class SippResult:
     stats: dict[str, str]
     rtt_ms: list[float] = field(default_factory=list)
     output: str = ""
+    counts: dict[str, str] = field(default_factory=dict)  # -trace_counts: per scenario line
 
     def count(self, name: str) -> int:
         return int(self.stats.get(f"{name}(C)", "0") or 0)
+
+    def received(self, status: int) -> int:
+        """How many times the scenario's <recv response=status> line matched."""
+        return sum(int(v or 0) for k, v in self.counts.items() if k.endswith(f"_{status}_Recv"))
 
 
 def _stats(path: Path) -> dict[str, str]:
@@ -167,6 +174,7 @@ def run_sipp(
         f"{int(timeout)}s",
         "-timeout_error",
         "-trace_err",
+        "-trace_counts",
         *(extra or []),
     ]
     if rtt:
@@ -178,7 +186,15 @@ def run_sipp(
             with contextlib.suppress(ValueError, IndexError):
                 rtts.append(float(row[1]))
         f.unlink()
-    return SippResult(proc.returncode, _stats(stat), rtts, proc.stdout.decode(errors="replace"))
+    counts: dict[str, str] = {}
+    for f in workdir.glob(f"{Path(scenario).stem}_*_counts.csv"):
+        counts = _stats(f)
+        f.unlink()
+    output = proc.stdout.decode(errors="replace")
+    for f in workdir.glob(f"{Path(scenario).stem}_*_errors.log"):
+        output += f.read_text(errors="replace")[-2000:]
+        f.unlink()
+    return SippResult(proc.returncode, _stats(stat), rtts, output, counts)
 
 
 @contextlib.contextmanager

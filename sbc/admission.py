@@ -10,9 +10,14 @@ routing. A specific port beats "any port" and a longer tech prefix beats a short
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from sbc.config.schema import TrunkGroup
+from sbc.config.schema import TimeWindow, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.state import Denied, Scope
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +25,12 @@ class Refusal:
     status: int
     reason: str
     label: str  # metric/log label: why
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# Over a limit: 503 with Retry-After (RFC 3261 §21.5.4) and the Q.850 cause for "no
+# circuit/channel available" (RFC 3326), so upstream switches route advance instead of retrying.
+NO_CIRCUIT = ("Reason", 'Q.850;cause=34;text="No circuit/channel available"')
 
 
 def identify(
@@ -45,3 +56,41 @@ def static_refusal(snap: Snapshot, tg: TrunkGroup) -> Refusal | None:
     if snap.relationship_status.get(tg.relationship, "enabled") != "enabled":
         return Refusal(403, "Forbidden", "relationship_disabled")
     return None
+
+
+def time_refusal(tg: TrunkGroup, wall: float) -> Refusal | None:
+    """403 outside every time_of_day window (empty list: always open)."""
+    if not tg.time_of_day or any(within(w, wall) for w in tg.time_of_day):
+        return None
+    return Refusal(403, "Forbidden", "time_of_day")
+
+
+def within(window: TimeWindow, wall: float) -> bool:
+    """Is wall-clock time ``wall`` (Unix seconds) inside the window, in its own time zone?
+    start is inclusive, end exclusive; a window whose end is before its start spans midnight
+    and belongs to the day it starts on."""
+    local = datetime.fromtimestamp(wall, ZoneInfo(window.timezone))
+    minute = local.hour * 60 + local.minute
+    start, end = _minutes(window.start), _minutes(window.end)
+    today, yesterday = DAYS[local.weekday()], DAYS[local.weekday() - 1]
+    if start < end:
+        return today in window.days and start <= minute < end
+    return (today in window.days and minute >= start) or (yesterday in window.days and minute < end)
+
+
+def _minutes(hhmm: str) -> int:
+    return int(hhmm[:2]) * 60 + int(hhmm[3:5])
+
+
+def scopes(snap: Snapshot, tg: TrunkGroup) -> tuple[Scope, ...]:
+    """The limits a call on ``tg`` counts against: its own, then its capacity group's."""
+    out = [Scope("tg:" + tg.name, tg.limits.ports, tg.limits.cps)]
+    cg = snap.capacity_groups.get(tg.capacity_group)
+    if cg is not None:
+        out.append(Scope("cg:" + cg.name, cg.ports, cg.cps))
+    return tuple(out)
+
+
+def limit_refusal(denied: Denied) -> Refusal:
+    retry = "1" if denied.limit == "cps" else "5"
+    return Refusal(503, "Service Unavailable", denied.label, (("Retry-After", retry), NO_CIRCUIT))

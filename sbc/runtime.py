@@ -12,6 +12,7 @@ import contextlib
 import gc
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from sbc.config.loader import ConfigError, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
+from sbc.state import Acquire, Denied
+from sbc.state.memory import MemoryStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint
 
 WARN_EVENTS = frozenset(
@@ -42,6 +45,7 @@ class Runtime:
         t = snapshot.config.node.timers
         self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
         self.controller = CallController(self.layer, snapshot)
+        self.memory = MemoryStore()
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
         self.tcp = TcpPool(self)
@@ -54,6 +58,7 @@ class Runtime:
 
     async def start(self) -> None:
         self.loop = loop = asyncio.get_running_loop()
+        self.controller.wall_offset = time.time() - loop.time()
         node = self.controller.snapshot.config.node
         for listen in node.listen:
             if listen.transport == "udp":
@@ -106,9 +111,17 @@ class Runtime:
         self._pump(now)
 
     def _pump(self, now: float) -> None:
-        events = self.layer.pop_events()
-        if events:
-            self.controller.process(events)
+        ctrl = self.controller
+        while True:
+            events = self.layer.pop_events()
+            if events:
+                ctrl.process(events)
+            if not ctrl.commands:
+                break
+            for cmd in ctrl.pop_commands():
+                denied = self.memory.execute(cmd, now)
+                if isinstance(cmd, Acquire):
+                    ctrl.on_acquired(cmd.token, denied, now)
         if self.controller.notices:
             self._log(self.controller.pop_notices())
         for data, target in self.layer.datagrams_to_send():
@@ -118,6 +131,12 @@ class Runtime:
             else:
                 self.tcp.send(data, target)
         self._rearm()
+
+    def on_verdict(self, token: int, denied: Denied | None) -> None:
+        """A shared state store answered an Acquire."""
+        now = self.now()
+        self.controller.on_acquired(token, denied, now)
+        self._pump(now)
 
     def _log(self, notices: list[Notice]) -> None:
         for n in notices:

@@ -28,11 +28,21 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from routing.hunting import HuntState, hunt_order
-from sbc.admission import identify, is_peer, static_refusal
+from sbc.admission import (
+    Refusal,
+    identify,
+    is_peer,
+    limit_refusal,
+    scopes,
+    static_refusal,
+    time_refusal,
+)
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
@@ -55,6 +65,7 @@ from sbc.sip.transaction import (
     TransportFailed,
     make_cancel,
 )
+from sbc.state import Acquire, Command, Denied, Release, Scope
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
 # Headers that may cross from one leg to the other. Everything else stays on its side.
@@ -143,7 +154,7 @@ class Call:
     attempts: list[Attempt] = field(default_factory=list)
     current: Attempt | None = None
     answered: Attempt | None = None
-    state: str = "routing"  # routing | answered | ending | ended
+    state: str = "admitting"  # admitting | routing | answered | ending | ended
     cancelled: bool = False
     answered_at: float | None = None
     first_provisional_at: float | None = None
@@ -154,10 +165,25 @@ class Call:
     keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
     # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
     ack_wait: dict[str, tuple[Dialog, int, Target]] = field(default_factory=dict)
+    # port leases held in the state store, and per egress trunk group: granted or refused
+    leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
+    egress: dict[str, Denied | None] = field(default_factory=dict)
+    waiting: bool = False  # a lease request is out; hunting resumes on its verdict
+    last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
 
     @property
     def b_dialog(self) -> Dialog | None:
         return self.answered.dialog if self.answered else None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """An Acquire we sent and whose verdict we await."""
+
+    call: Call
+    trunk_group: TrunkGroup
+    lease: str
+    scopes: tuple[Scope, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +205,10 @@ class CallController:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self.notices: list[Notice] = []
+        self.commands: list[Command] = []
+        self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
+        self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
+        self._leases: dict[int, LeaseRequest] = {}
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
         self._node = os.urandom(4).hex()
@@ -193,6 +223,11 @@ class CallController:
 
     def pop_notices(self) -> list[Notice]:
         out, self.notices = self.notices, []
+        return out
+
+    def pop_commands(self) -> list[Command]:
+        """Requests for the state store; answer each Acquire with ``on_acquired``."""
+        out, self.commands = self.commands, []
         return out
 
     def get_timer(self) -> float | None:
@@ -334,21 +369,16 @@ class CallController:
         ruri = req.ruri
         user = ruri.user if ruri is not None and ruri.is_sip else (ruri.opaque if ruri else "")
         user = user.split(";", 1)[0]  # tel-style parameters in the user part
+        if "%" in user:  # a tech prefix like "7001#" arrives escaped: 7001%23 (RFC 3261 §19.1.2)
+            user = unquote(user)
         found = identify(snap, src.transport, src.host, src.port, user)
         if found is None:
             self._unknown_source(tx, req, src, now)
             return
         tg, dnis = found
-        refusal = static_refusal(snap, tg)
+        refusal = static_refusal(snap, tg) or time_refusal(tg, now + self.wall_offset)
         if refusal is not None:
-            self._notice(
-                "call.refused",
-                None,
-                trunk_group=tg.name,
-                reason=refusal.label,
-                status=refusal.status,
-            )
-            self._respond(tx, refusal.status, now, refusal.reason)
+            self._refuse(tx, tg, refusal, now)
             return
         if req.max_forwards == 0:
             self._respond(tx, 483, now)
@@ -381,10 +411,66 @@ class CallController:
             sip_call_id=req.call_id,
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
-        if not call.candidates:
-            self._notice("call.no_route", call, dnis=dnis, routeplan=tg.routeplan)
-            self._fail_a(call, 404, now, "No Route")
+        self._acquire(call, tg, call.id)
+
+    def _refuse(
+        self,
+        tx: ServerTransaction,
+        tg: TrunkGroup,
+        refusal: Refusal,
+        now: float,
+        call: Call | None = None,
+    ) -> None:
+        self.refusals[(tg.name, refusal.label)] += 1
+        self._notice(
+            "call.refused", call, trunk_group=tg.name, reason=refusal.label, status=refusal.status
+        )
+        if call is None:
+            self._respond(tx, refusal.status, now, refusal.reason, headers=refusal.headers)
+        else:
+            self._fail_a(call, refusal.status, now, refusal.reason, refusal.headers)
+
+    # --- admission: leases in the state store -------------------------------------------------
+
+    def _acquire(self, call: Call, tg: TrunkGroup, lease: str) -> None:
+        token = next(self._ids)
+        request = LeaseRequest(call, tg, lease, scopes(call.snap, tg))
+        self._leases[token] = request
+        call.waiting = True
+        self.commands.append(Acquire(token, lease, request.scopes))
+
+    def on_acquired(self, token: int, denied: Denied | None, now: float) -> None:
+        """The state store's verdict on an Acquire: admit (or refuse) the call, or go on
+        hunting through (or past) the egress trunk group it asked for."""
+        request = self._leases.pop(token, None)
+        if request is None:
             return
+        call, tg = request.call, request.trunk_group
+        call.waiting = False
+        if denied is None:
+            if call.state in ("ending", "ended") or call.cancelled:
+                self.commands.append(Release(request.lease, request.scopes))
+                self._maybe_end(call, now)
+                return
+            call.leases[request.lease] = request.scopes
+        if tg is call.ingress:
+            if call.state != "admitting":
+                return
+            if denied is not None:
+                self._refuse(call.a_tx, tg, limit_refusal(denied), now, call)
+                return
+            call.state = "routing"
+            if not call.candidates:
+                self._notice("call.no_route", call, dnis=call.dnis, routeplan=tg.routeplan)
+                self._fail_a(call, 404, now, "No Route")
+                return
+        else:
+            call.egress[tg.name] = denied
+            if denied is not None:
+                self.refusals[(tg.name, denied.label)] += 1
+                self._notice("call.egress_skipped", call, trunk_group=tg.name, reason=denied.label)
+            if call.state != "routing":
+                return
         self._next_attempt(call, now)
 
     def _candidates(
@@ -406,6 +492,19 @@ class CallController:
     # --- hunting ------------------------------------------------------------------------------
 
     def _next_attempt(self, call: Call, now: float) -> None:
+        """Originate to the next candidate whose trunk group has a port for this call; ask
+        the state store first for a trunk group not tried yet. None left: fail the caller."""
+        while call.candidates:
+            etg = call.candidates[0][0]
+            if etg.name not in call.egress:
+                self._acquire(call, etg, f"{call.id}/{etg.name}")
+                return
+            if call.egress[etg.name] is None:
+                break
+            call.candidates.pop(0)
+        else:
+            self._exhausted(call, now)
+            return
         etg, index = call.candidates.pop(0)
         trunk = etg.trunks[index]
         target = Target(trunk.protocol, trunk.ip, trunk.port or 5060)
@@ -523,10 +622,26 @@ class CallController:
         advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
         if advance and tg.route_advance.stop_on_18x_failure and attempt.got_18x:
             advance = False
-        if advance and call.candidates:
+        call.last_failure = (status, response, advance)
+        if advance:
             self._next_attempt(call, now)
+        else:
+            self._exhausted(call, now)
+
+    def _exhausted(self, call: Call, now: float) -> None:
+        """No route left (or a final failure): answer the caller with the last failure, a 503
+        when it was a route-advance code and normalize_sip_code is on, or, when every egress
+        trunk group left was at its limit, 503 with the Q.850 'no circuit' cause."""
+        failure = call.last_failure
+        if failure is None or (failure[2] and any(call.egress.values())):
+            denied = next((d for d in call.egress.values() if d is not None), None)
+            if denied is not None:
+                self._fail_a(call, 503, now, None, limit_refusal(denied).headers)
+            else:
+                self._fail_a(call, 503, now)
             return
-        if advance and tg.route_advance.normalize_sip_code:
+        status, response, advance = failure
+        if advance and call.ingress.route_advance.normalize_sip_code:
             self._fail_a(call, 503, now)
         elif response is not None:
             self._fail_a(call, status, now, response.reason, crossing(response))
@@ -709,7 +824,11 @@ class CallController:
             return
         self._respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
         call = invite_tx.ctx
-        if not isinstance(call, Call) or call.state != "routing" or call.cancelled:
+        if (
+            not isinstance(call, Call)
+            or call.state not in ("admitting", "routing")
+            or call.cancelled
+        ):
             return
         call.cancelled = True
         call.hangup = "caller"
@@ -824,6 +943,9 @@ class CallController:
         for key in call.keys:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
+        for lease, held in call.leases.items():
+            self.commands.append(Release(lease, held))
+        call.leases.clear()
         duration = round(call.ended_at - call.answered_at, 3) if call.answered_at else 0.0
         self._notice(
             "call.end",

@@ -230,6 +230,7 @@ def _cross_check(config: Config, located: _Located) -> None:
     caps = {cg.name for cg in config.capacity_groups}
     profiles = {mp.name for mp in config.media_profiles}
     claims: dict[tuple[str, str, int, str], str] = {}
+    accounts: dict[str, str] = {}
     for i, tg in enumerate(config.trunk_groups):
         p: Path_ = ("trunk_groups", i)
         if tg.capacity_group and tg.capacity_group not in caps:
@@ -281,6 +282,14 @@ def _cross_check(config: Config, located: _Located) -> None:
                 raise located.error(
                     (*tp, "username"), "a registration trunk needs username and password"
                 )
+            elif tg.direction == "origination":
+                other = accounts.get(t.username)
+                if other is not None:
+                    raise located.error(
+                        (*tp, "username"),
+                        f"username {t.username!r} is already a registration trunk of {other!r}",
+                    )
+                accounts[t.username] = tg.name
     for i, rp in enumerate(config.routeplans):
         for j, route in enumerate(rp.routes):
             for k, name in enumerate(route.trunk_groups):

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from routing.plan import PrefixIndex
-from sbc.config.schema import Config, Route, TrunkGroup
+from sbc.config.schema import CapacityGroup, Config, Route, TrunkGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,9 @@ class Snapshot:
     advance: dict[str, re.Pattern[str]] = field(default_factory=dict)
     relationship_status: dict[str, str] = field(default_factory=dict)
     listen_ports: dict[str, int] = field(default_factory=dict)
+    capacity_groups: dict[str, CapacityGroup] = field(default_factory=dict)
+    # origination registration trunks: digest username -> (trunk group, password)
+    accounts: dict[str, tuple[TrunkGroup, str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -43,6 +46,8 @@ class Snapshot:
             snap.advance[tg.name] = re.compile(tg.route_advance.codes)
             for t in tg.trunks:
                 if t.type != "ip":
+                    if tg.direction == "origination":
+                        snap.accounts[t.username] = (tg, t.password)
                     continue
                 key = ("tls" if t.protocol == "tls" else t.protocol, t.ip)
                 claim = IngressClaim(t.port, tg.tech_prefix, tg)
@@ -53,6 +58,8 @@ class Snapshot:
             claims.sort(key=lambda c: (c.port == 0, -len(c.tech_prefix)))
         for rp in config.routeplans:
             snap.routes[rp.name] = PrefixIndex((r.prefix, r) for r in rp.routes)
+        for cg in config.capacity_groups:
+            snap.capacity_groups[cg.name] = cg
         for rel in config.relationships:
             snap.relationship_status[rel.name] = rel.status
         for listen in config.node.listen:

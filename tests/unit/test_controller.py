@@ -10,10 +10,13 @@ import pytest
 
 from sbc.call.controller import CallController
 from sbc.config.loader import load_config
+from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import parse_message
 from sbc.sip.transaction import Target, TransactionLayer
+from sbc.state import Acquire
+from sbc.state.memory import MemoryStore
 
 CALLER = Target("udp", "127.0.0.1", 5070)
 V1 = Target("udp", "127.0.0.1", 5081)
@@ -25,8 +28,8 @@ SDP = (
 
 
 class Lab:
-    def __init__(self, **ingress: object) -> None:
-        config = load_config("config/lab")
+    def __init__(self, config: Config | None = None, **ingress: object) -> None:
+        config = config or load_config("config/lab")
         if ingress:
             tgs = list(config.trunk_groups)
             tgs[0] = msgspec.structs.replace(tgs[0], **ingress)
@@ -34,6 +37,7 @@ class Lab:
         self.now = 0.0
         self.layer = TransactionLayer()
         self.ctrl = CallController(self.layer, Snapshot.build(config))
+        self.store = MemoryStore()
 
     def feed(
         self, msg: Request | Response | bytes, src: Target
@@ -49,7 +53,13 @@ class Lab:
         return self._run()
 
     def _run(self) -> list[tuple[Request | Response, Target]]:
+        """What the runtime's pump does, with the memory state store."""
         self.ctrl.process(self.layer.pop_events())
+        while self.ctrl.commands:
+            for cmd in self.ctrl.pop_commands():
+                denied = self.store.execute(cmd, self.now)
+                if isinstance(cmd, Acquire):
+                    self.ctrl.on_acquired(cmd.token, denied, self.now)
         return [(parse_message(d), t) for d, t in self.layer.datagrams_to_send()]
 
     def events(self, name: str) -> list[dict[str, object]]:

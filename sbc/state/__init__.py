@@ -1,0 +1,78 @@
+"""Shared call state: port leases, CPS windows, registration bindings.
+
+One interface, two backends (shared/DESIGN.md, decision 6):
+
+- ``memory`` (sbc.state.memory): one node, pure, decided synchronously with ``now`` passed in;
+- ``redis`` (sbc.state.redis): a fleet of nodes sharing counters through Lua scripts, with the
+  memory store as each node's local fallback while Redis is unreachable.
+
+The call controller never talks to a backend: it emits the requests below and receives the
+verdict later (``CallController.on_acquired``), so it stays pure and a Redis round trip never
+blocks the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One set of limits a call counts against: a trunk group or a capacity group."""
+
+    key: str  # "tg:NAME" or "cg:NAME": also the Redis key suffix
+    ports: int  # concurrent calls; 0 = no limit
+    cps: int  # new calls per second; 0 = no limit
+
+    @property
+    def kind(self) -> str:
+        return "trunk_group" if self.key.startswith("tg:") else "capacity_group"
+
+    @property
+    def name(self) -> str:
+        return self.key[3:]
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why a lease was refused: which scope, and which limit (``ports`` or ``cps``)."""
+
+    scope: Scope
+    limit: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.scope.kind}_{self.limit}"  # e.g. trunk_group_ports
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take one port in every scope and count one call toward their CPS, all or nothing."""
+
+    token: int  # echoed in the verdict
+    lease: str  # unique per call and trunk group
+    scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back a lease's ports."""
+
+    lease: str
+    scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A registered contact (RFC 3261 §10): where a registration trunk's PBX is reachable."""
+
+    trunk_group: str
+    username: str
+    transport: str
+    host: str  # the address the REGISTER came from (what NAT leaves us)
+    port: int
+    contact: str  # the Contact URI the PBX registered
+    expires_at: float  # wall-clock seconds
+
+
+Command = Acquire | Release

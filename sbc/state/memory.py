@@ -1,0 +1,121 @@
+"""The memory backend: ports and CPS of one node, decided synchronously. Pure: ``now`` is an
+argument, so tests time-travel. It is also every Redis node's local fallback and mirror.
+
+Ports are counted by lease (one per call and trunk group), so releasing twice or releasing a
+lease that was never granted changes nothing. CPS is a sliding one-second window: at most
+``cps`` grants in any second, which over ten seconds of overload admits ``10 * cps`` (plus at
+most ``cps`` at the edge), never a burst of ``2 * cps`` across a bucket boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from sbc.state import Acquire, Binding, Command, Denied, Scope
+
+WINDOW = 1.0  # seconds of the CPS window
+
+
+class _Counter:
+    __slots__ = ("leases", "starts")
+
+    def __init__(self) -> None:
+        self.leases: set[str] = set()
+        self.starts: deque[float] = deque()
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._scopes: dict[str, _Counter] = {}
+        self._held: dict[str, tuple[Scope, ...]] = {}
+        self.bindings: dict[tuple[str, str], Binding] = {}  # (trunk group, username)
+        self._by_source: dict[tuple[str, str, int], tuple[str, str]] = {}
+
+    # --- ports and CPS ------------------------------------------------------------------------
+
+    def execute(self, cmd: Command, now: float) -> Denied | None:
+        """Carry out a controller command; for an Acquire, return its verdict."""
+        if isinstance(cmd, Acquire):
+            return self.acquire(cmd.lease, cmd.scopes, now)
+        self.release(cmd.lease)
+        return None
+
+    def _counter(self, key: str) -> _Counter:
+        c = self._scopes.get(key)
+        if c is None:
+            c = self._scopes[key] = _Counter()
+        return c
+
+    def acquire(
+        self, lease: str, scopes: Iterable[Scope], now: float, share: float = 1.0
+    ) -> Denied | None:
+        """Grant ``lease`` in every scope, or in none. ``share`` scales the limits: a fleet
+        node deciding alone while Redis is away takes only its share of each limit."""
+        scopes = tuple(scopes)
+        counters = []
+        for scope in scopes:
+            c = self._counter(scope.key)
+            while c.starts and c.starts[0] <= now - WINDOW:
+                c.starts.popleft()
+            if scope.ports and len(c.leases) >= _scaled(scope.ports, share):
+                return Denied(scope, "ports")
+            if scope.cps and len(c.starts) >= _scaled(scope.cps, share):
+                return Denied(scope, "cps")
+            counters.append(c)
+        self.record(lease, scopes, now)
+        return None
+
+    def record(self, lease: str, scopes: tuple[Scope, ...], now: float) -> None:
+        """Count a lease granted elsewhere (by Redis): the local mirror of this node's calls."""
+        if lease in self._held:
+            return
+        self._held[lease] = scopes
+        for scope in scopes:
+            c = self._counter(scope.key)
+            c.leases.add(lease)
+            c.starts.append(now)
+
+    def release(self, lease: str) -> None:
+        for scope in self._held.pop(lease, ()):
+            self._counter(scope.key).leases.discard(lease)
+
+    def held(self) -> dict[str, tuple[Scope, ...]]:
+        """Every lease this store holds: what a Redis node re-shares when Redis returns."""
+        return self._held
+
+    def in_use(self, key: str) -> int:
+        c = self._scopes.get(key)
+        return len(c.leases) if c else 0
+
+    # --- registration bindings ----------------------------------------------------------------
+
+    def bind(self, binding: Binding) -> None:
+        key = (binding.trunk_group, binding.username)
+        old = self.bindings.get(key)
+        if old is not None:
+            self._by_source.pop((old.transport, old.host, old.port), None)
+        self.bindings[key] = binding
+        self._by_source[(binding.transport, binding.host, binding.port)] = key
+
+    def unbind(self, trunk_group: str, username: str) -> None:
+        old = self.bindings.pop((trunk_group, username), None)
+        if old is not None:
+            self._by_source.pop((old.transport, old.host, old.port), None)
+
+    def binding_from(self, transport: str, host: str, port: int, wall: float) -> Binding | None:
+        """The live binding registered from this source address, if any."""
+        key = self._by_source.get((transport, host, port))
+        b = self.bindings.get(key) if key else None
+        if b is None or b.expires_at <= wall:
+            return None
+        return b
+
+    def binding_of(self, trunk_group: str, username: str, wall: float) -> Binding | None:
+        b = self.bindings.get((trunk_group, username))
+        return b if b is not None and b.expires_at > wall else None
+
+
+def _scaled(limit: int, share: float) -> int:
+    return max(1, math.ceil(limit * share)) if share < 1.0 else limit
