@@ -23,6 +23,7 @@ from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Acquire, Denied
 from sbc.state.memory import MemoryStore
+from sbc.state.redis import RedisStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint
 
 WARN_EVENTS = frozenset(
@@ -46,6 +47,19 @@ class Runtime:
         self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
         self.controller = CallController(self.layer, snapshot)
         self.memory = MemoryStore()
+        state = snapshot.config.node.state
+        self.redis: RedisStore | None = None
+        if state.backend == "redis":
+            self.redis = RedisStore(
+                state.url,
+                memory=self.memory,
+                on_verdict=self.on_verdict,
+                now=self.now,
+                log=log,
+                lease_ttl=state.lease_ttl,
+                timeout=state.timeout,
+                node_id=state.node_id,
+            )
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
         self.tcp = TcpPool(self)
@@ -59,6 +73,8 @@ class Runtime:
     async def start(self) -> None:
         self.loop = loop = asyncio.get_running_loop()
         self.controller.wall_offset = time.time() - loop.time()
+        if self.redis is not None:
+            await self.redis.start()
         node = self.controller.snapshot.config.node
         for listen in node.listen:
             if listen.transport == "udp":
@@ -86,6 +102,8 @@ class Runtime:
             if ep.transport is not None:
                 ep.transport.close()
         self.tcp.close()
+        if self.redis is not None:
+            await self.redis.stop()
         if self._timer is not None:
             self._timer.cancel()
 
@@ -119,8 +137,11 @@ class Runtime:
             if not ctrl.commands:
                 break
             for cmd in ctrl.pop_commands():
-                denied = self.memory.execute(cmd, now)
-                if isinstance(cmd, Acquire):
+                if self.redis is None:
+                    decided, denied = True, self.memory.execute(cmd, now)
+                else:
+                    decided, denied = self.redis.submit(cmd, now)
+                if decided and isinstance(cmd, Acquire):
                     ctrl.on_acquired(cmd.token, denied, now)
         if self.controller.notices:
             self._log(self.controller.pop_notices())

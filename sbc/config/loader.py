@@ -225,6 +225,8 @@ def _cross_check(config: Config, located: _Located) -> None:
             raise located.error(("node", "listen", i, "transport"), "tls is not supported yet")
     if not node.listen:
         raise located.error(("node", "listen"), "needs at least one socket")
+    if node.state.backend == "redis" and not node.state.url.startswith(("redis://", "unix://")):
+        raise located.error(("node", "state", "url"), "the redis backend needs a redis:// URL")
     tgs = {tg.name: tg for tg in config.trunk_groups}
     plans = {rp.name for rp in config.routeplans}
     caps = {cg.name for cg in config.capacity_groups}

@@ -40,6 +40,17 @@ class StateBackend(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         "memory"
     )
     url: Annotated[str, d("Redis URL, e.g. redis://127.0.0.1:6379/0.")] = ""
+    lease_ttl: Annotated[
+        int,
+        d(
+            "Seconds a node's port leases outlive its last heartbeat: a dead node's ports come back within it."
+        ),
+        Meta(ge=2, le=3600),
+    ] = 30
+    timeout: Annotated[
+        float, d("Seconds to wait for Redis before deciding on local limits."), Meta(gt=0, le=5)
+    ] = 0.5
+    node_id: Annotated[str, d("This node's name in the fleet; empty = hostname:pid.")] = ""
 
 
 class RtpEngineNode(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
