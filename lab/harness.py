@@ -108,7 +108,7 @@ def start_sbc(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sbc exited with {proc.returncode}: {log_path.read_text()}")
-        if options(port) == 200:
+        if options(port) is not None:  # any answer means it is up (403 for strangers)
             return sbc
         time.sleep(0.1)
     sbc.stop()

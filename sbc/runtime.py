@@ -34,6 +34,8 @@ WARN_EVENTS = frozenset(
         "transport.error",
         "config.reload_failed",
         "call.ack_timeout",
+        "auth.refused",
+        "registration.failed",
     )
 )
 
@@ -45,8 +47,8 @@ class Runtime:
         snapshot = Snapshot.build(load_config(self.config_dir))
         t = snapshot.config.node.timers
         self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
-        self.controller = CallController(self.layer, snapshot)
         self.memory = MemoryStore()
+        self.controller = CallController(self.layer, snapshot, self.memory)
         state = snapshot.config.node.state
         self.redis: RedisStore | None = None
         if state.backend == "redis":
@@ -94,6 +96,9 @@ class Runtime:
         self.log.info(
             "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
         )
+        now = self.now()
+        self.controller.start(now)  # outbound registrations
+        self._pump(now)
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -202,6 +207,9 @@ class Runtime:
             return False
         self.controller.snapshot = snapshot
         self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
+        now = self.now()
+        self.controller.start(now)
+        self._pump(now)
         return True
 
 

@@ -43,11 +43,13 @@ from sbc.admission import (
     static_refusal,
     time_refusal,
 )
-from sbc.config.schema import TrunkGroup
+from sbc.config.schema import Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.registrar import Answer, Registrar
 from sbc.sip.dialog import Dialog
+from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri, Via
-from sbc.sip.message import Request, Response, make_request, make_response
+from sbc.sip.message import Request, Response, make_request, make_response, resend
 from sbc.sip.parser import KNOWN_METHODS
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import (
@@ -65,7 +67,11 @@ from sbc.sip.transaction import (
     TransportFailed,
     make_cancel,
 )
-from sbc.state import Acquire, Command, Denied, Release, Scope
+from sbc.state import Acquire, Bind, Command, Denied, Release, Scope
+from sbc.state.memory import MemoryStore
+
+REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
+
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
 # Headers that may cross from one leg to the other. Everything else stays on its side.
@@ -121,6 +127,7 @@ class Attempt:
     status: int | None = None
     outcome: str = ""  # answered | code | b_timer | max_pdd | timeout | transport | cancelled
     ack: Request | None = None
+    auth_sent: bool = False  # we answered the trunk's 401/407 once; a second one is final
 
 
 @dataclass(eq=False)
@@ -130,6 +137,23 @@ class Relay:
     call: Call
     server: ServerTransaction
     to_leg: str  # "a" or "b": where we sent it
+
+
+@dataclass(eq=False)
+class Registration:
+    """Our registration at a vendor's registrar (a termination trunk of type registration)."""
+
+    key: tuple[str, int]  # (trunk group, trunk index)
+    trunk: Trunk
+    target: Target
+    call_id: str
+    from_tag: str
+    cseq: int = 0
+    up: bool = False
+    auth_sent: bool = False
+    generation: int = 0  # bumps on each send: a stale refresh timer does nothing
+    uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
+    expires_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -198,9 +222,12 @@ class Notice:
 class CallController:
     """All calls of one node."""
 
-    def __init__(self, layer: TransactionLayer, snapshot: Snapshot) -> None:
+    def __init__(
+        self, layer: TransactionLayer, snapshot: Snapshot, store: MemoryStore | None = None
+    ) -> None:
         self.layer = layer
         self.snapshot = snapshot
+        self.registrar = Registrar(store or MemoryStore())
         self.hunt = HuntState()
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
@@ -208,6 +235,7 @@ class CallController:
         self.commands: list[Command] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
+        self.registrations: dict[tuple[str, int], Registration] = {}
         self._leases: dict[int, LeaseRequest] = {}
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
@@ -253,10 +281,10 @@ class CallController:
         raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
         return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
 
-    def _contact(self, transport: str) -> NameAddr:
+    def _contact(self, transport: str, user: str = "sbc") -> NameAddr:
         host, port = self._local(transport)
         params = "" if transport == "udp" else f"transport={transport}"
-        uri = Uri("sip", "sbc", None, host, port, params)
+        uri = Uri("sip", user, None, host, port, params)
         return NameAddr(None, uri, {}, str(uri))
 
     def process(self, events: list[Event]) -> None:
@@ -334,6 +362,9 @@ class CallController:
         if req.method == "INVITE":
             self._on_invite(tx, req, src, now)
             return
+        if req.method == "REGISTER":
+            self._on_register(tx, req, src, now)
+            return
         if not is_peer(snap, src.transport, src.host, src.port):
             self._unknown_source(tx, req, src, now)
         elif req.method == "OPTIONS":
@@ -373,8 +404,9 @@ class CallController:
             user = unquote(user)
         found = identify(snap, src.transport, src.host, src.port, user)
         if found is None:
-            self._unknown_source(tx, req, src, now)
-            return
+            found = self._registered_caller(tx, req, src, now, user)
+            if found is None:
+                return
         tg, dnis = found
         refusal = static_refusal(snap, tg) or time_refusal(tg, now + self.wall_offset)
         if refusal is not None:
@@ -412,6 +444,59 @@ class CallController:
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
         self._acquire(call, tg, call.id)
+
+    def _registered_caller(
+        self, tx: ServerTransaction, req: Request, src: Target, now: float, user: str
+    ) -> tuple[TrunkGroup, str] | None:
+        """An INVITE no IP trunk claims: from a registered PBX's address, or claiming a
+        registration account (then 407 until its Proxy-Authorization checks). None: answered."""
+        snap = self.snapshot
+        wall = now + self.wall_offset
+        tg = self.registrar.registered(snap, src, wall)
+        if tg is None and self.registrar.claimed(snap, req) is not None:
+            result = self.registrar.authenticate_invite(snap, req, wall)
+            if isinstance(result, Answer):
+                if result.why != "challenge":
+                    self._auth_refused(req, src, result, snap)
+                self._respond(tx, result.status, now, result.reason, headers=result.headers)
+                return None
+            tg = result
+        if tg is None:
+            self._unknown_source(tx, req, src, now)
+            return None
+        prefix = tg.tech_prefix
+        return tg, user[len(prefix) :] if prefix and user.startswith(prefix) else user
+
+    def _auth_refused(self, req: Request, src: Target, answer: Answer, snap: Snapshot) -> None:
+        account = snap.accounts.get(answer.username)
+        self._notice(
+            "auth.refused",
+            None,
+            method=req.method,
+            status=answer.status,
+            reason=answer.why,
+            username=answer.username,
+            trunk_group=account[0].name if account else "",
+            source=f"{req.vias[0].transport.lower()}:{src.host}:{src.port}",
+        )
+
+    def _on_register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
+        snap = self.snapshot
+        answer = self.registrar.register(snap, req, src, now + self.wall_offset)
+        if answer.binding is not None:
+            self.commands.append(Bind(answer.binding))
+            self._notice(
+                "registrar." + answer.why,
+                None,
+                username=answer.username,
+                trunk_group=answer.binding.trunk_group,
+                contact=answer.binding.contact,
+                source=f"{src.transport}:{src.host}:{src.port}",
+                expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
+            )
+        elif answer.status >= 300 and answer.why not in ("challenge",):
+            self._auth_refused(req, src, answer, snap)
+        self._respond(tx, answer.status, now, answer.reason, headers=answer.headers)
 
     def _refuse(
         self,
@@ -486,8 +571,15 @@ class CallController:
             if static_refusal(snap, etg) is not None:
                 continue
             order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], self.hunt)
-            out += [(etg, i) for i in order if etg.trunks[i].type == "ip"]
+            out += [(etg, i) for i in order if self._usable(etg, i)]
         return out
+
+    def _usable(self, tg: TrunkGroup, index: int) -> bool:
+        """An IP trunk, or a registration trunk whose registration at the vendor is up."""
+        if tg.trunks[index].type == "ip":
+            return True
+        reg = self.registrations.get((tg.name, index))
+        return reg is not None and reg.up
 
     # --- hunting ------------------------------------------------------------------------------
 
@@ -593,6 +685,8 @@ class CallController:
             self._respond(ctx.server, status, ev.at)
         elif isinstance(ctx, Bye):
             self._bye_done(ctx.call, ev.at)
+        elif isinstance(ctx, Registration):
+            self._registration_failed(ctx, ev.at, "timeout" if timeout else "transport")
 
     def _attempt_failed(
         self,
@@ -682,6 +776,8 @@ class CallController:
             self._on_relay_response(ctx, resp, tx, now)
         elif isinstance(ctx, Bye) and resp.status >= 200:
             self._bye_done(ctx.call, now)
+        elif isinstance(ctx, Registration):
+            self._on_register_response(ctx, resp, now)
 
     def _on_attempt_response(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
@@ -715,8 +811,143 @@ class CallController:
         if status < 300:
             self._on_answer(attempt, resp, now)
             return
+        if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
+            return
         attempt.outcome = "cancelled" if call.cancelled else "code"
         self._attempt_failed(attempt, status, resp.reason, now, response=resp)
+
+    def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:
+        """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1
+        and a new branch (RFC 3261 §22.2). Once per attempt; a second challenge is final."""
+        trunk = attempt.trunk_group.trunks[attempt.trunk]
+        if attempt.auth_sent or not (trunk.username and trunk.password):
+            return False
+        asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        challenge = pick_challenge(resp.get_all(asked))
+        if challenge is None:
+            return False
+        invite = attempt.invite
+        value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
+        header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        attempt.invite = resend(
+            invite, self._via(attempt.target.transport), invite.cseq + 1, [(header, value)]
+        )
+        attempt.auth_sent = True
+        attempt.got_100 = False  # a CANCEL must wait for a provisional on the new INVITE
+        attempt.tx = self.layer.send_request(attempt.invite, attempt.target, now, ctx=attempt)
+        self._notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
+        return True
+
+    # --- outbound registrations ---------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Bring outbound registrations in line with the snapshot: at startup and reload."""
+        wanted: dict[tuple[str, int], Trunk] = {}
+        for tg in self.snapshot.config.trunk_groups:
+            if tg.direction == "termination" and tg.status == "enabled":
+                for i, t in enumerate(tg.trunks):
+                    if t.type == "registration":
+                        wanted[(tg.name, i)] = t
+        for key in list(self.registrations):
+            reg = self.registrations[key]
+            if wanted.get(key) != reg.trunk:
+                reg.generation += 1  # its timers and responses no longer count
+                del self.registrations[key]
+        for key, trunk in wanted.items():
+            if key not in self.registrations:
+                target = Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+                reg = Registration(key, trunk, target, self._new_id(), self._new_id())
+                self.registrations[key] = reg
+                self._send_register(reg, now)
+
+    def _send_register(
+        self, reg: Registration, now: float, auth: tuple[str, str] | None = None
+    ) -> None:
+        trunk = reg.trunk
+        host = f"[{trunk.ip}]" if ":" in trunk.ip else trunk.ip
+        aor = Uri("sip", trunk.username, None, host)
+        params = "" if trunk.protocol == "udp" else f"transport={trunk.protocol}"
+        registrar = Uri("sip", "", None, host, reg.target.port, params)
+        reg.uri = str(registrar)
+        reg.cseq += 1
+        reg.generation += 1
+        headers = [("Expires", str(trunk.expires))]
+        if auth is not None:
+            headers.append(auth)
+        req = make_request(
+            "REGISTER",
+            registrar,
+            via=self._via(trunk.protocol),
+            from_=NameAddr(None, aor, {"tag": reg.from_tag}, str(aor)),
+            to=NameAddr(None, aor, {}, str(aor)),
+            call_id=reg.call_id,
+            cseq=reg.cseq,
+            contact=self._contact(trunk.protocol, trunk.username),
+            headers=headers,
+        )
+        self.layer.send_request(req, reg.target, now, ctx=reg)
+
+    def _on_register_response(self, reg: Registration, resp: Response, now: float) -> None:
+        if resp.status < 200 or self.registrations.get(reg.key) is not reg:
+            return
+        if resp.status in (401, 407) and not reg.auth_sent:
+            asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+            challenge = pick_challenge(resp.get_all(asked))
+            if challenge is not None:
+                value = authorization(
+                    challenge, "REGISTER", reg.uri, reg.trunk.username, reg.trunk.password
+                )
+                reg.auth_sent = True
+                name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+                self._send_register(reg, now, (name, value))
+                return
+        reg.auth_sent = False
+        if resp.status >= 300:
+            self._registration_failed(reg, now, f"{resp.status} {resp.reason}")
+            return
+        granted = reg.trunk.expires
+        for c in resp.contacts:
+            if c.uri.user == reg.trunk.username and c.params.get("expires"):
+                granted = int(c.params["expires"] or granted)
+        expires = resp.get("Expires")
+        if expires is not None and expires.strip().isdigit() and not resp.contacts:
+            granted = int(expires)
+        reg.expires_at = now + granted
+        if not reg.up:
+            reg.up = True
+            self._notice(
+                "registration.up",
+                None,
+                trunk_group=reg.key[0],
+                username=reg.trunk.username,
+                registrar=f"{reg.target.transport}:{reg.target.host}:{reg.target.port}",
+                expires=granted,
+            )
+        # Refresh well before expiry (RFC 3261 §10.2.4), at least 5 s ahead.
+        self._arm(
+            now + max(1.0, min(granted * 0.8, granted - 5)), (reg, reg.generation), "reregister"
+        )
+
+    def _registration_failed(self, reg: Registration, now: float, why: str) -> None:
+        if self.registrations.get(reg.key) is not reg:
+            return
+        reg.auth_sent = False
+        if reg.up:
+            reg.up = False
+        self._notice(
+            "registration.failed",
+            None,
+            trunk_group=reg.key[0],
+            username=reg.trunk.username,
+            registrar=f"{reg.target.transport}:{reg.target.host}:{reg.target.port}",
+            error=why,
+        )
+        self._arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister")
+
+    def _timer_reregister(self, entry: tuple[Registration, int], now: float) -> None:
+        reg, generation = entry
+        if self.registrations.get(reg.key) is reg and reg.generation == generation:
+            self._send_register(reg, now)
 
     def _relay_to_a(self, call: Call, resp: Response, now: float) -> None:
         a = call.a_invite

@@ -284,6 +284,10 @@ def _cross_check(config: Config, located: _Located) -> None:
                 raise located.error(
                     (*tp, "username"), "a registration trunk needs username and password"
                 )
+            elif tg.direction == "termination" and not _ip(t.ip):
+                raise located.error(
+                    (*tp, "ip"), "a termination registration trunk needs the registrar's IP"
+                )
             elif tg.direction == "origination":
                 other = accounts.get(t.username)
                 if other is not None:

@@ -82,6 +82,31 @@ class SipTimers(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     t4: Annotated[float, d("T4 in seconds (max network lifetime)."), Meta(gt=0)] = 5.0
 
 
+Algorithm = Literal["SHA-256", "MD5"]
+
+
+class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Digest authentication of registration trunks (RFC 3261 §22, RFC 8760)."""
+
+    realm: Annotated[str, d("Digest realm; empty = switch_ip.")] = ""
+    algorithms: Annotated[
+        list[Algorithm], d("Challenges offered, most preferred first."), Meta(min_length=1)
+    ] = field(default_factory=lambda: ["SHA-256", "MD5"])
+    nonce_lifetime: Annotated[
+        int, d("Seconds a nonce is accepted; older ones get stale=true."), Meta(ge=10)
+    ] = 300
+    secret: Annotated[
+        str, d("Nonce signing key; set the same on every node of a fleet. Empty = random.")
+    ] = ""
+    min_expires: Annotated[
+        int, d("Shortest registration accepted; shorter gets 423 (RFC 3261 §10.3)."), Meta(ge=1)
+    ] = 60
+    max_expires: Annotated[int, d("Longest registration granted."), Meta(ge=1)] = 3600
+    default_expires: Annotated[
+        int, d("Registration lifetime when the REGISTER names none."), Meta(ge=1)
+    ] = 3600
+
+
 class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """This SBC node: sockets, identity, backends."""
 
@@ -104,6 +129,9 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         default_factory=MetricsConfig
     )
     timers: Annotated[SipTimers, d("SIP transaction timers.")] = field(default_factory=SipTimers)
+    registrar: Annotated[RegistrarConfig, d("Registration trunks' digest authentication.")] = field(
+        default_factory=RegistrarConfig
+    )
     drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
 
 
@@ -127,19 +155,29 @@ class CapacityGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
 
 
 class Trunk(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """One peer address (ip) or one registering PBX account (registration)."""
+    """One peer address (ip) or one registration account (registration).
+
+    Registration in an origination trunk group: a PBX registers to us with these credentials.
+    In a termination trunk group: we register to the vendor at ip:port and send calls there."""
 
     type: Annotated[
         Literal["ip", "registration"], d("ip: matched by source; registration: by REGISTER.")
     ] = "ip"
-    ip: Annotated[str, d("Peer IP address (type ip).")] = ""
+    ip: Annotated[
+        str, d("Peer IP address (type ip), or the vendor's registrar (termination registration).")
+    ] = ""
     port: Annotated[
         int, d("Peer port; 0 = any port (origination) or 5060 (termination)."), Meta(ge=0, le=65535)
     ] = 0
     protocol: Annotated[Transport, d("udp, tcp or tls.")] = "udp"
     weight: Annotated[int, d("Relative share under weighted hunting."), Meta(ge=0)] = 1
-    username: Annotated[str, d("Digest username (type registration).")] = ""
-    password: Annotated[str, d("Digest password (type registration).")] = ""
+    username: Annotated[
+        str, d("Digest username: the account (registration), or to answer a vendor's 401/407.")
+    ] = ""
+    password: Annotated[str, d("Digest password, as username.")] = ""
+    expires: Annotated[
+        int, d("Registration lifetime we ask a vendor for (termination registration)."), Meta(ge=60)
+    ] = 3600
 
 
 class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

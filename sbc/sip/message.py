@@ -10,7 +10,7 @@ transaction layer and the B2BUA never re-parse text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sbc.sip.errors import reason_phrase
 from sbc.sip.grammar import NameAddr, Uri, Via
@@ -263,3 +263,16 @@ def make_request(
         uri=str(ruri),
         ruri=ruri,
     )
+
+
+def resend(req: Request, via: Via, cseq: int, headers: list[tuple[str, str]]) -> Request:
+    """``req`` again with a new top Via and CSeq and ``headers`` added (replacing any earlier
+    credentials): the retry with credentials after a 401/407 (RFC 3261 §22.2, §8.1.3.5)."""
+    drop = ("Via", "Authorization", "Proxy-Authorization")
+    hdrs: list[tuple[str, str]] = [("Via", via.raw)]
+    for n, v in req.headers:
+        if n in drop:
+            continue
+        hdrs.append((n, f"{cseq} {req.cseq_method}" if n == "CSeq" else v))
+    hdrs.extend(headers)
+    return replace(req, headers=hdrs, vias=[via], cseq=cseq)

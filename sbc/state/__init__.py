@@ -75,4 +75,11 @@ class Binding:
     expires_at: float  # wall-clock seconds
 
 
-Command = Acquire | Release
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """A binding changed (registered, refreshed, or removed when expires_at is 0): share it."""
+
+    binding: Binding
+
+
+Command = Acquire | Release | Bind

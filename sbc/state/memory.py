@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from sbc.state import Acquire, Binding, Command, Denied, Scope
+from sbc.state import Acquire, Binding, Command, Denied, Release, Scope
 
 WINDOW = 1.0  # seconds of the CPS window
 
@@ -39,8 +39,9 @@ class MemoryStore:
         """Carry out a controller command; for an Acquire, return its verdict."""
         if isinstance(cmd, Acquire):
             return self.acquire(cmd.lease, cmd.scopes, now)
-        self.release(cmd.lease)
-        return None
+        if isinstance(cmd, Release):
+            self.release(cmd.lease)
+        return None  # Bind: the registrar already wrote this store
 
     def _counter(self, key: str) -> _Counter:
         c = self._scopes.get(key)

@@ -39,7 +39,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from sbc.state import Acquire, Binding, Command, Denied, Scope
+from sbc.state import Acquire, Bind, Binding, Command, Denied, Release, Scope
 from sbc.state.memory import MemoryStore
 
 ACQUIRE = """
@@ -174,7 +174,11 @@ class RedisStore:
     def submit(self, cmd: Command, now: float) -> tuple[bool, Denied | None]:
         """Carry out a command. Returns (decided, verdict): decided now (Redis is away, or a
         Release), or later through ``on_verdict``."""
-        if not isinstance(cmd, Acquire):
+        if isinstance(cmd, Bind):
+            if self.up:
+                self._spawn(self._save(cmd.binding))
+            return True, None
+        if isinstance(cmd, Release):
             self.memory.release(cmd.lease)
             if self.up:
                 self._spawn(self._release(cmd.lease, cmd.scopes))
@@ -265,10 +269,6 @@ class RedisStore:
             else:
                 stale.append(name)
         return stale
-
-    def save_binding(self, binding: Binding) -> None:
-        if self.up:
-            self._spawn(self._save(binding))
 
     async def _save(self, b: Binding) -> None:
         field = f"{b.trunk_group} {b.username}"

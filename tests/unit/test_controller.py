@@ -36,8 +36,8 @@ class Lab:
             config = msgspec.structs.replace(config, trunk_groups=tgs)
         self.now = 0.0
         self.layer = TransactionLayer()
-        self.ctrl = CallController(self.layer, Snapshot.build(config))
         self.store = MemoryStore()
+        self.ctrl = CallController(self.layer, Snapshot.build(config), self.store)
 
     def feed(
         self, msg: Request | Response | bytes, src: Target
