@@ -1177,7 +1177,9 @@ class CallController:
         for lease, held in call.leases.items():
             self.commands.append(Release(lease, held))
         call.leases.clear()
-        duration = round(call.ended_at - call.answered_at, 3) if call.answered_at else 0.0
+        duration = (
+            round(call.ended_at - call.answered_at, 3) if call.answered_at is not None else 0.0
+        )
         self._notice(
             "call.end",
             call,

@@ -239,3 +239,32 @@ def test_memory_store_is_all_or_nothing_and_scales_by_share() -> None:
     half = Scope("tg:b", 5, 0)
     granted = [store.acquire(f"h{i}", (half,), 0.0, share=0.5) is None for i in range(5)]
     assert granted == [True, True, True, False, False]  # ceil(5 * 0.5)
+
+
+def test_max_call_duration_ends_the_call_with_bye_on_both_legs(tmp_path: Path) -> None:
+    """caller        sbc          vendor
+    |<------200----|<------200---|   answered at t
+    |<------BYE----|-------BYE-->|   t + max_call_duration, Reason: ... Max Call Duration
+    """
+    lab = lab_with(tmp_path, ingress("{max_call_duration: 60}"))
+    out = lab.feed(invite(branch="z9hG4bKm1"), CALLER)
+    ((b_inv, vendor),) = b_legs(out)
+    ok = make_response(b_inv, 200, to_tag="v", headers=[("Contact", "<sip:v@127.0.0.1:5081>")])
+    (a_ok,) = [m for m in only(lab.feed(ok, vendor), CALLER) if isinstance(m, Response)]
+    ack = (
+        f"ACK sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKm2"
+        f"\r\nFrom: <sip:15550001000@10.1.1.1>;tag=caller1\r\n"
+        f"To: <sip:15551230000@127.0.0.1>;tag={a_ok.to.tag}\r\nCall-ID: a-leg-1@10.1.1.1\r\n"
+        f"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    lab.feed(ack, CALLER)
+    assert [m for m, _ in lab.advance(59.0) if isinstance(m, Request)] == []
+    out = lab.advance(1.0)
+    byes = [(m, t) for m, t in out if isinstance(m, Request) and m.method == "BYE"]
+    assert sorted(t.port for _, t in byes) == sorted([CALLER.port, vendor.port])
+    assert all("Max Call Duration" in (m.get("Reason") or "") for m, _ in byes)
+    for m, t in byes:
+        lab.feed(make_response(m, 200), t)
+    (end,) = lab.events("call.end")
+    assert end["hangup"] == "sbc" and end["duration"] == 60.0
+    assert lab.store.in_use("tg:carrier-a") == 0
