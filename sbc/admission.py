@@ -91,6 +91,11 @@ def scopes(snap: Snapshot, tg: TrunkGroup) -> tuple[Scope, ...]:
     return tuple(out)
 
 
+def limited(limits: tuple[Scope, ...]) -> bool:
+    """Does any scope have a limit? Calls on unlimited trunk groups take no lease."""
+    return any(s.ports or s.cps for s in limits)
+
+
 def limit_refusal(denied: Denied) -> Refusal:
     retry = "1" if denied.limit == "cps" else "5"
     return Refusal(503, "Service Unavailable", denied.label, (("Retry-After", retry), NO_CIRCUIT))

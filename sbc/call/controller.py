@@ -39,6 +39,7 @@ from sbc.admission import (
     identify,
     is_peer,
     limit_refusal,
+    limited,
     scopes,
     static_refusal,
     time_refusal,
@@ -443,7 +444,11 @@ class CallController:
             sip_call_id=req.call_id,
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
-        self._acquire(call, tg, call.id)
+        limits = scopes(snap, tg)
+        if limited(limits):
+            self._acquire(call, tg, call.id, limits)
+        else:  # nothing to count against: no lease, no round trip
+            self._admitted(call, now)
 
     def _registered_caller(
         self, tx: ServerTransaction, req: Request, src: Target, now: float, user: str
@@ -517,9 +522,9 @@ class CallController:
 
     # --- admission: leases in the state store -------------------------------------------------
 
-    def _acquire(self, call: Call, tg: TrunkGroup, lease: str) -> None:
+    def _acquire(self, call: Call, tg: TrunkGroup, lease: str, limits: tuple[Scope, ...]) -> None:
         token = next(self._ids)
-        request = LeaseRequest(call, tg, lease, scopes(call.snap, tg))
+        request = LeaseRequest(call, tg, lease, limits)
         self._leases[token] = request
         call.waiting = True
         self.commands.append(Acquire(token, lease, request.scopes))
@@ -543,12 +548,9 @@ class CallController:
                 return
             if denied is not None:
                 self._refuse(call.a_tx, tg, limit_refusal(denied), now, call)
-                return
-            call.state = "routing"
-            if not call.candidates:
-                self._notice("call.no_route", call, dnis=call.dnis, routeplan=tg.routeplan)
-                self._fail_a(call, 404, now, "No Route")
-                return
+            else:
+                self._admitted(call, now)
+            return
         else:
             call.egress[tg.name] = denied
             if denied is not None:
@@ -556,6 +558,14 @@ class CallController:
                 self._notice("call.egress_skipped", call, trunk_group=tg.name, reason=denied.label)
             if call.state != "routing":
                 return
+        self._next_attempt(call, now)
+
+    def _admitted(self, call: Call, now: float) -> None:
+        call.state = "routing"
+        if not call.candidates:
+            self._notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
+            self._fail_a(call, 404, now, "No Route")
+            return
         self._next_attempt(call, now)
 
     def _candidates(
@@ -589,8 +599,11 @@ class CallController:
         while call.candidates:
             etg = call.candidates[0][0]
             if etg.name not in call.egress:
-                self._acquire(call, etg, f"{call.id}/{etg.name}")
-                return
+                counted = scopes(call.snap, etg)
+                if limited(counted):
+                    self._acquire(call, etg, f"{call.id}/{etg.name}", counted)
+                    return
+                call.egress[etg.name] = None
             if call.egress[etg.name] is None:
                 break
             call.candidates.pop(0)
