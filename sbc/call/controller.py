@@ -918,24 +918,17 @@ class CallController:
         if resp.status >= 300:
             self._registration_failed(reg, now, f"{resp.status} {resp.reason}")
             return
+        # The registrar may grant less than we asked (§10.2.4): our Contact's expires, else
+        # the Expires header; anything unreadable leaves what we asked for.
         granted = reg.trunk.expires
-        for c in resp.contacts:
-            if c.uri.user == reg.trunk.username and c.params.get("expires"):
-                granted = int(c.params["expires"] or granted)
-        expires = resp.get("Expires")
-        if expires is not None and expires.strip().isdigit() and not resp.contacts:
-            granted = int(expires)
+        mine = [c for c in resp.contacts if c.uri.user == reg.trunk.username]
+        raw = (mine[0].params.get("expires") if mine else None) or resp.get("Expires")
+        if raw is not None and raw.strip().isdigit() and int(raw) > 0:
+            granted = int(raw)
         reg.expires_at = now + granted
         if not reg.up:
             reg.up = True
-            self._notice(
-                "registration.up",
-                None,
-                trunk_group=reg.key[0],
-                username=reg.trunk.username,
-                registrar=f"{reg.target.transport}:{reg.target.host}:{reg.target.port}",
-                expires=granted,
-            )
+            self._registration_notice("registration.up", reg, expires=granted)
         # Refresh well before expiry (RFC 3261 §10.2.4), at least 5 s ahead.
         self._arm(
             now + max(1.0, min(granted * 0.8, granted - 5)), (reg, reg.generation), "reregister"
@@ -945,17 +938,20 @@ class CallController:
         if self.registrations.get(reg.key) is not reg:
             return
         reg.auth_sent = False
-        if reg.up:
-            reg.up = False
+        reg.up = False
+        self._registration_notice("registration.failed", reg, error=why)
+        self._arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister")
+
+    def _registration_notice(self, event: str, reg: Registration, **fields: Any) -> None:
+        target = reg.target
         self._notice(
-            "registration.failed",
+            event,
             None,
             trunk_group=reg.key[0],
             username=reg.trunk.username,
-            registrar=f"{reg.target.transport}:{reg.target.host}:{reg.target.port}",
-            error=why,
+            registrar=f"{target.transport}:{target.host}:{target.port}",
+            **fields,
         )
-        self._arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister")
 
     def _timer_reregister(self, entry: tuple[Registration, int], now: float) -> None:
         reg, generation = entry

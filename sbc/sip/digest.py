@@ -61,6 +61,14 @@ def parse_params(value: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that also takes the non-ASCII text a peer may send
+    (hmac.compare_digest raises TypeError on non-ASCII str)."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    )
+
+
 def _h(algorithm: str, text: str) -> str:
     return HASHES[algorithm](text.encode()).hexdigest()
 
@@ -167,7 +175,7 @@ class NonceBook:
 
     def _born(self, nonce: str) -> float | None:
         stamp, _, mac = nonce.partition(".")
-        if len(stamp) < 9 or not hmac.compare_digest(mac, self._mac(stamp)):
+        if len(stamp) < 9 or not _same(mac, self._mac(stamp)):
             return None
         try:
             return int(stamp[:-8], 16) / 1000
@@ -220,7 +228,7 @@ class NonceBook:
         expected = response(
             algorithm, username, realm, password, method, p.get("uri", ""), nonce, nc, cnonce, qop
         )
-        if not hmac.compare_digest(expected, p.get("response", "").lower()):
+        if not _same(expected, p.get("response", "").lower()):
             return Verdict(False, "bad_response", username)
         if wall - born > self.lifetime:
             return Verdict(False, "stale", username)

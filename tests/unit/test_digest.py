@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sbc.sip.digest import NonceBook, authorization, parse_params, pick_challenge, response
 from sbc.sip.message import Response
@@ -83,6 +85,15 @@ def test_wrong_password_forged_nonce_and_other_key() -> None:
     assert check(book, wrong, 1001.0) == "bad_response"
     _, value = book_and_credentials(1000.0)
     assert check(NonceBook(b"other-key", 60), value, 1001.0) == "bad_nonce"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_check_never_raises_on_any_authorization(value: str) -> None:
+    """Whatever a peer puts in Authorization, the answer is a verdict, not an exception."""
+    book, good = book_and_credentials(1000.0)
+    for candidate in (value, "Digest " + value, good[: len(value) % len(good)] + value):
+        assert check(book, candidate, 1001.0) != "ok"
 
 
 # --- the registrar inside the call controller -----------------------------------------------
@@ -210,3 +221,13 @@ def test_vendor_registration_trunk_needs_the_registrar_ip(tmp_path: Path) -> Non
     )
     with pytest.raises(ConfigError, match="registrar's IP"):
         lab_with(tmp_path, bad, base=BASE)
+
+
+def test_non_ascii_nonce_or_response_is_refused_not_raised() -> None:
+    book, _ = book_and_credentials(1000.0)
+    for nonce, resp in (("1a2b3c4d5e.é", "00"), ("x" * 12, "é" * 64)):
+        value = (
+            f'Digest username="pbx1", realm="sbc", nonce="{nonce}", uri="sip:sbc", '
+            f'response="{resp}", cnonce="c", nc=00000001, qop=auth, algorithm=SHA-256'
+        )
+        assert check(book, value, 1001.0) in ("bad_nonce", "bad_response")
