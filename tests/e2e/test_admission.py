@@ -96,6 +96,7 @@ def test_cps_10_under_a_40_cps_offer(sbc: harness.Sbc, tmp_path: Path) -> None:
     admitted, refused = r.received(200) // 2, r.received(503)
     assert admitted + refused == 400
     assert 85 <= admitted <= 115, f"admitted {admitted}"
+    print(f"cps 10 under 40 cps for 10 s: {admitted} admitted, {refused} refused")
     cps = [e for e in sbc.events("call.refused") if e.get("trunk_group") == "cps10"]
     assert len(cps) == refused and {e["reason"] for e in cps} == {"trunk_group_cps"}
 
