@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import signal
 import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sbc.call.controller import CallController, Notice
 from sbc.config.loader import ConfigError, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Acquire, Denied
+from sbc.state import Acquire, Denied, Notify
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint
@@ -69,6 +71,7 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- sockets ------------------------------------------------------------------------------
 
@@ -142,6 +145,9 @@ class Runtime:
             if not ctrl.commands:
                 break
             for cmd in ctrl.pop_commands():
+                if isinstance(cmd, Notify):
+                    self._spawn(post_json(cmd.url, cmd.payload, self.log))
+                    continue
                 if self.redis is None:
                     decided, denied = True, self.memory.execute(cmd, now)
                 else:
@@ -157,6 +163,12 @@ class Runtime:
             else:
                 self.tcp.send(data, target)
         self._rearm()
+
+    def _spawn(self, coro: Any) -> None:
+        assert self.loop is not None
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def on_verdict(self, token: int, denied: Denied | None) -> None:
         """A shared state store answered an Acquire."""
@@ -211,6 +223,34 @@ class Runtime:
         self.controller.start(now)
         self._pump(now)
         return True
+
+
+async def post_json(url: str, payload: dict[str, object], log: Any, timeout: float = 5.0) -> None:
+    """POST a JSON body to an http:// webhook with a bounded wait; failures are logged, never
+    raised (a trigger must not disturb calls)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        log.warning("trigger.webhook_failed", url=url, error="only http:// URLs are supported")
+        return
+    body = json.dumps(payload).encode()
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            writer.write(head + body)
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+        status = int(status_line.split()[1]) if len(status_line.split()) > 1 else 0
+    except (OSError, TimeoutError, ValueError) as e:
+        log.warning("trigger.webhook_failed", url=url, error=f"{type(e).__name__}: {e}")
+        return
+    if not 200 <= status < 300:
+        log.warning("trigger.webhook_failed", url=url, error=f"HTTP {status}")
 
 
 RECEIVE_BUFFER = 8 * 1024 * 1024

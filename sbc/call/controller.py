@@ -34,6 +34,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from routing.hunting import HuntState, hunt_order
+from routing.select import select
+from sbc import manipulate
 from sbc.admission import (
     Refusal,
     identify,
@@ -44,7 +46,7 @@ from sbc.admission import (
     static_refusal,
     time_refusal,
 )
-from sbc.config.schema import Trunk, TrunkGroup
+from sbc.config.schema import Forwarding, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.registrar import Answer, Registrar
 from sbc.sip.dialog import Dialog
@@ -68,7 +70,7 @@ from sbc.sip.transaction import (
     TransportFailed,
     make_cancel,
 )
-from sbc.state import Acquire, Bind, Command, Denied, Release, Scope
+from sbc.state import Acquire, Bind, Command, Denied, Notify, Release, Scope
 from sbc.state.memory import MemoryStore
 
 REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
@@ -105,6 +107,15 @@ CROSSING = frozenset(
 
 def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
+
+
+def media_ip(sdp: bytes) -> str:
+    """The session's connection address (the first c= line), for media_ip filters."""
+    at = sdp.find(b"\nc=IN IP")
+    if at < 0:
+        return ""
+    line = sdp[at + 10 : sdp.find(b"\n", at + 1)]
+    return line.split(b" ", 1)[-1].strip().decode("ascii", "replace")
 
 
 @dataclass(eq=False)
@@ -194,6 +205,7 @@ class Call:
     leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
     egress: dict[str, Denied | None] = field(default_factory=dict)
     waiting: bool = False  # a lease request is out; hunting resumes on its verdict
+    forward: Forwarding | None = None  # forwarding on failure, not yet used
     last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
 
     @property
@@ -417,6 +429,17 @@ class CallController:
             self._respond(tx, 483, now)
             return
         ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
+        if tg.manipulations:
+            ani = manipulate.apply(tg.manipulations, "ani", ani)
+            dnis = manipulate.apply(tg.manipulations, "dnis", dnis)
+        wall = now + self.wall_offset
+        sel = select(snap.plans[tg.routeplan], ani, dnis, media_ip(req.body), wall)
+        for trigger in sel.triggers:
+            self._trigger(trigger.name, trigger.webhook, tg, ani, dnis, req.call_id, wall)
+        if sel.refusal is not None:
+            status, reason, label = sel.refusal
+            self._refuse(tx, tg, Refusal(status, reason, label), now)
+            return
         a_tag = self._new_id()
         call = Call(
             id=self._new_id(),
@@ -427,9 +450,10 @@ class CallController:
             a_invite=req,
             a_dialog=Dialog.as_uas(req, a_tag, src, tg.nat),
             ani=ani,
-            dnis=dnis,
+            dnis=sel.dnis,
             started=now,
-            candidates=self._candidates(snap, tg, dnis),
+            candidates=self._candidates(snap, sel.trunk_groups),
+            forward=sel.on_failure,
         )
         tx.ctx = call
         self.calls[call.id] = call
@@ -439,9 +463,10 @@ class CallController:
             call,
             trunk_group=tg.name,
             ani=ani,
-            dnis=dnis,
+            dnis=sel.dnis,
             source=f"{src.transport}:{src.host}:{src.port}",
             sip_call_id=req.call_id,
+            route=sel.steps[-1] if sel.steps else "",
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
         limits = scopes(snap, tg)
@@ -562,21 +587,34 @@ class CallController:
 
     def _admitted(self, call: Call, now: float) -> None:
         call.state = "routing"
-        if not call.candidates:
+        if not call.candidates and call.forward is None:
             self._notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
             self._fail_a(call, 404, now, "No Route")
             return
         self._next_attempt(call, now)
 
-    def _candidates(
-        self, snap: Snapshot, tg: TrunkGroup, dnis: str
-    ) -> list[tuple[TrunkGroup, int]]:
-        plan = snap.routes.get(tg.routeplan)
-        route = plan.lookup(dnis) if plan is not None else None
-        if route is None:
-            return []
+    def _trigger(
+        self,
+        name: str,
+        webhook: str,
+        tg: TrunkGroup,
+        ani: str,
+        dnis: str,
+        sip_call_id: str,
+        wall: float,
+    ) -> None:
+        """A routing trigger matched (the 911 case): log it now and post the webhook in the
+        background; the call itself goes on without waiting."""
+        fields = {"trigger": name, "trunk_group": tg.name, "ani": ani, "dnis": dnis}
+        self._notice("routing.trigger", None, sip_call_id=sip_call_id, **fields)
+        if webhook:
+            self.commands.append(Notify(webhook, {**fields, "time": wall}))
+
+    def _candidates(self, snap: Snapshot, names: list[str]) -> list[tuple[TrunkGroup, int]]:
+        """Every usable trunk of the egress trunk groups, in route order, each group's trunks
+        in its hunting order. Disabled trunk groups and relationships are left out."""
         out: list[tuple[TrunkGroup, int]] = []
-        for name in route.trunk_groups:
+        for name in names:
             etg = snap.trunk_groups[name]
             if static_refusal(snap, etg) is not None:
                 continue
@@ -608,7 +646,15 @@ class CallController:
                 break
             call.candidates.pop(0)
         else:
-            self._exhausted(call, now)
+            fwd = call.forward
+            if fwd is None or (call.last_failure is not None and not call.last_failure[2]):
+                self._exhausted(call, now)
+                return
+            call.forward = None  # the routes failed: forward once (guide, Forwarding)
+            self._notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
+            call.dnis = fwd.forward_to
+            call.candidates = self._candidates(call.snap, [fwd.trunk_group])
+            self._next_attempt(call, now)
             return
         etg, index = call.candidates.pop(0)
         trunk = etg.trunks[index]
@@ -616,12 +662,17 @@ class CallController:
         a = call.a_invite
         host = f"[{trunk.ip}]" if ":" in trunk.ip else trunk.ip
         params = "" if trunk.protocol == "udp" else f"transport={trunk.protocol}"
-        ruri = Uri("sip", call.dnis, None, host, target.port, params)
+        carried = crossing(a)
+        if not call.ingress.diversion_routing:  # redirection history only where enabled
+            carried = [(n, v) for n, v in carried if n not in ("Diversion", "History-Info")]
+        out = manipulate.outbound(etg, call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)])
+        host = out.host or host
+        ruri = Uri("sip", out.ruri_user, None, host, target.port, params)
         local_host, _ = self._local(trunk.protocol)
-        from_uri = Uri("sip", call.ani, None, local_host)
+        from_uri = Uri("sip", out.ani, None, local_host)
         display = a.from_.display if call.ingress.preserve_caller_id else None
         from_ = NameAddr(display, from_uri, {"tag": self._new_id()}, str(from_uri))
-        to_uri = Uri("sip", call.dnis, None, host)
+        to_uri = Uri("sip", out.dnis, None, host)
         to = NameAddr(None, to_uri, {}, str(to_uri))
         mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
         invite = make_request(
@@ -634,7 +685,7 @@ class CallController:
             cseq=1,
             max_forwards=mf,
             contact=self._contact(trunk.protocol),
-            headers=[*crossing(a), ("Allow", ALLOW)],
+            headers=out.headers,
             body=a.body,
         )
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
@@ -771,6 +822,9 @@ class CallController:
         reason: str | None = None,
         headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     ) -> None:
+        mapped = manipulate.sip_code(call.ingress, status)
+        if mapped != status:
+            status, reason = mapped, None  # the reason phrase of the new code
         call.final_status = status
         call.state = "ended"
         call.ended_at = now
@@ -827,6 +881,7 @@ class CallController:
         if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
             return
         attempt.outcome = "cancelled" if call.cancelled else "code"
+        status = manipulate.sip_code(attempt.trunk_group, status)
         self._attempt_failed(attempt, status, resp.reason, now, response=resp)
 
     def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:

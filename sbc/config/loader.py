@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -202,6 +203,15 @@ def _regex(value: str, located: _Located, path: Path_) -> None:
         raise located.error(path, f"bad regular expression: {e}") from None
 
 
+def _date(value: str, located: _Located, path: Path_) -> None:
+    if not value:
+        return
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise located.error(path, f"not an ISO date or date-time: {value!r}") from None
+
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
@@ -313,6 +323,13 @@ def _cross_check(config: Config, located: _Located) -> None:
         for j, f in enumerate(rp.filters):
             if isinstance(f.value, str):
                 _regex(f.value, located, ("routeplans", i, "filters", j, "value"))
+            _date(f.expires, located, ("routeplans", i, "filters", j, "expires"))
+        for j, trig in enumerate(rp.triggers):
+            _date(trig.expires, located, ("routeplans", i, "triggers", j, "expires"))
+            if trig.to is None and trig.from_ is None:
+                raise located.error(
+                    ("routeplans", i, "triggers", j), "a trigger needs a to or from condition"
+                )
         for section in ("numbering", "forwarding"):
             for j, item in enumerate(getattr(rp, section)):
                 if item.trunk_group not in tgs:

@@ -10,8 +10,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from routing.plan import PrefixIndex
-from sbc.config.schema import CapacityGroup, Config, Route, TrunkGroup
+from routing.select import CompiledPlan
+from sbc.config.schema import CapacityGroup, Config, TrunkGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Snapshot:
     ingress: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
     # (protocol, ip) -> every trunk group with a trunk there, any direction
     peers: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
-    routes: dict[str, PrefixIndex[Route]] = field(default_factory=dict)
+    plans: dict[str, CompiledPlan] = field(default_factory=dict)
     advance: dict[str, re.Pattern[str]] = field(default_factory=dict)
     relationship_status: dict[str, str] = field(default_factory=dict)
     listen_ports: dict[str, int] = field(default_factory=dict)
@@ -57,7 +57,7 @@ class Snapshot:
         for claims in (*snap.ingress.values(), *snap.peers.values()):
             claims.sort(key=lambda c: (c.port == 0, -len(c.tech_prefix)))
         for rp in config.routeplans:
-            snap.routes[rp.name] = PrefixIndex((r.prefix, r) for r in rp.routes)
+            snap.plans[rp.name] = CompiledPlan(rp)
         for cg in config.capacity_groups:
             snap.capacity_groups[cg.name] = cg
         for rel in config.relationships:

@@ -82,4 +82,13 @@ class Bind:
     binding: Binding
 
 
-Command = Acquire | Release | Bind
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """POST a trigger's notification to a webhook, in the background (never delays a call)."""
+
+    url: str
+    payload: dict[str, object]
+
+
+StateCommand = Acquire | Release | Bind  # carried out by the state store
+Command = StateCommand | Notify

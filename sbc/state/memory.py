@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from sbc.state import Acquire, Binding, Command, Denied, Release, Scope
+from sbc.state import Acquire, Binding, Denied, Release, Scope, StateCommand
 
 WINDOW = 1.0  # seconds of the CPS window
 
@@ -35,7 +35,7 @@ class MemoryStore:
 
     # --- ports and CPS ------------------------------------------------------------------------
 
-    def execute(self, cmd: Command, now: float) -> Denied | None:
+    def execute(self, cmd: StateCommand, now: float) -> Denied | None:
         """Carry out a controller command; for an Acquire, return its verdict."""
         if isinstance(cmd, Acquire):
             return self.acquire(cmd.lease, cmd.scopes, now)

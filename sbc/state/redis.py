@@ -39,7 +39,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from sbc.state import Acquire, Bind, Binding, Command, Denied, Release, Scope
+from sbc.state import Acquire, Bind, Binding, Denied, Release, Scope, StateCommand
 from sbc.state.memory import MemoryStore
 
 ACQUIRE = """
@@ -171,7 +171,7 @@ class RedisStore:
 
     # --- commands -----------------------------------------------------------------------------
 
-    def submit(self, cmd: Command, now: float) -> tuple[bool, Denied | None]:
+    def submit(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """Carry out a command. Returns (decided, verdict): decided now (Redis is away, or a
         Release), or later through ``on_verdict``."""
         if isinstance(cmd, Bind):

@@ -15,7 +15,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import parse_message
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Acquire
+from sbc.state import Acquire, Notify
 from sbc.state.memory import MemoryStore
 
 CALLER = Target("udp", "127.0.0.1", 5070)
@@ -37,6 +37,7 @@ class Lab:
         self.now = 0.0
         self.layer = TransactionLayer()
         self.store = MemoryStore()
+        self.notified: list[Notify] = []
         self.ctrl = CallController(self.layer, Snapshot.build(config), self.store)
 
     def feed(
@@ -57,6 +58,9 @@ class Lab:
         self.ctrl.process(self.layer.pop_events())
         while self.ctrl.commands:
             for cmd in self.ctrl.pop_commands():
+                if isinstance(cmd, Notify):
+                    self.notified.append(cmd)
+                    continue
                 denied = self.store.execute(cmd, self.now)
                 if isinstance(cmd, Acquire):
                     self.ctrl.on_acquired(cmd.token, denied, self.now)
