@@ -1,4 +1,4 @@
-"""`sbc run | check | schema`: one entry point, exit codes a service manager understands
+"""`sbc run | check | explain | schema`: one entry point, exit codes a service manager understands
 (0 ok, 1 invalid config for check, 2 usage, 3 startup failure)."""
 
 from __future__ import annotations
@@ -20,7 +20,36 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate the configuration in DIR and exit")
     check.add_argument("--config", required=True, metavar="DIR")
     sub.add_parser("schema", help="print the configuration's JSON Schema")
+    ex = sub.add_parser("explain", help="show what sbc would do with one call, sending nothing")
+    ex.add_argument("--config", required=True, metavar="DIR")
+    ex.add_argument("--from", dest="source", required=True, metavar="IP[:PORT]")
+    ex.add_argument("--to", dest="dnis", required=True, metavar="DNIS")
+    ex.add_argument("--ani", default="15550001000")
+    ex.add_argument("--at", default=None, metavar="ISO-TIME", help="default: now (UTC)")
+    ex.add_argument("--transport", default="udp", choices=["udp", "tcp"])
+    ex.add_argument("--media-ip", default="", help="the caller's SDP c= address")
     args = parser.parse_args(argv)
+
+    if args.command == "explain":
+        from datetime import datetime
+
+        from sbc.config.snapshot import Snapshot
+        from sbc.explain import explain
+
+        try:
+            snap = Snapshot.build(load_config(args.config))
+            at = datetime.fromisoformat(args.at) if args.at else None
+        except ConfigError as e:
+            print(f"sbc explain: {e}", file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print(f"sbc explain: --at: {e}", file=sys.stderr)
+            return 2
+        lines, _ = explain(
+            snap, args.source, args.dnis, args.ani, at, args.transport, args.media_ip
+        )
+        print("\n".join(lines))
+        return 0
 
     if args.command == "schema":
         from sbc.config.schema import json_schema

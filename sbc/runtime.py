@@ -38,6 +38,8 @@ WARN_EVENTS = frozenset(
         "call.ack_timeout",
         "auth.refused",
         "registration.failed",
+        "trunk.down",
+        "routing.trigger",
     )
 )
 

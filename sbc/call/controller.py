@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from routing.health import Health, Key
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
 from sbc import manipulate
@@ -46,7 +47,7 @@ from sbc.admission import (
     static_refusal,
     time_refusal,
 )
-from sbc.config.schema import Forwarding, Trunk, TrunkGroup
+from sbc.config.schema import Forwarding, Monitoring, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.registrar import Answer, Registrar
 from sbc.sip.dialog import Dialog
@@ -73,6 +74,9 @@ from sbc.sip.transaction import (
 from sbc.state import Acquire, Bind, Command, Denied, Notify, Release, Scope
 from sbc.state.memory import MemoryStore
 
+# Seconds an OPTIONS ping may take before it counts as failed: half the interval, at most
+# 5 s. A dead trunk is down within interval * down_after + this.
+PROBE_TIMEOUT = 5.0
 REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
 
 
@@ -169,6 +173,15 @@ class Registration:
 
 
 @dataclass(eq=False)
+class Probe:
+    """One OPTIONS ping to a monitored trunk."""
+
+    key: Key
+    tx: ClientTransaction | None = None
+    settled: bool = False
+
+
+@dataclass(eq=False)
 class Bye:
     call: Call
     leg: str
@@ -249,6 +262,10 @@ class CallController:
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
         self.registrations: dict[tuple[str, int], Registration] = {}
+        self.health = Health()  # survives reloads: keyed by address
+        self.monitored: dict[Key, tuple[str, Monitoring]] = {}  # address -> (trunk group, policy)
+        self._probing: set[Key] = set()
+        self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
         self._leases: dict[int, LeaseRequest] = {}
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
@@ -623,9 +640,13 @@ class CallController:
         return out
 
     def _usable(self, tg: TrunkGroup, index: int) -> bool:
-        """An IP trunk, or a registration trunk whose registration at the vendor is up."""
-        if tg.trunks[index].type == "ip":
-            return True
+        """An IP trunk that monitoring has not taken down, or a registration trunk whose
+        registration at the vendor is up."""
+        t = tg.trunks[index]
+        if t.type == "ip":
+            return not tg.monitoring.enabled or self.health.is_up(
+                (t.protocol, t.ip, t.port or 5060)
+            )
         reg = self.registrations.get((tg.name, index))
         return reg is not None and reg.up
 
@@ -709,6 +730,7 @@ class CallController:
 
     def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
         if not attempt.done and not attempt.got_100 and attempt.status is None:
+            self._observe(attempt.target.key, False, "call b_timer")
             self._give_up(attempt, "b_timer", 408, now)
 
     def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
@@ -741,6 +763,7 @@ class CallController:
         if isinstance(ctx, Attempt):
             if not ctx.done:
                 ctx.outcome = "timeout" if timeout else "transport"
+                self._observe(ctx.target.key, False, "call " + ctx.outcome)
                 self._attempt_failed(ctx, status, "", ev.at, timeout=True)
             else:
                 self._attempt_closed(ctx)
@@ -751,6 +774,8 @@ class CallController:
             self._bye_done(ctx.call, ev.at)
         elif isinstance(ctx, Registration):
             self._registration_failed(ctx, ev.at, "timeout" if timeout else "transport")
+        elif isinstance(ctx, Probe):
+            self._probed(ctx, False, "timeout" if timeout else "transport")
 
     def _attempt_failed(
         self,
@@ -845,6 +870,9 @@ class CallController:
             self._bye_done(ctx.call, now)
         elif isinstance(ctx, Registration):
             self._on_register_response(ctx, resp, now)
+        elif isinstance(ctx, Probe) and resp.status >= 200:
+            # Any answer means alive, except 503: overloaded or out of service (RFC 3261 §21.5.4)
+            self._probed(ctx, resp.status != 503, f"{resp.status} {resp.reason}")
 
     def _on_attempt_response(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
@@ -906,10 +934,80 @@ class CallController:
         self._notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
         return True
 
+    # --- trunk monitoring ---------------------------------------------------------------------
+
+    def _timer_probe(self, key: Key, now: float) -> None:
+        entry = self.monitored.get(key)
+        if entry is None:
+            self._probing.discard(key)
+            return
+        _, policy = entry
+        transport, ip, port = key
+        host = f"[{ip}]" if ":" in ip else ip
+        params = "" if transport == "udp" else f"transport={transport}"
+        uri = Uri("sip", "", None, host, port, params)
+        local_host, _ = self._local(transport)
+        me = Uri("sip", "sbc", None, local_host)
+        options = make_request(
+            "OPTIONS",
+            uri,
+            via=self._via(transport),
+            from_=NameAddr(None, me, {"tag": self._new_id()}, str(me)),
+            to=NameAddr(None, uri, {}, str(uri)),
+            call_id=self._new_id(),
+            cseq=1,
+            headers=[("Accept", "application/sdp")],
+        )
+        probe = Probe(key)
+        probe.tx = self.layer.send_request(options, Target(transport, ip, port), now, ctx=probe)
+        self._arm(now + min(policy.interval / 2, PROBE_TIMEOUT), probe, "probe_timeout")
+        self._arm(now + policy.interval, key, "probe")
+
+    def _timer_probe_timeout(self, probe: Probe, now: float) -> None:
+        if not probe.settled:
+            if probe.tx is not None:
+                probe.tx.quiet = True
+            self._probed(probe, False, "timeout")
+
+    def _probed(self, probe: Probe, ok: bool, error: str) -> None:
+        if probe.settled:
+            return
+        probe.settled = True
+        self._observe(probe.key, ok, error)
+
+    def _observe(self, key: Key, ok: bool, error: str) -> None:
+        """One outcome for a monitored trunk, from a probe or from live traffic."""
+        entry = self.monitored.get(key)
+        if entry is None:
+            return
+        tg_name, policy = entry
+        change = self.health.observe(key, ok, policy.down_after, policy.up_after, error)
+        if change is not None:
+            self.transitions[(tg_name, change)] += 1
+            self._notice(
+                "trunk." + change,
+                None,
+                trunk_group=tg_name,
+                trunk=f"{key[0]}:{key[1]}:{key[2]}",
+                error=error if change == "down" else "",
+            )
+
     # --- outbound registrations ---------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Bring outbound registrations in line with the snapshot: at startup and reload."""
+        """Bring outbound registrations and trunk monitoring in line with the snapshot: at
+        startup and on reload (health carries over; a trunk no longer monitored stops)."""
+        self.monitored = {}
+        for tg in self.snapshot.config.trunk_groups:
+            if tg.direction == "termination" and tg.monitoring.enabled:
+                for t in tg.trunks:
+                    if t.type == "ip":
+                        address: Key = (t.protocol, t.ip, t.port or 5060)
+                        self.monitored.setdefault(address, (tg.name, tg.monitoring))
+        for address in self.monitored:
+            if address not in self._probing:
+                self._probing.add(address)
+                self._arm(now, address, "probe")
         wanted: dict[tuple[str, int], Trunk] = {}
         for tg in self.snapshot.config.trunk_groups:
             if tg.direction == "termination" and tg.status == "enabled":
@@ -1229,8 +1327,12 @@ class CallController:
         if call.state not in ("ending", "ended") or call.byes > 0:
             return
         for a in call.attempts:
+            # Wait for attempts that may still answer us, but not for one we gave up on with
+            # no provisional (quiet): its late 2xx, if any, is still ACKed and hung up, and the
+            # call's ports must not stay held until that vendor's Timer B (32 s).
             if a.tx is not None and a.tx.state in (State.CALLING, State.PROCEEDING):
-                return
+                if not a.tx.quiet:
+                    return
         if self.calls.pop(call.id, None) is None:
             return
         call.state = "ended"

@@ -54,6 +54,10 @@ class Target:
     def reliable(self) -> bool:
         return self.transport != "udp"
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.transport, self.host, self.port)
+
 
 class State(Enum):
     CALLING = "Calling"

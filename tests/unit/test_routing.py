@@ -7,7 +7,7 @@ from pathlib import Path
 
 from routing.select import CompiledPlan, select
 from sbc.config.schema import RoutePlan
-from sbc.sip.message import Response, make_response
+from sbc.sip.message import Request, Response, make_response
 from tests.unit.test_admission import BASE, VENDORS, b_legs, call, lab_with
 from tests.unit.test_controller import CALLER, V1, V2, invite, only
 
@@ -169,3 +169,55 @@ trunk_groups:
     assert [r.status for r in got] == [403] and got[0].reason == "Blocked"
     assert lab.store.in_use("tg:carrier-a") == 0  # refused before admission
     assert lab.events("call.refused")[0]["reason"] == "filter_ani"
+
+
+MONITORED = """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-1, relationship: vendor-x, direction: termination, hunting: failover,
+     monitoring: {enabled: true, interval: 10, down_after: 3, up_after: 2},
+     trunks: [{ip: 127.0.0.1, port: 5081}, {ip: 127.0.0.1, port: 5082}]}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5083}]}
+"""
+
+
+def test_monitoring_takes_a_silent_trunk_down_and_brings_it_back(tmp_path: Path) -> None:
+    """sbc --OPTIONS--> 5081 (answers 200), 5081 is silent: down after 3 missed pings
+    (5 s each to answer), skipped by hunting; up again after 2 answered pings."""
+    lab = lab_with(tmp_path, MONITORED)
+    lab.ctrl.start(lab.now)
+    out = lab.advance(0.0)  # the first pings go out at once
+
+    def ping_round(out: list[tuple[Request | Response, object]], answer: bool) -> None:
+        for m, t in out:
+            if isinstance(m, Request) and m.method == "OPTIONS" and (t == V2 or answer):
+                lab.feed(make_response(m, 200), t)  # type: ignore[arg-type]
+
+    for _ in range(3):
+        ping_round(out, answer=False)  # 5081 silent, 5082 answers
+        lab.advance(5.0)  # the probe timeout
+        out = lab.advance(5.0)  # the next round
+    (down,) = lab.events("trunk.down")
+    assert down == {"trunk_group": "vendor-1", "trunk": "udp:127.0.0.1:5081", "error": "timeout"}
+    ((_, to),) = b_legs(lab.feed(invite(), CALLER))
+    assert to == V2  # failover would pick 5081 first: it is down
+    for _ in range(2):
+        ping_round(out, answer=True)
+        out = lab.advance(10.0)
+    assert lab.events("trunk.up") == [{"trunk_group": "vendor-1", "trunk": "udp:127.0.0.1:5081",
+                                      "error": ""}]  # fmt: skip
+    assert lab.ctrl.transitions[("vendor-1", "down")] == 1
+
+
+def test_a_503_to_options_counts_as_a_failure(tmp_path: Path) -> None:
+    lab = lab_with(tmp_path, MONITORED)
+    lab.ctrl.start(lab.now)
+    out = lab.advance(0.0)  # the first pings go out at once
+    for _ in range(3):
+        for m, t in out:
+            if isinstance(m, Request) and m.method == "OPTIONS":
+                lab.feed(make_response(m, 503 if t == V1 else 200), t)  # type: ignore[arg-type]
+        out = lab.advance(10.0)
+    assert [e["trunk"] for e in lab.events("trunk.down")] == ["udp:127.0.0.1:5081"]

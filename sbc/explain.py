@@ -1,0 +1,99 @@
+"""`sbc explain`: what the call path would decide for one hypothetical call, sending nothing.
+
+It runs the same pure functions the controller runs, in the same order: identification,
+static admission checks (status, time of day), the ingress manipulations, select() over the
+routeplan, the egress policy (manipulations, E.164, NPDI) and the hunting order. Live state
+(port counts, CPS windows, trunk health, registration bindings) belongs to the running node;
+explain reports the limits and the monitoring policy instead, and says so.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from routing.hunting import HuntState, hunt_order
+from routing.select import select
+from sbc import manipulate
+from sbc.admission import identify, scopes, static_refusal, time_refusal
+from sbc.config.snapshot import Snapshot
+
+
+def explain(
+    snap: Snapshot,
+    source: str,
+    dnis: str,
+    ani: str = "15550001000",
+    at: datetime | None = None,
+    transport: str = "udp",
+    media_ip: str = "",
+) -> tuple[list[str], bool]:
+    """Lines to print, and whether the call would be attempted at all."""
+    at = at or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    wall = at.timestamp()
+    host, _, port_text = source.rpartition(":") if source.count(":") == 1 else (source, "", "0")
+    port = int(port_text or 0)
+    out = [f"call: {transport}:{host}:{port or 'any'} ani {ani} dnis {dnis} at {at.isoformat()}"]
+    found = identify(snap, transport, host, port or 5060, dnis)
+    if found is None:
+        out.append(
+            f"ingress: no trunk group claims {transport}:{host}:{port or 5060} with dnis "
+            f"{dnis!r} (registered PBXs are not known offline) -> "
+            f"unknown_source: {snap.config.node.unknown_source}"
+        )
+        return out, False
+    tg, number = found
+    prefix = f", tech prefix {tg.tech_prefix!r} stripped" if tg.tech_prefix else ""
+    out.append(f"ingress: trunk group {tg.name} (relationship {tg.relationship or '-'}){prefix}")
+    refusal = static_refusal(snap, tg) or time_refusal(tg, wall)
+    if refusal is not None:
+        out.append(f"admission: refused {refusal.status} ({refusal.label})")
+        return out, False
+    limits = ", ".join(
+        f"{s.kind} {s.name}: ports {s.ports or 'unlimited'}, cps {s.cps or 'unlimited'}"
+        for s in scopes(snap, tg)
+    )
+    out.append(f"admission: enabled, inside time of day; limits {limits} (live counts apply)")
+    if tg.manipulations:
+        new_ani = manipulate.apply(tg.manipulations, "ani", ani)
+        new_dnis = manipulate.apply(tg.manipulations, "dnis", number)
+        out.append(
+            f"manipulations ({tg.name}): ani {ani} -> {new_ani}, dnis {number} -> {new_dnis}"
+        )
+        ani, number = new_ani, new_dnis
+    sel = select(snap.plans[tg.routeplan], ani, number, media_ip, wall)
+    out.append(f"routeplan {tg.routeplan}:")
+    out += [f"  {step}" for step in sel.steps]
+    if sel.refusal is not None:
+        status, reason, label = sel.refusal
+        out.append(f"result: {status} {reason} ({label})")
+        return out, False
+    out.append("attempts, in order (hunting state of a fresh node):")
+    hunt = HuntState()
+    n = 0
+    groups = [(name, sel.dnis) for name in sel.trunk_groups]
+    if sel.on_failure is not None:
+        groups.append((sel.on_failure.trunk_group, sel.on_failure.forward_to))
+    for name, called in groups:
+        etg = snap.trunk_groups[name]
+        if static_refusal(snap, etg) is not None:
+            out.append(f"  -  {name}: skipped (disabled)")
+            continue
+        order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], hunt)
+        sent = manipulate.outbound(etg, ani, called, "", [])
+        monitoring = (
+            f"monitored every {etg.monitoring.interval} s, live health on the node"
+            if etg.monitoring.enabled
+            else "not monitored"
+        )
+        for i in order:
+            t = etg.trunks[i]
+            n += 1
+            where = f"{t.protocol}:{t.ip}:{t.port or 5060}"
+            kind = "" if t.type == "ip" else " (registration: only while registered)"
+            out.append(
+                f"  {n}. {name} {where}{kind} [{etg.hunting}, {monitoring}] "
+                f"R-URI user {sent.ruri_user}, From {sent.ani}"
+            )
+    return out, n > 0
