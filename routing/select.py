@@ -78,7 +78,8 @@ class Selection:
     refusal: tuple[int, str, str] | None = None  # status, reason phrase, label
     triggers: list[Trigger] = field(default_factory=list)
     on_failure: Forwarding | None = None  # tried after trunk_groups, with its number
-    steps: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)  # only when explaining
+    matched: str = ""  # what decided: "route <prefix>", "numbering", "forwarding", ...
 
 
 def _match(m: TriggerMatch | None, number: str) -> bool:
@@ -91,7 +92,11 @@ def _match(m: TriggerMatch | None, number: str) -> bool:
     return bool(m.prefix) and number.startswith(m.prefix)
 
 
-def select(plan: CompiledPlan, ani: str, dnis: str, media_ip: str, wall: float) -> Selection:
+def select(
+    plan: CompiledPlan, ani: str, dnis: str, media_ip: str, wall: float, explain: bool = False
+) -> Selection:
+    """The decision; with ``explain`` also the reasons as text (off on the call path: no
+    string building per call)."""
     sel = Selection(dnis=dnis)
     for ct in plan.triggers:
         t = ct.trigger
@@ -103,38 +108,57 @@ def select(plan: CompiledPlan, ani: str, dnis: str, media_ip: str, wall: float) 
             and _match(t.from_, ani)
         ):
             sel.triggers.append(t)
-            sel.steps.append(f"trigger {t.name!r} matches: notify")
+            if explain:
+                sel.steps.append(f"trigger {t.name!r} matches: notify")
     subjects = {"ani": ani, "dnis": dnis, "media_ip": media_ip, "404": dnis}
     for cf in plan.filters:
         f = cf.filter
         if cf.expires is not None and wall >= cf.expires:
-            sel.steps.append(f"filter {f.type} {f.value!r} expired {f.expires}: skipped")
+            if explain:
+                sel.steps.append(f"filter {f.type} {f.value!r} expired {f.expires}: skipped")
             continue
         if cf.matches(subjects[f.type]):
             code, text = (404, "Not Found") if f.type == "404" else (f.error_code, f.error_message)
             sel.refusal = (code, text, f"filter_{f.type}")
-            sel.steps.append(f"filter {f.type} {f.value!r} matches {subjects[f.type]!r}: {code}")
+            if explain:
+                sel.steps.append(
+                    f"filter {f.type} {f.value!r} matches {subjects[f.type]!r}: {code}"
+                )
             return sel
     fwd = plan.forwarding.get(dnis)
     if fwd is not None and not fwd.on_failure:
         sel.dnis = fwd.forward_to
         sel.trunk_groups = [fwd.trunk_group]
-        sel.steps.append(f"forwarding {dnis} -> {fwd.forward_to} via {fwd.trunk_group}")
+        sel.matched = "forwarding"
+        if explain:
+            sel.steps.append(f"forwarding {dnis} -> {fwd.forward_to} via {fwd.trunk_group}")
         return sel
     owned = plan.numbering.get(dnis)
     if owned is not None:
         sel.trunk_groups = [owned.trunk_group]
-        sel.steps.append(f"numbering: {owned.number_type} {dnis} belongs to {owned.trunk_group}")
+        sel.matched = "numbering"
+        if explain:
+            sel.steps.append(
+                f"numbering: {owned.number_type} {dnis} belongs to {owned.trunk_group}"
+            )
     else:
         route = plan.routes.lookup(dnis)
         if route is None:
-            sel.steps.append(f"no route for {dnis!r}")
+            if explain:
+                sel.steps.append(f"no route for {dnis!r}")
         else:
             sel.trunk_groups = list(route.trunk_groups)
-            sel.steps.append(f"route prefix {route.prefix!r} -> {', '.join(route.trunk_groups)}")
+            sel.matched = f"route {route.prefix}"
+            if explain:
+                sel.steps.append(
+                    f"route prefix {route.prefix!r} -> {', '.join(route.trunk_groups)}"
+                )
     if fwd is not None:  # on_failure
         sel.on_failure = fwd
-        sel.steps.append(f"forwarding on failure: {dnis} -> {fwd.forward_to} via {fwd.trunk_group}")
+        if explain:
+            sel.steps.append(
+                f"forwarding on failure: {dnis} -> {fwd.forward_to} via {fwd.trunk_group}"
+            )
     if not sel.trunk_groups and sel.on_failure is None:
         sel.refusal = (404, "No Route", "no_route")
     return sel

@@ -62,7 +62,7 @@ def explain(
             f"manipulations ({tg.name}): ani {ani} -> {new_ani}, dnis {number} -> {new_dnis}"
         )
         ani, number = new_ani, new_dnis
-    sel = select(snap.plans[tg.routeplan], ani, number, media_ip, wall)
+    sel = select(snap.plans[tg.routeplan], ani, number, media_ip, wall, explain=True)
     out.append(f"routeplan {tg.routeplan}:")
     out += [f"  {step}" for step in sel.steps]
     if sel.refusal is not None:

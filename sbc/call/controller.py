@@ -483,7 +483,7 @@ class CallController:
             dnis=sel.dnis,
             source=f"{src.transport}:{src.host}:{src.port}",
             sip_call_id=req.call_id,
-            route=sel.steps[-1] if sel.steps else "",
+            route=sel.matched,
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
         limits = scopes(snap, tg)
@@ -1330,9 +1330,9 @@ class CallController:
             # Wait for attempts that may still answer us, but not for one we gave up on with
             # no provisional (quiet): its late 2xx, if any, is still ACKed and hung up, and the
             # call's ports must not stay held until that vendor's Timer B (32 s).
-            if a.tx is not None and a.tx.state in (State.CALLING, State.PROCEEDING):
-                if not a.tx.quiet:
-                    return
+            tx = a.tx
+            if tx is not None and tx.state in (State.CALLING, State.PROCEEDING) and not tx.quiet:
+                return
         if self.calls.pop(call.id, None) is None:
             return
         call.state = "ended"

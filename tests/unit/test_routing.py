@@ -43,7 +43,7 @@ def test_filters_regex_list_404_media_ip_and_expiry() -> None:
     assert select(p, "1", "19005550000", "", NOW).refusal == (603, "No", "filter_dnis")
     assert select(p, "1", "15550000000", "", NOW).refusal == (404, "Not Found", "filter_404")
     assert select(p, "1", "1555", "10.1.2.3", NOW).refusal == (488, "Media", "filter_media_ip")
-    ok = select(p, "1", "18005550000", "192.0.2.1", NOW)
+    ok = select(p, "1", "18005550000", "192.0.2.1", NOW, explain=True)
     assert ok.refusal is None and ok.trunk_groups == ["a"]
     assert any("expired" in step for step in ok.steps)
 
