@@ -15,6 +15,7 @@ from routing.hunting import HuntState, hunt_order
 from routing.select import select
 from sbc import manipulate
 from sbc.admission import identify, scopes, static_refusal, time_refusal
+from sbc.call.controller import trunk_target
 from sbc.config.snapshot import Snapshot
 
 
@@ -90,7 +91,7 @@ def explain(
         for i in order:
             t = etg.trunks[i]
             n += 1
-            where = f"{t.protocol}:{t.ip}:{t.port or 5060}"
+            where = str(trunk_target(t))
             kind = "" if t.type == "ip" else " (registration: only while registered)"
             out.append(
                 f"  {n}. {name} {where}{kind} [{etg.hunting}, {monitoring}] "

@@ -131,7 +131,7 @@ class Runtime:
     def on_transport_error(self, target: Target, detail: str) -> None:
         self.log.warning(
             "transport.error",
-            target=f"{target.transport}:{target.host}:{target.port}",
+            target=str(target),
             detail=detail,
         )
         now = self.now()

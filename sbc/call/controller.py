@@ -109,6 +109,11 @@ CROSSING = frozenset(
 )
 
 
+def trunk_target(trunk: Trunk) -> Target:
+    """Where a trunk is reached: its address, port 5060 when it names none."""
+    return Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+
+
 def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
 
@@ -169,7 +174,6 @@ class Registration:
     auth_sent: bool = False
     generation: int = 0  # bumps on each send: a stale refresh timer does nothing
     uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
-    expires_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -217,7 +221,6 @@ class Call:
     # port leases held in the state store, and per egress trunk group: granted or refused
     leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
     egress: dict[str, Denied | None] = field(default_factory=dict)
-    waiting: bool = False  # a lease request is out; hunting resumes on its verdict
     forward: Forwarding | None = None  # forwarding on failure, not yet used
     last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
 
@@ -313,8 +316,7 @@ class CallController:
 
     def _contact(self, transport: str, user: str = "sbc") -> NameAddr:
         host, port = self._local(transport)
-        params = "" if transport == "udp" else f"transport={transport}"
-        uri = Uri("sip", user, None, host, port, params)
+        uri = Uri("sip", user, None, host, port, Target(transport, host, port).uri_params)
         return NameAddr(None, uri, {}, str(uri))
 
     def process(self, events: list[Event]) -> None:
@@ -417,7 +419,7 @@ class CallController:
             None,
             reason="unknown_source",
             method=req.method,
-            source=f"{src.transport}:{src.host}:{src.port}",
+            source=str(src),
             action=policy,
         )
         if policy == "reject":
@@ -481,7 +483,7 @@ class CallController:
             trunk_group=tg.name,
             ani=ani,
             dnis=sel.dnis,
-            source=f"{src.transport}:{src.host}:{src.port}",
+            source=str(src),
             sip_call_id=req.call_id,
             route=sel.matched,
         )
@@ -538,7 +540,7 @@ class CallController:
                 username=answer.username,
                 trunk_group=answer.binding.trunk_group,
                 contact=answer.binding.contact,
-                source=f"{src.transport}:{src.host}:{src.port}",
+                source=str(src),
                 expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
             )
         elif answer.status >= 300 and answer.why not in ("challenge",):
@@ -568,7 +570,6 @@ class CallController:
         token = next(self._ids)
         request = LeaseRequest(call, tg, lease, limits)
         self._leases[token] = request
-        call.waiting = True
         self.commands.append(Acquire(token, lease, request.scopes))
 
     def on_acquired(self, token: int, denied: Denied | None, now: float) -> None:
@@ -578,7 +579,6 @@ class CallController:
         if request is None:
             return
         call, tg = request.call, request.trunk_group
-        call.waiting = False
         if denied is None:
             if call.state in ("ending", "ended") or call.cancelled:
                 self.commands.append(Release(request.lease, request.scopes))
@@ -644,9 +644,7 @@ class CallController:
         registration at the vendor is up."""
         t = tg.trunks[index]
         if t.type == "ip":
-            return not tg.monitoring.enabled or self.health.is_up(
-                (t.protocol, t.ip, t.port or 5060)
-            )
+            return not tg.monitoring.enabled or self.health.is_up(trunk_target(t).key)
         reg = self.registrations.get((tg.name, index))
         return reg is not None and reg.up
 
@@ -679,10 +677,9 @@ class CallController:
             return
         etg, index = call.candidates.pop(0)
         trunk = etg.trunks[index]
-        target = Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+        target = trunk_target(trunk)
         a = call.a_invite
-        host = f"[{trunk.ip}]" if ":" in trunk.ip else trunk.ip
-        params = "" if trunk.protocol == "udp" else f"transport={trunk.protocol}"
+        host, params = target.uri_host, target.uri_params
         carried = crossing(a)
         if not call.ingress.diversion_routing:  # redirection history only where enabled
             carried = [(n, v) for n, v in carried if n not in ("Diversion", "History-Info")]
@@ -724,7 +721,7 @@ class CallController:
             call,
             attempt=attempt.n,
             trunk_group=etg.name,
-            trunk=f"{target.transport}:{target.host}:{target.port}",
+            trunk=str(target),
             b_call_id=invite.call_id,
         )
 
@@ -942,10 +939,9 @@ class CallController:
             self._probing.discard(key)
             return
         _, policy = entry
-        transport, ip, port = key
-        host = f"[{ip}]" if ":" in ip else ip
-        params = "" if transport == "udp" else f"transport={transport}"
-        uri = Uri("sip", "", None, host, port, params)
+        target = Target(*key)
+        transport = target.transport
+        uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
         local_host, _ = self._local(transport)
         me = Uri("sip", "sbc", None, local_host)
         options = make_request(
@@ -959,7 +955,7 @@ class CallController:
             headers=[("Accept", "application/sdp")],
         )
         probe = Probe(key)
-        probe.tx = self.layer.send_request(options, Target(transport, ip, port), now, ctx=probe)
+        probe.tx = self.layer.send_request(options, target, now, ctx=probe)
         self._arm(now + min(policy.interval / 2, PROBE_TIMEOUT), probe, "probe_timeout")
         self._arm(now + policy.interval, key, "probe")
 
@@ -988,7 +984,7 @@ class CallController:
                 "trunk." + change,
                 None,
                 trunk_group=tg_name,
-                trunk=f"{key[0]}:{key[1]}:{key[2]}",
+                trunk=str(Target(*key)),
                 error=error if change == "down" else "",
             )
 
@@ -1002,7 +998,7 @@ class CallController:
             if tg.direction == "termination" and tg.monitoring.enabled:
                 for t in tg.trunks:
                     if t.type == "ip":
-                        address: Key = (t.protocol, t.ip, t.port or 5060)
+                        address = trunk_target(t).key
                         self.monitored.setdefault(address, (tg.name, tg.monitoring))
         for address in self.monitored:
             if address not in self._probing:
@@ -1021,8 +1017,7 @@ class CallController:
                 del self.registrations[key]
         for key, trunk in wanted.items():
             if key not in self.registrations:
-                target = Target(trunk.protocol, trunk.ip, trunk.port or 5060)
-                reg = Registration(key, trunk, target, self._new_id(), self._new_id())
+                reg = Registration(key, trunk, trunk_target(trunk), self._new_id(), self._new_id())
                 self.registrations[key] = reg
                 self._send_register(reg, now)
 
@@ -1030,10 +1025,9 @@ class CallController:
         self, reg: Registration, now: float, auth: tuple[str, str] | None = None
     ) -> None:
         trunk = reg.trunk
-        host = f"[{trunk.ip}]" if ":" in trunk.ip else trunk.ip
+        host = reg.target.uri_host
         aor = Uri("sip", trunk.username, None, host)
-        params = "" if trunk.protocol == "udp" else f"transport={trunk.protocol}"
-        registrar = Uri("sip", "", None, host, reg.target.port, params)
+        registrar = Uri("sip", "", None, host, reg.target.port, reg.target.uri_params)
         reg.uri = str(registrar)
         reg.cseq += 1
         reg.generation += 1
@@ -1078,7 +1072,6 @@ class CallController:
         raw = (mine[0].params.get("expires") if mine else None) or resp.get("Expires")
         if raw is not None and raw.strip().isdigit() and int(raw) > 0:
             granted = int(raw)
-        reg.expires_at = now + granted
         if not reg.up:
             reg.up = True
             self._registration_notice("registration.up", reg, expires=granted)
@@ -1102,7 +1095,7 @@ class CallController:
             None,
             trunk_group=reg.key[0],
             username=reg.trunk.username,
-            registrar=f"{target.transport}:{target.host}:{target.port}",
+            registrar=str(target),
             **fields,
         )
 

@@ -58,6 +58,19 @@ class Target:
     def key(self) -> tuple[str, str, int]:
         return (self.transport, self.host, self.port)
 
+    @property
+    def uri_host(self) -> str:
+        """The host as a SIP URI writes it: IPv6 in brackets (RFC 3261 §25.1 IPv6reference)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def uri_params(self) -> str:
+        """URI parameters naming a transport other than the UDP default (§19.1.1)."""
+        return "" if self.transport == "udp" else f"transport={self.transport}"
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.host}:{self.port}"  # as logs and explain print it
+
 
 class State(Enum):
     CALLING = "Calling"
