@@ -110,7 +110,7 @@ def select(
             sel.triggers.append(t)
             if explain:
                 sel.steps.append(f"trigger {t.name!r} matches: notify")
-    subjects = {"ani": ani, "dnis": dnis, "media_ip": media_ip, "404": dnis}
+    subjects = {"ani": ani, "dnis": dnis, "media_ip": media_ip, "404": dnis} if plan.filters else {}
     for cf in plan.filters:
         f = cf.filter
         if cf.expires is not None and wall >= cf.expires:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sbc.config.schema import TimeWindow, TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.state import Denied, Scope
+from sbc.state import Denied
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -80,20 +80,6 @@ def within(window: TimeWindow, wall: float) -> bool:
 
 def _minutes(hhmm: str) -> int:
     return int(hhmm[:2]) * 60 + int(hhmm[3:5])
-
-
-def scopes(snap: Snapshot, tg: TrunkGroup) -> tuple[Scope, ...]:
-    """The limits a call on ``tg`` counts against: its own, then its capacity group's."""
-    out = [Scope("tg:" + tg.name, tg.limits.ports, tg.limits.cps)]
-    cg = snap.capacity_groups.get(tg.capacity_group)
-    if cg is not None:
-        out.append(Scope("cg:" + cg.name, cg.ports, cg.cps))
-    return tuple(out)
-
-
-def limited(limits: tuple[Scope, ...]) -> bool:
-    """Does any scope have a limit? Calls on unlimited trunk groups take no lease."""
-    return any(s.ports or s.cps for s in limits)
 
 
 def limit_refusal(denied: Denied) -> Refusal:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
 from sbc import manipulate
-from sbc.admission import identify, scopes, static_refusal, time_refusal
+from sbc.admission import identify, static_refusal, time_refusal
 from sbc.call.controller import trunk_target
 from sbc.config.snapshot import Snapshot
 
@@ -53,7 +53,7 @@ def explain(
         return out, False
     limits = ", ".join(
         f"{s.kind} {s.name}: ports {s.ports or 'unlimited'}, cps {s.cps or 'unlimited'}"
-        for s in scopes(snap, tg)
+        for s in snap.scopes[tg.name]
     )
     out.append(f"admission: enabled, inside time of day; limits {limits} (live counts apply)")
     if tg.manipulations:

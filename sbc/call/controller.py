@@ -42,8 +42,6 @@ from sbc.admission import (
     identify,
     is_peer,
     limit_refusal,
-    limited,
-    scopes,
     static_refusal,
     time_refusal,
 )
@@ -488,8 +486,8 @@ class CallController:
             route=sel.matched,
         )
         self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
-        limits = scopes(snap, tg)
-        if limited(limits):
+        limits = snap.limits[tg.name]
+        if limits:
             self._acquire(call, tg, call.id, limits)
         else:  # nothing to count against: no lease, no round trip
             self._admitted(call, now)
@@ -656,8 +654,8 @@ class CallController:
         while call.candidates:
             etg = call.candidates[0][0]
             if etg.name not in call.egress:
-                counted = scopes(call.snap, etg)
-                if limited(counted):
+                counted = call.snap.limits[etg.name]
+                if counted:
                     self._acquire(call, etg, f"{call.id}/{etg.name}", counted)
                     return
                 call.egress[etg.name] = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from routing.select import CompiledPlan
 from sbc.config.schema import CapacityGroup, Config, TrunkGroup
+from sbc.state import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,11 @@ class Snapshot:
     capacity_groups: dict[str, CapacityGroup] = field(default_factory=dict)
     # origination registration trunks: digest username -> (trunk group, password)
     accounts: dict[str, tuple[TrunkGroup, str]] = field(default_factory=dict)
+    # trunk group -> the limits a call on it counts against (its own, then its capacity
+    # group's); every trunk group is listed, one with no limit at all has ()
+    limits: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
+    # every scope of a trunk group, limited or not: what explain prints
+    scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -60,6 +66,14 @@ class Snapshot:
             snap.plans[rp.name] = CompiledPlan(rp)
         for cg in config.capacity_groups:
             snap.capacity_groups[cg.name] = cg
+        for tg in config.trunk_groups:
+            own = [Scope("tg:" + tg.name, tg.limits.ports, tg.limits.cps)]
+            group = snap.capacity_groups.get(tg.capacity_group)
+            if group is not None:
+                own.append(Scope("cg:" + group.name, group.ports, group.cps))
+            snap.scopes[tg.name] = tuple(own)
+            # Calls on a trunk group with no limit anywhere take no lease: no round trip.
+            snap.limits[tg.name] = tuple(own) if any(x.ports or x.cps for x in own) else ()
         for rel in config.relationships:
             snap.relationship_status[rel.name] = rel.status
         for listen in config.node.listen:
