@@ -56,9 +56,10 @@ def explain(
         for s in snap.scopes[tg.name]
     )
     out.append(f"admission: enabled, inside time of day; limits {limits} (live counts apply)")
-    if tg.manipulations:
-        new_ani = manipulate.apply(tg.manipulations, "ani", ani)
-        new_dnis = manipulate.apply(tg.manipulations, "dnis", number)
+    rules = snap.rules[tg.name]
+    if rules:
+        new_ani = manipulate.apply(rules, "ani", ani)
+        new_dnis = manipulate.apply(rules, "dnis", number)
         out.append(
             f"manipulations ({tg.name}): ani {ani} -> {new_ani}, dnis {number} -> {new_dnis}"
         )
@@ -82,7 +83,7 @@ def explain(
             out.append(f"  -  {name}: skipped (disabled)")
             continue
         order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], hunt)
-        sent = manipulate.outbound(etg, ani, called, "", [])
+        sent = manipulate.outbound(etg, snap.rules[name], ani, called, "", [])
         monitoring = (
             f"monitored every {etg.monitoring.interval} s, live health on the node"
             if etg.monitoring.enabled

@@ -23,36 +23,49 @@ from dataclasses import dataclass
 
 from sbc.config.schema import Manipulation, TrunkGroup
 
-_compiled: dict[str, re.Pattern[str]] = {}
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A manipulation compiled once, when the snapshot is built."""
+
+    field: str
+    header: str  # as configured; "" unless field is header
+    key: str  # header, lowercased: what it is compared with
+    pattern: re.Pattern[str]
+    replace: str
 
 
-def _pattern(search: str) -> re.Pattern[str]:
-    p = _compiled.get(search)
-    if p is None:
-        p = _compiled[search] = re.compile(search)
-    return p
+Rules = tuple[Rule, ...]
 
 
-def apply(rules: list[Manipulation], field: str, value: str, header: str = "") -> str:
+def compile_rules(manipulations: list[Manipulation]) -> Rules:
+    return tuple(
+        Rule(m.field, m.header, m.header.lower(), re.compile(m.search), m.replace)
+        for m in manipulations
+    )
+
+
+def apply(rules: Rules, field: str, value: str, header: str = "") -> str:
     """``value`` after every rule for ``field`` (and, for headers, that header name)."""
-    for m in rules:
-        if m.field == field and (field != "header" or m.header.lower() == header.lower()):
+    lheader = header.lower()
+    for r in rules:
+        if r.field == field and (field != "header" or r.key == lheader):
             try:
-                value = _pattern(m.search).sub(m.replace, value)
+                value = r.pattern.sub(r.replace, value)
             except (re.error, IndexError):  # a replacement naming a group the match lacks
                 continue
     return value
 
 
-def has(rules: list[Manipulation], field: str) -> bool:
-    return any(m.field == field for m in rules)
+def has(rules: Rules, field: str) -> bool:
+    return any(r.field == field for r in rules)
 
 
-def sip_code(tg: TrunkGroup, status: int) -> int:
-    """A final status after the trunk group's sip_code rules; unusable results are ignored."""
-    if not tg.manipulations or not has(tg.manipulations, "sip_code"):
+def sip_code(rules: Rules, status: int) -> int:
+    """A final status after the sip_code rules; unusable results are ignored."""
+    if not rules or not has(rules, "sip_code"):
         return status
-    out = apply(tg.manipulations, "sip_code", str(status))
+    out = apply(rules, "sip_code", str(status))
     if out.isdigit() and 300 <= int(out) <= 699:
         return int(out)
     return status
@@ -82,9 +95,9 @@ class Outbound:
 
 
 def outbound(
-    tg: TrunkGroup, ani: str, dnis: str, host: str, headers: list[tuple[str, str]]
+    tg: TrunkGroup, rules: Rules, ani: str, dnis: str, host: str, headers: list[tuple[str, str]]
 ) -> Outbound:
-    rules = tg.manipulations
+    """The numbers, Request-URI user and headers sent to ``tg`` under its ``rules``."""
     new_host: str | None = None
     if rules:
         ani = apply(rules, "ani", ani)
@@ -92,7 +105,7 @@ def outbound(
         if has(rules, "ip"):
             rewritten = apply(rules, "ip", host)
             new_host = rewritten if rewritten != host else None
-        names = [m.header for m in rules if m.field == "header"]
+        names = [r.header for r in rules if r.field == "header"]
         if names:
             headers = _headers(rules, names, headers)
     if tg.send_e164:
@@ -102,16 +115,19 @@ def outbound(
 
 
 def _headers(
-    rules: list[Manipulation], names: list[str], headers: list[tuple[str, str]]
+    rules: Rules, names: list[str], headers: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
+    """A named header that is absent is added (as the rule spells it) when its rules make
+    something of the empty string; one rewritten to nothing is removed."""
+    wanted = {name.lower() for name in names}
     out = []
     seen = set()
     for n, v in headers:
-        if n.lower() in {x.lower() for x in names}:
+        if n.lower() in wanted:
             seen.add(n.lower())
             v = apply(rules, "header", v, n)
             if not v:
-                continue  # rewritten to nothing: the header goes
+                continue
         out.append((n, v))
     for name in dict.fromkeys(names):
         if name.lower() not in seen:

@@ -446,9 +446,10 @@ class CallController:
             self._respond(tx, 483, now)
             return
         ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
-        if tg.manipulations:
-            ani = manipulate.apply(tg.manipulations, "ani", ani)
-            dnis = manipulate.apply(tg.manipulations, "dnis", dnis)
+        rules = snap.rules[tg.name]
+        if rules:
+            ani = manipulate.apply(rules, "ani", ani)
+            dnis = manipulate.apply(rules, "dnis", dnis)
         wall = now + self.wall_offset
         sel = select(snap.plans[tg.routeplan], ani, dnis, media_ip(req.body), wall)
         for trigger in sel.triggers:
@@ -681,7 +682,9 @@ class CallController:
         carried = crossing(a)
         if not call.ingress.diversion_routing:  # redirection history only where enabled
             carried = [(n, v) for n, v in carried if n not in ("Diversion", "History-Info")]
-        out = manipulate.outbound(etg, call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)])
+        out = manipulate.outbound(
+            etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
+        )
         host = out.host or host
         ruri = Uri("sip", out.ruri_user, None, host, target.port, params)
         local_host, _ = self._local(trunk.protocol)
@@ -842,7 +845,7 @@ class CallController:
         reason: str | None = None,
         headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     ) -> None:
-        mapped = manipulate.sip_code(call.ingress, status)
+        mapped = manipulate.sip_code(call.snap.rules[call.ingress.name], status)
         if mapped != status:
             status, reason = mapped, None  # the reason phrase of the new code
         call.final_status = status
@@ -904,7 +907,7 @@ class CallController:
         if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
             return
         attempt.outcome = "cancelled" if call.cancelled else "code"
-        status = manipulate.sip_code(attempt.trunk_group, status)
+        status = manipulate.sip_code(call.snap.rules[attempt.trunk_group.name], status)
         self._attempt_failed(attempt, status, resp.reason, now, response=resp)
 
     def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from routing.select import CompiledPlan
 from sbc.config.schema import CapacityGroup, Config, TrunkGroup
+from sbc.manipulate import Rules, compile_rules
 from sbc.state import Scope
 
 
@@ -43,6 +44,7 @@ class Snapshot:
     limits: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
     # every scope of a trunk group, limited or not: what explain prints
     scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
+    rules: dict[str, Rules] = field(default_factory=dict)  # trunk group -> manipulations
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -72,6 +74,7 @@ class Snapshot:
             if group is not None:
                 own.append(Scope("cg:" + group.name, group.ports, group.cps))
             snap.scopes[tg.name] = tuple(own)
+            snap.rules[tg.name] = compile_rules(tg.manipulations)
             # Calls on a trunk group with no limit anywhere take no lease: no round trip.
             snap.limits[tg.name] = tuple(own) if any(x.ports or x.cps for x in own) else ()
         for rel in config.relationships:
