@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sbc.config.schema import RegistrarConfig, TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.sip.digest import NonceBook, Verdict
+from sbc.sip.digest import NonceBook, Verdict, parse_params
 from sbc.sip.message import Request
 from sbc.sip.transaction import Target
 from sbc.state import Binding
@@ -149,7 +149,7 @@ class Registrar:
         its From user."""
         credentials = req.get("Proxy-Authorization")
         if credentials is not None:
-            user = credentials.partition('username="')[2].partition('"')[0]
+            user = parse_params(credentials)[1].get("username", "")
             if user in snap.accounts:
                 return user
         user = req.from_.uri.user if req.from_.uri.is_sip else ""

@@ -525,7 +525,7 @@ class CallController:
             reason=answer.why,
             username=answer.username,
             trunk_group=account[0].name if account else "",
-            source=f"{req.vias[0].transport.lower()}:{src.host}:{src.port}",
+            source=str(src),
         )
 
     def _on_register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
