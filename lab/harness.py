@@ -76,6 +76,13 @@ class Sbc:
                 out.append(rec)
         return out
 
+    def wait_events(self, name: str, count: int, timeout: float = 5.0) -> list[dict[str, object]]:
+        """The log's ``name`` events once there are ``count`` of them (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -281,6 +288,82 @@ class Redis:
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
         return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Rtpengine:
+    """A private rtpengine-daemon in userspace only (no kernel table, no config file) with its
+    ng socket on loopback, logging to ``workdir/rtpengine.log``; stopped by the caller."""
+
+    ng_port: int
+    workdir: Path
+    port_min: int = 41000
+    port_max: int = 41999
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ng_port}"
+
+    def start(self) -> Rtpengine:
+        binary = shutil.which("rtpengine")
+        if binary is None:
+            raise RuntimeError("rtpengine is not installed (rtpengine-daemon): run ./lab/install")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = (self.workdir / "rtpengine.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--config-file=none",
+                "--table=-1",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=6",
+                "--interface=127.0.0.1",
+                f"--listen-ng=127.0.0.1:{self.ng_port}",
+                f"--port-min={self.port_min}",
+                f"--port-max={self.port_max}",
+                "--delete-delay=0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rtpengine exited with {self.proc.returncode}")
+            with contextlib.suppress(OSError):
+                if self.ng({"command": "ping"}).get(b"result") == b"pong":
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"rtpengine did not answer ng on port {self.ng_port}")
+
+    def ng(self, cmd: dict[str, object], timeout: float = 1.0) -> dict[bytes, object]:
+        """One ng command, answered or OSError."""
+        from media.bencode import decode, encode
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            cookie = uuid.uuid4().hex[:12].encode()
+            s.sendto(cookie + b" " + encode(cmd), ("127.0.0.1", self.ng_port))  # type: ignore[arg-type]
+            data = s.recv(65535)
+        reply = decode(data.partition(b" ")[2])
+        assert isinstance(reply, dict)
+        return reply
+
+    def calls(self) -> list[bytes]:
+        listed = self.ng({"command": "list"}).get(b"calls")
+        return list(listed) if isinstance(listed, list) else []  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

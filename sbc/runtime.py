@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from media.client import MediaUnavailable, NgClient
+from media.ng import MediaCommand
 from sbc.call.controller import CallController, Notice
-from sbc.config.loader import ConfigError, load_config
+from sbc.config.loader import ConfigError, host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
@@ -66,6 +68,17 @@ class Runtime:
                 timeout=state.timeout,
                 node_id=state.node_id,
             )
+        self.media: NgClient | None = None
+        if snapshot.config.node.rtpengine:
+            m = snapshot.config.node.media
+            self.media = NgClient(
+                rtpengine_nodes(snapshot),
+                timeout=m.timeout,
+                retries=m.retries,
+                down_for=m.down_for,
+                ping_interval=m.ping_interval,
+                log=log,
+            )
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
         self.tcp = TcpPool(self)
@@ -82,6 +95,8 @@ class Runtime:
         self.controller.wall_offset = time.time() - loop.time()
         if self.redis is not None:
             await self.redis.start()
+        if self.media is not None:
+            await self.media.start()
         node = self.controller.snapshot.config.node
         for listen in node.listen:
             if listen.transport == "udp":
@@ -114,6 +129,8 @@ class Runtime:
         self.tcp.close()
         if self.redis is not None:
             await self.redis.stop()
+        if self.media is not None:
+            await self.media.stop()
         if self._timer is not None:
             self._timer.cancel()
 
@@ -150,6 +167,9 @@ class Runtime:
                 if isinstance(cmd, Notify):
                     self._spawn(post_json(cmd.url, cmd.payload, self.log))
                     continue
+                if isinstance(cmd, MediaCommand):
+                    self._spawn(self._media_command(cmd))
+                    continue
                 if self.redis is None:
                     decided, denied = True, self.memory.execute(cmd, now)
                 else:
@@ -171,6 +191,17 @@ class Runtime:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _media_command(self, cmd: MediaCommand) -> None:
+        reply: dict[bytes, Any] | None = None
+        if self.media is not None:
+            try:
+                reply = await self.media.request(cmd.call, cmd.cmd)
+            except MediaUnavailable:
+                reply = None
+        now = self.now()
+        self.controller.on_media(cmd.token, reply, now)
+        self._pump(now)
 
     def on_verdict(self, token: int, denied: Denied | None) -> None:
         """A shared state store answered an Acquire."""
@@ -220,11 +251,33 @@ class Runtime:
             )
             return False
         self.controller.snapshot = snapshot
+        if snapshot.config.node.rtpengine:
+            if self.media is None:
+                m = snapshot.config.node.media
+                self.media = NgClient(
+                    [],
+                    timeout=m.timeout,
+                    retries=m.retries,
+                    down_for=m.down_for,
+                    ping_interval=m.ping_interval,
+                    log=self.log,
+                )
+                self._spawn(self.media.start())
+            self.media.set_nodes(rtpengine_nodes(snapshot))
         self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
         now = self.now()
         self.controller.start(now)
         self._pump(now)
         return True
+
+
+def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
+    out = []
+    for n in snapshot.config.node.rtpengine:
+        hp = host_port(n.address)
+        assert hp is not None  # the loader checked it
+        out.append((hp[0], hp[1], n.weight))
+    return out
 
 
 async def post_json(url: str, payload: dict[str, object], log: Any, timeout: float = 5.0) -> None:

@@ -29,10 +29,13 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
+from media import ng, sdp
+from media.ng import MediaCommand, MediaStats, Side
 from routing.health import Health, Key
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
@@ -116,15 +119,6 @@ def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
 
 
-def media_ip(sdp: bytes) -> str:
-    """The session's connection address (the first c= line), for media_ip filters."""
-    at = sdp.find(b"\nc=IN IP")
-    if at < 0:
-        return ""
-    line = sdp[at + 10 : sdp.find(b"\n", at + 1)]
-    return line.split(b" ", 1)[-1].strip().decode("ascii", "replace")
-
-
 @dataclass(eq=False)
 class Attempt:
     """One B-leg: one INVITE to one trunk."""
@@ -147,6 +141,9 @@ class Attempt:
     outcome: str = ""  # answered | code | b_timer | max_pdd | timeout | transport | cancelled
     ack: Request | None = None
     auth_sent: bool = False  # we answered the trunk's 401/407 once; a second one is final
+    b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
+    anchored: bool = False  # its media goes through rtpengine
+    branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
 
 
 @dataclass(eq=False)
@@ -156,6 +153,7 @@ class Relay:
     call: Call
     server: ServerTransaction
     to_leg: str  # "a" or "b": where we sent it
+    media: bool = False  # its SDP offer went through rtpengine: the answer must too
 
 
 @dataclass(eq=False)
@@ -221,10 +219,38 @@ class Call:
     egress: dict[str, Denied | None] = field(default_factory=dict)
     forward: Forwarding | None = None  # forwarding on failure, not yet used
     last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
+    # media: the caller's side, whether rtpengine knows the call (delete it at the end), ng
+    # commands in flight (SIP from the legs waits behind them, in order), the final counters
+    a_side: Side = ng.UNMANAGED
+    a_tag: str = ""  # the caller's From tag: the A monologue's name at rtpengine
+    media_used: bool = False
+    unanchored: bool = False  # rtpengine failed and node.media.on_failure is unanchored
+    media_busy: int = 0
+    media_queue: list[Callable[[float], None]] = field(default_factory=list)
+    media_deleted: bool = False
+    media_stats: MediaStats | None = None
+    late_offer: str = ""  # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
 
     @property
     def b_dialog(self) -> Dialog | None:
         return self.answered.dialog if self.answered else None
+
+    @property
+    def anchored(self) -> bool:
+        """The answered attempt's media runs through rtpengine."""
+        return self.answered is not None and self.answered.anchored and not self.unanchored
+
+    def tag(self, leg: str) -> str:
+        """A leg's monologue name at rtpengine."""
+        if leg == "a":
+            return self.a_tag
+        dialog = self.b_dialog
+        return (dialog.remote.tag or "") if dialog is not None else ""
+
+    def side(self, leg: str) -> Side:
+        if leg == "a":
+            return self.a_side
+        return self.answered.b_side if self.answered is not None else ng.UNMANAGED
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +285,7 @@ class CallController:
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self.notices: list[Notice] = []
-        self.commands: list[Command] = []
+        self.commands: list[Command | MediaCommand] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
         self.registrations: dict[tuple[str, int], Registration] = {}
@@ -268,6 +294,10 @@ class CallController:
         self._probing: set[Key] = set()
         self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
         self._leases: dict[int, LeaseRequest] = {}
+        self._media: dict[
+            int, tuple[Call, Callable[[dict[bytes, Any] | None, float], None], bool]
+        ] = {}
+        self.media_failures: Counter[str] = Counter()  # unavailable | error
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
         self._node = os.urandom(4).hex()
@@ -284,10 +314,62 @@ class CallController:
         out, self.notices = self.notices, []
         return out
 
-    def pop_commands(self) -> list[Command]:
-        """Requests for the state store; answer each Acquire with ``on_acquired``."""
+    def pop_commands(self) -> list[Command | MediaCommand]:
+        """Requests for the state store (answer each Acquire with ``on_acquired``) and for
+        rtpengine (answer each MediaCommand with ``on_media``)."""
         out, self.commands = self.commands, []
         return out
+
+    def _ng(
+        self,
+        call: Call,
+        cmd: dict[str, Any],
+        then: Callable[[dict[bytes, Any] | None, float], None],
+        ordered: bool = True,
+    ) -> None:
+        """Ask rtpengine; ``then(reply, now)`` runs with its ok reply, or None when no node
+        answered or it refused. Unless ``ordered`` is False, SIP for the call waits behind it
+        (``_in_order``) and the call is not forgotten before it returns."""
+        token = next(self._ids)
+        self._media[token] = (call, then, ordered)
+        call.media_busy += ordered
+        self.commands.append(MediaCommand(token, call.id, cmd))
+
+    def on_media(self, token: int, reply: dict[bytes, Any] | None, now: float) -> None:
+        """rtpengine's reply to a MediaCommand (None: no node answered)."""
+        entry = self._media.pop(token, None)
+        if entry is None:
+            return
+        call, then, ordered = entry
+        call.media_busy -= ordered
+        ok = reply is not None and reply.get(b"result") == b"ok"
+        if reply is not None:
+            call.media_used = True
+        if not ok:
+            why = "unavailable" if reply is None else "error"
+            self.media_failures[why] += 1
+            detail = reply.get(b"error-reason", b"") if reply is not None else b""
+            self._notice(
+                "media.failed",
+                call,
+                reason=why,
+                error=detail.decode("utf-8", "replace") if isinstance(detail, bytes) else "",
+                action=call.snap.config.node.media.on_failure,
+            )
+        then(reply if ok else None, now)
+        while not call.media_busy and call.media_queue:
+            call.media_queue.pop(0)(now)
+
+    def _in_order(self, call: Call, fn: Callable[[float], None], now: float) -> None:
+        """Run ``fn`` now, or after the call's ng commands in flight: a 180 must not overtake
+        the 183 whose SDP rtpengine is rewriting."""
+        if call.media_busy or call.media_queue:
+            call.media_queue.append(fn)
+        else:
+            fn(now)
+
+    def _media_reject(self, call: Call) -> bool:
+        return call.snap.config.node.media.on_failure == "reject"
 
     def get_timer(self) -> float | None:
         return self._timers.next_deadline()
@@ -368,7 +450,7 @@ class CallController:
         req = ev.request
         now = ev.at
         if req.method == "ACK":
-            self._on_ack(req)
+            self._on_ack(req, now)
             return
         tx = ev.transaction
         assert tx is not None
@@ -451,7 +533,7 @@ class CallController:
             ani = manipulate.apply(rules, "ani", ani)
             dnis = manipulate.apply(rules, "dnis", dnis)
         wall = now + self.wall_offset
-        sel = select(snap.plans[tg.routeplan], ani, dnis, media_ip(req.body), wall)
+        sel = select(snap.plans[tg.routeplan], ani, dnis, sdp.connection_ip(req.body), wall)
         for trigger in sel.triggers:
             self._trigger(trigger.name, trigger.webhook, tg, ani, dnis, req.call_id, wall)
         if sel.refusal is not None:
@@ -472,6 +554,8 @@ class CallController:
             started=now,
             candidates=self._candidates(snap, sel.trunk_groups),
             forward=sel.on_failure,
+            a_side=Side(snap.media[tg.name], src.host if tg.nat else ""),
+            a_tag=req.from_.tag or req.call_id,
         )
         tx.ctx = call
         self.calls[call.id] = call
@@ -708,10 +792,47 @@ class CallController:
             body=a.body,
         )
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
+        attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
         call.attempts.append(attempt)
         call.current = attempt
+        if not call.unanchored and ng.anchored(call.a_side, attempt.b_side):
+            attempt.anchored = True
+            attempt.branch = f"{call.id}.{attempt.n}"
+            if a.body:  # the caller's offer, rewritten for this vendor, before the INVITE
+                flags = ng.offer_flags(call.a_side, attempt.b_side, sdp.codecs(a.body))
+                cmd = ng.offer(call.id, call.a_tag, a.body, flags, branch=attempt.branch)
+                self._ng(call, cmd, lambda reply, now: self._offered(attempt, reply, now))
+                return
+        self._send_attempt(attempt, now)
+
+    def _offered(self, attempt: Attempt, reply: dict[bytes, Any] | None, now: float) -> None:
+        """rtpengine rewrote (or failed to rewrite) the caller's offer for this attempt."""
+        call = attempt.call
+        if call.cancelled or call.state != "routing" or attempt is not call.current:
+            attempt.done = True
+            attempt.outcome = attempt.outcome or "cancelled"
+            self._maybe_end(call, now)
+            return
+        body = reply.get(b"sdp") if reply is not None else None
+        if not isinstance(body, bytes):
+            if self._media_reject(call):
+                attempt.done = True
+                attempt.outcome = "media"
+                attempt.status = 503
+                self._fail_a(call, 503, now, "Media Unavailable")
+                return
+            call.unanchored = True  # node.media.on_failure: unanchored
+            attempt.anchored = False
+        else:
+            attempt.invite = replace(attempt.invite, body=body)
+        self._send_attempt(attempt, now)
+
+    def _send_attempt(self, attempt: Attempt, now: float) -> None:
+        call = attempt.call
+        etg, invite, target = attempt.trunk_group, attempt.invite, attempt.target
+        attempt.started = now
         attempt.tx = self.layer.send_request(invite, target, now, ctx=attempt)
-        self._bind(call, (invite.call_id, from_.tag or ""), "b")
+        self._bind(call, (invite.call_id, invite.from_.tag or ""), "b")
         limits = etg.limits
         if limits.b_timer:
             self._arm(now + limits.b_timer, attempt, "b_timer")
@@ -724,6 +845,7 @@ class CallController:
             trunk_group=etg.name,
             trunk=str(target),
             b_call_id=invite.call_id,
+            anchored=attempt.anchored,
         )
 
     def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
@@ -796,6 +918,10 @@ class CallController:
         )
         if attempt.tx is None or attempt.tx.state in (State.COMPLETED, State.TERMINATED):
             self._attempt_closed(attempt)
+        if attempt.anchored and call.media_used and call.state == "routing" and not call.cancelled:
+            # Free this attempt's ports only; the caller's side stays for the next attempt.
+            cmd = ng.delete(call.id, call.a_tag, branch=attempt.branch)
+            self._ng(call, cmd, lambda reply, now: None, ordered=False)
         if call.cancelled or call.state != "routing":
             self._maybe_end(call, now)
             return
@@ -861,9 +987,15 @@ class CallController:
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
         ctx = tx.ctx
         if isinstance(ctx, Attempt):
-            self._on_attempt_response(ctx, resp, now)
+            attempt = ctx
+            self._in_order(
+                attempt.call, lambda now: self._on_attempt_response(attempt, resp, now), now
+            )
         elif isinstance(ctx, Relay):
-            self._on_relay_response(ctx, resp, tx, now)
+            relay = ctx
+            self._in_order(
+                relay.call, lambda now: self._on_relay_response(relay, resp, tx, now), now
+            )
         elif isinstance(ctx, Bye) and resp.status >= 200:
             self._bye_done(ctx.call, now)
         elif isinstance(ctx, Registration):
@@ -899,7 +1031,18 @@ class CallController:
                 return
             if call.first_provisional_at is None:
                 call.first_provisional_at = now
-            self._relay_to_a(call, resp, now)
+            if attempt.anchored and resp.body and not call.unanchored:
+
+                def relay_18x(body: bytes | None, now: float) -> None:
+                    if attempt.done or call.state != "routing":
+                        return
+                    if body is None:  # early media lost; the 2xx decides the call's fate
+                        body = b"" if self._media_reject(call) else resp.body
+                    self._relay_to_a(call, resp, now, body)
+
+                self._vendor_sdp(attempt, resp, relay_18x)
+            else:
+                self._relay_to_a(call, resp, now)
             return
         if status < 300:
             self._on_answer(attempt, resp, now)
@@ -1105,7 +1248,9 @@ class CallController:
         if self.registrations.get(reg.key) is reg and reg.generation == generation:
             self._send_register(reg, now)
 
-    def _relay_to_a(self, call: Call, resp: Response, now: float) -> None:
+    def _relay_to_a(
+        self, call: Call, resp: Response, now: float, body: bytes | None = None
+    ) -> None:
         a = call.a_invite
         headers = [*crossing(resp), ("Contact", str(self._contact(call.source.transport)))]
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
@@ -1118,8 +1263,39 @@ class CallController:
             resp.reason,
             headers=headers,
             to_tag=call.a_dialog.local_tag,
-            body=resp.body,
+            body=resp.body if body is None else body,
         )
+
+    def _vendor_sdp(
+        self, attempt: Attempt, resp: Response, then: Callable[[bytes | None, float], None]
+    ) -> None:
+        """Pass a vendor's SDP through rtpengine: the answer to the caller's offer, or with a
+        late offer (INVITE without SDP) the vendor's own offer (RFC 3261 §13.2.1)."""
+        call = attempt.call
+        b_tag = resp.to.tag or ""
+        if call.a_invite.body:
+            flags = ng.answer_flags(attempt.b_side, call.a_side)
+            cmd = ng.answer(call.id, call.a_tag, b_tag, resp.body, flags, branch=attempt.branch)
+        else:
+            flags = ng.offer_flags(attempt.b_side, call.a_side, sdp.codecs(resp.body))
+            cmd = ng.offer(
+                call.id, b_tag, resp.body, flags, to_tag=call.a_tag, branch=attempt.branch
+            )
+        self._ng(call, cmd, lambda reply, now: then(_sdp_of(reply), now))
+
+    def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
+        """The vendor answered but rtpengine could not anchor it, and on_failure is reject:
+        hang up the vendor and fail the caller with 503 (it never saw the 2xx)."""
+        dialog = attempt.dialog
+        assert dialog is not None
+        if call.ack_wait.pop("a", None) is not None:
+            self._ack(attempt, now, b"")
+        bye = dialog.request("BYE", self._via(attempt.target.transport), None)
+        call.byes += 1
+        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call, "b"))
+        call.answered_at = None
+        call.hangup = "sbc"
+        self._fail_a(call, 503, now, "Media Unavailable")
 
     def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
@@ -1141,7 +1317,24 @@ class CallController:
             self._ack(attempt, now, b"")
         else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
             call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
-        self._relay_to_a(call, resp, now)
+        if attempt.anchored and resp.body and not call.unanchored:
+            if not call.a_invite.body:
+                call.late_offer = "b"
+
+            def relay_2xx(body: bytes | None, now: float) -> None:
+                if call.state != "answered":
+                    return
+                if body is None:
+                    if self._media_reject(call):
+                        self._media_lost(call, attempt, now)
+                        return
+                    call.unanchored = True
+                    body = resp.body
+                self._relay_to_a(call, resp, now, body)
+
+            self._vendor_sdp(attempt, resp, relay_2xx)
+        else:
+            self._relay_to_a(call, resp, now)
         limit = call.ingress.limits.max_call_duration
         if limit:
             self._arm(now + limit, call, "max_duration")
@@ -1185,21 +1378,43 @@ class CallController:
 
     # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
 
-    def _on_ack(self, req: Request) -> None:
+    def _on_ack(self, req: Request, now: float) -> None:
         entry = self.dialogs.get((req.call_id, req.to.tag or ""))
         if entry is None:
             return
         call, leg = entry
+        if leg in call.ack_wait:
+            self._in_order(call, lambda now: self._forward_ack(call, leg, req, now), now)
+
+    def _forward_ack(self, call: Call, leg: str, req: Request, now: float) -> None:
+        """The ACK we held for this leg's 2xx: send it on, its answer rewritten by rtpengine
+        when the other leg's 2xx carried the offer (late offer, RFC 3264 §3)."""
         held = call.ack_wait.pop(leg, None)
         if held is None:
             return
         dialog, cseq, _ = held
+        offerer = call.late_offer
+        if offerer and offerer != leg and req.body and call.anchored:
+            call.late_offer = ""
+            flags = ng.answer_flags(call.side(leg), call.side(offerer))
+            cmd = ng.answer(call.id, call.tag(offerer), call.tag(leg), req.body, flags)
+
+            def send(reply: dict[bytes, Any] | None, now: float) -> None:
+                body = _sdp_of(reply)
+                self._send_ack(call, dialog, cseq, req, req.body if body is None else body)
+                if body is None and self._media_reject(call):
+                    self._hangup(call, "sbc", now, reason="Media Unavailable")
+
+            self._ng(call, cmd, send)
+            return
+        self._send_ack(call, dialog, cseq, req, req.body)
+
+    def _send_ack(self, call: Call, dialog: Dialog, cseq: int, req: Request, body: bytes) -> None:
         headers = [(n, v) for n, v in req.headers if n in CROSSING]
-        answered = call.answered
-        transport = answered.target.transport if answered else call.source.transport
         ack = dialog.request(
-            "ACK", self._via(transport), None, headers=headers, body=req.body, cseq=cseq
+            "ACK", self._via(dialog.peer.transport), None, headers=headers, body=body, cseq=cseq
         )
+        answered = call.answered
         if answered is not None and dialog is answered.dialog:
             answered.ack = ack
         self.layer.send_ack(ack, dialog.destination())
@@ -1276,16 +1491,45 @@ class CallController:
         other = "b" if leg == "a" else "a"
         dialog = call.a_dialog if other == "a" else call.b_dialog
         assert dialog is not None
+        tx.ctx = call
+        relay = Relay(call, tx, other)
+        if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
+            # A new offer (hold, resume, codec change): rtpengine rewrites it for the far side.
+            relay.media = True
+            flags = ng.offer_flags(call.side(leg), call.side(other), sdp.codecs(req.body))
+            cmd = ng.offer(call.id, call.tag(leg), req.body, flags, to_tag=call.tag(other))
+
+            def send(reply: dict[bytes, Any] | None, now: float) -> None:
+                body = _sdp_of(reply)
+                if body is None:
+                    if self._media_reject(call):  # the call goes on with its current media
+                        self._respond(tx, 503, now, "Media Unavailable", tag=False)
+                        return
+                    call.unanchored = True
+                    relay.media = False
+                    body = req.body
+                if call.state == "answered":
+                    self._send_relayed(relay, req, body, now)
+                else:
+                    self._respond(tx, 481, now, tag=False)
+
+            self._ng(call, cmd, send)
+            return
+        self._send_relayed(relay, req, req.body, now)
+
+    def _send_relayed(self, relay: Relay, req: Request, body: bytes, now: float) -> None:
+        call, other = relay.call, relay.to_leg
+        dialog = call.a_dialog if other == "a" else call.b_dialog
+        assert dialog is not None
         transport = call.source.transport if other == "a" else dialog.peer.transport
         out = dialog.request(
             req.method,
             self._via(transport),
             self._contact(transport),
             headers=crossing(req),
-            body=req.body,
+            body=body,
         )
-        tx.ctx = call
-        self.layer.send_request(out, dialog.destination(), now, ctx=Relay(call, tx, other))
+        self.layer.send_request(out, dialog.destination(), now, ctx=relay)
 
     def _on_relay_response(
         self, relay: Relay, resp: Response, tx: ClientTransaction, now: float
@@ -1294,6 +1538,41 @@ class CallController:
         server = relay.server
         if resp.status == 100:
             return
+        from_leg = "b" if relay.to_leg == "a" else "a"
+        to_leg = relay.to_leg
+        method = server.request.method
+        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and call.anchored:
+            if relay.media:  # the answer to the offer rtpengine rewrote
+                flags = ng.answer_flags(call.side(to_leg), call.side(from_leg))
+                cmd = ng.answer(call.id, call.tag(from_leg), call.tag(to_leg), resp.body, flags)
+            elif not server.request.body and resp.status >= 200:  # re-INVITE without offer
+                call.late_offer = to_leg
+                flags = ng.offer_flags(
+                    call.side(to_leg), call.side(from_leg), sdp.codecs(resp.body)
+                )
+                cmd = ng.offer(
+                    call.id, call.tag(to_leg), resp.body, flags, to_tag=call.tag(from_leg)
+                )
+            else:
+                cmd = {}
+            if cmd:
+
+                def respond(reply: dict[bytes, Any] | None, now: float) -> None:
+                    body = _sdp_of(reply)
+                    if body is None:
+                        call.unanchored = not self._media_reject(call) or call.unanchored
+                        body = resp.body
+                    self._relay_response_out(relay, resp, tx, now, body)
+
+                self._ng(call, cmd, respond)
+                return
+        self._relay_response_out(relay, resp, tx, now, resp.body)
+
+    def _relay_response_out(
+        self, relay: Relay, resp: Response, tx: ClientTransaction, now: float, body: bytes
+    ) -> None:
+        call = relay.call
+        server = relay.server
         from_leg = "b" if relay.to_leg == "a" else "a"
         headers = crossing(resp)
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
@@ -1309,7 +1588,7 @@ class CallController:
             else:
                 call.ack_wait[from_leg] = (dialog, tx.request.cseq, dialog.destination())
         resp_out = make_response(
-            server.request, resp.status, resp.reason, headers=headers, body=resp.body
+            server.request, resp.status, resp.reason, headers=headers, body=body
         )
         self.layer.respond(server, resp_out, now)
 
@@ -1327,6 +1606,8 @@ class CallController:
             tx = a.tx
             if tx is not None and tx.state in (State.CALLING, State.PROCEEDING) and not tx.quiet:
                 return
+        if call.media_busy:  # an ng answer is due; it calls us again
+            return
         if self.calls.pop(call.id, None) is None:
             return
         call.state = "ended"
@@ -1337,6 +1618,26 @@ class CallController:
         for lease, held in call.leases.items():
             self.commands.append(Release(lease, held))
         call.leases.clear()
+        if call.media_used and not call.media_deleted:
+            # The ports are free already; the record waits for rtpengine's counters.
+            call.media_deleted = True
+
+            def deleted(reply: dict[bytes, Any] | None, now: float) -> None:
+                if reply is not None:
+                    call.media_stats = ng.stats(reply)
+                self._end_notice(call)
+
+            self._ng(call, ng.delete(call.id, call.a_tag), deleted)
+            return
+        self._end_notice(call)
+
+    def _end_notice(self, call: Call) -> None:
+        assert call.ended_at is not None
+        media: dict[str, Any] | None = None
+        if call.media_stats is not None:
+            media = call.media_stats.as_dict()
+            legs = {call.a_tag: "a", call.tag("b"): "b"}
+            media["legs"] = {legs[t]: v for t, v in media["legs"].items() if t in legs}
         duration = (
             round(call.ended_at - call.answered_at, 3) if call.answered_at is not None else 0.0
         )
@@ -1356,4 +1657,10 @@ class CallController:
                 }
                 for a in call.attempts
             ],
+            media=media,
         )
+
+
+def _sdp_of(reply: dict[bytes, Any] | None) -> bytes | None:
+    body = reply.get(b"sdp") if reply is not None else None
+    return body if isinstance(body, bytes) else None

@@ -196,6 +196,15 @@ def _ip(value: str) -> bool:
     return True
 
 
+def host_port(value: str) -> tuple[str, int] | None:
+    """'127.0.0.1:2223' or '[::1]:2223' as (host, port); None when it is neither."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _ip(host):
+        return None
+    return host, int(port)
+
+
 def _regex(value: str, located: _Located, path: Path_) -> None:
     try:
         re.compile(value)
@@ -235,12 +244,17 @@ def _cross_check(config: Config, located: _Located) -> None:
             raise located.error(("node", "listen", i, "transport"), "tls is not supported yet")
     if not node.listen:
         raise located.error(("node", "listen"), "needs at least one socket")
+    for i, rtp in enumerate(node.rtpengine):
+        if host_port(rtp.address) is None:
+            raise located.error(
+                ("node", "rtpengine", i, "address"), "must be IP:PORT (IPv6: [IP]:PORT)"
+            )
     if node.state.backend == "redis" and not node.state.url.startswith(("redis://", "unix://")):
         raise located.error(("node", "state", "url"), "the redis backend needs a redis:// URL")
     tgs = {tg.name: tg for tg in config.trunk_groups}
     plans = {rp.name for rp in config.routeplans}
     caps = {cg.name for cg in config.capacity_groups}
-    profiles = {mp.name for mp in config.media_profiles}
+    profiles = {mp.name: mp for mp in config.media_profiles}
     claims: dict[tuple[str, str, int, str], str] = {}
     accounts: dict[str, str] = {}
     for i, tg in enumerate(config.trunk_groups):
@@ -256,6 +270,11 @@ def _cross_check(config: Config, located: _Located) -> None:
         if tg.media_profile and tg.media_profile not in profiles:
             raise located.error(
                 (*p, "media_profile"), f"unknown media profile {tg.media_profile!r}"
+            )
+        if tg.media_profile and profiles[tg.media_profile].anchoring and not node.rtpengine:
+            raise located.error(
+                (*p, "media_profile"),
+                f"media profile {tg.media_profile!r} anchors media but node.rtpengine is empty",
             )
         _regex(tg.route_advance.codes, located, (*p, "route_advance", "codes"))
         for j, m in enumerate(tg.manipulations):

@@ -60,6 +60,25 @@ class RtpEngineNode(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     weight: Annotated[int, d("Share of new calls this node gets."), Meta(ge=0)] = 1
 
 
+class MediaConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How the SBC talks to rtpengine, and what a call does when no node answers."""
+
+    on_failure: Annotated[
+        Literal["reject", "unanchored"],
+        d("No rtpengine node answers: reject the call with 503, or let media flow unanchored."),
+    ] = "reject"
+    timeout: Annotated[
+        float, d("Seconds to wait for one ng reply before retrying."), Meta(gt=0, le=5)
+    ] = 0.5
+    retries: Annotated[int, d("Retries of one ng command (same cookie)."), Meta(ge=0, le=5)] = 2
+    down_for: Annotated[
+        float, d("Seconds a node that stopped answering is left out of use."), Meta(gt=0)
+    ] = 30.0
+    ping_interval: Annotated[
+        float, d("Seconds between ng pings to every node; 0 disables."), Meta(ge=0)
+    ] = 10.0
+
+
 class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Where call detail records are written."""
 
@@ -123,6 +142,9 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     state: Annotated[StateBackend, d("State store backend.")] = field(default_factory=StateBackend)
     rtpengine: Annotated[list[RtpEngineNode], d("rtpengine nodes for media anchoring.")] = field(
         default_factory=list
+    )
+    media: Annotated[MediaConfig, d("rtpengine client behaviour.")] = field(
+        default_factory=MediaConfig
     )
     cdr: Annotated[CdrConfig, d("CDR output.")] = field(default_factory=CdrConfig)
     metrics: Annotated[MetricsConfig, d("Prometheus metrics endpoint.")] = field(

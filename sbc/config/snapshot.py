@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from routing.select import CompiledPlan
-from sbc.config.schema import CapacityGroup, Config, TrunkGroup
+from sbc.config.schema import CapacityGroup, Config, MediaProfile, TrunkGroup
 from sbc.manipulate import Rules, compile_rules
 from sbc.state import Scope
 
@@ -45,6 +45,7 @@ class Snapshot:
     # every scope of a trunk group, limited or not: what explain prints
     scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
     rules: dict[str, Rules] = field(default_factory=dict)  # trunk group -> manipulations
+    media: dict[str, MediaProfile | None] = field(default_factory=dict)  # trunk group -> profile
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -68,6 +69,7 @@ class Snapshot:
             snap.plans[rp.name] = CompiledPlan(rp)
         for cg in config.capacity_groups:
             snap.capacity_groups[cg.name] = cg
+        profiles = {mp.name: mp for mp in config.media_profiles}
         for tg in config.trunk_groups:
             own = [Scope("tg:" + tg.name, tg.limits.ports, tg.limits.cps)]
             group = snap.capacity_groups.get(tg.capacity_group)
@@ -75,6 +77,7 @@ class Snapshot:
                 own.append(Scope("cg:" + group.name, group.ports, group.cps))
             snap.scopes[tg.name] = tuple(own)
             snap.rules[tg.name] = compile_rules(tg.manipulations)
+            snap.media[tg.name] = profiles.get(tg.media_profile)
             # Calls on a trunk group with no limit anywhere take no lease: no round trip.
             snap.limits[tg.name] = tuple(own) if any(x.ports or x.cps for x in own) else ()
         for rel in config.relationships:

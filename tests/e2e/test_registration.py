@@ -131,6 +131,7 @@ def test_invite_to_a_vendor_that_challenges_with_407_completes(
 ) -> None:
     """The vendor (sipp) answers any retry with credentials; the test checks them itself,
     from the vendor's message log, with hashlib: RFC 2617 §3.2.2 with qop=auth."""
+    before = len(sbc.events("call.end"))
     r = harness.run_sipp(
         "uac", calls=3, rate=3, port=5070, workdir=tmp_path, remote=f"127.0.0.1:{PORT}",
         extra=["-s", "25551230000"], timeout=20,
@@ -147,7 +148,7 @@ def test_invite_to_a_vendor_that_challenges_with_407_completes(
         ha2 = md5(f"INVITE:{p['uri']}")
         expected = md5(f"{ha1}:n0nce:{p['nc']}:{p['cnonce']}:auth:{ha2}")
         assert p["response"] == expected and p["uri"].startswith("sip:25551230000@127.0.0.1:5083")
-    ends = sbc.events("call.end")[-3:]
+    ends = sbc.wait_events("call.end", before + 3)[before:]
     assert {(e["status"], e["attempts"][0]["trunk"]) for e in ends} == {(200, "127.0.0.1:5083")}  # type: ignore[index]
 
 
@@ -159,10 +160,12 @@ def test_outbound_registration_to_a_vendor_then_calls_to_it(
         time.sleep(0.1)
     (up,) = sbc.events("registration.up")
     assert up["registrar"] == "udp:127.0.0.1:5084" and up["expires"] == 120
+    before = len(sbc.events("call.end"))
     r = harness.run_sipp(
         "uac", calls=2, rate=2, port=5070, workdir=tmp_path, remote=f"127.0.0.1:{PORT}",
         extra=["-s", "35551230000"], timeout=20,
     )  # fmt: skip
     assert r.returncode == 0 and r.count("SuccessfulCall") == 2, r.output
-    ends = sbc.events("call.end")[-2:]
+    # sipp is done when our 200 answers its BYE; call.end follows the vendor's 200
+    ends = sbc.wait_events("call.end", before + 2)[before:]
     assert {e["attempts"][0]["trunk"] for e in ends} == {"127.0.0.1:5084"}  # type: ignore[index]

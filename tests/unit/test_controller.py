@@ -8,6 +8,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from media.ng import MediaCommand
 from sbc.call.controller import CallController
 from sbc.config.loader import load_config
 from sbc.config.schema import Config
@@ -38,6 +39,7 @@ class Lab:
         self.layer = TransactionLayer()
         self.store = MemoryStore()
         self.notified: list[Notify] = []
+        self.ng: list[MediaCommand] = []  # ng commands sent; answer with answer_media()
         self.ctrl = CallController(self.layer, Snapshot.build(config), self.store)
 
     def feed(
@@ -60,6 +62,9 @@ class Lab:
             for cmd in self.ctrl.pop_commands():
                 if isinstance(cmd, Notify):
                     self.notified.append(cmd)
+                    continue
+                if isinstance(cmd, MediaCommand):
+                    self.ng.append(cmd)
                     continue
                 denied = self.store.execute(cmd, self.now)
                 if isinstance(cmd, Acquire):

@@ -1,0 +1,52 @@
+"""Just enough SDP (RFC 4566) for routing decisions and tests: read by slicing, no regex.
+rtpengine rewrites the bodies; we only look at them."""
+
+from __future__ import annotations
+
+
+def connection_ip(sdp: bytes) -> str:
+    """The session's connection address (the first c= line), for media_ip filters."""
+    at = sdp.find(b"\nc=IN IP")
+    if at < 0:
+        return ""
+    line = sdp[at + 10 : sdp.find(b"\n", at + 1)]
+    return line.split(b" ", 1)[-1].strip().decode("ascii", "replace")
+
+
+def codecs(sdp: bytes) -> list[str]:
+    """Encoding names of every a=rtpmap line, in order (static payload types without an rtpmap
+    line are named from RFC 3551's table)."""
+    names: list[str] = []
+    seen_pt: set[str] = set()
+    for line in sdp.split(b"\n"):
+        if line.startswith(b"a=rtpmap:"):
+            pt, _, rest = line[9:].strip().partition(b" ")
+            seen_pt.add(pt.decode("ascii", "replace"))
+            names.append(rest.split(b"/", 1)[0].decode("ascii", "replace"))
+    for line in sdp.split(b"\n"):
+        if line.startswith(b"m="):
+            for pt in line.strip().split(b" ")[3:]:
+                p = pt.decode("ascii", "replace")
+                if p not in seen_pt and p in STATIC:
+                    names.append(STATIC[p])
+    return names
+
+
+def direction(sdp: bytes) -> str:
+    """sendrecv, sendonly, recvonly or inactive: the first one named (RFC 3264 §6.1)."""
+    for attr in (b"a=sendonly", b"a=recvonly", b"a=inactive", b"a=sendrecv"):
+        if attr in sdp:
+            return attr[2:].decode()
+    return "sendrecv"
+
+
+def media_port(sdp: bytes) -> int:
+    """The first m= line's port."""
+    at = sdp.find(b"m=")
+    if at < 0:
+        return 0
+    parts = sdp[at : sdp.find(b"\n", at)].split(b" ")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+STATIC = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}

@@ -1,0 +1,310 @@
+"""Media through a real rtpengine-daemon (userspace, ng on 127.0.0.1:22223), sipp callers that
+send RTP (sip-tester's g711a.pcap) and sipp callees that echo it (-rtp_echo).
+
+One sbc on 127.0.0.1:5560, media profile `anchored` (allow PCMA, PCMU) on both sides; the
+first digit of the DNIS picks the callee:
+
+    1... -> echo    5581  stock lab uas with -rtp_echo
+    2... -> hold    5582  uas_hold.xml (answers two re-INVITEs) with -rtp_echo
+    3... -> refuse  5583  answers 503, then -> echo (the attempt's media branch is deleted)
+
+The early-offer ladder, with rtpengine's commands (ng) beside the SIP:
+
+    uac              sbc                      rtpengine          uas
+     |--INVITE(sdp)-->|--offer(A sdp, branch 1)->|                 |
+     |                |<-----sdp with rtp ports--|                 |
+     |<----100--------|--INVITE(rtpengine sdp)------------------->|
+     |                |<-------------------------------200(sdp)---|
+     |                |--answer(B sdp)---------->|                 |
+     |<--200(sdp)-----|<-----sdp with rtp ports--|                 |
+     |--ACK---------->|--ACK--------------------------------------->|
+     |==RTP=========================>|===RTP=====================>|  echoed back the same way
+     |--BYE---------->|--BYE--------------------------------------->|
+     |                |--delete------------------>| counters -> call.end "media"
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import harness
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PORT = 5560
+NG_PORT = 22223
+CONFIG = """
+node:
+  listen: [{address: 127.0.0.1, port: 5560, transport: udp}]
+  rtpengine: [{address: "127.0.0.1:22223"}]
+  media: {on_failure: ON_FAILURE, timeout: 0.2, retries: 1, ping_interval: 1}
+relationships: [{name: carrier-a}, {name: vendor-x}]
+media_profiles:
+  - {name: anchored, codecs: {allow: [PCMA, PCMU]}}
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: r,
+     media_profile: anchored, trunks: [{ip: 127.0.0.1}],
+     route_advance: {codes: '^5\\d\\d$'}}
+  - {name: echo, relationship: vendor-x, direction: termination, media_profile: anchored,
+     trunks: [{ip: 127.0.0.1, port: 5581}]}
+  - {name: hold, relationship: vendor-x, direction: termination, media_profile: anchored,
+     trunks: [{ip: 127.0.0.1, port: 5582}]}
+  - {name: refuse, relationship: vendor-x, direction: termination, media_profile: anchored,
+     trunks: [{ip: 127.0.0.1, port: 5583}]}
+routeplans:
+  - name: r
+    routes:
+      - {prefix: "1", trunk_groups: [echo]}
+      - {prefix: "2", trunk_groups: [hold]}
+      - {prefix: "3", trunk_groups: [refuse, echo]}
+"""
+RTP_PORTS = range(41000, 42000)  # harness.Rtpengine's port range
+
+
+@pytest.fixture(scope="module")
+def rtpengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Rtpengine]:
+    engine = harness.Rtpengine(NG_PORT, tmp_path_factory.mktemp("rtpengine")).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def sbc(
+    tmp_path_factory: pytest.TempPathFactory, rtpengine: harness.Rtpengine
+) -> Iterator[tuple[harness.Sbc, Path]]:
+    work = tmp_path_factory.mktemp("media")
+    config = work / "config"
+    config.mkdir()
+    (config / "sbc.yaml").write_text(CONFIG.replace("ON_FAILURE", "reject"))
+    sbc = harness.start_sbc(work / "run", config, port=PORT)
+    try:
+        yield sbc, config
+    finally:
+        sbc.stop()
+
+
+def messages(workdir: Path, scenario: str) -> str:
+    """Everything sipp's -trace_msg logged for a scenario in ``workdir``."""
+    return "".join(
+        p.read_text(errors="replace") for p in workdir.glob(f"{scenario}_*_messages.log")
+    )
+
+
+def received(text: str, start: str) -> list[str]:
+    """The messages in a -trace_msg log that were received and begin with ``start``."""
+    out = []
+    for block in text.split("-----------------------------------------------")[1:]:
+        head, _, msg = block.partition("\n\n")
+        if "received" in head and msg.startswith(start):
+            out.append(msg)
+    return out
+
+
+def sdp_ports(text: str) -> list[int]:
+    return [int(p) for p in re.findall(r"m=audio (\d+) RTP/", text)]
+
+
+def ended(sbc: harness.Sbc, after: int) -> list[dict[str, object]]:
+    return sbc.events("call.end")[after:]
+
+
+def wait_ended(
+    sbc: harness.Sbc, after: int, n: int, timeout: float = 5.0
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(ended(sbc, after)) < n:
+        time.sleep(0.05)
+    return ended(sbc, after)
+
+
+def both_ways(end: dict[str, object]) -> bool:
+    media = end.get("media")
+    assert isinstance(media, dict), end
+    legs = media["legs"]
+    return legs["a"]["packets"] > 0 and legs["b"]["packets"] > 0
+
+
+def test_rtp_crosses_rtpengine_both_ways_and_codecs_outside_allow_never_reach_the_callee(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    proc, _ = sbc
+    before = len(proc.events("call.end"))
+    uas_dir = tmp_path / "uas"
+    with harness.sipp_servers(
+        "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
+    ):
+        result = harness.run_sipp(
+            "uac_media.xml",
+            calls=3,
+            rate=3,
+            port=5570,
+            workdir=tmp_path / "uac",
+            remote=f"127.0.0.1:{PORT}",
+            extra=["-s", "15551230000", "-d", "2000", "-mp", "6570", "-trace_msg"],
+            timeout=30,
+        )
+    assert result.count("SuccessfulCall") == 3, result.output
+    ends = wait_ended(proc, before, 3)
+    assert len(ends) == 3 and all(e["status"] == 200 for e in ends)
+    # rtpengine's own counters, from its delete reply: RTP from the caller and from the callee
+    assert all(both_ways(e) for e in ends), ends
+    invites = received(messages(uas_dir, "uas"), "INVITE ")
+    assert len(invites) == 3
+    for inv in invites:
+        assert "G729" not in inv and "PCMA/8000" in inv and "telephone-event" in inv
+        assert sdp_ports(inv) and all(p in RTP_PORTS for p in sdp_ports(inv))
+    answers = [
+        m for m in received(messages(tmp_path / "uac", "uac_media"), "SIP/2.0 200") if "m=" in m
+    ]
+    assert len(answers) == 3 and all(sdp_ports(a)[0] in RTP_PORTS for a in answers)
+    assert rtpengine.calls() == []  # every call deleted at hangup
+
+
+def test_late_offer_call_completes_with_media(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    proc, _ = sbc
+    before = len(proc.events("call.end"))
+    uas_dir = tmp_path / "uas"
+    with harness.sipp_servers(
+        "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
+    ):
+        result = harness.run_sipp(
+            "uac_late.xml",
+            calls=2,
+            rate=2,
+            port=5571,
+            workdir=tmp_path / "uac",
+            remote=f"127.0.0.1:{PORT}",
+            extra=["-s", "15551230000", "-d", "2000", "-mp", "6571"],
+            timeout=30,
+        )
+    assert result.count("SuccessfulCall") == 2, result.output
+    ends = wait_ended(proc, before, 2)
+    assert len(ends) == 2 and all(both_ways(e) for e in ends), ends
+    acks = received(messages(uas_dir, "uas"), "ACK ")
+    # the callee's INVITE had no SDP; its ACK brings the caller's answer, rewritten
+    assert len(acks) == 2 and all(sdp_ports(a) and sdp_ports(a)[0] in RTP_PORTS for a in acks)
+    assert rtpengine.calls() == []
+
+
+def test_hold_and_resume_reinvites_are_anchored_and_media_flows(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    proc, _ = sbc
+    before = len(proc.events("call.end"))
+    uas_dir = tmp_path / "uas"
+    with harness.sipp_servers(
+        "uas_hold.xml", [5582], uas_dir, extra=["-rtp_echo", "-mp", "6582", "-trace_msg"]
+    ):
+        result = harness.run_sipp(
+            "uac_hold.xml",
+            calls=1,
+            rate=1,
+            port=5572,
+            workdir=tmp_path / "uac",
+            remote=f"127.0.0.1:{PORT}",
+            extra=["-s", "25551230000", "-mp", "6572"],
+            timeout=30,
+        )
+    assert result.count("SuccessfulCall") == 1, result.output
+    (end,) = wait_ended(proc, before, 1)
+    assert end["status"] == 200 and both_ways(end), end
+    invites = received(messages(uas_dir, "uas_hold"), "INVITE ")
+    assert len(invites) == 3
+    assert "a=sendonly" in invites[1] and "a=sendonly" not in invites[2]
+    assert all(sdp_ports(i)[0] in RTP_PORTS for i in invites)
+    assert rtpengine.calls() == []
+
+
+def test_a_failed_attempt_deletes_only_its_own_media_branch(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    proc, _ = sbc
+    before = len(proc.events("call.end"))
+    log = rtpengine.workdir / "rtpengine.log"
+    deleted_before = log.read_text(errors="replace").count("Call branch")
+    with (
+        harness.sipp_servers("uas_503.xml", [5583], tmp_path / "refuse"),
+        harness.sipp_servers(
+            "uas.xml", [5581], tmp_path / "uas", extra=["-rtp_echo", "-mp", "6581"]
+        ),
+    ):
+        result = harness.run_sipp(
+            "uac_media.xml",
+            calls=2,
+            rate=2,
+            port=5573,
+            workdir=tmp_path / "uac",
+            remote=f"127.0.0.1:{PORT}",
+            extra=["-s", "35551230000", "-d", "2000", "-mp", "6573"],
+            timeout=30,
+        )
+    assert result.count("SuccessfulCall") == 2, result.output
+    ends = wait_ended(proc, before, 2)
+    for end in ends:
+        assert [a["status"] for a in end["attempts"]] == [503, 200]  # type: ignore[index]
+        assert both_ways(end), end  # the caller's media survived the first attempt's delete
+    # rtpengine logged one branch deletion per failed attempt
+    assert log.read_text(errors="replace").count("Call branch") - deleted_before >= 2
+    assert rtpengine.calls() == []
+
+
+def test_rtpengine_stopped_rejects_with_503_or_goes_unanchored_as_configured(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    proc, config = sbc
+    rtpengine.stop()
+    try:
+        before = len(proc.events("call.end"))
+        with harness.sipp_servers("uas.xml", [5581], tmp_path / "uas1", extra=["-trace_msg"]):
+            result = harness.run_sipp(
+                "uac_media.xml",
+                calls=2,
+                rate=2,
+                port=5574,
+                workdir=tmp_path / "uac1",
+                remote=f"127.0.0.1:{PORT}",
+                extra=["-s", "15551230000", "-d", "500", "-mp", "6574"],
+                timeout=20,
+            )
+        assert result.count("SuccessfulCall") == 0
+        ends = wait_ended(proc, before, 2)
+        assert [e["status"] for e in ends] == [503, 503]
+        assert proc.events("media.failed") and proc.events("media.node_down")
+        assert not messages(tmp_path / "uas1", "uas")  # no call reached the callee
+
+        (config / "sbc.yaml").write_text(CONFIG.replace("ON_FAILURE", "unanchored"))
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not proc.events("config.reloaded") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = len(proc.events("call.end"))
+        uas_dir = tmp_path / "uas2"
+        with harness.sipp_servers("uas.xml", [5581], uas_dir, extra=["-trace_msg"]):
+            result = harness.run_sipp(
+                "uac_media.xml",
+                calls=2,
+                rate=2,
+                port=5575,
+                workdir=tmp_path / "uac2",
+                remote=f"127.0.0.1:{PORT}",
+                extra=["-s", "15551230000", "-d", "500", "-mp", "6575"],
+                timeout=20,
+            )
+        assert result.count("SuccessfulCall") == 2, result.output
+        # unanchored: the callee got the caller's own SDP (sipp's media port), G729 and all
+        invites = received(messages(uas_dir, "uas"), "INVITE ")
+        assert len(invites) == 2 and all(sdp_ports(i) == [6575] for i in invites)
+        assert all("G729" in i for i in invites)
+    finally:
+        (config / "sbc.yaml").write_text(CONFIG.replace("ON_FAILURE", "reject"))
+        proc.proc.send_signal(signal.SIGHUP)
+        rtpengine.start()

@@ -1,0 +1,265 @@
+"""Media, pure: bencode, profiles compiled to ng flags, rtpengine's counters, and the call
+controller's ng commands in order, with a hand-driven rtpengine (fake time, no sockets).
+
+The early-offer ladder these tests walk (ng commands in brackets):
+
+    caller            sbc                         vendor
+      |--INVITE(sdp)--->|  [offer from-tag=caller1 via-branch=<call>.1]
+      |<--100-----------|--INVITE(rtpengine sdp)---->|
+      |                 |<-----------------503-------|   [delete via-branch=<call>.1]
+      |                 |  [offer via-branch=<call>.2]
+      |                 |--INVITE(rtpengine sdp)---->|
+      |                 |<-----------------200(sdp)--|   [answer to-tag=v2]
+      |<--200(sdp')-----|                            |
+      |--BYE----------->|--BYE---------------------->|   [delete] -> call.end media
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from media import bencode, ng, sdp
+from media.ng import MediaCommand, Side
+from sbc.config.loader import load_config
+from sbc.config.schema import Codecs, MediaConfig, MediaProfile, RtpEngineNode
+from sbc.sip.message import Request, Response, make_response
+from tests.unit.test_controller import CALLER, SDP, V1, V2, Lab, invite, only
+
+REWRITTEN = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 41000 RTP/AVP 0\r\n"
+
+
+# --- bencode ----------------------------------------------------------------------------------
+
+
+def test_bencode_round_trip_sorts_keys_and_keeps_bytes() -> None:
+    data = bencode.encode({"sdp": b"v=0\r\n", "command": "offer", "n": -3, "flags": ["a", "b"]})
+    assert data == b"d7:command5:offer5:flagsl1:a1:be1:ni-3e3:sdp5:v=0\r\ne"
+    assert bencode.decode(data) == {
+        b"command": b"offer",
+        b"flags": [b"a", b"b"],
+        b"n": -3,
+        b"sdp": b"v=0\r\n",
+    }
+
+
+@pytest.mark.parametrize(
+    "bad", [b"", b"d", b"i12", b"5:abc", b"d1:ae", b"di1ei2ee", b"x", b"i1ei2e", b"l" * 100]
+)
+def test_bencode_rejects_what_is_not_one_value(bad: bytes) -> None:
+    with pytest.raises(bencode.BencodeError):
+        bencode.decode(bad)
+
+
+@given(st.binary(max_size=200))
+def test_bencode_decode_raises_only_bencode_error(data: bytes) -> None:
+    with contextlib.suppress(bencode.BencodeError):
+        bencode.decode(data)
+
+
+# --- profiles to flags ------------------------------------------------------------------------
+
+
+def profile(**kw: Any) -> MediaProfile:
+    return MediaProfile(name="p", **kw)
+
+
+def test_codec_filtering_keeps_only_what_both_sides_allow_plus_dtmf() -> None:
+    a = Side(profile(codecs=Codecs(allow=["PCMU", "PCMA", "G729"])))
+    b = Side(profile(codecs=Codecs(allow=["pcma", "PCMU"])))
+    flags = ng.offer_flags(a, b, ["PCMU", "G729"])
+    assert flags["codec"] == {"strip": ["all"], "except": ["PCMU", "PCMA", "telephone-event", "CN"]}
+    assert flags["ICE"] == "remove" and flags["transport-protocol"] == "RTP/AVP"
+    assert "codec" not in ng.offer_flags(Side(profile()), Side(None), ["PCMU"])
+
+
+def test_transcoding_offers_allowed_codecs_the_caller_lacks() -> None:
+    a = Side(profile())
+    b = Side(profile(codecs=Codecs(allow=["G722", "PCMU"]), transcoding=True))
+    assert ng.offer_flags(a, b, ["PCMU", "PCMA"])["codec"]["transcode"] == ["G722"]
+
+
+def test_srtp_toward_one_side_and_nat_uses_the_sip_source() -> None:
+    a = Side(profile(), nat_source="203.0.113.7")
+    b = Side(profile(srtp=True))
+    to_b = ng.offer_flags(a, b, [])
+    assert to_b["transport-protocol"] == "RTP/SAVP" and to_b["DTLS"] == "off"
+    assert to_b["SDES"] == ["only-AES_CM_128_HMAC_SHA1_80", "only-AES_CM_128_HMAC_SHA1_32"]
+    assert to_b["flags"] == ["SIP-source-address"]
+    assert to_b["received-from"] == ["IP4", "203.0.113.7"]
+    to_a = ng.answer_flags(b, a)
+    assert to_a["transport-protocol"] == "RTP/AVP" and "flags" not in to_a
+    assert not ng.anchored(Side(None), Side(profile(anchoring=False)))
+    assert ng.anchored(Side(None), Side(profile()))
+
+
+def test_stats_reads_totals_and_packets_per_leg() -> None:
+    stream = {b"flags": [b"RTP"], b"stats": {b"packets": 50, b"bytes": 8600}}
+    rtcp = {b"flags": [b"RTCP"], b"stats": {b"packets": 2, b"bytes": 100}}
+    reply = {
+        b"result": b"ok",
+        b"totals": {b"RTP": {b"packets": 90, b"bytes": 15480, b"errors": 1}},
+        b"tags": {
+            b"caller1": {b"tag": b"caller1", b"medias": [{b"streams": [stream, rtcp]}]},
+            b"v2": {b"tag": b"v2", b"medias": [{b"streams": [{**stream, b"stats": {}}]}]},
+        },
+        b"SSRC": {b"1": {b"packets lost": 3}},
+    }
+    st_ = ng.stats(reply)
+    assert (st_.packets, st_.bytes, st_.errors, st_.lost) == (90, 15480, 1, 3)
+    assert st_.by_tag == (("caller1", 50, 8600), ("v2", 0, 0))
+    assert ng.stats({b"result": b"ok"}) == ng.MediaStats()
+
+
+def test_sdp_helpers() -> None:
+    body = b"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 4000 RTP/AVP 0 18\r\na=rtpmap:18 G729/8000\r\n"
+    assert sdp.connection_ip(body) == "10.0.0.9"
+    assert sdp.codecs(body) == ["G729", "PCMU"] and sdp.media_port(body) == 4000
+    assert sdp.direction(body + b"a=sendonly\r\n") == "sendonly"
+
+
+# --- the controller drives rtpengine ----------------------------------------------------------
+
+
+def media_lab(on_failure: str = "reject") -> Lab:
+    config = load_config("config/lab")
+    node = msgspec.structs.replace(
+        config.node,
+        rtpengine=[RtpEngineNode()],
+        media=MediaConfig(on_failure=on_failure),  # type: ignore[arg-type]
+    )
+    tgs = [
+        msgspec.structs.replace(tg, media_profile="anchored", hunting="failover")
+        for tg in config.trunk_groups
+    ]
+    profiles = [MediaProfile(name="anchored", codecs=Codecs(allow=["PCMU"]))]
+    return Lab(
+        msgspec.structs.replace(config, node=node, trunk_groups=tgs, media_profiles=profiles)
+    )
+
+
+def reply(
+    lab: Lab, body: bytes | None = REWRITTEN, extra: dict[bytes, Any] | None = None
+) -> MediaCommand:
+    """Answer the oldest ng command in flight as rtpengine would (None: nobody answered)."""
+    cmd = lab.ng.pop(0)
+    answer: dict[bytes, Any] | None = None
+    if body is not None:
+        answer = {b"result": b"ok", b"sdp": body, **(extra or {})}
+    lab.ctrl.on_media(cmd.token, answer, lab.now)
+    return cmd
+
+
+def run(lab: Lab) -> list[tuple[Request | Response, Any]]:
+    return lab._run()
+
+
+def ok_with_sdp(req: Request, tag: str) -> Response:
+    resp = make_response(
+        req, 200, to_tag=tag, headers=[("Contact", "<sip:v@127.0.0.1:5081>")], body=SDP
+    )
+    resp.headers.append(("Content-Type", "application/sdp"))
+    return resp
+
+
+def test_offer_rewrites_the_b_leg_and_a_failed_attempt_deletes_only_its_branch() -> None:
+    lab = media_lab()
+    out = lab.feed(invite(), CALLER)
+    assert [m.status for m in only(out, CALLER)] == [100]  # type: ignore[union-attr]
+    assert only(out, V1) == []  # no INVITE before rtpengine has rewritten the offer
+    offer = reply(lab)
+    call_id = offer.call
+    assert offer.cmd["command"] == "offer" and offer.cmd["from-tag"] == "caller1"
+    assert offer.cmd["via-branch"] == f"{call_id}.1" and offer.cmd["sdp"] == SDP
+    assert offer.cmd["codec"]["except"][0] == "PCMU"
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request) and b1.body == REWRITTEN
+
+    out = lab.feed(make_response(b1, 503, to_tag="v1"), V1)
+    delete, offer2 = lab.ng
+    assert delete.cmd == {
+        "command": "delete",
+        "call-id": call_id,
+        "from-tag": "caller1",
+        "delete-delay": 0,
+        "via-branch": f"{call_id}.1",
+    }
+    assert offer2.cmd["command"] == "offer" and offer2.cmd["via-branch"] == f"{call_id}.2"
+    reply(lab, b"")  # the branch delete: nothing waits on its reply
+    reply(lab)
+    (b2,) = only(run(lab), V2)
+    assert isinstance(b2, Request)
+
+    out = lab.feed(ok_with_sdp(b2, "v2"), V2)
+    assert only(out, CALLER) == []  # the 200 waits for rtpengine's answer
+    answer = reply(lab, b"v=0\r\nm=audio 41002 RTP/AVP 0\r\n")
+    assert answer.cmd["command"] == "answer" and answer.cmd["to-tag"] == "v2"
+    assert answer.cmd["sdp"] == SDP
+    (a_ok,) = only(run(lab), CALLER)
+    assert isinstance(a_ok, Response) and a_ok.status == 200 and b"41002" in a_ok.body
+
+    bye = (
+        invite()
+        .replace(b"INVITE sip:", b"BYE sip:")
+        .replace(
+            b"To: <sip:15551230000@127.0.0.1>", f"To: <sip:x@127.0.0.1>;tag={a_ok.to.tag}".encode()
+        )
+        .replace(b"CSeq: 1 INVITE", b"CSeq: 2 BYE")
+        .replace(b"z9hG4bKa1", b"z9hG4bKbye")
+    )
+    out = lab.feed(bye, CALLER)
+    (b_bye,) = only(out, V1)  # the vendor's Contact
+    lab.feed(make_response(b_bye, 200), V1)  # type: ignore[arg-type]
+    assert lab.events("call.end") == []  # the record waits for rtpengine's counters
+    final = reply(
+        lab,
+        b"",
+        {
+            b"totals": {b"RTP": {b"packets": 10, b"bytes": 1720}},
+            b"tags": {b"caller1": {b"tag": b"caller1", b"medias": []}},
+        },
+    )
+    assert final.cmd["command"] == "delete" and "via-branch" not in final.cmd
+    run(lab)
+    (end,) = lab.events("call.end")
+    assert end["media"]["packets"] == 10 and end["media"]["legs"] == {  # type: ignore[index]
+        "a": {"packets": 0, "bytes": 0}
+    }
+    assert lab.ctrl.calls == {}
+
+
+def test_a_180_never_overtakes_the_183_whose_sdp_is_being_rewritten() -> None:
+    lab = media_lab()
+    lab.feed(invite(), CALLER)
+    reply(lab)
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request)
+    early = make_response(b1, 183, to_tag="v1", body=SDP)
+    out = lab.feed(early, V1)
+    out += lab.feed(make_response(b1, 180, to_tag="v1"), V1)
+    assert only(out, CALLER) == []
+    reply(lab)
+    assert [m.status for m in only(run(lab), CALLER)] == [183, 180]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("policy", "status"), [("reject", 503), ("unanchored", None)])
+def test_no_rtpengine_rejects_or_passes_sdp_untouched(policy: str, status: int | None) -> None:
+    lab = media_lab(policy)
+    lab.feed(invite(), CALLER)
+    reply(lab, None)
+    out = run(lab)
+    if status is not None:
+        assert [m.status for m in only(out, CALLER)] == [status]  # type: ignore[union-attr]
+        assert only(out, V1) == []
+        assert lab.events("call.end")[0]["status"] == 503
+    else:
+        (b1,) = only(out, V1)
+        assert isinstance(b1, Request) and b1.body == SDP  # the caller's own offer
+        out = lab.feed(ok_with_sdp(b1, "v1"), V1)
+        assert lab.ng == [] and [m.status for m in only(out, CALLER)] == [200]  # type: ignore[union-attr]
+    assert lab.ctrl.media_failures["unavailable"] == 1
