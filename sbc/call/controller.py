@@ -91,6 +91,7 @@ CROSSING = frozenset(
         "Privacy",
         "Diversion",
         "History-Info",
+        "CC-Diversion",
         "Reason",
         "Content-Type",
         "Content-Disposition",
@@ -108,6 +109,11 @@ CROSSING = frozenset(
         "Retry-After",
     )
 )
+
+
+REDIRECTION = ("Diversion", "History-Info", "CC-Diversion")
+# RFC 5806 §4 reasons for forwarding on failure, by the last attempt's status
+DIVERSION_REASON = {486: "user-busy", 600: "user-busy", 408: "no-answer", 480: "no-answer"}
 
 
 def trunk_target(trunk: Trunk) -> Target:
@@ -230,6 +236,9 @@ class Call:
     media_deleted: bool = False
     media_stats: MediaStats | None = None
     late_offer: str = ""  # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
+    diversion: tuple[str, str] | None = (
+        None  # our own forwarding: (number dialled, RFC 5806 reason)
+    )
 
     @property
     def b_dialog(self) -> Dialog | None:
@@ -556,6 +565,7 @@ class CallController:
             forward=sel.on_failure,
             a_side=Side(snap.media[tg.name], src.host if tg.nat else ""),
             a_tag=req.from_.tag or req.call_id,
+            diversion=(dnis, "unconditional") if sel.matched == "forwarding" else None,
         )
         tx.ctx = call
         self.calls[call.id] = call
@@ -754,6 +764,8 @@ class CallController:
                 return
             call.forward = None  # the routes failed: forward once (guide, Forwarding)
             self._notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
+            status = call.last_failure[0] if call.last_failure is not None else 0
+            call.diversion = (call.dnis, DIVERSION_REASON.get(status, "unavailable"))
             call.dnis = fwd.forward_to
             call.candidates = self._candidates(call.snap, [fwd.trunk_group])
             self._next_attempt(call, now)
@@ -765,7 +777,14 @@ class CallController:
         host, params = target.uri_host, target.uri_params
         carried = crossing(a)
         if not call.ingress.diversion_routing:  # redirection history only where enabled
-            carried = [(n, v) for n, v in carried if n not in ("Diversion", "History-Info")]
+            carried = [(n, v) for n, v in carried if n not in REDIRECTION]
+        elif call.diversion is not None:
+            # We redirected the call ourselves (forwarding): say so above any earlier
+            # diversions, the most recent first (RFC 5806 §3), as the PSTN expects.
+            number, reason = call.diversion
+            local_host, _ = self._local(trunk.protocol)
+            here = f"<sip:{number}@{local_host}>;reason={reason};counter=1"
+            carried = [("Diversion", here), *carried]
         out = manipulate.outbound(
             etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
         )

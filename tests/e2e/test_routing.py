@@ -9,14 +9,18 @@ One sbc on 127.0.0.1:5460; the first digit of the DNIS picks a route (routeplan 
     5... -> ringless       5086 only says 100      -> left after max_pdd 2 s (CANCEL) -> `good`
     6... -> monitored      5087, 5088 (failover, OPTIONS every 1 s, down after 2)
     7... -> e164           5089 (send_e164, checks the R-URI is +1NPANXXXXXX)
+    1999... also fires the trigger `watch`, whose webhook is a test HTTP server on :5499
 """
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -56,6 +60,7 @@ trunk_groups:
      trunks: [{ip: 127.0.0.1, port: 5089}]}
 routeplans:
   - name: r
+    triggers: [{name: watch, to: {prefix: "1999"}, webhook: "http://127.0.0.1:5499/hook"}]
     routes:
       - {prefix: "1", trunk_groups: [weighted]}
       - {prefix: "2", trunk_groups: [adv-503, good]}
@@ -107,6 +112,41 @@ def ends(sbc: harness.Sbc, since: int, count: int | None = None) -> list[dict[st
         if count is None or len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def test_trigger_posts_its_webhook_and_the_call_completes(sbc: harness.Sbc, tmp_path: Path) -> None:
+    """The 911 case: the call is not held for the webhook; the POST arrives with the call's
+    numbers as JSON."""
+    posts: list[tuple[str, dict[str, object]]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append((self.path, json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 5499), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        r = calls("19995551234", 2, 5079, tmp_path)
+        assert r.returncode == 0 and r.count("SuccessfulCall") == 2, r.output
+        deadline = time.monotonic() + 5
+        while len(posts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [p for p, _ in posts] == ["/hook", "/hook"]
+    payload = posts[0][1]
+    assert payload["trigger"] == "watch" and payload["dnis"] == "19995551234"
+    assert payload["trunk_group"] == "carrier-a" and isinstance(payload["time"], float)
+    assert len(sbc.events("routing.trigger")) >= 2
+    assert sbc.events("trigger.webhook_failed") == []
 
 
 def test_weighted_3_to_1_over_2000_calls(sbc: harness.Sbc, tmp_path: Path) -> None:

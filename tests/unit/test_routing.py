@@ -137,6 +137,28 @@ def test_forwarding_on_failure_after_the_routes_fail(tmp_path: Path) -> None:
     ((b2, t2),) = b_legs(lab.feed(make_response(b1, 503, to_tag="x"), t1))
     assert t2 == V2 and b2.ruri is not None and b2.ruri.user == "15557654321"
     assert lab.events("call.forwarded") == [{"to": "15557654321", "trunk_group": "vendor-2"}]
+    assert b2.get("Diversion") is None  # diversion_routing is off: no redirection history
+
+
+def test_diversion_routing_adds_our_forwarding_above_the_callers_diversion(
+    tmp_path: Path,
+) -> None:
+    """With diversion_routing, redirection headers cross (Diversion, CC-Diversion,
+    History-Info), and our own forwarding is added on top, most recent first (RFC 5806)."""
+    tgs = FORWARD.replace("routeplan: fwd,", "routeplan: fwd, diversion_routing: true,")
+    lab = lab_with(tmp_path, tgs, base=FORWARD_PLAN)
+    earlier = "<sip:15550009999@10.1.1.1>;reason=no-answer;counter=1"
+    msg = invite().replace(
+        b"Content-Type:",
+        f"Diversion: {earlier}\r\nCC-Diversion: <tel:15550009999>\r\nContent-Type:".encode(),
+    )
+    ((b1, t1),) = b_legs(lab.feed(msg, CALLER))
+    assert b1.get_all("Diversion") == [earlier] and b1.get("CC-Diversion") is not None
+    ((b2, _),) = b_legs(lab.feed(make_response(b1, 503, to_tag="x"), t1))
+    assert b2.get_all("Diversion") == [
+        "<sip:15551230000@127.0.0.1>;reason=unavailable;counter=1",
+        earlier,
+    ]
 
 
 def test_trigger_notifies_and_the_call_goes_on(tmp_path: Path) -> None:
