@@ -111,6 +111,17 @@ def sdp_ports(text: str) -> list[int]:
     return [int(p) for p in re.findall(r"m=audio (\d+) RTP/", text)]
 
 
+def caller(
+    scenario: str, dnis: str, n: int, port: int, workdir: Path, hold_ms: int = 2000
+) -> harness.SippResult:
+    """``n`` sipp calls to ``dnis`` through the sbc, media port = signaling port + 1000."""
+    return harness.run_sipp(
+        scenario, calls=n, rate=n, port=port, workdir=workdir, remote=f"127.0.0.1:{PORT}",
+        extra=["-s", dnis, "-d", str(hold_ms), "-mp", str(port + 1000), "-trace_msg"],
+        timeout=30,
+    )  # fmt: skip
+
+
 def ended(sbc: harness.Sbc, after: int) -> list[dict[str, object]]:
     return sbc.events("call.end")[after:]
 
@@ -140,16 +151,7 @@ def test_rtp_crosses_rtpengine_both_ways_and_codecs_outside_allow_never_reach_th
     with harness.sipp_servers(
         "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
     ):
-        result = harness.run_sipp(
-            "uac_media.xml",
-            calls=3,
-            rate=3,
-            port=5570,
-            workdir=tmp_path / "uac",
-            remote=f"127.0.0.1:{PORT}",
-            extra=["-s", "15551230000", "-d", "2000", "-mp", "6570", "-trace_msg"],
-            timeout=30,
-        )
+        result = caller("uac_media.xml", "15551230000", 3, 5570, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 3, result.output
     ends = wait_ended(proc, before, 3)
     assert len(ends) == 3 and all(e["status"] == 200 for e in ends)
@@ -176,16 +178,7 @@ def test_late_offer_call_completes_with_media(
     with harness.sipp_servers(
         "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
     ):
-        result = harness.run_sipp(
-            "uac_late.xml",
-            calls=2,
-            rate=2,
-            port=5571,
-            workdir=tmp_path / "uac",
-            remote=f"127.0.0.1:{PORT}",
-            extra=["-s", "15551230000", "-d", "2000", "-mp", "6571"],
-            timeout=30,
-        )
+        result = caller("uac_late.xml", "15551230000", 2, 5571, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 2, result.output
     ends = wait_ended(proc, before, 2)
     assert len(ends) == 2 and all(both_ways(e) for e in ends), ends
@@ -204,16 +197,7 @@ def test_hold_and_resume_reinvites_are_anchored_and_media_flows(
     with harness.sipp_servers(
         "uas_hold.xml", [5582], uas_dir, extra=["-rtp_echo", "-mp", "6582", "-trace_msg"]
     ):
-        result = harness.run_sipp(
-            "uac_hold.xml",
-            calls=1,
-            rate=1,
-            port=5572,
-            workdir=tmp_path / "uac",
-            remote=f"127.0.0.1:{PORT}",
-            extra=["-s", "25551230000", "-mp", "6572"],
-            timeout=30,
-        )
+        result = caller("uac_hold.xml", "25551230000", 1, 5572, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 1, result.output
     (end,) = wait_ended(proc, before, 1)
     assert end["status"] == 200 and both_ways(end), end
@@ -237,16 +221,7 @@ def test_a_failed_attempt_deletes_only_its_own_media_branch(
             "uas.xml", [5581], tmp_path / "uas", extra=["-rtp_echo", "-mp", "6581"]
         ),
     ):
-        result = harness.run_sipp(
-            "uac_media.xml",
-            calls=2,
-            rate=2,
-            port=5573,
-            workdir=tmp_path / "uac",
-            remote=f"127.0.0.1:{PORT}",
-            extra=["-s", "35551230000", "-d", "2000", "-mp", "6573"],
-            timeout=30,
-        )
+        result = caller("uac_media.xml", "35551230000", 2, 5573, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 2, result.output
     ends = wait_ended(proc, before, 2)
     for end in ends:
@@ -265,16 +240,7 @@ def test_rtpengine_stopped_rejects_with_503_or_goes_unanchored_as_configured(
     try:
         before = len(proc.events("call.end"))
         with harness.sipp_servers("uas.xml", [5581], tmp_path / "uas1", extra=["-trace_msg"]):
-            result = harness.run_sipp(
-                "uac_media.xml",
-                calls=2,
-                rate=2,
-                port=5574,
-                workdir=tmp_path / "uac1",
-                remote=f"127.0.0.1:{PORT}",
-                extra=["-s", "15551230000", "-d", "500", "-mp", "6574"],
-                timeout=20,
-            )
+            result = caller("uac_media.xml", "15551230000", 2, 5574, tmp_path / "uac1", hold_ms=500)
         assert result.count("SuccessfulCall") == 0
         ends = wait_ended(proc, before, 2)
         assert [e["status"] for e in ends] == [503, 503]
@@ -289,16 +255,7 @@ def test_rtpengine_stopped_rejects_with_503_or_goes_unanchored_as_configured(
         before = len(proc.events("call.end"))
         uas_dir = tmp_path / "uas2"
         with harness.sipp_servers("uas.xml", [5581], uas_dir, extra=["-trace_msg"]):
-            result = harness.run_sipp(
-                "uac_media.xml",
-                calls=2,
-                rate=2,
-                port=5575,
-                workdir=tmp_path / "uac2",
-                remote=f"127.0.0.1:{PORT}",
-                extra=["-s", "15551230000", "-d", "500", "-mp", "6575"],
-                timeout=20,
-            )
+            result = caller("uac_media.xml", "15551230000", 2, 5575, tmp_path / "uac2", hold_ms=500)
         assert result.count("SuccessfulCall") == 2, result.output
         # unanchored: the callee got the caller's own SDP (sipp's media port), G729 and all
         invites = received(messages(uas_dir, "uas"), "INVITE ")
