@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,9 +77,9 @@ class NgClient:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        family = 10 if any(":" in n.host for n in self.nodes) else 2  # AF_INET6 / AF_INET
+        v6 = any(":" in n.host for n in self.nodes)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), family=family, local_addr=None
+            lambda: _Protocol(self), family=socket.AF_INET6 if v6 else socket.AF_INET
         )
         self._transport = transport
         if self.ping_interval > 0:
@@ -136,7 +137,7 @@ class NgClient:
             reply = await self._exchange(node, cmd)
             if reply is None:
                 raise MediaUnavailable(f"rtpengine {node.name} did not answer")
-            self._after(key, cmd, reply)
+            self._unpin_deleted(key, cmd)
             return reply
         tried: set[int] = set()
         while (node := self._pick(tried)) is not None:
@@ -144,11 +145,11 @@ class NgClient:
             reply = await self._exchange(node, cmd)
             if reply is not None:
                 self.pinned[key] = node
-                self._after(key, cmd, reply)
+                self._unpin_deleted(key, cmd)
                 return reply
         raise MediaUnavailable("no rtpengine node answered" if tried else "no rtpengine node up")
 
-    def _after(self, key: str, cmd: dict[str, Any], reply: dict[bytes, Any]) -> None:
+    def _unpin_deleted(self, key: str, cmd: dict[str, Any]) -> None:
         # The controller deletes every call it sent a command for; that ends the pin.
         if cmd.get("command") == "delete" and "via-branch" not in cmd:
             self.pinned.pop(key, None)
@@ -187,10 +188,8 @@ class NgClient:
     async def _ping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
-            for node in self.nodes:
-                reply = await self._exchange(node, {"command": "ping"})
-                if reply is not None and reply.get(b"result") == b"pong":
-                    node.down_until = 0.0
+            for node in self.nodes:  # an answer brings a down node back (_exchange)
+                await self._exchange(node, {"command": "ping"})
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
         if self.log is not None:

@@ -57,14 +57,11 @@ def _common(sender: Side, receiver: Side) -> dict[str, Any]:
         "replace": ["origin", "session-connection"],
         "ICE": "remove",
     }
-    flags: list[str] = []
     if sender.nat_source:
         # Behind NAT the SDP names a private address; send media where the SIP came from and
         # learn the real port from the first packet (symmetric RTP, RFC 4961).
-        flags.append("SIP-source-address")
+        out["flags"] = ["SIP-source-address"]
         out["received-from"] = ["IP6" if ":" in sender.nat_source else "IP4", sender.nat_source]
-    if flags:
-        out["flags"] = flags
     protocol = "RTP/SAVP" if receiver.profile is not None and receiver.profile.srtp else "RTP/AVP"
     out["transport-protocol"] = protocol
     if protocol == "RTP/SAVP":
@@ -164,10 +161,6 @@ def delete(call_id: str, from_tag: str, *, branch: str = "") -> dict[str, Any]:
     if branch:
         cmd["via-branch"] = branch
     return cmd
-
-
-def query(call_id: str) -> dict[str, Any]:
-    return {"command": "query", "call-id": call_id}
 
 
 @dataclass(frozen=True, slots=True)

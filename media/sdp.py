@@ -1,4 +1,4 @@
-"""Just enough SDP (RFC 4566) for routing decisions and tests: read by slicing, no regex.
+"""Just enough SDP (RFC 4566) for routing and codec decisions: read by slicing, no regex.
 rtpengine rewrites the bodies; we only look at them."""
 
 from __future__ import annotations
@@ -30,23 +30,6 @@ def codecs(sdp: bytes) -> list[str]:
                 if p not in seen_pt and p in STATIC:
                     names.append(STATIC[p])
     return names
-
-
-def direction(sdp: bytes) -> str:
-    """sendrecv, sendonly, recvonly or inactive: the first one named (RFC 3264 §6.1)."""
-    for attr in (b"a=sendonly", b"a=recvonly", b"a=inactive", b"a=sendrecv"):
-        if attr in sdp:
-            return attr[2:].decode()
-    return "sendrecv"
-
-
-def media_port(sdp: bytes) -> int:
-    """The first m= line's port."""
-    at = sdp.find(b"m=")
-    if at < 0:
-        return 0
-    parts = sdp[at : sdp.find(b"\n", at)].split(b" ")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 STATIC = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}

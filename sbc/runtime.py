@@ -68,17 +68,7 @@ class Runtime:
                 timeout=state.timeout,
                 node_id=state.node_id,
             )
-        self.media: NgClient | None = None
-        if snapshot.config.node.rtpengine:
-            m = snapshot.config.node.media
-            self.media = NgClient(
-                rtpengine_nodes(snapshot),
-                timeout=m.timeout,
-                retries=m.retries,
-                down_for=m.down_for,
-                ping_interval=m.ping_interval,
-                log=log,
-            )
+        self.media = media_client(snapshot, log) if snapshot.config.node.rtpengine else None
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
         self.tcp = TcpPool(self)
@@ -252,23 +242,31 @@ class Runtime:
             return False
         self.controller.snapshot = snapshot
         if snapshot.config.node.rtpengine:
-            if self.media is None:
-                m = snapshot.config.node.media
-                self.media = NgClient(
-                    [],
-                    timeout=m.timeout,
-                    retries=m.retries,
-                    down_for=m.down_for,
-                    ping_interval=m.ping_interval,
-                    log=self.log,
-                )
+            if self.media is None:  # the first rtpengine: a client of its own
+                self.media = media_client(snapshot, self.log)
                 self._spawn(self.media.start())
-            self.media.set_nodes(rtpengine_nodes(snapshot))
+            else:
+                m = snapshot.config.node.media
+                self.media.set_nodes(rtpengine_nodes(snapshot))
+                self.media.timeout, self.media.retries = m.timeout, m.retries
+                self.media.down_for = m.down_for
         self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
         now = self.now()
         self.controller.start(now)
         self._pump(now)
         return True
+
+
+def media_client(snapshot: Snapshot, log: Any) -> NgClient:
+    m = snapshot.config.node.media
+    return NgClient(
+        rtpengine_nodes(snapshot),
+        timeout=m.timeout,
+        retries=m.retries,
+        down_for=m.down_for,
+        ping_interval=m.ping_interval,
+        log=log,
+    )
 
 
 def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:

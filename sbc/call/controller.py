@@ -337,8 +337,9 @@ class CallController:
         ordered: bool = True,
     ) -> None:
         """Ask rtpengine; ``then(reply, now)`` runs with its ok reply, or None when no node
-        answered or it refused. Unless ``ordered`` is False, SIP for the call waits behind it
-        (``_in_order``) and the call is not forgotten before it returns."""
+        answered or it refused. Unless ``ordered`` is False, SIP for the call waits behind it in
+        ``call.media_queue`` (a 180 must not overtake the 183 whose SDP rtpengine is rewriting)
+        and the call is not forgotten before it returns."""
         token = next(self._ids)
         self._media[token] = (call, then, ordered)
         call.media_busy += ordered
@@ -368,14 +369,6 @@ class CallController:
         then(reply if ok else None, now)
         while not call.media_busy and call.media_queue:
             call.media_queue.pop(0)(now)
-
-    def _in_order(self, call: Call, fn: Callable[[float], None], now: float) -> None:
-        """Run ``fn`` now, or after the call's ng commands in flight: a 180 must not overtake
-        the 183 whose SDP rtpengine is rewriting."""
-        if call.media_busy or call.media_queue:
-            call.media_queue.append(fn)
-        else:
-            fn(now)
 
     def _media_reject(self, call: Call) -> bool:
         return call.snap.config.node.media.on_failure == "reject"
@@ -1007,14 +1000,20 @@ class CallController:
         ctx = tx.ctx
         if isinstance(ctx, Attempt):
             attempt = ctx
-            self._in_order(
-                attempt.call, lambda now: self._on_attempt_response(attempt, resp, now), now
-            )
+            if attempt.call.media_busy or attempt.call.media_queue:
+                attempt.call.media_queue.append(
+                    lambda now: self._on_attempt_response(attempt, resp, now)
+                )
+            else:  # the common case: nothing in flight, no closure
+                self._on_attempt_response(attempt, resp, now)
         elif isinstance(ctx, Relay):
             relay = ctx
-            self._in_order(
-                relay.call, lambda now: self._on_relay_response(relay, resp, tx, now), now
-            )
+            if relay.call.media_busy or relay.call.media_queue:
+                relay.call.media_queue.append(
+                    lambda now: self._on_relay_response(relay, resp, tx, now)
+                )
+            else:
+                self._on_relay_response(relay, resp, tx, now)
         elif isinstance(ctx, Bye) and resp.status >= 200:
             self._bye_done(ctx.call, now)
         elif isinstance(ctx, Registration):
@@ -1402,8 +1401,12 @@ class CallController:
         if entry is None:
             return
         call, leg = entry
-        if leg in call.ack_wait:
-            self._in_order(call, lambda now: self._forward_ack(call, leg, req, now), now)
+        if leg not in call.ack_wait:
+            return
+        if call.media_busy or call.media_queue:  # behind the 2xx whose SDP is in flight
+            call.media_queue.append(lambda now: self._forward_ack(call, leg, req, now))
+        else:
+            self._forward_ack(call, leg, req, now)
 
     def _forward_ack(self, call: Call, leg: str, req: Request, now: float) -> None:
         """The ACK we held for this leg's 2xx: send it on, its answer rewritten by rtpengine
@@ -1560,6 +1563,7 @@ class CallController:
         from_leg = "b" if relay.to_leg == "a" else "a"
         to_leg = relay.to_leg
         method = server.request.method
+        cmd: dict[str, Any] | None = None
         if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and call.anchored:
             if relay.media:  # the answer to the offer rtpengine rewrote
                 flags = ng.answer_flags(call.side(to_leg), call.side(from_leg))
@@ -1572,20 +1576,21 @@ class CallController:
                 cmd = ng.offer(
                     call.id, call.tag(to_leg), resp.body, flags, to_tag=call.tag(from_leg)
                 )
-            else:
-                cmd = {}
-            if cmd:
+        if cmd is None:
+            self._relay_response_out(relay, resp, tx, now, resp.body)
+            return
 
-                def respond(reply: dict[bytes, Any] | None, now: float) -> None:
-                    body = _sdp_of(reply)
-                    if body is None:
-                        call.unanchored = not self._media_reject(call) or call.unanchored
-                        body = resp.body
-                    self._relay_response_out(relay, resp, tx, now, body)
+        def respond(reply: dict[bytes, Any] | None, now: float) -> None:
+            body = _sdp_of(reply)
+            if body is None:
+                # The far side has already accepted the new session: its 2xx can only be
+                # relayed as it is, so from here on the call's SDP passes untouched, whatever
+                # on_failure says (refusing needs the 503 before the far side answers).
+                call.unanchored = True
+                body = resp.body
+            self._relay_response_out(relay, resp, tx, now, body)
 
-                self._ng(call, cmd, respond)
-                return
-        self._relay_response_out(relay, resp, tx, now, resp.body)
+        self._ng(call, cmd, respond)
 
     def _relay_response_out(
         self, relay: Relay, resp: Response, tx: ClientTransaction, now: float, body: bytes

@@ -25,8 +25,10 @@ The early-offer ladder, with rtpengine's commands (ng) beside the SIP:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +124,14 @@ def caller(
     )  # fmt: skip
 
 
+def echoing_callee(
+    scenario: str, port: int, workdir: Path
+) -> contextlib.AbstractContextManager[list[subprocess.Popen[bytes]]]:
+    """A sipp callee on ``port`` that echoes RTP (media port = port + 1000), messages traced."""
+    extra = ["-rtp_echo", "-mp", str(port + 1000), "-trace_msg"]
+    return harness.sipp_servers(scenario, [port], workdir, extra=extra)
+
+
 def ended(sbc: harness.Sbc, after: int) -> list[dict[str, object]]:
     return sbc.events("call.end")[after:]
 
@@ -148,9 +158,7 @@ def test_rtp_crosses_rtpengine_both_ways_and_codecs_outside_allow_never_reach_th
     proc, _ = sbc
     before = len(proc.events("call.end"))
     uas_dir = tmp_path / "uas"
-    with harness.sipp_servers(
-        "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
-    ):
+    with echoing_callee("uas.xml", 5581, uas_dir):
         result = caller("uac_media.xml", "15551230000", 3, 5570, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 3, result.output
     ends = wait_ended(proc, before, 3)
@@ -175,9 +183,7 @@ def test_late_offer_call_completes_with_media(
     proc, _ = sbc
     before = len(proc.events("call.end"))
     uas_dir = tmp_path / "uas"
-    with harness.sipp_servers(
-        "uas.xml", [5581], uas_dir, extra=["-rtp_echo", "-mp", "6581", "-trace_msg"]
-    ):
+    with echoing_callee("uas.xml", 5581, uas_dir):
         result = caller("uac_late.xml", "15551230000", 2, 5571, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 2, result.output
     ends = wait_ended(proc, before, 2)
@@ -194,9 +200,7 @@ def test_hold_and_resume_reinvites_are_anchored_and_media_flows(
     proc, _ = sbc
     before = len(proc.events("call.end"))
     uas_dir = tmp_path / "uas"
-    with harness.sipp_servers(
-        "uas_hold.xml", [5582], uas_dir, extra=["-rtp_echo", "-mp", "6582", "-trace_msg"]
-    ):
+    with echoing_callee("uas_hold.xml", 5582, uas_dir):
         result = caller("uac_hold.xml", "25551230000", 1, 5572, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 1, result.output
     (end,) = wait_ended(proc, before, 1)
@@ -217,9 +221,7 @@ def test_a_failed_attempt_deletes_only_its_own_media_branch(
     deleted_before = log.read_text(errors="replace").count("Call branch")
     with (
         harness.sipp_servers("uas_503.xml", [5583], tmp_path / "refuse"),
-        harness.sipp_servers(
-            "uas.xml", [5581], tmp_path / "uas", extra=["-rtp_echo", "-mp", "6581"]
-        ),
+        echoing_callee("uas.xml", 5581, tmp_path / "uas"),
     ):
         result = caller("uac_media.xml", "35551230000", 2, 5573, tmp_path / "uac")
     assert result.count("SuccessfulCall") == 2, result.output

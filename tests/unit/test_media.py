@@ -119,8 +119,7 @@ def test_stats_reads_totals_and_packets_per_leg() -> None:
 def test_sdp_helpers() -> None:
     body = b"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 4000 RTP/AVP 0 18\r\na=rtpmap:18 G729/8000\r\n"
     assert sdp.connection_ip(body) == "10.0.0.9"
-    assert sdp.codecs(body) == ["G729", "PCMU"] and sdp.media_port(body) == 4000
-    assert sdp.direction(body + b"a=sendonly\r\n") == "sendonly"
+    assert sdp.codecs(body) == ["G729", "PCMU"]  # PCMU by its static payload type 0
 
 
 # --- the controller drives rtpengine ----------------------------------------------------------
@@ -263,3 +262,19 @@ def test_no_rtpengine_rejects_or_passes_sdp_untouched(policy: str, status: int |
         out = lab.feed(ok_with_sdp(b1, "v1"), V1)
         assert lab.ng == [] and [m.status for m in only(out, CALLER)] == [200]  # type: ignore[union-attr]
     assert lab.ctrl.media_failures["unavailable"] == 1
+
+
+def test_reject_when_the_answer_fails_hangs_up_the_vendor_and_fails_the_caller() -> None:
+    """The vendor answered, rtpengine did not answer our answer: the caller never saw a
+    2xx, so it gets 503; the vendor's dialog is confirmed (ACK) and hung up (BYE)."""
+    lab = media_lab("reject")
+    lab.feed(invite(), CALLER)
+    reply(lab)
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request)
+    out = lab.feed(ok_with_sdp(b1, "v1"), V1)
+    assert [m.method for m in only(out, V1)] == ["ACK"]  # type: ignore[union-attr]
+    reply(lab, None)
+    out = run(lab)
+    assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
+    assert [m.method for m in only(out, V1)] == ["BYE"]  # type: ignore[union-attr]

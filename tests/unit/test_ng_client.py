@@ -109,3 +109,47 @@ def test_weights_spread_new_calls() -> None:
         await client.stop()
 
     asyncio.run(main())
+
+
+def test_a_down_node_returns_when_it_answers_a_ping() -> None:
+    async def main() -> None:
+        node = Server(silent=True)
+        port = await serve(node)
+        client = NgClient(
+            [("127.0.0.1", port, 1)], timeout=0.02, retries=0, down_for=60, ping_interval=0.05
+        )
+        await client.start()
+        with pytest.raises(MediaUnavailable):
+            await client.request("c1", {"command": "offer"})
+        assert client.nodes[0].down_until > 0  # out of use for down_for (60 s)
+        node.silent = False
+        for _ in range(40):  # bounded: 2 s at most
+            await asyncio.sleep(0.05)
+            if client.nodes[0].down_until == 0:
+                break
+        assert client.nodes[0].down_until == 0
+        assert any(cmd == {b"command": b"ping"} for _, cmd in node.seen)
+        await client.request("c2", {"command": "offer"})
+        await client.stop()
+
+    asyncio.run(main())
+
+
+def test_set_nodes_keeps_a_kept_nodes_state_and_the_pins() -> None:
+    async def main() -> None:
+        a, b = Server(), Server()
+        pa, pb = await serve(a), await serve(b)
+        client = NgClient([("127.0.0.1", pa, 1)], ping_interval=0)
+        await client.start()
+        await client.request("c1", {"command": "offer"})
+        kept = client.nodes[0]
+        kept.down_until = 1e12  # as if it had stopped answering
+        client.set_nodes([("127.0.0.1", pa, 5), ("127.0.0.1", pb, 1)])
+        assert client.nodes[0] is kept and kept.weight == 5 and kept.down_until == 1e12
+        await client.request("c2", {"command": "offer"})  # a new call: only b is up
+        assert len(b.seen) == 1
+        await client.request("c1", {"command": "answer"})  # pinned: still a
+        assert len(a.seen) == 2
+        await client.stop()
+
+    asyncio.run(main())
