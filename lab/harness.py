@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.server
 import json
 import os
 import shutil
@@ -15,9 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +100,11 @@ class Sbc:
 
 
 def start_sbc(
-    workdir: Path, config: Path = LAB_CONFIG, log_level: str = "info", port: int = 5060
+    workdir: Path,
+    config: Path = LAB_CONFIG,
+    log_level: str = "info",
+    port: int = 5060,
+    env: dict[str, str] | None = None,
 ) -> Sbc:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "sbc.log"
@@ -108,7 +114,7 @@ def start_sbc(
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
     sbc = Sbc(proc, log_path)
     deadline = time.monotonic() + 15
@@ -372,3 +378,38 @@ class Rtpengine:
 
     def stop(self) -> None:
         _terminate(self.proc)
+
+
+@contextlib.contextmanager
+def webhook_server(port: int) -> Iterator[list[tuple[str, dict[str, object]]]]:
+    """An HTTP server on 127.0.0.1:``port`` collecting JSON POSTs as (path, body), answering
+    204; stopped on exit."""
+    posts: list[tuple[str, dict[str, object]]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append((self.path, json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield posts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

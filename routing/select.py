@@ -22,7 +22,7 @@ from routing.plan import PrefixIndex
 from sbc.config.schema import Filter, Forwarding, RoutePlan, Trigger, TriggerMatch
 
 
-def _expiry(text: str) -> float | None:
+def expiry(text: str) -> float | None:
     """An ISO date or date-time (UTC unless it says otherwise) as Unix seconds."""
     if not text:
         return None
@@ -60,13 +60,13 @@ class CompiledPlan:
         self.filters = []
         for f in plan.filters:
             if isinstance(f.value, str):
-                cf = CompiledFilter(f, re.compile(f.value), frozenset(), _expiry(f.expires))
+                cf = CompiledFilter(f, re.compile(f.value), frozenset(), expiry(f.expires))
             else:
-                cf = CompiledFilter(f, None, frozenset(f.value), _expiry(f.expires))
+                cf = CompiledFilter(f, None, frozenset(f.value), expiry(f.expires))
             self.filters.append(cf)
         self.numbering = {n.number: n for n in plan.numbering}
         self.forwarding: dict[str, Forwarding] = {f.number: f for f in plan.forwarding}
-        self.triggers = [CompiledTrigger(t, _expiry(t.expires)) for t in plan.triggers]
+        self.triggers = [CompiledTrigger(t, expiry(t.expires)) for t in plan.triggers]
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""`sbc run | check | explain | schema`: one entry point, exit codes a service manager understands
-(0 ok, 1 invalid config for check, 2 usage, 3 startup failure)."""
+"""`sbc run | check | explain | status | cdr export | schema`: one entry point, exit codes a
+service manager understands (0 ok, 1 invalid config for check, 2 usage, 3 startup failure or
+no answer from a running node)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 from sbc.config.loader import ConfigError, load_config
 
@@ -28,7 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--at", default=None, metavar="ISO-TIME", help="default: now (UTC)")
     ex.add_argument("--transport", default="udp", choices=["udp", "tcp"])
     ex.add_argument("--media-ip", default="", help="the caller's SDP c= address")
+    ex.add_argument(
+        "--live", action="store_true", help="trunk health from the running node (node.admin)"
+    )
+    st = sub.add_parser("status", help="live state of a running sbc, from its admin endpoint")
+    where = st.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="DIR", help="read node.admin.listen from DIR")
+    where.add_argument("--admin", metavar="HOST:PORT", help="the admin endpoint itself")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    cdr_p = sub.add_parser("cdr", help="call detail records")
+    cdr_sub = cdr_p.add_subparsers(dest="cdr_command", required=True)
+    exp = cdr_sub.add_parser("export", help="records whose setup time is in [--from, --to)")
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="DIR", help="read node.cdr.path (and its rotations)")
+    src.add_argument("--file", metavar="F", action="append", help="a CDR file (repeatable)")
+    exp.add_argument("--from", dest="start", metavar="ISO-TIME", help="default: the beginning")
+    exp.add_argument("--to", dest="end", metavar="ISO-TIME", help="default: now")
+    exp.add_argument("--format", default="csv", choices=["csv", "jsonl"])
     args = parser.parse_args(argv)
+
+    if args.command == "status":
+        return _status(args.config, args.admin, args.json)
+    if args.command == "cdr":
+        return _cdr_export(args.config, args.file, args.start, args.end, args.format)
 
     if args.command == "explain":
         from datetime import datetime
@@ -45,8 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"sbc explain: --at: {e}", file=sys.stderr)
             return 2
+        live = None
+        if args.live:
+            live = _fetch_status(snap.config.node.admin.listen)
+            if live is None:
+                print(
+                    "sbc explain: --live: no answer from node.admin.listen "
+                    f"{snap.config.node.admin.listen!r}",
+                    file=sys.stderr,
+                )
+                return 3
         lines, _ = explain(
-            snap, args.source, args.dnis, args.ani, at, args.transport, args.media_ip
+            snap, args.source, args.dnis, args.ani, at, args.transport, args.media_ip, live
         )
         print("\n".join(lines))
         return 0
@@ -86,6 +120,82 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.error("startup.failed", error=str(e))
         return 3
+
+
+def _fetch_status(admin: str) -> dict[str, Any] | None:
+    """A running node's /status from its admin endpoint; None if it does not answer."""
+    import urllib.request
+
+    from sbc.config.loader import host_port
+
+    hp = host_port(admin)
+    if hp is None:
+        return None
+    host = f"[{hp[0]}]" if ":" in hp[0] else hp[0]
+    try:
+        with urllib.request.urlopen(f"http://{host}:{hp[1]}/status", timeout=3) as resp:
+            state = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _status(config_dir: str | None, admin: str | None, raw: bool) -> int:
+    if config_dir is not None:
+        try:
+            admin = load_config(config_dir).node.admin.listen
+        except ConfigError as e:
+            print(f"sbc status: {e}", file=sys.stderr)
+            return 1
+        if not admin:
+            print(f"sbc status: node.admin.listen is not set in {config_dir}", file=sys.stderr)
+            return 1
+    state = _fetch_status(admin or "")
+    if state is None:
+        print(f"sbc status: no answer from the admin endpoint {admin!r}", file=sys.stderr)
+        return 3
+    if raw:
+        print(json.dumps(state, indent=2))
+        return 0
+    from sbc.explain import render_status
+
+    print("\n".join(render_status(state)))
+    return 0
+
+
+def _cdr_export(
+    config_dir: str | None, files: list[str] | None, start: str | None, end: str | None, fmt: str
+) -> int:
+    from pathlib import Path
+
+    from sbc import cdr
+
+    if config_dir is not None:
+        try:
+            path = Path(load_config(config_dir).node.cdr.path)
+        except ConfigError as e:
+            print(f"sbc cdr export: {e}", file=sys.stderr)
+            return 1
+        paths = cdr.rotated(path) if path.parent.is_dir() else []
+    else:
+        paths = [Path(f) for f in files or []]
+    try:
+        lo = cdr.parse_time(start) if start else None
+        hi = cdr.parse_time(end) if end else None
+    except ValueError as e:
+        print(f"sbc cdr export: --from/--to: {e}", file=sys.stderr)
+        return 2
+    try:
+        records = cdr.select_records(cdr.read(paths), lo, hi)
+    except OSError as e:
+        print(f"sbc cdr export: {e}", file=sys.stderr)
+        return 1
+    if fmt == "csv":
+        sys.stdout.write(cdr.to_csv(records))
+    else:
+        for rec in records:
+            sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

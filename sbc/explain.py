@@ -3,13 +3,16 @@
 It runs the same pure functions the controller runs, in the same order: identification,
 static admission checks (status, time of day), the ingress manipulations, select() over the
 routeplan, the egress policy (manipulations, E.164, NPDI) and the hunting order. Live state
-(port counts, CPS windows, trunk health, registration bindings) belongs to the running node;
-explain reports the limits and the monitoring policy instead, and says so.
+(port counts, CPS windows, trunk health, registration bindings) belongs to the running node:
+given the node's `/status` (``sbc explain --live`` reads it from the admin endpoint),
+explain shows each trunk's health and skips down trunks as the node would; otherwise it
+reports the monitoring policy instead, and says so.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
@@ -27,8 +30,14 @@ def explain(
     at: datetime | None = None,
     transport: str = "udp",
     media_ip: str = "",
+    live: dict[str, Any] | None = None,
 ) -> tuple[list[str], bool]:
-    """Lines to print, and whether the call would be attempted at all."""
+    """Lines to print, and whether the call would be attempted at all. ``live``: a running
+    node's status (trunk health by trunk group)."""
+    health: dict[tuple[str, str], str] = {}
+    for g in (live or {}).get("trunk_groups", []):
+        for t in g.get("trunks", []):
+            health[(g["name"], t["trunk"])] = t.get("health", "")
     at = at or datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -91,11 +100,47 @@ def explain(
         )
         for i in order:
             t = etg.trunks[i]
-            n += 1
             where = str(trunk_target(t))
             kind = "" if t.type == "ip" else " (registration: only while registered)"
+            if live is not None and etg.monitoring.enabled:
+                state = health.get((name, where), "unknown")
+                monitoring = f"health {state} (live)"
+                if state == "down":
+                    out.append(f"  -  {name} {where}: skipped (down, live)")
+                    continue
+            n += 1
             out.append(
                 f"  {n}. {name} {where}{kind} [{etg.hunting}, {monitoring}] "
                 f"R-URI user {sent.ruri_user}, From {sent.ani}"
             )
     return out, n > 0
+
+
+def render_status(state: dict[str, Any]) -> list[str]:
+    """`sbc status`: a running node's /status, for a terminal."""
+    node = state.get("node", {})
+    draining = node.get("draining_since")
+    out = [
+        f"sbc pid {node.get('pid')} up since {node.get('started')}, config {node.get('config')} "
+        f"loaded {node.get('config_loaded')}",
+        f"calls up: {node.get('calls')}, CDRs written: {node.get('cdr_records')}"
+        + (f", DRAINING since {draining}" if draining else ""),
+        "",
+        f"{'trunk group':<24} {'dir':<5} {'status':<9} {'calls':>9} {'cps':>9}",
+    ]
+    for g in state.get("trunk_groups", []):
+        calls = f"{g['calls']}/{g['ports'] or '-'}"
+        cps = f"{g['cps']}/{g['cps_limit'] or '-'}"
+        direction = "orig" if g["direction"] == "origination" else "term"
+        out.append(f"{g['name']:<24} {direction:<5} {g['status']:<9} {calls:>9} {cps:>9}")
+        for t in g.get("trunks", []):
+            error = f" ({t['last_error']})" if t.get("last_error") else ""
+            out.append(f"    {t['trunk']:<30} {t['health']}{error}")
+    for cg in state.get("capacity_groups", []):
+        out.append(
+            f"capacity group {cg['name']}: calls {cg['calls']}/{cg['ports'] or '-'}, "
+            f"cps {cg['cps']}/{cg['cps_limit'] or '-'}"
+        )
+    alarms = state.get("alarms", [])
+    out.append("alarms: " + (", ".join(f"{a['owner']}/{a['trigger']}" for a in alarms) or "none"))
+    return out

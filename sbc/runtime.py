@@ -2,7 +2,9 @@
 
 Everything the SBC decides is decided in sbc.sip.transaction and sbc.call.controller; this
 module only moves bytes, reads the clock, arms the earliest deadline either layer asks for
-(aioquic-style), logs the controller's notices, and swaps config snapshots on SIGHUP.
+(aioquic-style), logs the controller's notices, writes its CDRs, serves /metrics and the
+admin endpoint, swaps config snapshots on SIGHUP (with an audit record), tells systemd
+where it stands, and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,18 +13,25 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
+from sbc import audit
 from sbc.call.controller import CallController, Notice
+from sbc.cdr import JsonLines, iso
 from sbc.config.loader import ConfigError, host_port, load_config
 from sbc.config.snapshot import Snapshot
+from sbc.http import HttpServer
+from sbc.metrics import Metrics
+from sbc.notify import Notifier
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Acquire, Denied, Notify
@@ -42,20 +51,24 @@ WARN_EVENTS = frozenset(
         "registration.failed",
         "trunk.down",
         "routing.trigger",
+        "metric.trigger",
     )
 )
+CDR_BACKLOG = 100_000  # records kept in memory while the CDR file cannot be written
 
 
 class Runtime:
     def __init__(self, config_dir: str | Path, log: Any) -> None:
         self.config_dir = Path(config_dir)
         self.log = log
+        self.notifier = Notifier()
         snapshot = Snapshot.build(load_config(self.config_dir))
         t = snapshot.config.node.timers
         self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
         self.memory = MemoryStore()
         self.controller = CallController(self.layer, snapshot, self.memory)
         state = snapshot.config.node.state
+        self.metrics = Metrics(lambda: self.controller, self.layer, self.now, self._gauges)
         self.redis: RedisStore | None = None
         if state.backend == "redis":
             self.redis = RedisStore(
@@ -67,8 +80,20 @@ class Runtime:
                 lease_ttl=state.lease_ttl,
                 timeout=state.timeout,
                 node_id=state.node_id,
+                on_rtt=self.metrics.observe_redis,
             )
-        self.media = media_client(snapshot, log) if snapshot.config.node.rtpengine else None
+        self.media: NgClient | None = None
+        if snapshot.config.node.rtpengine:
+            self.media = media_client(snapshot, log, self.metrics.observe_rtpengine)
+        node = snapshot.config.node
+        self.cdrs = JsonLines(node.cdr.path)
+        self.cdr_backlog: list[dict[str, Any]] = []
+        self.audit = JsonLines(node.audit.path) if node.audit.path else None
+        self.http: list[HttpServer] = []
+        self.reloads: dict[str, int] = {"accepted": 0, "refused": 0}
+        self.started_at = time.time()
+        self.draining_since: float | None = None
+        self._idle: asyncio.Event | None = None  # set when a draining node holds no call
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
         self.tcp = TcpPool(self)
@@ -106,11 +131,41 @@ class Runtime:
         self.log.info(
             "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
         )
+        # /metrics may face a Prometheus server; /status (call state) only the admin listener.
+        endpoints = (
+            (node.metrics.listen, {"/metrics": self._metrics}),
+            (node.admin.listen, {"/status": self._status, "/metrics": self._metrics}),
+        )
+        for address, routes in endpoints:
+            hp = host_port(address) if address else None
+            if hp is not None:
+                http = HttpServer(routes)
+                await http.start(*hp)
+                self.http.append(http)
+        self._audit("config.loaded", changes=audit.changes(None, self.controller.snapshot.config))
         now = self.now()
         self.controller.start(now)  # outbound registrations
         self._pump(now)
+        self.notifier.ready(self._summary())
+        if self.notifier.watchdog:
+            self._spawn(self._watchdog(self.notifier.watchdog))
+
+    async def _watchdog(self, period: float) -> None:
+        while True:
+            self.notifier.send("WATCHDOG=1", f"STATUS={self._summary()}")
+            await asyncio.sleep(period)
+
+    def _summary(self) -> str:
+        calls = len(self.controller.calls)
+        if self.draining_since is not None:
+            return f"draining: {calls} calls left"
+        return f"{calls} calls up"
 
     async def stop(self) -> None:
+        for http in self.http:
+            http.close()
+        for task in list(self._tasks):
+            task.cancel()
         for server in self._servers:
             server.close()
         for ep in self.udp.values():
@@ -123,6 +178,35 @@ class Runtime:
             await self.media.stop()
         if self._timer is not None:
             self._timer.cancel()
+        self.cdrs.close()
+        if self.audit is not None:
+            self.audit.close()
+
+    # --- drain --------------------------------------------------------------------------------
+
+    async def drain(self, timeout: float, bye_wait: float = 5.0) -> None:
+        """SIGTERM: new calls get 503 + Retry-After; calls in progress have ``timeout``
+        seconds to end by themselves, then both legs get BYE; return once every call (and
+        its CDR) is done, or ``bye_wait`` seconds after the BYEs at most."""
+        ctrl = self.controller
+        ctrl.draining = True
+        self.draining_since = time.time()
+        self._idle = asyncio.Event()
+        self.notifier.stopping(self._summary())
+        self.log.info("sbc.draining", calls=len(ctrl.calls), timeout=timeout)
+        self._pump(self.now())  # sets _idle at once when nothing is held
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            self.log.warning("sbc.drain_timeout", calls=len(ctrl.calls))
+            now = self.now()
+            ctrl.shutdown(now)
+            self._pump(now)
+            try:
+                await asyncio.wait_for(self._idle.wait(), bye_wait)
+            except TimeoutError:
+                self.log.error("sbc.drain_incomplete", calls=len(ctrl.calls))
+        self.log.info("sbc.drained", calls=len(ctrl.calls))
 
     # --- the pump -----------------------------------------------------------------------------
 
@@ -166,8 +250,12 @@ class Runtime:
                     decided, denied = self.redis.submit(cmd, now)
                 if decided and isinstance(cmd, Acquire):
                     ctrl.on_acquired(cmd.token, denied, now)
-        if self.controller.notices:
-            self._log(self.controller.pop_notices())
+        if ctrl.notices:
+            self._log(ctrl.pop_notices())
+        if ctrl.cdrs:
+            self._write_cdrs(ctrl.pop_cdrs())
+        if self._idle is not None and not ctrl.busy:
+            self._idle.set()
         for data, target in self.layer.datagrams_to_send():
             if target.transport == "udp":
                 if self.udp_out is not None:
@@ -181,6 +269,22 @@ class Runtime:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _write_cdrs(self, records: list[dict[str, Any]]) -> None:
+        """Append the records; if the file cannot be written (disk full, permissions) keep
+        them, bounded, and retry with the next record."""
+        backlog = self.cdr_backlog
+        backlog.extend(records)
+        try:
+            while backlog:
+                self.cdrs.write(backlog[0])
+                backlog.pop(0)
+        except OSError as e:
+            self.log.error(
+                "cdr.write_failed", path=str(self.cdrs.path), error=str(e), pending=len(backlog)
+            )
+            if len(backlog) > CDR_BACKLOG:
+                del backlog[: len(backlog) - CDR_BACKLOG]
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None
@@ -233,17 +337,34 @@ class Runtime:
 
     def reload(self) -> bool:
         """Validate the whole directory, then swap the snapshot; on any error change nothing."""
+        self.notifier.reloading()
+        try:
+            ok = self._reload()
+        finally:
+            self.notifier.ready(self._summary())
+        return ok
+
+    def _reload(self) -> bool:
         try:
             snapshot = Snapshot.build(load_config(self.config_dir))
         except ConfigError as e:
+            self.reloads["refused"] += 1
             self.log.error(
                 "config.reload_failed", file=e.file, line=e.line, field=e.field, error=e.message
             )
+            error = {"file": e.file, "line": e.line, "field": e.field, "message": e.message}
+            self._audit("config.reload_refused", error=error)
             return False
+        old = self.controller.snapshot.config
+        self.reloads["accepted"] += 1
         self.controller.snapshot = snapshot
+        node = snapshot.config.node
+        if node.cdr.path != str(self.cdrs.path):
+            self.cdrs.reopen(node.cdr.path)
+        self._audit("config.reloaded", changes=audit.changes(old, snapshot.config))
         if snapshot.config.node.rtpengine:
             if self.media is None:  # the first rtpengine: a client of its own
-                self.media = media_client(snapshot, self.log)
+                self.media = media_client(snapshot, self.log, self.metrics.observe_rtpengine)
                 self._spawn(self.media.start())
             else:
                 m = snapshot.config.node.media
@@ -256,8 +377,119 @@ class Runtime:
         self._pump(now)
         return True
 
+    # --- audit, metrics, status ---------------------------------------------------------------
 
-def media_client(snapshot: Snapshot, log: Any) -> NgClient:
+    def _audit(self, event: str, **fields: Any) -> None:
+        """One audit record: in the log always, and in node.audit.path when set."""
+        record = {"time": iso(time.time()), "event": event, "directory": str(self.config_dir)}
+        record.update(fields)
+        if "changes" in fields:
+            record["summary"] = audit.summary(fields["changes"])
+        self.log.info(
+            "config.audit", **{k: v for k, v in record.items() if k != "event"}, action=event
+        )
+        if self.audit is not None:
+            try:
+                self.audit.write(record)
+            except OSError as e:
+                self.log.error("audit.write_failed", path=str(self.audit.path), error=str(e))
+
+    def _gauges(self) -> list[tuple[str, str, float]]:
+        return [
+            (
+                "sbc_draining",
+                "1 while the node drains after SIGTERM.",
+                1.0 if self.draining_since is not None else 0.0,
+            ),
+            ("sbc_cdr_records_total", "CDR records written.", float(self.cdrs.written)),
+            (
+                "sbc_cdr_backlog",
+                "CDR records waiting for a writable file.",
+                float(len(self.cdr_backlog)),
+            ),
+            (
+                "sbc_config_reloads_accepted_total",
+                "Reloads swapped in.",
+                float(self.reloads["accepted"]),
+            ),
+            (
+                "sbc_config_reloads_refused_total",
+                "Reloads refused (invalid config).",
+                float(self.reloads["refused"]),
+            ),
+        ]
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+
+    def status(self) -> dict[str, Any]:
+        """Live state for `sbc status`: calls, ports and CPS per trunk group, trunk health."""
+        ctrl = self.controller
+        snap = ctrl.snapshot
+        now = self.now()
+        ports = ctrl.ports_in_use()
+        groups = []
+        for tg in snap.config.trunk_groups:
+            trunks = []
+            for t in tg.trunks:
+                if t.type != "ip":
+                    continue
+                key = (t.protocol, t.ip, t.port or 5060)
+                port = t.port or (5060 if tg.direction == "termination" else "any")
+                entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
+                if key in ctrl.monitored:
+                    health = ctrl.health.trunks.get(key)
+                    entry["health"] = ctrl.health.state(key)
+                    entry["last_error"] = health.last_error if health is not None else ""
+                else:
+                    entry["health"] = "unmonitored"
+                trunks.append(entry)
+            groups.append(
+                {
+                    "name": tg.name,
+                    "direction": tg.direction,
+                    "status": tg.status,
+                    "calls": ports.get(("tg", tg.name), 0),
+                    "ports": tg.limits.ports,
+                    "cps": ctrl.stats.cps("tg", tg.name, now),
+                    "cps_limit": tg.limits.cps,
+                    "trunks": trunks,
+                }
+            )
+        return {
+            "node": {
+                "pid": os.getpid(),
+                "started": iso(self.started_at),
+                "config": str(self.config_dir),
+                "config_loaded": iso(snap.loaded_at),
+                "draining_since": iso(self.draining_since),
+                "calls": len(ctrl.calls),
+                "cdr_records": self.cdrs.written,
+            },
+            "trunk_groups": groups,
+            "capacity_groups": [
+                {
+                    "name": cg.name,
+                    "calls": ports.get(("cg", cg.name), 0),
+                    "ports": cg.ports,
+                    "cps": ctrl.stats.cps("cg", cg.name, now),
+                    "cps_limit": cg.cps,
+                }
+                for cg in snap.config.capacity_groups
+            ],
+            "alarms": [
+                {"scope": scope, "owner": owner, "trigger": name}
+                for scope, owner, name in sorted(ctrl.alarms.firing)
+            ],
+        }
+
+    def _status(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", json.dumps(self.status(), indent=1).encode()
+
+
+def media_client(
+    snapshot: Snapshot, log: Any, on_rtt: Callable[[str, float], None] | None = None
+) -> NgClient:
     m = snapshot.config.node.media
     return NgClient(
         rtpengine_nodes(snapshot),
@@ -266,6 +498,7 @@ def media_client(snapshot: Snapshot, log: Any) -> NgClient:
         down_for=m.down_for,
         ping_interval=m.ping_interval,
         log=log,
+        on_rtt=on_rtt,
     )
 
 
@@ -330,11 +563,33 @@ async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = N
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     stop = stop or asyncio.Event()
+    drain = asyncio.Event()
+
+    def terminate() -> None:
+        """The first SIGTERM (or SIGINT) drains; a second one exits at once."""
+        if drain.is_set():
+            stop.set()
+        drain.set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGINT, terminate)
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
-    await stop.wait()
+    await _first(drain.wait(), stop.wait())
+    if not stop.is_set():
+        timeout = runtime.controller.snapshot.config.node.drain_timeout
+        if not await _first(runtime.drain(timeout), stop.wait()):
+            log.warning("sbc.drain_aborted", calls=len(runtime.controller.calls))
     log.info("sbc.stopping", calls=len(runtime.controller.calls))
     await runtime.stop()
     return 0
+
+
+async def _first(main: Any, interrupt: Any) -> bool:
+    """Run ``main`` until done (True) or until ``interrupt`` finishes first (False)."""
+    a, b = asyncio.ensure_future(main), asyncio.ensure_future(interrupt)
+    done, _ = await asyncio.wait((a, b), return_when=asyncio.FIRST_COMPLETED)
+    for task in (a, b):
+        if not task.done():
+            task.cancel()
+    return a in done

@@ -39,7 +39,7 @@ from media.ng import MediaCommand, MediaStats, Side
 from routing.health import Health, Key
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
-from sbc import manipulate
+from sbc import cdr, manipulate
 from sbc.admission import (
     Refusal,
     identify,
@@ -48,6 +48,7 @@ from sbc.admission import (
     static_refusal,
     time_refusal,
 )
+from sbc.alarms import Alarm, Alarms
 from sbc.config.schema import Forwarding, Monitoring, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.registrar import Answer, Registrar
@@ -74,6 +75,7 @@ from sbc.sip.transaction import (
 )
 from sbc.state import Acquire, Bind, Command, Denied, Notify, Release, Scope
 from sbc.state.memory import MemoryStore
+from sbc.stats import Stats
 
 # Seconds an OPTIONS ping may take before it counts as failed: half the interval, at most
 # 5 s. A dead trunk is down within interval * down_after + this.
@@ -150,6 +152,8 @@ class Attempt:
     b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
     anchored: bool = False  # its media goes through rtpengine
     branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
+    provisional_at: float | None = None  # its first 180/183
+    ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
 
 
 @dataclass(eq=False)
@@ -239,6 +243,8 @@ class Call:
     diversion: tuple[str, str] | None = (
         None  # our own forwarding: (number dialled, RFC 5806 reason)
     )
+    refused: bool = False  # by admission (a limit): the CDR's disposition says so
+    reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
 
     @property
     def b_dialog(self) -> Dialog | None:
@@ -307,6 +313,11 @@ class CallController:
             int, tuple[Call, Callable[[dict[bytes, Any] | None, float], None], bool]
         ] = {}
         self.media_failures: Counter[str] = Counter()  # unavailable | error
+        self.stats = Stats()  # per trunk group totals and 5-minute windows
+        self.alarms = Alarms()  # metric triggers raised
+        self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
+        self.draining = False  # SIGTERM: new calls get 503 + Retry-After
+        self._ticking = False
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)
         self._node = os.urandom(4).hex()
@@ -321,6 +332,10 @@ class CallController:
 
     def pop_notices(self) -> list[Notice]:
         out, self.notices = self.notices, []
+        return out
+
+    def pop_cdrs(self) -> list[dict[str, Any]]:
+        out, self.cdrs = self.cdrs, []
         return out
 
     def pop_commands(self) -> list[Command | MediaCommand]:
@@ -481,6 +496,10 @@ class CallController:
             return
         if not is_peer(snap, src.transport, src.host, src.port):
             self._unknown_source(tx, req, src, now)
+        elif req.method == "OPTIONS" and self.draining:
+            # Going away: a peer's monitoring should take us out of its hunting now.
+            retry = str(snap.config.node.drain_retry_after)
+            self._respond(tx, 503, now, headers=[("Retry-After", retry)])
         elif req.method == "OPTIONS":
             # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
             self._respond(
@@ -522,6 +541,11 @@ class CallController:
             if found is None:
                 return
         tg, dnis = found
+        self.stats.attempt(tg.name, "ingress", tg.capacity_group, now)
+        if self.draining:
+            retry = (("Retry-After", str(snap.config.node.drain_retry_after)),)
+            self._refuse(tx, tg, Refusal(503, "Service Unavailable", "draining", retry), now)
+            return
         refusal = static_refusal(snap, tg) or time_refusal(tg, now + self.wall_offset)
         if refusal is not None:
             self._refuse(tx, tg, refusal, now)
@@ -646,8 +670,25 @@ class CallController:
             "call.refused", call, trunk_group=tg.name, reason=refusal.label, status=refusal.status
         )
         if call is None:
+            req = tx.request
+            ruri = req.ruri
+            self.cdrs.append(
+                cdr.refused(
+                    call_id=self._new_id(),
+                    sip_call_id=req.call_id,
+                    relationship=tg.relationship,
+                    trunk_group=tg.name,
+                    source=str(tx.source),
+                    ani=req.from_.uri.user or req.from_.uri.opaque,
+                    dnis=(ruri.user or ruri.opaque) if ruri is not None else "",
+                    at=now + self.wall_offset,
+                    status=refusal.status,
+                    reason=refusal.label,
+                )
+            )
             self._respond(tx, refusal.status, now, refusal.reason, headers=refusal.headers)
         else:
+            call.refused, call.reason = True, refusal.label
             self._fail_a(call, refusal.status, now, refusal.reason, refusal.headers)
 
     # --- admission: leases in the state store -------------------------------------------------
@@ -692,6 +733,7 @@ class CallController:
         call.state = "routing"
         if not call.candidates and call.forward is None:
             self._notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
+            call.reason = "no_route"
             self._fail_a(call, 404, now, "No Route")
             return
         self._next_attempt(call, now)
@@ -831,6 +873,7 @@ class CallController:
                 attempt.done = True
                 attempt.outcome = "media"
                 attempt.status = 503
+                call.reason = "media"
                 self._fail_a(call, 503, now, "Media Unavailable")
                 return
             call.unanchored = True  # node.media.on_failure: unanchored
@@ -844,6 +887,7 @@ class CallController:
         etg, invite, target = attempt.trunk_group, attempt.invite, attempt.target
         attempt.started = now
         attempt.tx = self.layer.send_request(invite, target, now, ctx=attempt)
+        self.stats.attempt(etg.name, "egress", etg.capacity_group, now)
         self._bind(call, (invite.call_id, invite.from_.tag or ""), "b")
         limits = etg.limits
         if limits.b_timer:
@@ -921,6 +965,7 @@ class CallController:
     ) -> None:
         call = attempt.call
         attempt.done = True
+        attempt.ended_at = now
         if attempt.status is None:
             attempt.status = status
         if not attempt.outcome:
@@ -1043,7 +1088,9 @@ class CallController:
             attempt.got_100 = True
             if status == 100:
                 return
-            attempt.got_18x = attempt.got_18x or status in (180, 183)
+            if status in (180, 183) and not attempt.got_18x:
+                attempt.got_18x = True
+                attempt.provisional_at = now
             if call.cancelled:
                 self._send_cancel(attempt, now)
                 return
@@ -1182,6 +1229,50 @@ class CallController:
                 reg = Registration(key, trunk, trunk_target(trunk), self._new_id(), self._new_id())
                 self.registrations[key] = reg
                 self._send_register(reg, now)
+        self._tick_if_needed(now)
+
+    # --- statistics and metric triggers -------------------------------------------------------
+
+    def ports_in_use(self) -> dict[tuple[str, str], int]:
+        """Calls up right now by ("tg" | "cg", name): on their ingress trunk group, and on the
+        egress trunk group of their answered (or pending) attempt; capacity groups sum them."""
+        out: Counter[tuple[str, str]] = Counter()
+        for call in self.calls.values():
+            if call.state == "ended":
+                continue
+            tgs = [call.ingress]
+            attempt = call.answered or call.current
+            if attempt is not None and (attempt is call.answered or not attempt.done):
+                tgs.append(attempt.trunk_group)
+            for tg in tgs:
+                out[("tg", tg.name)] += 1
+                if tg.capacity_group:
+                    out[("cg", tg.capacity_group)] += 1
+        return dict(out)
+
+    def _tick_if_needed(self, now: float) -> None:
+        if not self._ticking and Alarms.configured(self.snapshot.config):
+            self._ticking = True
+            self._arm(now + 1, None, "tick")
+
+    def _timer_tick(self, _: None, now: float) -> None:
+        """Once a second while metric triggers exist: sample ports, evaluate the triggers."""
+        config = self.snapshot.config
+        self.stats.sample(self.ports_in_use(), now)
+        wall = now + self.wall_offset
+        for alarm in self.alarms.evaluate(config, self.stats, now, wall):
+            self._alarm(alarm, wall)
+        if Alarms.configured(config):
+            self._arm(now + 1, None, "tick")
+        else:
+            self._ticking = False
+
+    def _alarm(self, alarm: Alarm, wall: float) -> None:
+        payload = alarm.payload(wall)
+        event = str(payload.pop("event"))
+        self._notice(event, None, **{k: v for k, v in payload.items() if k != "time"})
+        if alarm.trigger.webhook:
+            self.commands.append(Notify(alarm.trigger.webhook, {"event": event, **payload}))
 
     def _send_register(
         self, reg: Registration, now: float, auth: tuple[str, str] | None = None
@@ -1356,13 +1447,12 @@ class CallController:
         limit = call.ingress.limits.max_call_duration
         if limit:
             self._arm(now + limit, call, "max_duration")
-        self._notice(
-            "call.answer",
-            call,
-            attempt=attempt.n,
-            trunk_group=attempt.trunk_group.name,
-            pdd=round((call.first_provisional_at or now) - call.started, 3),
-        )
+        pdd = round((call.first_provisional_at or now) - call.started, 3)
+        ingress, egress = call.ingress, attempt.trunk_group
+        self.stats.completion(ingress.name, "ingress", ingress.capacity_group, pdd, now)
+        b_pdd = (attempt.provisional_at or now) - attempt.started
+        self.stats.completion(egress.name, "egress", egress.capacity_group, b_pdd, now)
+        self._notice("call.answer", call, attempt=attempt.n, trunk_group=egress.name, pdd=pdd)
 
     def _ack(self, attempt: Attempt, now: float, body: bytes) -> None:
         dialog = attempt.dialog
@@ -1454,16 +1544,43 @@ class CallController:
             or call.cancelled
         ):
             return
-        call.cancelled = True
         call.hangup = "caller"
         self._notice("call.cancel", call)
+        self._abandon(call, 487, now)
+
+    def _abandon(
+        self, call: Call, status: int, now: float, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Give up a call still in setup: CANCEL its pending attempt (or do so as soon as
+        it says 100, §9.1) and answer the caller ``status``."""
+        call.cancelled = True
         attempt = call.current
         if attempt is not None and not attempt.done:
             if attempt.got_100 or attempt.got_18x:
                 self._send_cancel(attempt, now)
             else:
                 attempt.cancel_pending = True
-        self._fail_a(call, 487, now)
+        self._fail_a(call, status, now, headers=headers)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """Calls still held, plus rtpengine answers still due (a call's record waits for its
+        delete): zero means a drained node may exit without losing a CDR."""
+        return len(self.calls) + len(self._media)
+
+    def shutdown(self, now: float) -> None:
+        """The drain timeout passed: BYE both legs of answered calls, 503 to calls in setup
+        (their pending attempt is cancelled). Records say hangup sbc, reason shutdown."""
+        retry = (("Retry-After", str(self.snapshot.config.node.drain_retry_after)),)
+        for call in list(self.calls.values()):
+            if call.state == "answered":
+                call.reason = "shutdown"
+                self._hangup(call, "sbc", now, reason="shutdown")
+            elif call.state in ("admitting", "routing") and not call.cancelled:
+                call.reason, call.hangup = "shutdown", "sbc"
+                self._abandon(call, 503, now, retry)
 
     def _on_bye(self, call: Call, leg: str, tx: ServerTransaction, now: float) -> None:
         self._respond(tx, 200, now)
@@ -1636,6 +1753,12 @@ class CallController:
             return
         call.state = "ended"
         call.ended_at = call.ended_at or now
+        answered = call.answered
+        if answered is not None and call.answered_at is not None:
+            seconds = call.ended_at - call.answered_at
+            ingress, egress = call.ingress, answered.trunk_group
+            self.stats.ended(ingress.name, "ingress", ingress.capacity_group, seconds, now)
+            self.stats.ended(egress.name, "egress", egress.capacity_group, seconds, now)
         for key in call.keys:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
@@ -1665,6 +1788,7 @@ class CallController:
         duration = (
             round(call.ended_at - call.answered_at, 3) if call.answered_at is not None else 0.0
         )
+        self.cdrs.append(cdr.from_call(call, self.wall_offset, media))
         self._notice(
             "call.end",
             call,

@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
-from sbc.config.schema import LIST_SECTIONS, Config
+from sbc.config.schema import LIST_SECTIONS, Config, MetricTrigger, MetricType, TimeWindow
 
 Path_ = tuple[str | int, ...]
 
@@ -222,6 +222,40 @@ def _date(value: str, located: _Located, path: Path_) -> None:
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+METRIC_TYPES = frozenset(get_args(MetricType))
+CAPACITY_METRICS = frozenset(("ports", "cps"))  # the guide's capacity group trigger types
+
+
+def _windows(windows: list[TimeWindow], located: _Located, path: Path_) -> None:
+    for j, w in enumerate(windows):
+        for key in ("start", "end"):
+            if not _HHMM.match(getattr(w, key)):
+                raise located.error((*path, j, key), "must be HH:MM")
+        try:
+            ZoneInfo(w.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise located.error(
+                (*path, j, "timezone"), f"unknown time zone {w.timezone!r}"
+            ) from None
+
+
+def _metric_triggers(
+    triggers: list[MetricTrigger], located: _Located, owner: Path_, types: frozenset[str]
+) -> None:
+    seen: set[str] = set()
+    for j, t in enumerate(triggers):
+        p: Path_ = (*owner, "triggers", j)
+        if t.name in seen:
+            raise located.error((*p, "name"), f"duplicate trigger name {t.name!r}")
+        seen.add(t.name)
+        if t.type not in types:
+            raise located.error(
+                (*p, "type"), f"a capacity group trigger is one of {', '.join(sorted(types))}"
+            )
+        _windows(t.time_frame, located, (*p, "time_frame"))
+        _date(t.expires, located, (*p, "expires"))
+        if t.webhook and not t.webhook.startswith("http://"):
+            raise located.error((*p, "webhook"), "only http:// webhooks are supported")
 
 
 def _cross_check(config: Config, located: _Located) -> None:
@@ -251,6 +285,12 @@ def _cross_check(config: Config, located: _Located) -> None:
             )
     if node.state.backend == "redis" and not node.state.url.startswith(("redis://", "unix://")):
         raise located.error(("node", "state", "url"), "the redis backend needs a redis:// URL")
+    for section in ("metrics", "admin"):
+        listen = getattr(node, section).listen
+        if listen and host_port(listen) is None:
+            raise located.error(("node", section, "listen"), "must be IP:PORT (IPv6: [IP]:PORT)")
+    for i, cg in enumerate(config.capacity_groups):
+        _metric_triggers(cg.triggers, located, ("capacity_groups", i), CAPACITY_METRICS)
     tgs = {tg.name: tg for tg in config.trunk_groups}
     plans = {rp.name for rp in config.routeplans}
     caps = {cg.name for cg in config.capacity_groups}
@@ -283,16 +323,8 @@ def _cross_check(config: Config, located: _Located) -> None:
                 raise located.error(
                     (*p, "manipulations", j, "header"), "needed when field is header"
                 )
-        for j, w in enumerate(tg.time_of_day):
-            for key in ("start", "end"):
-                if not _HHMM.match(getattr(w, key)):
-                    raise located.error((*p, "time_of_day", j, key), "must be HH:MM")
-            try:
-                ZoneInfo(w.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise located.error(
-                    (*p, "time_of_day", j, "timezone"), f"unknown time zone {w.timezone!r}"
-                ) from None
+        _windows(tg.time_of_day, located, (*p, "time_of_day"))
+        _metric_triggers(tg.triggers, located, p, METRIC_TYPES)
         for j, t in enumerate(tg.trunks):
             tp: Path_ = (*p, "trunks", j)
             if t.type == "ip":

@@ -93,6 +93,22 @@ class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     listen: Annotated[str, d("host:port for /metrics; empty disables it.")] = ""
 
 
+class AdminConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The local admin endpoint that `sbc status` reads (JSON over HTTP)."""
+
+    listen: Annotated[
+        str, d("host:port of the admin endpoint (keep it on loopback); empty disables it.")
+    ] = ""
+
+
+class AuditConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The audit log of configuration loads and reloads."""
+
+    path: Annotated[
+        str, d("JSON-lines audit file, relative to the working directory; empty = log only.")
+    ] = "audit/audit.jsonl"
+
+
 class SipTimers(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """RFC 3261 §17 timer base values."""
 
@@ -154,7 +170,59 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     registrar: Annotated[RegistrarConfig, d("Registration trunks' digest authentication.")] = field(
         default_factory=RegistrarConfig
     )
+    admin: Annotated[AdminConfig, d("Local admin endpoint for `sbc status`.")] = field(
+        default_factory=AdminConfig
+    )
+    audit: Annotated[AuditConfig, d("Audit log of configuration changes.")] = field(
+        default_factory=AuditConfig
+    )
     drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
+    drain_retry_after: Annotated[
+        int, d("Retry-After (seconds) on the 503 new calls get while draining."), Meta(ge=0)
+    ] = 60
+
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class TimeWindow(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A window of days and hours in a time zone."""
+
+    days: Annotated[list[Day], d("Days of the week.")] = field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    start: Annotated[str, d("HH:MM, inclusive.")] = "00:00"
+    end: Annotated[str, d("HH:MM, exclusive; 24:00 is the end of the day.")] = "24:00"
+    timezone: Annotated[str, d("IANA time zone name.")] = "UTC"
+
+
+MetricType = Literal["attempts", "completions", "minutes", "asr", "aloc", "pdd", "ports", "cps"]
+
+
+class MetricTrigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A threshold on a trunk group's (or capacity group's) traffic over a sample window: one
+    notification when it is crossed, one recovery notice when it no longer is."""
+
+    name: Annotated[str, d("Unique within its trunk group or capacity group.")]
+    type: Annotated[
+        MetricType,
+        d(
+            "attempts, completions, minutes, asr (%), aloc (minutes), pdd (seconds), ports (peak), cps (peak)."
+        ),
+    ]
+    condition: Annotated[Literal["less_than", "greater_than"], d("less_than or greater_than.")]
+    value: Annotated[float, d("The threshold."), Meta(ge=0)]
+    window: Annotated[int, d("Sample window in seconds (up to 5 minutes)."), Meta(ge=1, le=300)] = (
+        300
+    )
+    time_frame: Annotated[list[TimeWindow], d("When the trigger is evaluated; empty = always.")] = (
+        field(default_factory=list)
+    )
+    expires: Annotated[str, d("ISO date-time after which the trigger is off; empty = never.")] = ""
+    contact: Annotated[
+        Literal["noc", "billing", "sales"], d("Who the notification is for (carried in it).")
+    ] = "noc"
+    webhook: Annotated[str, d("URL to POST the notification to; empty = log only.")] = ""
 
 
 class Relationship(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -174,6 +242,9 @@ class CapacityGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     cps: Annotated[
         int, d("New calls per second across its trunk groups; 0 = no limit."), Meta(ge=0)
     ] = 0
+    triggers: Annotated[list[MetricTrigger], d("Metric triggers on the group's ports or CPS.")] = (
+        field(default_factory=list)
+    )
 
 
 class Trunk(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -218,20 +289,6 @@ class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         d("Seconds to wait for 100 Trying before trying the next trunk (1-10)."),
         Meta(ge=0, le=10),
     ] = 0
-
-
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-class TimeWindow(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """A window in which the trunk group accepts calls."""
-
-    days: Annotated[list[Day], d("Days of the week.")] = field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
-    start: Annotated[str, d("HH:MM, inclusive.")] = "00:00"
-    end: Annotated[str, d("HH:MM, exclusive; 24:00 is the end of the day.")] = "24:00"
-    timezone: Annotated[str, d("IANA time zone name.")] = "UTC"
 
 
 class Manipulation(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -322,6 +379,9 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     )
     monitoring: Annotated[Monitoring, d("OPTIONS trunk monitoring.")] = field(
         default_factory=Monitoring
+    )
+    triggers: Annotated[list[MetricTrigger], d("Metric triggers on this trunk group.")] = field(
+        default_factory=list
     )
 
 

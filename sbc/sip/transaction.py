@@ -29,6 +29,7 @@ are zero on reliable ones (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -301,6 +302,9 @@ class TransactionLayer:
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         # 2xx we retransmit until the ACK arrives, by (Call-ID, CSeq, From tag) (§13.3.1.4)
         self._accepted: dict[tuple[str, int, str | None], ServerTransaction] = {}
+        # SIP messages by (method, status; 0 for a request), first transmissions only: metrics
+        self.received: Counter[tuple[str, int]] = Counter()
+        self.sent: Counter[tuple[str, int]] = Counter()
 
     # --- I/O-facing API -----------------------------------------------------------------------
 
@@ -330,8 +334,10 @@ class TransactionLayer:
             self._refused(data, source, e, now)
             return
         if isinstance(msg, Response):
+            self.received[(msg.cseq_method, msg.status)] += 1
             self._receive_response(msg, now)
         else:
+            self.received[(msg.method, 0)] += 1
             self._receive_request(msg, source, now)
 
     def transport_failed(self, target: Target, now: float) -> None:
@@ -350,6 +356,7 @@ class TransactionLayer:
         tx = ClientTransaction(request, target, data, ctx)
         self._client[tx.key] = tx
         self._out.append((data, target))
+        self.sent[(request.method, 0)] += 1
         if not target.reliable:
             tx.interval = self.timers.t1
             self._arm(now + tx.interval, tx, "retransmit_request")
@@ -359,6 +366,7 @@ class TransactionLayer:
     def send_ack(self, ack: Request, target: Target) -> None:
         """An ACK for a 2xx: the TU's job, outside any transaction (§13.2.2.4)."""
         self._out.append((ack.to_bytes(), target))
+        self.sent[("ACK", 0)] += 1
 
     def _receive_response(self, resp: Response, now: float) -> None:
         tx = self._client.get((resp.vias[0].branch, resp.cseq_method))
@@ -382,6 +390,7 @@ class TransactionLayer:
                 tx.state = State.COMPLETED
                 tx.ack = make_ack(tx.request, resp).to_bytes()
                 self._out.append((tx.ack, tx.target))
+                self.sent[("ACK", 0)] += 1
                 wait = 0.0 if tx.target.reliable else 32.0  # Timer D
                 self._arm(now + wait, tx, "completed_end")
                 self.events.append(ResponseReceived(resp, tx, now))
@@ -503,6 +512,7 @@ class TransactionLayer:
         tx.last = data
         target = tx.response_target
         self._out.append((data, target))
+        self.sent[(tx.request.method, status)] += 1
         reliable = target.reliable
         if status < 200:
             if not tx.invite:

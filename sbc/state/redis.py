@@ -110,6 +110,7 @@ class RedisStore:
         lease_ttl: float = 30.0,
         timeout: float = 0.5,
         node_id: str = "",
+        on_rtt: Callable[[str, float], None] | None = None,
     ) -> None:
         self.memory = memory
         self.on_verdict = on_verdict
@@ -120,6 +121,7 @@ class RedisStore:
         self.timeout = timeout
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}"
         self.url = url
+        self.on_rtt = on_rtt  # (operation, seconds) of each answered round trip: metrics
         # One immediate retry on a dropped connection: after Redis restarts, every pooled
         # connection is dead and the first command on each would otherwise fail.
         self.client = aioredis.Redis.from_url(
@@ -199,12 +201,15 @@ class RedisStore:
         for scope in cmd.scopes:
             keys += [_ports_key(scope), _cps_key(scope)]
             args += [scope.ports, scope.cps]
+        started = self.now()
         try:
             index, limit = await asyncio.wait_for(self._acquire(keys=keys, args=args), self.timeout)
         except (RedisError, OSError, TimeoutError) as e:
             self._down(e)
             denied = self.memory.acquire(cmd.lease, cmd.scopes, self.now(), self.share)
         else:
+            if self.on_rtt is not None:
+                self.on_rtt("acquire", self.now() - started)
             index = int(index)
             if index:
                 denied = Denied(cmd.scopes[index - 1], limit.decode())
@@ -237,8 +242,11 @@ class RedisStore:
             for scope in scopes:
                 keys.append(_ports_key(scope))
                 args.append(lease)
+        started = self.now()
         try:
             nodes = await asyncio.wait_for(self._renew(keys=keys, args=args), self.timeout * 4)
+            if self.on_rtt is not None:
+                self.on_rtt("renew", self.now() - started)
             raw = await asyncio.wait_for(self.client.hgetall(REGISTRATIONS), self.timeout * 4)
         except (RedisError, OSError, TimeoutError) as e:
             self._down(e)

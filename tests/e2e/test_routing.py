@@ -14,13 +14,10 @@ One sbc on 127.0.0.1:5460; the first digit of the DNIS picks a route (routeplan 
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -117,30 +114,10 @@ def ends(sbc: harness.Sbc, since: int, count: int | None = None) -> list[dict[st
 def test_trigger_posts_its_webhook_and_the_call_completes(sbc: harness.Sbc, tmp_path: Path) -> None:
     """The 911 case: the call is not held for the webhook; the POST arrives with the call's
     numbers as JSON."""
-    posts: list[tuple[str, dict[str, object]]] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            posts.append((self.path, json.loads(body)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 5499), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with harness.webhook_server(5499) as posts:
         r = calls("19995551234", 2, 5079, tmp_path)
         assert r.returncode == 0 and r.count("SuccessfulCall") == 2, r.output
-        deadline = time.monotonic() + 5
-        while len(posts) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        server.shutdown()
-        server.server_close()
+        harness.wait_for(lambda: len(posts) >= 2)
     assert [p for p, _ in posts] == ["/hook", "/hook"]
     payload = posts[0][1]
     assert payload["trigger"] == "watch" and payload["dnis"] == "19995551234"

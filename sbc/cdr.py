@@ -1,0 +1,310 @@
+"""Call detail records: one JSON object per call, written when the call ends.
+
+The model is pure: ``from_call`` and ``refused`` turn a finished call (or an INVITE refused
+before it became one) into a flat dict whose keys are the CDR's columns; the controller
+hands these out like its notices. ``JsonLines`` is the I/O half: it appends one line per
+record with a single ``write(2)`` on an ``O_APPEND`` descriptor, so a crash loses only calls
+still in progress and concurrent readers never see half a line; before each write it checks
+that the path still names the file it holds open, so logrotate's rename (or a delete) is
+followed by a fresh file and no line is lost. ``export`` reads records back for billing.
+
+Times are UTC ISO 8601 with milliseconds; durations are seconds. ``billable`` is the answered
+duration rounded up to whole seconds (the portals rate per second; increments are theirs).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sbc.call.controller import Attempt, Call
+
+# The CSV columns, in order (attempts and media are flattened into one cell each).
+COLUMNS = (
+    "call_id",
+    "sip_call_id",
+    "relationship",
+    "trunk_group",
+    "source",
+    "ani",
+    "dnis",
+    "ani_routed",
+    "dnis_routed",
+    "setup_time",
+    "provisional_time",
+    "answer_time",
+    "end_time",
+    "pdd",
+    "duration",
+    "billable",
+    "disposition",
+    "status",
+    "reason",
+    "hangup",
+    "egress_trunk_group",
+    "egress_trunk",
+    "attempts",
+    "media",
+)
+
+BUSY = frozenset((486, 600))
+NO_ANSWER = frozenset((408, 480))
+
+
+def iso(t: float | None) -> str | None:
+    """A wall-clock time as UTC ISO 8601 with milliseconds ('Z' suffix)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 time (naive means UTC) as a POSIX timestamp."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def disposition(status: int | None, answered: bool, cancelled: bool, refused: bool) -> str:
+    if answered:
+        return "answered"
+    if cancelled:
+        return "cancelled"
+    if refused:
+        return "refused"
+    if status in BUSY:
+        return "busy"
+    if status in NO_ANSWER:
+        return "no_answer"
+    return "failed"
+
+
+def _user(uri_user: str | None, opaque: str) -> str:
+    return uri_user if uri_user is not None else opaque
+
+
+def _attempt(a: Attempt, wall: float, call_end: float | None) -> dict[str, Any]:
+    end = a.ended_at if a.ended_at is not None else call_end
+    return {
+        "n": a.n,
+        "trunk_group": a.trunk_group.name,
+        "trunk": f"{a.target.host}:{a.target.port}",
+        "status": a.status,
+        "outcome": a.outcome,
+        "start": iso(a.started + wall),
+        "provisional": iso(a.provisional_at + wall) if a.provisional_at is not None else None,
+        "end": iso(end + wall) if end is not None else None,
+    }
+
+
+def from_call(call: Call, wall: float, media: dict[str, Any] | None) -> dict[str, Any]:
+    """The record of a call that reached routing (answered, failed, cancelled or refused by
+    an egress limit). ``wall`` turns the controller's monotonic times into wall-clock ones."""
+    answered = call.answered
+    routed = answered or (call.attempts[-1] if call.attempts else None)
+    ended = call.ended_at if call.ended_at is not None else call.started
+    duration = round(ended - call.answered_at, 3) if call.answered_at is not None else 0.0
+    pdd_from = call.first_provisional_at or call.answered_at
+    a_from = call.a_invite.from_.uri
+    a_ruri = call.a_invite.ruri
+    return {
+        "call_id": call.id,
+        "sip_call_id": call.a_invite.call_id,
+        "relationship": call.ingress.relationship,
+        "trunk_group": call.ingress.name,
+        "source": str(call.source),
+        "ani": _user(a_from.user, a_from.opaque),
+        "dnis": _user(a_ruri.user, a_ruri.opaque) if a_ruri is not None else "",
+        "ani_routed": routed.invite.from_.uri.user if routed is not None else None,
+        "dnis_routed": (
+            routed.invite.ruri.user if routed is not None and routed.invite.ruri else None
+        ),
+        "setup_time": iso(call.started + wall),
+        "provisional_time": iso(call.first_provisional_at + wall)
+        if call.first_provisional_at is not None
+        else None,
+        "answer_time": iso(call.answered_at + wall) if call.answered_at is not None else None,
+        "end_time": iso(ended + wall),
+        "pdd": round(pdd_from - call.started, 3) if pdd_from is not None else None,
+        "duration": duration,
+        "billable": math.ceil(duration - 1e-9) if duration > 0 else 0,
+        "disposition": disposition(
+            call.final_status,
+            answered is not None,
+            call.cancelled and call.hangup == "caller",
+            call.refused,
+        ),
+        "status": call.final_status,
+        "reason": call.reason,
+        "hangup": call.hangup or ("sbc" if answered is None and not call.cancelled else ""),
+        "egress_trunk_group": answered.trunk_group.name if answered is not None else None,
+        "egress_trunk": f"{answered.target.host}:{answered.target.port}" if answered else None,
+        "attempts": [_attempt(a, wall, call.ended_at) for a in call.attempts],
+        "media": media,
+    }
+
+
+def refused(
+    *,
+    call_id: str,
+    sip_call_id: str,
+    relationship: str,
+    trunk_group: str,
+    source: str,
+    ani: str,
+    dnis: str,
+    at: float,
+    status: int,
+    reason: str,
+) -> dict[str, Any]:
+    """The record of an INVITE refused before routing (admission, time of day, a filter)."""
+    t = iso(at)
+    return {
+        "call_id": call_id,
+        "sip_call_id": sip_call_id,
+        "relationship": relationship,
+        "trunk_group": trunk_group,
+        "source": source,
+        "ani": ani,
+        "dnis": dnis,
+        "ani_routed": None,
+        "dnis_routed": None,
+        "setup_time": t,
+        "provisional_time": None,
+        "answer_time": None,
+        "end_time": t,
+        "pdd": None,
+        "duration": 0.0,
+        "billable": 0,
+        "disposition": "refused",
+        "status": status,
+        "reason": reason,
+        "hangup": "sbc",
+        "egress_trunk_group": None,
+        "egress_trunk": None,
+        "attempts": [],
+        "media": None,
+    }
+
+
+# --- I/O: the writer and the export -------------------------------------------------------------
+
+
+class JsonLines:
+    """Appends JSON lines to ``path``; follows rotation (rename or delete) by reopening."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = -1
+        self._ino: tuple[int, int] | None = None
+        self.written = 0
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        st = os.fstat(fd)
+        self.close()
+        self._fd, self._ino = fd, (st.st_dev, st.st_ino)
+
+    def _current(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ino
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One record, one line, one write(2): on disk (in the page cache) when this returns."""
+        if self._fd < 0 or not self._current():
+            self._open()
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        view = memoryview(line)
+        while view:  # a regular file takes it whole; loop only for the pathological case
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.written += 1
+
+    def reopen(self, path: str | Path | None = None) -> None:
+        """After a reload (the path may have changed): the next write opens afresh."""
+        if path is not None:
+            self.path = Path(path)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._ino = -1, None
+
+
+def read(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """Every record of these files, in file order; a torn or foreign line is skipped."""
+    for path in paths:
+        with path.open("rb") as f:
+            for raw in f:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and "call_id" in rec:
+                    yield rec
+
+
+def rotated(path: Path) -> list[Path]:
+    """The live file and its uncompressed rotations (cdr.jsonl.1, cdr.jsonl-20261122 ...),
+    oldest first, as logrotate leaves them."""
+    found = [p for p in path.parent.glob(path.name + "*") if not p.name.endswith((".gz", ".xz"))]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name != path.name))
+
+
+def select_records(
+    records: Iterable[dict[str, Any]], start: float | None, end: float | None
+) -> list[dict[str, Any]]:
+    """Records whose setup time falls in [start, end), sorted by setup time."""
+    out = []
+    for rec in records:
+        setup = rec.get("setup_time")
+        if not isinstance(setup, str):
+            continue
+        t = parse_time(setup)
+        if (start is None or t >= start) and (end is None or t < end):
+            out.append((t, rec))
+    out.sort(key=lambda x: x[0])
+    return [rec for _, rec in out]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def attempts_cell(attempts: list[dict[str, Any]]) -> str:
+    """``n:trunk_group:host:port:status:outcome`` per attempt, '|' between attempts: one cell
+    a spreadsheet filter can still search."""
+    return "|".join(
+        f"{a['n']}:{a['trunk_group']}:{a['trunk']}:{a['status']}:{a['outcome']}" for a in attempts
+    )
+
+
+def to_csv(records: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180
+    w.writerow(COLUMNS)
+    for rec in records:
+        row = []
+        for col in COLUMNS:
+            v = rec.get(col)
+            row.append(attempts_cell(v or []) if col == "attempts" else _cell(v))
+        w.writerow(row)
+    return buf.getvalue()
