@@ -14,11 +14,13 @@ One sbc on 127.0.0.1:5460; the first digit of the DNIS picks a route (routeplan 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +28,15 @@ from pathlib import Path
 import harness
 import pytest
 
+from tests.unit.test_ops import sample
+
 pytestmark = pytest.mark.e2e
 
 PORT = 5460
 CONFIG = """
 node:
   listen: [{address: 127.0.0.1, port: 5460, transport: udp}]
+  admin: {listen: "127.0.0.1:5498"}
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: r,
@@ -186,7 +191,7 @@ def test_explain_names_the_trunk_group_and_order_the_call_takes(
 
 
 def test_killing_a_vendor_takes_its_trunk_down_and_no_call_fails(
-    sbc: harness.Sbc, tmp_path: Path
+    sbc: harness.Sbc, config_dir: Path, tmp_path: Path
 ) -> None:
     """interval 1 s x down_after 2, + the 0.5 s probe timeout: down within 2.5 s."""
     victims = [p for p in _sipp_on(5087)]
@@ -200,10 +205,60 @@ def test_killing_a_vendor_takes_its_trunk_down_and_no_call_fails(
     took = time.monotonic() - killed
     assert down["trunk"] == "udp:127.0.0.1:5087" and took <= 1 * 2 + 0.5 + 0.3, took
     print(f"trunk down {took:.2f} s after the vendor was killed (interval 1 s, down_after 2)")
+    # explain --live reads the node's health: the dead trunk is skipped as the node will
+    out = subprocess.run(
+        [sys.executable, "-m", "sbc.cli", "explain", "--config", str(config_dir), "--live",
+         "--from", "127.0.0.1:5077", "--to", "65551230000"],
+        capture_output=True, text=True, cwd=harness.ROOT, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "  -  monitored udp:127.0.0.1:5087: skipped (down, live)" in out, out
+    assert "1. monitored udp:127.0.0.1:5088 [failover, health up (live)]" in out, out
     before = len(sbc.events("call.end"))
     r = calls("65551230000", 20, 5077, tmp_path, rate=20)
     assert r.returncode == 0 and r.count("SuccessfulCall") == 20, r.output
     assert {e["attempts"][0]["trunk"] for e in ends(sbc, before, 20)} == {"127.0.0.1:5088"}  # type: ignore[index]
+
+
+def test_a_good_reload_keeps_trunk_health_and_reconciles_monitoring(
+    sbc: harness.Sbc, config_dir: Path
+) -> None:
+    """After the kill above, 5087 is down. A reload that only changes the policy keeps it
+    down (health is keyed by address and carries over); one that turns monitoring off stops
+    the pings, and the trunk is no longer monitored at all."""
+
+    def health() -> dict[str, str]:
+        with urllib.request.urlopen("http://127.0.0.1:5498/status", timeout=3) as resp:
+            state = json.loads(resp.read())
+        (group,) = [g for g in state["trunk_groups"] if g["name"] == "monitored"]
+        return {t["trunk"]: t["health"] for t in group["trunks"]}
+
+    def reload(text: str) -> None:
+        count = len(sbc.events("config.reloaded"))
+        (config_dir / "sbc.yaml").write_text(text)
+        sbc.proc.send_signal(signal.SIGHUP)
+        assert len(sbc.wait_events("config.reloaded", count + 1)) == count + 1
+
+    policy = "monitoring: {enabled: true, interval: 1, down_after: 2, up_after: 1}"
+    good = (config_dir / "sbc.yaml").read_text()
+    assert health()["udp:127.0.0.1:5087"] == "down"
+    try:
+        reload(good.replace(policy, policy.replace("up_after: 1", "up_after: 3")))
+        assert health() == {"udp:127.0.0.1:5087": "down", "udp:127.0.0.1:5088": "up"}
+        reload(good.replace(policy, policy.replace("enabled: true", "enabled: false")))
+        assert set(health().values()) == {"unmonitored"}
+        ups = len(sbc.events("trunk.up"))
+        probes_before = sbc_options_sent()
+        time.sleep(2.5)  # two ping intervals of the old policy: none may go out
+        assert sbc_options_sent() == probes_before and len(sbc.events("trunk.up")) == ups
+    finally:
+        reload(good)
+
+
+def sbc_options_sent() -> float:
+    """OPTIONS the node has sent, from its own /metrics (admin listener)."""
+    with urllib.request.urlopen("http://127.0.0.1:5498/metrics", timeout=3) as resp:
+        text = resp.read().decode()
+    return sample(text, "sbc_sip_messages_total", direction="out", method="OPTIONS", code="")
 
 
 def test_sighup_with_broken_yaml_keeps_the_old_config(
