@@ -9,6 +9,10 @@ One sbc on 127.0.0.1:5460; the first digit of the DNIS picks a route (routeplan 
     5... -> ringless       5086 only says 100      -> left after max_pdd 2 s (CANCEL) -> `good`
     6... -> monitored      5087, 5088 (failover, OPTIONS every 1 s, down after 2)
     7... -> e164           5089 (send_e164, checks the R-URI is +1NPANXXXXXX)
+    8...       filtered: 403 Barred
+    9555000001 numbering: the DID belongs to `good`
+    9555000002 forwarded unconditionally to 25551239999 via `good`
+    9555000003 routes to adv-503 (9...), fails, forwarded on failure to 15550009999 via `good`
     1999... also fires the trigger `watch`, whose webhook is a test HTTP server on :5499
 """
 
@@ -63,7 +67,13 @@ trunk_groups:
 routeplans:
   - name: r
     triggers: [{name: watch, to: {prefix: "1999"}, webhook: "http://127.0.0.1:5499/hook"}]
+    filters: [{type: dnis, value: '^8', error_code: 403, error_message: Barred}]
+    numbering: [{number: "9555000001", trunk_group: good}]
+    forwarding:
+      - {number: "9555000002", forward_to: "25551239999", trunk_group: good, on_failure: false}
+      - {number: "9555000003", forward_to: "15550009999", trunk_group: good, on_failure: true}
     routes:
+      - {prefix: "9", trunk_groups: [adv-503]}
       - {prefix: "1", trunk_groups: [weighted]}
       - {prefix: "2", trunk_groups: [adv-503, good]}
       - {prefix: "3", trunk_groups: [busy-486, good]}
@@ -188,6 +198,34 @@ def test_explain_names_the_trunk_group_and_order_the_call_takes(
     (end,) = ends(sbc, before, 1)
     taken = [[a["trunk_group"], "udp:" + a["trunk"]] for a in end["attempts"]]  # type: ignore[attr-defined]
     assert taken == planned
+
+
+def test_filters_numbering_and_forwarding_on_the_wire(sbc: harness.Sbc, tmp_path: Path) -> None:
+    r = calls("85551230000", 2, 5069, tmp_path)
+    assert r.count("SuccessfulCall") == 0 and r.count("FailedCall") == 2
+    refused = [e for e in sbc.events("call.refused") if e.get("reason") == "filter_dnis"]
+    assert len(refused) == 2 and {e["status"] for e in refused} == {403}
+    cdr_path = sbc.log_path.parent / "cdr" / "cdr.jsonl"
+    expected = {  # dialled -> (route matched, attempts as (trunk group, status), R-URI user sent)
+        "9555000001": ("numbering", [("good", 200)], "9555000001"),
+        "9555000002": ("forwarding", [("good", 200)], "25551239999"),
+        "9555000003": ("route 9", [("adv-503", 503), ("good", 200)], "15550009999"),
+    }
+    for port, (dnis, (matched, attempts, sent)) in enumerate(expected.items(), 5066):
+        before = len(sbc.events("call.end"))
+        r = calls(dnis, 1, port, tmp_path)
+        assert r.count("SuccessfulCall") == 1, r.output
+        (end,) = ends(sbc, before, 1)
+        start = next(e for e in sbc.events("call.start") if e["call_id"] == end["call_id"])
+        assert start["route"] == matched, start
+        taken = [(a["trunk_group"], a["status"]) for a in end["attempts"]]  # type: ignore[attr-defined]
+        assert taken == attempts, (dnis, taken)
+        cid = str(end["call_id"])
+        assert harness.wait_for(lambda cid=cid: cid in cdr_path.read_text())  # type: ignore[misc]
+        (rec,) = [json.loads(x) for x in cdr_path.read_text().splitlines() if cid in x]
+        assert rec["dnis"] == dnis and rec["dnis_routed"] == sent, rec
+    # forwarding on failure is a hunting step of its own; unconditional forwarding is the route
+    assert [e["to"] for e in sbc.events("call.forwarded")] == ["15550009999"]
 
 
 def test_killing_a_vendor_takes_its_trunk_down_and_no_call_fails(
