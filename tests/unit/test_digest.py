@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sbc.sip.digest import NonceBook, authorization, parse_params, pick_challenge, response
-from sbc.sip.message import Response
+from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
 from tests.unit.test_admission import BASE, VENDORS, lab_with
 from tests.unit.test_controller import Lab, only
@@ -231,3 +231,41 @@ def test_non_ascii_nonce_or_response_is_refused_not_raised() -> None:
             f'response="{resp}", cnonce="c", nc=00000001, qop=auth, algorithm=SHA-256'
         )
         assert check(book, value, 1001.0) in ("bad_nonce", "bad_response")
+
+
+@pytest.mark.parametrize("expires", ["soon", "-5", "0", ""])
+def test_an_unreadable_expires_from_a_vendor_registrar_keeps_what_we_asked(
+    tmp_path: Path, expires: str
+) -> None:
+    """sbc                     vendor registrar (127.0.0.1:5090)
+    |--REGISTER (Expires 600)->|
+    |<-200 Expires: <garbage>--|   registration.up, expires 600: the refresh is due at 480 s
+    |--REGISTER--------------->|   at 480 s, not before
+    """
+    lab = lab_with(
+        tmp_path,
+        """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{type: registration, ip: 127.0.0.1, port: 5090, username: u, password: p,
+               expires: 600}]}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5082}]}
+""",
+    )
+    registrar = Target("udp", "127.0.0.1", 5090)
+    lab.ctrl.start(lab.now)
+    (register,) = only(lab._run(), registrar)
+    assert isinstance(register, Request) and register.get("Expires") == "600"
+    contact = f"<sip:u@127.0.0.1:5060>;expires={expires}" if expires else "<sip:u@127.0.0.1>"
+    ok = make_response(
+        register, 200, to_tag="r", headers=[("Contact", contact), ("Expires", expires or "x")]
+    )
+    lab.feed(ok, registrar)
+    (up,) = lab.events("registration.up")
+    assert up["expires"] == 600
+    assert only(lab.advance(479), registrar) == []
+    (again,) = only(lab.advance(1.5), registrar)
+    assert isinstance(again, Request) and again.method == "REGISTER"
