@@ -177,6 +177,13 @@ def _cdr_export(
             print(f"sbc cdr export: {e}", file=sys.stderr)
             return 1
         paths = cdr.rotated(path) if path.parent.is_dir() else []
+        if not paths:  # a relative path is the service's: under systemd, its StateDirectory
+            print(
+                f"sbc cdr export: no CDR file at {path.resolve()} (node.cdr.path is relative to "
+                "the working directory of `sbc run`; use --file, or run from there)",
+                file=sys.stderr,
+            )
+            return 1
     else:
         paths = [Path(f) for f in files or []]
     try:

@@ -187,15 +187,9 @@ class SbcCollector(Collector):
 class Metrics:
     """The registry: the collector plus the round-trip histograms the I/O adapters feed."""
 
-    def __init__(
-        self,
-        controller: Callable[[], CallController],
-        layer: TransactionLayer,
-        now: Callable[[], float],
-        extra: Callable[[], list[tuple[str, str, float]]],
-    ) -> None:
+    def __init__(self, collector: SbcCollector) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SbcCollector(controller, layer, now, extra))
+        self.registry.register(collector)
         self.rtpengine_rtt = Histogram(
             "sbc_rtpengine_rtt_seconds",
             "rtpengine ng round trips that were answered, by command.",

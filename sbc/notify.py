@@ -44,8 +44,5 @@ class Notifier:
     def stopping(self, status: str = "") -> None:
         self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))
 
-    def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
-
-    def ping(self) -> None:
-        self.send("WATCHDOG=1")
+    def ping(self, status: str = "") -> None:
+        self.send("WATCHDOG=1", *([f"STATUS={status}"] if status else []))

@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
 from sbc import audit
-from sbc.call.controller import CallController, Notice
+from sbc.call.controller import CallController, Notice, trunk_target
 from sbc.cdr import JsonLines, iso
 from sbc.config.loader import ConfigError, host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
-from sbc.metrics import Metrics
+from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
@@ -68,7 +68,9 @@ class Runtime:
         self.memory = MemoryStore()
         self.controller = CallController(self.layer, snapshot, self.memory)
         state = snapshot.config.node.state
-        self.metrics = Metrics(lambda: self.controller, self.layer, self.now, self._gauges)
+        self.metrics = Metrics(
+            SbcCollector(lambda: self.controller, self.layer, self.now, self._gauges)
+        )
         self.redis: RedisStore | None = None
         if state.backend == "redis":
             self.redis = RedisStore(
@@ -152,7 +154,7 @@ class Runtime:
 
     async def _watchdog(self, period: float) -> None:
         while True:
-            self.notifier.send("WATCHDOG=1", f"STATUS={self._summary()}")
+            self.notifier.ping(self._summary())
             await asyncio.sleep(period)
 
     def _summary(self) -> str:
@@ -275,16 +277,21 @@ class Runtime:
         them, bounded, and retry with the next record."""
         backlog = self.cdr_backlog
         backlog.extend(records)
+        done = 0
         try:
-            while backlog:
-                self.cdrs.write(backlog[0])
-                backlog.pop(0)
+            for record in backlog:
+                self.cdrs.write(record)
+                done += 1
         except OSError as e:
             self.log.error(
-                "cdr.write_failed", path=str(self.cdrs.path), error=str(e), pending=len(backlog)
+                "cdr.write_failed",
+                path=str(self.cdrs.path),
+                error=str(e),
+                pending=len(backlog) - done,
             )
-            if len(backlog) > CDR_BACKLOG:
-                del backlog[: len(backlog) - CDR_BACKLOG]
+        del backlog[:done]
+        if len(backlog) > CDR_BACKLOG:
+            del backlog[: len(backlog) - CDR_BACKLOG]
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None
@@ -434,7 +441,7 @@ class Runtime:
             for t in tg.trunks:
                 if t.type != "ip":
                     continue
-                key = (t.protocol, t.ip, t.port or 5060)
+                key = trunk_target(t).key
                 port = t.port or (5060 if tg.direction == "termination" else "any")
                 entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
                 if key in ctrl.monitored:

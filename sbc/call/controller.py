@@ -1268,11 +1268,12 @@ class CallController:
             self._ticking = False
 
     def _alarm(self, alarm: Alarm, wall: float) -> None:
+        """Log the crossing (or recovery) and post the webhook's JSON, the same fields."""
         payload = alarm.payload(wall)
-        event = str(payload.pop("event"))
-        self._notice(event, None, **{k: v for k, v in payload.items() if k != "time"})
+        fields = {k: v for k, v in payload.items() if k not in ("event", "time")}
+        self._notice(str(payload["event"]), None, **fields)
         if alarm.trigger.webhook:
-            self.commands.append(Notify(alarm.trigger.webhook, {"event": event, **payload}))
+            self.commands.append(Notify(alarm.trigger.webhook, payload))
 
     def _send_register(
         self, reg: Registration, now: float, auth: tuple[str, str] | None = None

@@ -18,7 +18,7 @@ from sbc import audit, cdr
 from sbc.alarms import Alarms
 from sbc.config.loader import load_config
 from sbc.config.schema import Config, MetricTrigger, TimeWindow
-from sbc.metrics import Metrics
+from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
 from sbc.sip.message import Request, Response, make_response
 from sbc.stats import Stats
@@ -196,6 +196,51 @@ def test_csv_export_has_the_same_rows_as_the_jsonl() -> None:
     assert [r["call_id"] for r in window] == [rec["call_id"]]
 
 
+class Log:
+    """Records what the runtime logs: (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, object]]] = []
+
+    def __getattr__(self, level: str) -> object:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
+def test_an_unwritable_cdr_file_keeps_the_records_in_order_until_it_is_writable(
+    tmp_path: Path,
+) -> None:
+    from sbc.runtime import Runtime
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the CDR directory cannot be created under a file
+    log = Log()
+    runtime = Runtime("config/lab", log)
+    runtime.cdrs.reopen(blocker / "cdr.jsonl")
+    runtime._write_cdrs([{"call_id": "1"}, {"call_id": "2"}])
+    runtime._write_cdrs([{"call_id": "3"}])
+    failures = [f for level, event, f in log.lines if event == "cdr.write_failed"]
+    assert [level for level, event, _ in log.lines if event == "cdr.write_failed"] == ["error"] * 2
+    assert [f["pending"] for f in failures] == [2, 3]
+    good = tmp_path / "cdr.jsonl"
+    runtime.cdrs.reopen(good)
+    runtime._write_cdrs([{"call_id": "4"}])
+    runtime.cdrs.close()
+    assert [json.loads(x)["call_id"] for x in good.read_text().splitlines()] == ["1", "2", "3", "4"]
+    assert runtime.cdr_backlog == []
+
+
+def test_export_says_where_it_looked_when_there_is_no_cdr_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbc.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the lab config's cdr/cdr.jsonl, relative to here: absent
+    config = Path(__file__).resolve().parents[2] / "config" / "lab"
+    assert main(["cdr", "export", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"no CDR file at {tmp_path / 'cdr' / 'cdr.jsonl'}" in err
+
+
 # --- statistics and metric triggers ----------------------------------------------------------
 
 
@@ -336,7 +381,8 @@ def test_metrics_render_what_the_controller_counted() -> None:
     lab = Lab()
     hunted_call(lab, hold=2.0)
     lab.feed(invite(branch="z9hG4bKother").replace(b"a-leg-1", b"a-leg-2"), CALLER)
-    m = Metrics(lambda: lab.ctrl, lab.layer, lambda: lab.now, lambda: [("sbc_draining", "d", 0.0)])
+    gauges = [("sbc_draining", "d", 0.0)]
+    m = Metrics(SbcCollector(lambda: lab.ctrl, lab.layer, lambda: lab.now, lambda: gauges))
     m.observe_rtpengine("offer", 0.002)
     text = m.render().decode()
     assert sample(text, "sbc_attempts_total", trunk_group="carrier-a", side="ingress") == 2
