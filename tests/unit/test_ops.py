@@ -439,6 +439,32 @@ def test_draining_refuses_new_calls_with_retry_after_and_shutdown_byes_both_legs
     assert [r["reason"] for r in records if r["disposition"] == "refused"] == ["draining"]
 
 
+def test_shutdown_fails_a_ringing_call_with_503_and_cancels_its_b_leg() -> None:
+    """caller        sbc         vendor
+    |--INVITE---->|--INVITE---->|
+    |<------180---|<-------180--|
+       (drain timeout: shutdown)
+    |<------503---|--CANCEL---->|   Retry-After on the 503; the CDR says sbc, shutdown
+    """
+    lab = Lab()
+    out = lab.feed(invite(), CALLER)
+    ((b1, t1),) = [(m, t) for m, t in out if t != CALLER]
+    assert isinstance(b1, Request)
+    lab.feed(make_response(b1, 180, to_tag="v"), t1)
+    lab.ctrl.shutdown(lab.now)
+    out = lab._run()
+    (final,) = only(out, CALLER)
+    (cancel,) = only(out, t1)
+    assert isinstance(final, Response) and final.status == 503
+    assert final.get("Retry-After") == "60"
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    lab.feed(make_response(cancel, 200), t1)
+    lab.feed(make_response(b1, 487, to_tag="v"), t1)
+    (rec,) = lab.ctrl.pop_cdrs()
+    assert (rec["disposition"], rec["hangup"], rec["reason"]) == ("failed", "sbc", "shutdown")
+    assert lab.ctrl.busy == 0
+
+
 # --- systemd notify ---------------------------------------------------------------------------
 
 
