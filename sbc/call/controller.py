@@ -238,6 +238,9 @@ class Call:
     media_busy: int = 0
     media_queue: list[Callable[[float], None]] = field(default_factory=list)
     media_deleted: bool = False
+    # failed attempts' via-branches, deleted once a later branch exists: rtpengine deletes the
+    # whole call with its last branch, and would race a delete against the next offer
+    stale_branches: list[str] = field(default_factory=list)
     media_stats: MediaStats | None = None
     late_offer: str = ""  # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
     diversion: tuple[str, str] | None = (
@@ -880,7 +883,19 @@ class CallController:
             attempt.anchored = False
         else:
             attempt.invite = replace(attempt.invite, body=body)
+            self._free_stale(call)
         self._send_attempt(attempt, now)
+
+    def _free_stale(self, call: Call) -> None:
+        """The current attempt's branch exists at rtpengine: delete the failed attempts'
+        branches, which now cannot be the call's last."""
+        if call.media_deleted:  # the call's own delete took them
+            call.stale_branches.clear()
+            return
+        for branch in call.stale_branches:
+            cmd = ng.delete(call.id, call.a_tag, branch=branch)
+            self._ng(call, cmd, lambda reply, now: None, ordered=False)
+        call.stale_branches.clear()
 
     def _send_attempt(self, attempt: Attempt, now: float) -> None:
         call = attempt.call
@@ -976,9 +991,9 @@ class CallController:
         if attempt.tx is None or attempt.tx.state in (State.COMPLETED, State.TERMINATED):
             self._attempt_closed(attempt)
         if attempt.anchored and call.media_used and call.state == "routing" and not call.cancelled:
-            # Free this attempt's ports only; the caller's side stays for the next attempt.
-            cmd = ng.delete(call.id, call.a_tag, branch=attempt.branch)
-            self._ng(call, cmd, lambda reply, now: None, ordered=False)
+            # Free this attempt's ports only, once the next attempt's branch exists (see
+            # stale_branches); if none follows, the call's own delete frees them.
+            call.stale_branches.append(attempt.branch)
         if call.cancelled or call.state != "routing":
             self._maybe_end(call, now)
             return
@@ -1391,7 +1406,13 @@ class CallController:
             cmd = ng.offer(
                 call.id, b_tag, resp.body, flags, to_tag=call.a_tag, branch=attempt.branch
             )
-        self._ng(call, cmd, lambda reply, now: then(_sdp_of(reply), now))
+
+        def rewritten(reply: dict[bytes, Any] | None, now: float) -> None:
+            if reply is not None:
+                self._free_stale(call)
+            then(_sdp_of(reply), now)
+
+        self._ng(call, cmd, rewritten)
 
     def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
         """The vendor answered but rtpengine could not anchor it, and on_failure is reject:

@@ -180,7 +180,14 @@ def test_offer_rewrites_the_b_leg_and_a_failed_attempt_deletes_only_its_branch()
     assert isinstance(b1, Request) and b1.body == REWRITTEN
 
     out = lab.feed(make_response(b1, 503, to_tag="v1"), V1)
-    delete, offer2 = lab.ng
+    # The failed branch is deleted only once the next one exists: rtpengine deletes the whole
+    # call with its last branch, and a delete racing the next offer would take that one too.
+    (offer2,) = lab.ng
+    assert offer2.cmd["command"] == "offer" and offer2.cmd["via-branch"] == f"{call_id}.2"
+    reply(lab)
+    (b2,) = only(run(lab), V2)  # nothing waits on the branch delete's reply
+    assert isinstance(b2, Request)
+    (delete,) = lab.ng
     assert delete.cmd == {
         "command": "delete",
         "call-id": call_id,
@@ -188,11 +195,7 @@ def test_offer_rewrites_the_b_leg_and_a_failed_attempt_deletes_only_its_branch()
         "delete-delay": 0,
         "via-branch": f"{call_id}.1",
     }
-    assert offer2.cmd["command"] == "offer" and offer2.cmd["via-branch"] == f"{call_id}.2"
-    reply(lab, b"")  # the branch delete: nothing waits on its reply
-    reply(lab)
-    (b2,) = only(run(lab), V2)
-    assert isinstance(b2, Request)
+    reply(lab, b"")
 
     out = lab.feed(ok_with_sdp(b2, "v2"), V2)
     assert only(out, CALLER) == []  # the 200 waits for rtpengine's answer
@@ -230,6 +233,23 @@ def test_offer_rewrites_the_b_leg_and_a_failed_attempt_deletes_only_its_branch()
         "a": {"packets": 0, "bytes": 0}
     }
     assert lab.ctrl.calls == {}
+
+
+def test_when_the_hunt_ends_one_whole_call_delete_frees_every_branch() -> None:
+    lab = media_lab()
+    lab.feed(invite(), CALLER)
+    reply(lab)
+    (b1,) = only(run(lab), V1)
+    lab.feed(make_response(b1, 503, to_tag="v1"), V1)
+    reply(lab)  # the second attempt's offer
+    (b2,) = only(run(lab), V2)
+    stale = lab.ng.pop(0)  # the first branch, deleted now the second exists
+    assert stale.cmd["via-branch"].endswith(".1")
+    out = lab.feed(make_response(b2, 503, to_tag="v2"), V2)  # type: ignore[arg-type]
+    # the last branch is not deleted on its own: the call's delete follows the caller's 503
+    (final,) = lab.ng
+    assert final.cmd["command"] == "delete" and "via-branch" not in final.cmd
+    assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
 
 
 def test_a_180_never_overtakes_the_183_whose_sdp_is_being_rewritten() -> None:
