@@ -180,7 +180,8 @@ def _cdr_export(
         if not paths:  # a relative path is the service's: under systemd, its StateDirectory
             print(
                 f"sbc cdr export: no CDR file at {path.resolve()} (node.cdr.path is relative to "
-                "the working directory of `sbc run`; use --file, or run from there)",
+                "the working directory of `sbc run`, which `sbc status` shows; use --file, or run "
+                "from there)",
                 file=sys.stderr,
             )
             return 1

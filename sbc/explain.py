@@ -123,8 +123,8 @@ def render_status(state: dict[str, Any]) -> list[str]:
     out = [
         f"sbc pid {node.get('pid')} up since {node.get('started')}, config {node.get('config')} "
         f"loaded {node.get('config_loaded')}",
-        f"calls up: {node.get('calls')}, CDRs written: {node.get('cdr_records')}"
-        + (f", DRAINING since {draining}" if draining else ""),
+        f"calls up: {node.get('calls')}, CDRs written: {node.get('cdr_records')} "
+        f"to {node.get('cdr_path')}" + (f", DRAINING since {draining}" if draining else ""),
         "",
         f"{'trunk group':<24} {'dir':<5} {'status':<9} {'calls':>9} {'cps':>9}",
     ]

@@ -472,6 +472,7 @@ class Runtime:
                 "draining_since": iso(self.draining_since),
                 "calls": len(ctrl.calls),
                 "cdr_records": self.cdrs.written,
+                "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
             },
             "trunk_groups": groups,
             "capacity_groups": [

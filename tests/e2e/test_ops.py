@@ -130,19 +130,27 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
             assert sbc.stop() == 0
 
 
-def test_one_cdr_per_call_matches_sipp_and_the_csv_export(
-    ops: Ops,
-) -> None:
-    workdir = ops.workdir
+@pytest.fixture(scope="module")
+def placed(ops: Ops) -> tuple[harness.SippResult, harness.SippResult]:
+    """The module's first calls, whichever test asks first: 12 answered after a 503 from
+    `first`, 4 busy. The CDR and metrics tests both check them, so either runs alone."""
     # One after the other: two sipp runs of one scenario in one directory share file names.
     r_ok = harness.run_sipp(
-        "uac_cdr.xml", calls=12, rate=10, port=5670, workdir=workdir,
+        "uac_cdr.xml", calls=12, rate=10, port=5670, workdir=ops.workdir,
         remote=f"127.0.0.1:{PORT}", extra=["-s", "15551230000"], rtt=True,
     )  # fmt: skip
     r_busy = harness.run_sipp(
-        "uac_cdr.xml", calls=4, rate=10, port=5671, workdir=workdir,
+        "uac_cdr.xml", calls=4, rate=10, port=5671, workdir=ops.workdir,
         remote=f"127.0.0.1:{PORT}", extra=["-s", "4865550000"],
     )  # fmt: skip
+    return r_ok, r_busy
+
+
+def test_one_cdr_per_call_matches_sipp_and_the_csv_export(
+    ops: Ops, placed: tuple[harness.SippResult, harness.SippResult]
+) -> None:
+    workdir = ops.workdir
+    r_ok, r_busy = placed
     assert r_ok.returncode == 0, r_ok.output
     assert r_busy.returncode == 0, r_busy.output
     assert r_ok.count("SuccessfulCall") == 12 and r_busy.received(486) == 4
@@ -181,14 +189,16 @@ def test_one_cdr_per_call_matches_sipp_and_the_csv_export(
     assert [row.split(",")[0] for row in rows[1:]] == [r["call_id"] for r in by_setup]
 
 
-def test_metrics_match_the_sipp_run_exactly(ops: Ops) -> None:
+def test_metrics_match_the_sipp_run_exactly(
+    ops: Ops, placed: tuple[harness.SippResult, harness.SippResult]
+) -> None:
     workdir = ops.workdir
     text = get(PORT + 100, "/metrics")
     recs = records(workdir, 16)
     calls = len(recs)
     answered = sum(1 for r in recs if r["disposition"] == "answered")
     busy = sum(1 for r in recs if r["disposition"] == "busy")
-    assert (calls, answered, busy) == (16, 12, 4)  # what sipp placed (previous test)
+    assert (calls, answered, busy) == (16, 12, 4)  # what sipp placed
     ingress = {"trunk_group": "carrier-a", "side": "ingress"}
     assert sample(text, "sbc_attempts_total", **ingress) == calls
     assert sample(text, "sbc_completions_total", **ingress) == answered
@@ -255,6 +265,8 @@ def test_status_reads_the_running_node(ops: Ops) -> None:
     assert "calls up: 0" in out and "carrier-a" in out and "udp:127.0.0.1:5683" in out
     state = json.loads(get(PORT + 200, "/status"))
     assert state["node"]["cdr_records"] >= 16
+    cdr_file = ops.workdir / "cdr" / "cdr.jsonl"  # where the CDR test read them
+    assert state["node"]["cdr_path"] == str(cdr_file) and f"to {cdr_file}" in out
     assert {g["name"] for g in state["trunk_groups"]} == {"carrier-a", "first", "good", "busy"}
     with pytest.raises(urllib.error.HTTPError):  # call state is not on the metrics listener
         get(PORT + 100, "/status")
