@@ -373,6 +373,8 @@ class CallController:
         ok = reply is not None and reply.get(b"result") == b"ok"
         if reply is not None:
             call.media_used = True
+        if not ok and not ordered and call.media_deleted and reply is not None:
+            ok = True  # a branch delete that lost the race to the call's own: nothing left
         if not ok:
             why = "unavailable" if reply is None else "error"
             self.media_failures[why] += 1

@@ -250,6 +250,15 @@ def test_when_the_hunt_ends_one_whole_call_delete_frees_every_branch() -> None:
     (final,) = lab.ng
     assert final.cmd["command"] == "delete" and "via-branch" not in final.cmd
     assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
+    reply(lab, b"")
+    # rtpengine ran the call's delete first: the branch's is then for an unknown call, which
+    # is no media failure
+    error = {b"result": b"error", b"error-reason": b"Unknown call-id"}
+    lab.ctrl.on_media(stale.token, error, lab.now)
+    run(lab)
+    events = [n.event for n in lab.ctrl.pop_notices()]
+    assert "media.failed" not in events and not lab.ctrl.media_failures
+    assert events.count("call.end") == 1 and lab.ctrl.calls == {}
 
 
 def test_a_180_never_overtakes_the_183_whose_sdp_is_being_rewritten() -> None:
