@@ -90,6 +90,7 @@ class Runtime:
         node = snapshot.config.node
         self.cdrs = JsonLines(node.cdr.path)
         self.cdr_backlog: list[dict[str, Any]] = []
+        self.cdr_dropped = 0  # records lost because the backlog was full
         self.audit = JsonLines(node.audit.path) if node.audit.path else None
         self.http: list[HttpServer] = []
         self.reloads: dict[str, int] = {"accepted": 0, "refused": 0}
@@ -290,8 +291,15 @@ class Runtime:
                 pending=len(backlog) - done,
             )
         del backlog[:done]
-        if len(backlog) > CDR_BACKLOG:
-            del backlog[: len(backlog) - CDR_BACKLOG]
+        if len(backlog) > CDR_BACKLOG:  # memory is bounded: the oldest go, and we say so
+            lost = len(backlog) - CDR_BACKLOG
+            self.cdr_dropped += lost
+            self.log.error(
+                "cdr.dropped",
+                records=lost,
+                call_ids=[str(r.get("call_id")) for r in backlog[:lost]],
+            )
+            del backlog[:lost]
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None
@@ -413,6 +421,11 @@ class Runtime:
                 "sbc_cdr_backlog",
                 "CDR records waiting for a writable file.",
                 float(len(self.cdr_backlog)),
+            ),
+            (
+                "sbc_cdr_dropped_total",
+                "CDR records lost: the file was unwritable and the backlog full.",
+                float(self.cdr_dropped),
             ),
             (
                 "sbc_config_reloads_accepted_total",

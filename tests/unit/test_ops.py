@@ -229,6 +229,25 @@ def test_an_unwritable_cdr_file_keeps_the_records_in_order_until_it_is_writable(
     assert runtime.cdr_backlog == []
 
 
+def test_a_full_cdr_backlog_drops_the_oldest_and_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbc import runtime as rt
+
+    monkeypatch.setattr(rt, "CDR_BACKLOG", 2)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    log = Log()
+    runtime = rt.Runtime("config/lab", log)
+    runtime.cdrs.reopen(blocker / "cdr.jsonl")
+    runtime._write_cdrs([{"call_id": "1"}, {"call_id": "2"}, {"call_id": "3"}])
+    dropped = [(level, f) for level, event, f in log.lines if event == "cdr.dropped"]
+    assert dropped == [("error", {"records": 1, "call_ids": ["1"]})]
+    assert [r["call_id"] for r in runtime.cdr_backlog] == ["2", "3"]
+    gauges = {name: value for name, _, value in runtime._gauges()}
+    assert gauges["sbc_cdr_dropped_total"] == 1 and gauges["sbc_cdr_backlog"] == 2
+
+
 def test_export_says_where_it_looked_when_there_is_no_cdr_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
