@@ -352,15 +352,17 @@ class CallController:
         call: Call,
         cmd: dict[str, Any],
         then: Callable[[dict[bytes, Any] | None, float], None],
-        ordered: bool = True,
+        cleanup: bool = False,
     ) -> None:
         """Ask rtpengine; ``then(reply, now)`` runs with its ok reply, or None when no node
-        answered or it refused. Unless ``ordered`` is False, SIP for the call waits behind it in
-        ``call.media_queue`` (a 180 must not overtake the 183 whose SDP rtpengine is rewriting)
-        and the call is not forgotten before it returns."""
+        answered or it refused. SIP for the call waits behind it in ``call.media_queue`` (a 180
+        must not overtake the 183 whose SDP rtpengine is rewriting) and the call is not forgotten
+        before it returns. A ``cleanup`` (a failed attempt's branch delete) holds up neither,
+        and its error after the call's own delete is expected: rtpengine may run the two in
+        either order."""
         token = next(self._ids)
-        self._media[token] = (call, then, ordered)
-        call.media_busy += ordered
+        self._media[token] = (call, then, cleanup)
+        call.media_busy += not cleanup
         self.commands.append(MediaCommand(token, call.id, cmd))
 
     def on_media(self, token: int, reply: dict[bytes, Any] | None, now: float) -> None:
@@ -368,13 +370,13 @@ class CallController:
         entry = self._media.pop(token, None)
         if entry is None:
             return
-        call, then, ordered = entry
-        call.media_busy -= ordered
+        call, then, cleanup = entry
+        call.media_busy -= not cleanup
         ok = reply is not None and reply.get(b"result") == b"ok"
         if reply is not None:
             call.media_used = True
-        if not ok and not ordered and call.media_deleted and reply is not None:
-            ok = True  # a branch delete that lost the race to the call's own: nothing left
+        if not ok and cleanup and call.media_deleted and reply is not None:
+            ok = True  # it lost the race to the call's own delete: nothing was left to free
         if not ok:
             why = "unavailable" if reply is None else "error"
             self.media_failures[why] += 1
@@ -896,7 +898,7 @@ class CallController:
             return
         for branch in call.stale_branches:
             cmd = ng.delete(call.id, call.a_tag, branch=branch)
-            self._ng(call, cmd, lambda reply, now: None, ordered=False)
+            self._ng(call, cmd, lambda reply, now: None, cleanup=True)
         call.stale_branches.clear()
 
     def _send_attempt(self, attempt: Attempt, now: float) -> None:
