@@ -193,8 +193,9 @@ class Probe:
 
 @dataclass(eq=False)
 class Bye:
+    """Our BYE's transaction context: its answer (or timeout) counts down ``call.byes``."""
+
     call: Call
-    leg: str
 
 
 @dataclass(eq=False)
@@ -1427,7 +1428,7 @@ class CallController:
             self._ack(attempt, now, b"")
         bye = dialog.request("BYE", self._via(attempt.target.transport), None)
         call.byes += 1
-        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call, "b"))
+        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call))
         call.answered_at = None
         call.hangup = "sbc"
         self._fail_a(call, 503, now, "Media Unavailable")
@@ -1507,7 +1508,7 @@ class CallController:
         dialog = attempt.dialog
         bye = dialog.request("BYE", self._via(attempt.target.transport), None)
         attempt.call.byes += 1
-        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(attempt.call, "b"))
+        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(attempt.call))
         self._attempt_closed(attempt)
 
     # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
@@ -1635,7 +1636,7 @@ class CallController:
             transport = call.source.transport if leg == "a" else dialog.peer.transport
             bye = dialog.request("BYE", self._via(transport), None, headers=headers)
             call.byes += 1
-            self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call, leg))
+            self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call))
         self._maybe_end(call, now)
 
     def _bye_done(self, call: Call, now: float) -> None:

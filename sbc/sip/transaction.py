@@ -446,10 +446,6 @@ class TransactionLayer:
         if self._client.get(tx.key) is tx:
             del self._client[tx.key]
 
-    def abandon(self, tx: ClientTransaction) -> None:
-        """The TU no longer cares (an INVITE in Proceeding whose call is gone)."""
-        self._terminate_client(tx)
-
     # --- server side ----------------------------------------------------------------------------
 
     def _refused(self, data: bytes, source: Target, e: SipError, now: float) -> None:
