@@ -152,8 +152,8 @@ class SbcCollector(Collector):
 
         sip = CounterMetricFamily(
             "sbc_sip_messages",
-            "SIP messages received and sent (first transmissions), by method and status "
-            "(code empty for requests).",
+            "SIP messages by method and status (code empty for requests): in, every message "
+            "that parsed, a peer's retransmissions included; out, first transmissions only.",
             labels=["direction", "method", "code"],
         )
         for direction, counter in (("in", self.layer.received), ("out", self.layer.sent)):

@@ -124,6 +124,8 @@ def test_request_retransmission_gets_the_last_response_again() -> None:
     first = layer.datagrams_to_send()
     layer.receive(request("OPTIONS"), PEER, 0.3)
     assert layer.datagrams_to_send() == first and layer.pop_events() == []
+    # sbc_sip_messages_total: in counts the peer's retransmission, out only our first 200
+    assert layer.received[("OPTIONS", 0)] == 2 and layer.sent[("OPTIONS", 200)] == 1
 
 
 def test_unparseable_request_gets_400_from_its_raw_headers() -> None:
