@@ -509,3 +509,23 @@ def test_notifier_speaks_sd_notify_and_is_silent_without_a_socket(
     monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
     assert Notifier(path).watchdog == 0
     Notifier("").ready()  # not under systemd: nothing, and no error
+
+
+def test_the_two_systemd_units_differ_only_in_the_instance() -> None:
+    """sbc.service and sbc@.service are near-copies; hardening edited in one must not be
+    missed in the other."""
+    root = Path(__file__).resolve().parents[2] / "systemd"
+
+    def body(name: str) -> list[str]:
+        lines = (root / name).read_text().splitlines()
+        return [x for x in lines if x and not x.startswith("#")]
+
+    single, template = body("sbc.service"), body("sbc@.service")
+    assert len(single) == len(template)
+    differ = [(a, b) for a, b in zip(single, template, strict=True) if a != b]
+    keys = {a.split("=", 1)[0] for a, _ in differ}
+    assert keys == {"Description", "ExecStartPre", "ExecStart", "StateDirectory",
+                    "WorkingDirectory"}, differ  # fmt: skip
+    assert all(b == a.replace("/etc/sbc", "/etc/sbc/%i").replace("/var/lib/sbc", "/var/lib/sbc/%i")
+               .replace("StateDirectory=sbc", "StateDirectory=sbc/%i")
+               .replace("controller", "controller (%i)") for a, b in differ), differ  # fmt: skip
