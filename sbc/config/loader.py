@@ -20,7 +20,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
-from sbc.config.schema import LIST_SECTIONS, Config, MetricTrigger, MetricType, TimeWindow
+from sbc.config.schema import (
+    LIST_SECTIONS,
+    Config,
+    MetricTrigger,
+    MetricType,
+    Node,
+    TimeWindow,
+)
 
 Path_ = tuple[str | int, ...]
 
@@ -268,7 +275,14 @@ def _cross_check(config: Config, located: _Located) -> None:
                     f"duplicate name {item.name!r} (also item {seen[item.name]})",
                 )
             seen[item.name] = i
-    node = config.node
+    _check_node(config.node, located)
+    for i, cg in enumerate(config.capacity_groups):
+        _metric_triggers(cg.triggers, located, ("capacity_groups", i), CAPACITY_METRICS)
+    _check_trunk_groups(config, located)
+    _check_routeplans(config, located)
+
+
+def _check_node(node: Node, located: _Located) -> None:
     if not _ip(node.switch_ip):
         raise located.error(("node", "switch_ip"), "must be an IP address")
     for i, listen in enumerate(node.listen):
@@ -289,9 +303,11 @@ def _cross_check(config: Config, located: _Located) -> None:
         listen = getattr(node, section).listen
         if listen and host_port(listen) is None:
             raise located.error(("node", section, "listen"), "must be IP:PORT (IPv6: [IP]:PORT)")
-    for i, cg in enumerate(config.capacity_groups):
-        _metric_triggers(cg.triggers, located, ("capacity_groups", i), CAPACITY_METRICS)
-    tgs = {tg.name: tg for tg in config.trunk_groups}
+
+
+def _check_trunk_groups(config: Config, located: _Located) -> None:
+    """References, regexes, and that no two trunk groups claim the same source or account."""
+    node = config.node
     plans = {rp.name for rp in config.routeplans}
     caps = {cg.name for cg in config.capacity_groups}
     profiles = {mp.name: mp for mp in config.media_profiles}
@@ -357,6 +373,10 @@ def _cross_check(config: Config, located: _Located) -> None:
                         f"username {t.username!r} is already a registration trunk of {other!r}",
                     )
                 accounts[t.username] = tg.name
+
+
+def _check_routeplans(config: Config, located: _Located) -> None:
+    tgs = {tg.name: tg for tg in config.trunk_groups}
     for i, rp in enumerate(config.routeplans):
         for j, route in enumerate(rp.routes):
             for k, name in enumerate(route.trunk_groups):
