@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from sbc.sip.transaction import Target
 from sbc.stats import WINDOW
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class SbcCollector(Collector):
             labels=["trunk_group", "trunk"],
         )
         for key, (tg, _) in sorted(ctrl.monitored.items()):
-            up.add_metric([tg, f"{key[0]}:{key[1]}:{key[2]}"], 1 if ctrl.health.is_up(key) else 0)
+            up.add_metric([tg, str(Target(*key))], 1 if ctrl.health.is_up(key) else 0)
         transitions = CounterMetricFamily(
             "sbc_trunk_transitions", "Trunk health changes.", labels=["trunk_group", "change"]
         )
