@@ -279,6 +279,10 @@ def test_a_good_reload_keeps_trunk_health_and_reconciles_monitoring(
     policy = "monitoring: {enabled: true, interval: 1, down_after: 2, up_after: 1}"
     good = (config_dir / "sbc.yaml").read_text()
     assert health()["udp:127.0.0.1:5087"] == "down"
+    with urllib.request.urlopen("http://127.0.0.1:5498/metrics", timeout=3) as resp:
+        text = resp.read().decode()  # /metrics says what /status says
+    for trunk, up in (("udp:127.0.0.1:5087", 0), ("udp:127.0.0.1:5088", 1)):
+        assert sample(text, "sbc_trunk_up", trunk_group="monitored", trunk=trunk) == up
     try:
         reload(good.replace(policy, policy.replace("up_after: 1", "up_after: 3")))
         assert health() == {"udp:127.0.0.1:5087": "down", "udp:127.0.0.1:5088": "up"}
