@@ -283,6 +283,10 @@ def test_a_good_reload_keeps_trunk_health_and_reconciles_monitoring(
         text = resp.read().decode()  # /metrics says what /status says
     for trunk, up in (("udp:127.0.0.1:5087", 0), ("udp:127.0.0.1:5088", 1)):
         assert sample(text, "sbc_trunk_up", trunk_group="monitored", trunk=trunk) == up
+    downs = [e for e in sbc.events("trunk.down") if e["trunk_group"] == "monitored"]
+    assert downs and sample(
+        text, "sbc_trunk_transitions_total", trunk_group="monitored", change="down"
+    ) == len(downs)
     try:
         reload(good.replace(policy, policy.replace("up_after: 1", "up_after: 3")))
         assert health() == {"udp:127.0.0.1:5087": "down", "udp:127.0.0.1:5088": "up"}

@@ -403,6 +403,7 @@ def test_metrics_render_what_the_controller_counted() -> None:
     gauges = [("sbc_draining", "d", 0.0)]
     m = Metrics(SbcCollector(lambda: lab.ctrl, lab.layer, lambda: lab.now, lambda: gauges))
     m.observe_rtpengine("offer", 0.002)
+    m.observe_redis("acquire", 0.001)
     text = m.render().decode()
     assert sample(text, "sbc_attempts_total", trunk_group="carrier-a", side="ingress") == 2
     assert sample(text, "sbc_attempts_total", trunk_group="vendor-pool", side="egress") == 3
@@ -415,7 +416,19 @@ def test_metrics_render_what_the_controller_counted() -> None:
     assert sample(text, "sbc_sip_messages_total", direction="in", method="INVITE", code="503") == 1
     assert sample(text, "sbc_sip_messages_total", direction="out", method="BYE", code="") == 1
     assert sample(text, "sbc_rtpengine_rtt_seconds_count", command="offer") == 1
+    assert sample(text, "sbc_redis_rtt_seconds_count", operation="acquire") == 1
     assert sample(text, "sbc_draining") == 0
+    assert sample(text, "sbc_calls") == 1
+    assert sample(text, "sbc_asr_ratio", trunk_group="carrier-a") == 0.5  # 1 answered of 2
+    assert sample(text, "sbc_aloc_seconds", trunk_group="carrier-a") == 2.0
+    assert sample(text, "sbc_cps", trunk_group="carrier-a") == 0  # this second is not whole
+    lab.advance(1.0)
+    text = m.render().decode()
+    assert sample(text, "sbc_cps", trunk_group="carrier-a") == 1  # the second call's second
+    lab.ctrl.draining = True
+    lab.feed(invite(branch="z9hG4bKthird").replace(b"a-leg-1", b"a-leg-3"), CALLER)
+    text = m.render().decode()
+    assert sample(text, "sbc_refusals_total", trunk_group="carrier-a", reason="draining") == 1
 
 
 # --- drain ------------------------------------------------------------------------------------
