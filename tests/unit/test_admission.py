@@ -16,7 +16,7 @@ from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
 from sbc.state import Scope
 from sbc.state.memory import MemoryStore
-from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only
+from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only, sample
 
 BASE = """
 node:
@@ -130,6 +130,12 @@ trunk_groups:
     refused = lab.events("call.refused")
     assert {e["reason"] for e in refused} == {"capacity_group_ports"}
     assert lab.store.in_use("cg:shared") == 6
+    text = lab.scrape()
+    assert sample(text, "sbc_capacity_group_active_calls", capacity_group="shared") == 6
+    for tg in ("carrier-a", "carrier-b"):  # calls 6-9 alternate between them
+        assert (
+            sample(text, "sbc_refusals_total", trunk_group=tg, reason="capacity_group_ports") == 2
+        )
 
 
 def test_an_egress_trunk_group_at_its_limit_is_skipped(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from sbc.call.controller import CallController
 from sbc.config.loader import load_config
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
+from sbc.metrics import Metrics, SbcCollector
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import parse_message
 from sbc.sip.transaction import Target, TransactionLayer
@@ -28,6 +29,17 @@ SDP = (
 )
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            return float(value)
+    raise AssertionError(f"no sample {name} {labels}")
+
+
 class Lab:
     def __init__(self, config: Config | None = None, **ingress: object) -> None:
         config = config or load_config("config/lab")
@@ -41,6 +53,11 @@ class Lab:
         self.notified: list[Notify] = []
         self.ng: list[MediaCommand] = []  # ng commands sent; answer with answer_media()
         self.ctrl = CallController(self.layer, Snapshot.build(config), self.store)
+
+    def scrape(self) -> str:
+        """/metrics as the node would serve it now."""
+        collector = SbcCollector(lambda: self.ctrl, self.layer, lambda: self.now, lambda: [])
+        return Metrics(collector).render().decode()
 
     def feed(
         self, msg: Request | Response | bytes, src: Target

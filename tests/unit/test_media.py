@@ -29,7 +29,7 @@ from media.ng import MediaCommand, Side
 from sbc.config.loader import load_config
 from sbc.config.schema import Codecs, MediaConfig, MediaProfile, RtpEngineNode
 from sbc.sip.message import Request, Response, make_response
-from tests.unit.test_controller import CALLER, SDP, V1, V2, Lab, invite, only
+from tests.unit.test_controller import CALLER, SDP, V1, V2, Lab, invite, only, sample
 
 REWRITTEN = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 41000 RTP/AVP 0\r\n"
 
@@ -291,6 +291,7 @@ def test_no_rtpengine_rejects_or_passes_sdp_untouched(policy: str, status: int |
         out = lab.feed(ok_with_sdp(b1, "v1"), V1)
         assert lab.ng == [] and [m.status for m in only(out, CALLER)] == [200]  # type: ignore[union-attr]
     assert lab.ctrl.media_failures["unavailable"] == 1
+    assert sample(lab.scrape(), "sbc_media_failures_total", reason="unavailable") == 1
 
 
 def test_reject_when_the_answer_fails_hangs_up_the_vendor_and_fails_the_caller() -> None:

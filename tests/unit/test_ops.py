@@ -22,7 +22,7 @@ from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
 from sbc.sip.message import Request, Response, make_response
 from sbc.stats import Stats
-from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only
+from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only, sample
 
 WALL = (
     1_795_000_000.0  # 2026-11-18T11:06:40Z, a Wednesday: the controller's wall clock in these tests
@@ -355,6 +355,8 @@ def test_controller_raises_a_trigger_with_a_webhook_and_a_notice() -> None:
         lab.advance(1.0)
     (notice,) = lab.events("metric.trigger")
     assert notice["trunk_group"] == "vendor-pool" and notice["value"] == 0
+    firing = {"owner": "vendor-pool", "trigger": "no-answers"}
+    assert sample(lab.scrape(), "sbc_metric_trigger_firing", **firing) == 1
     (post,) = lab.notified
     assert post.url == "http://127.0.0.1:5499/alarm"
     assert post.payload["event"] == "metric.trigger" and post.payload["trigger"] == "no-answers"
@@ -383,17 +385,6 @@ def test_audit_names_what_a_reload_changed_and_hides_secrets() -> None:
 
 
 # --- metrics ----------------------------------------------------------------------------------
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            return float(value)
-    raise AssertionError(f"no sample {name} {labels}")
 
 
 def test_metrics_render_what_the_controller_counted() -> None:
