@@ -7,6 +7,7 @@ and this validator can never disagree. Unknown keys are errors.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Literal
 
 import msgspec
@@ -502,7 +503,21 @@ LIST_SECTIONS = ("relationships", "capacity_groups", "trunk_groups", "routeplans
 
 
 def json_schema() -> dict[str, object]:
-    schema = msgspec.json.schema(Config)
+    """The JSON Schema of ``Config``, with every description in one canonical form (msgspec
+    releases differ in how they dedent docstrings, and the committed file must not)."""
+    schema = _clean(msgspec.json.schema(Config))
+    assert isinstance(schema, dict)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sbc configuration"
     return schema
+
+
+def _clean(node: object) -> object:
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
