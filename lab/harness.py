@@ -413,3 +413,63 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def sipp_messages(path: Path) -> list[tuple[str, str]]:
+    """The messages of a sipp ``-trace_msg`` log, as (``"received"`` | ``"sent"``, text)."""
+    out: list[tuple[str, str]] = []
+    if not path.exists():
+        return out
+    for block in path.read_text(errors="replace").split("-" * 47 + " ")[1:]:
+        lines = block.split("\n")
+        kind = lines[1] if len(lines) > 1 else ""
+        direction = "received" if " received " in kind else "sent" if " sent " in kind else ""
+        if direction:
+            out.append((direction, "\n".join(lines[2:]).strip("\n")))
+    return out
+
+
+def header(message: str, name: str) -> str:
+    """One header's value in a message's text ("" when absent)."""
+    for line in message.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name.lower():
+            return value.strip()
+    return ""
+
+
+def tag_of(value: str) -> str:
+    """The tag parameter of a From or To value."""
+    for part in value.split(";")[1:]:
+        key, _, tag = part.partition("=")
+        if key.strip().lower() == "tag":
+            return tag.strip()
+    return ""
+
+
+class Peer:
+    """A raw SIP peer on UDP, bound to ``host`` (any 127.0.0.0/8 address is local on Linux):
+    what an attacker, or a client the tests drive by hand, would be."""
+
+    def __init__(self, host: str, port: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+
+    def send(self, data: bytes, port: int, host: str = "127.0.0.1") -> None:
+        self.sock.sendto(data, (host, port))
+
+    def replies(self, seconds: float) -> list[bytes]:
+        """Everything that arrives within ``seconds``."""
+        out: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                out.append(self.sock.recv(65535))
+            except TimeoutError:
+                break
+        return out
+
+    def close(self) -> None:
+        self.sock.close()

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from sbc.edge import REASONS
 from sbc.sip.transaction import Target
 from sbc.stats import WINDOW
 
@@ -136,6 +137,17 @@ class SbcCollector(Collector):
         for (tg, reason), n in sorted(ctrl.refusals.items()):
             refusals.add_metric([tg, reason], n)
         yield refusals
+        dropped = CounterMetricFamily(
+            "sbc_dropped",
+            "Messages dropped without an answer: from unknown sources, from locked-out "
+            "sources, in-dialog requests not from the dialog's peer, responses from a host "
+            "we did not send to.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            dropped.add_metric([reason], ctrl.drops.counts[reason])
+        dropped.add_metric(["stray_response"], self.layer.strays)
+        yield dropped
 
         up = GaugeMetricFamily(
             "sbc_trunk_up",

@@ -144,6 +144,12 @@ class Registrar:
         b = self.store.binding_from(src.transport, src.host, src.port, wall)
         return snap.trunk_groups.get(b.trunk_group) if b is not None else None
 
+    @staticmethod
+    def username(req: Request, header: str) -> str:
+        """The username the credentials in ``header`` claim ("" when there are none)."""
+        credentials = req.get(header)
+        return parse_params(credentials)[1].get("username", "") if credentials else ""
+
     def claimed(self, snap: Snapshot, req: Request) -> str | None:
         """The registration account an INVITE claims: its Proxy-Authorization username, or
         its From user."""

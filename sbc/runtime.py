@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import audit
+from sbc import audit, memory
 from sbc.call.controller import CallController, Notice, trunk_target
 from sbc.cdr import JsonLines, iso
 from sbc.config.loader import ConfigError, host_port, load_config
@@ -48,6 +48,9 @@ WARN_EVENTS = frozenset(
         "config.reload_failed",
         "call.ack_timeout",
         "auth.refused",
+        "auth.blocked",
+        "edge.dropped",
+        "call.timer_c",
         "registration.failed",
         "trunk.down",
         "routing.trigger",
@@ -137,7 +140,10 @@ class Runtime:
         # /metrics may face a Prometheus server; /status (call state) only the admin listener.
         endpoints = (
             (node.metrics.listen, {"/metrics": self._metrics}),
-            (node.admin.listen, {"/status": self._status, "/metrics": self._metrics}),
+            (
+                node.admin.listen,
+                {"/status": self._status, "/metrics": self._metrics, "/memory": self._memory},
+            ),
         )
         for address, routes in endpoints:
             hp = host_port(address) if address else None
@@ -503,6 +509,10 @@ class Runtime:
                 for scope, owner, name in sorted(ctrl.alarms.firing)
             ],
         }
+
+    def _memory(self) -> tuple[int, str, bytes]:
+        report = memory.report(self.controller, self.layer)
+        return 200, "application/json", json.dumps(report, indent=1).encode()
 
     def _status(self) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(self.status(), indent=1).encode()

@@ -27,7 +27,6 @@ The ladder of a basic call (tests/unit/test_controller.py draws the others):
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ from media.ng import MediaCommand, MediaStats, Side
 from routing.health import Health, Key
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
-from sbc import cdr, manipulate
+from sbc import cdr, edge, manipulate
 from sbc.admission import (
     Refusal,
     identify,
@@ -49,15 +48,18 @@ from sbc.admission import (
     time_refusal,
 )
 from sbc.alarms import Alarm, Alarms
+from sbc.call import indialog
 from sbc.config.schema import Forwarding, Monitoring, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
 from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, make_request, make_response, resend
 from sbc.sip.parser import KNOWN_METHODS
-from sbc.sip.timers import TimerHeap
+from sbc.sip.timers import TimerHandle, TimerHeap
 from sbc.sip.transaction import (
     AckNotReceived,
     ClientTransaction,
@@ -154,6 +156,8 @@ class Attempt:
     branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
     provisional_at: float | None = None  # its first 180/183
     ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
+    timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
+    timer_c_due: float = 0.0  # each provisional pushes it back
 
 
 @dataclass(eq=False)
@@ -249,6 +253,7 @@ class Call:
     )
     refused: bool = False  # by admission (a limit): the CDR's disposition says so
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
+    max_duration: TimerHandle | None = None  # cancelled when the call ends
 
     @property
     def b_dialog(self) -> Dialog | None:
@@ -302,7 +307,8 @@ class CallController:
         self.registrar = Registrar(store or MemoryStore())
         self.hunt = HuntState()
         self.calls: dict[str, Call] = {}
-        self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
+        # (Call-ID, our tag) -> the call, its leg, and for a B-leg its attempt
+        self.dialogs: dict[tuple[str, str], tuple[Call, str, Attempt | None]] = {}
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
@@ -323,13 +329,16 @@ class CallController:
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
         self._ticking = False
         self._timers = TimerHeap(self)
-        self._ids = itertools.count(1)
-        self._node = os.urandom(4).hex()
+        self._ids = itertools.count(1)  # tokens for the state store and rtpengine, never sent
+        self.drops = edge.Drops()  # messages dropped unanswered, by reason
+        self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
+        # Every message meets the edge screen before the parser (see screen()).
+        layer.accept = self.screen
 
     # --- plumbing -----------------------------------------------------------------------------
 
     def _new_id(self) -> str:
-        return f"{self._node}{next(self._ids):x}"
+        return new_id()
 
     def _notice(self, event: str, call: Call | None, **fields: Any) -> None:
         self.notices.append(Notice(event, call.id if call else None, fields))
@@ -399,14 +408,21 @@ class CallController:
     def get_timer(self) -> float | None:
         return self._timers.next_deadline()
 
+    @property
+    def timers_pending(self) -> int:
+        """Timers armed and not cancelled: a quiet node holds only its periodic ones."""
+        return len(self._timers)
+
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
 
-    def _arm(self, when: float, obj: Any, kind: str) -> None:
-        self._timers.arm(when, obj, kind)
+    def _arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
+        return self._timers.arm(when, obj, kind)
 
-    def _bind(self, call: Call, key: tuple[str, str], leg: str) -> None:
-        self.dialogs[key] = (call, leg)
+    def _bind(
+        self, call: Call, key: tuple[str, str], leg: str, attempt: Attempt | None = None
+    ) -> None:
+        self.dialogs[key] = (call, leg, attempt)
         call.keys.append(key)
 
     def _local(self, transport: str) -> tuple[str, int]:
@@ -471,21 +487,101 @@ class CallController:
         )
         self.layer.respond(tx, resp, now)
 
+    # --- the edge: who may send what ----------------------------------------------------------
+
+    def screen(self, data: bytes, source: Target, now: float) -> bool:
+        """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
+        sbc.edge): False drops it unanswered."""
+        method = edge.method_of(data)
+        if method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", source.host, now):
+            return self._dropped("auth_blocked", source, now, method)
+        snap = self.snapshot
+        if snap.config.node.unknown_source == "reject" or self._known(source, now):
+            return True
+        if method == b"REGISTER" and snap.accounts:
+            return True
+        return self._dropped("unknown_source", source, now, method)
+
+    def _known(self, source: Target, now: float) -> bool:
+        """An address of any trunk group, or of a live registration."""
+        return is_peer(self.snapshot, source.transport, source.host, source.port) or (
+            self._bound(source, now) is not None
+        )
+
+    def _bound(self, source: Target, now: float) -> str | None:
+        """The trunk group of the live registration made from ``source``, if any."""
+        b = self.registrar.store.binding_from(
+            source.transport, source.host, source.port, now + self.wall_offset
+        )
+        return b.trunk_group if b is not None else None
+
+    def _dropped(
+        self, reason: edge.DropReason, source: Target, now: float, method: bytes | str = b""
+    ) -> bool:
+        """Count a message dropped unanswered; log the first from its address in a while."""
+        if self.drops.drop(reason, source.host, now):
+            if isinstance(method, bytes):
+                method = method.decode("ascii", "replace")
+            self._notice(
+                "edge.dropped",
+                None,
+                reason=reason,
+                source=str(source),
+                method=method,
+                note=f"further drops from {source.host} are counted, not logged, for "
+                f"{edge.LOG_EVERY:.0f} s",
+            )
+        return False
+
+    def _leg_of(
+        self, req: Request, source: Target, now: float
+    ) -> tuple[Call, str] | indialog.Verdict:
+        """The call and leg an in-dialog request belongs to, if it may act on it (see
+        sbc.call.indialog); else why not."""
+        entry = self.dialogs.get((req.call_id, req.to.tag or ""))
+        if entry is None:
+            return "stranger"
+        call, leg, attempt = entry
+        if attempt is None:
+            peer = indialog.caller_peer(
+                call.snap, call.ingress.name, call.source, source, lambda t: self._bound(t, now)
+            )
+            dialog: Dialog | None = call.a_dialog
+        else:
+            peer = indialog.trunk_peer(attempt.target, source)
+            dialog = attempt.dialog
+        verdict = indialog.check(peer, dialog, req)
+        return (call, leg) if verdict == "ok" else verdict
+
+    def _not_ours(self, tx: ServerTransaction, source: Target, now: float) -> None:
+        """An in-dialog request that names no dialog of its sender's: 481 to an address we
+        know (RFC 3261 §12.2.2), nothing to a stranger."""
+        if self._known(source, now):
+            self._respond(tx, 481, now)
+        else:
+            self.layer.discard(tx)
+            self._dropped("in_dialog", source, now, tx.request.method)
+
+    # --- requests -----------------------------------------------------------------------------
+
     def _on_request(self, ev: RequestReceived) -> None:
         req = ev.request
         now = ev.at
         if req.method == "ACK":
-            self._on_ack(req, now)
+            self._on_ack(req, ev.source, now)
             return
         tx = ev.transaction
         assert tx is not None
         to_tag = req.to.tag
         if to_tag is not None:
-            entry = self.dialogs.get((req.call_id, to_tag))
-            if entry is None:
-                self._respond(tx, 481, now)
+            found = self._leg_of(req, ev.source, now)
+            if found == "out_of_order":
+                self._respond(tx, 500, now, "Out of Order")  # §12.2.2
                 return
-            call, leg = entry
+            if isinstance(found, str):
+                self._not_ours(tx, ev.source, now)
+                return
+            call, leg = found
             if req.method == "BYE":
                 self._on_bye(call, leg, tx, now)
             else:
@@ -621,10 +717,17 @@ class CallController:
         wall = now + self.wall_offset
         tg = self.registrar.registered(snap, src, wall)
         if tg is None and self.registrar.claimed(snap, req) is not None:
+            if self._account_locked(req, "Proxy-Authorization", src, now):
+                self.layer.discard(tx)
+                self._dropped("auth_blocked", src, now, "INVITE")
+                return None
             result = self.registrar.authenticate_invite(snap, req, wall)
             if isinstance(result, Answer):
                 if result.why != "challenge":
                     self._auth_refused(req, src, result, snap)
+                    if self._auth_failed(result, src, now):
+                        self.layer.discard(tx)
+                        return None
                 self._respond(tx, result.status, now, result.reason, headers=result.headers)
                 return None
             tg = result
@@ -647,8 +750,48 @@ class CallController:
             source=str(src),
         )
 
+    def _auth_failed(self, answer: Answer, src: Target, now: float) -> bool:
+        """Count a failed authentication toward the lockout (sbc.lockout); True when it
+        started a block, so it gets no answer either."""
+        if answer.why not in FAILURES:
+            return False
+        cfg = self.snapshot.config.node.registrar.lockout
+        blocks = self.lockout.failed(cfg, src.host, answer.username, now)
+        for block in blocks:
+            # One line per block, the address first among its fields, for fail2ban
+            # (README, Security: failregex '"ip": "<HOST>".*"event": "auth.blocked"').
+            self._notice(
+                "auth.blocked",
+                None,
+                ip=src.host,
+                scope=block.scope,
+                username=answer.username,
+                failures=block.failures,
+                window=cfg.window,
+                block_for=cfg.block_for,
+                source=str(src),
+            )
+        return bool(blocks)
+
+    def _account_locked(self, req: Request, header: str, src: Target, now: float) -> bool:
+        """The account these credentials name is locked out (sbc.lockout), and ``src`` is
+        not the address of its live registration."""
+        user = Registrar.username(req, header)
+        if not user or not self.lockout.blocked("account", user, now):
+            return False
+        account = self.snapshot.accounts.get(user)
+        if account is not None:
+            b = self.registrar.store.binding_of(account[0].name, user, now + self.wall_offset)
+            if b is not None and b.host == src.host:
+                return False
+        return True
+
     def _on_register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.snapshot
+        if self._account_locked(req, "Authorization", src, now):
+            self.layer.discard(tx)
+            self._dropped("auth_blocked", src, now, "REGISTER")
+            return
         answer = self.registrar.register(snap, req, src, now + self.wall_offset)
         if answer.binding is not None:
             self.commands.append(Bind(answer.binding))
@@ -661,8 +804,11 @@ class CallController:
                 source=str(src),
                 expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
             )
-        elif answer.status >= 300 and answer.why not in ("challenge",):
+        elif answer.status >= 300 and answer.why != "challenge":
             self._auth_refused(req, src, answer, snap)
+            if self._auth_failed(answer, src, now):
+                self.layer.discard(tx)
+                return
         self._respond(tx, answer.status, now, answer.reason, headers=answer.headers)
 
     def _refuse(
@@ -908,7 +1054,7 @@ class CallController:
         attempt.started = now
         attempt.tx = self.layer.send_request(invite, target, now, ctx=attempt)
         self.stats.attempt(etg.name, "egress", etg.capacity_group, now)
-        self._bind(call, (invite.call_id, invite.from_.tag or ""), "b")
+        self._bind(call, (invite.call_id, invite.from_.tag or ""), "b", attempt)
         limits = etg.limits
         if limits.b_timer:
             self._arm(now + limits.b_timer, attempt, "b_timer")
@@ -928,6 +1074,28 @@ class CallController:
         if not attempt.done and not attempt.got_100 and attempt.status is None:
             self._observe(attempt.target.key, False, "call b_timer")
             self._give_up(attempt, "b_timer", 408, now)
+
+    def _restart_timer_c(self, attempt: Attempt, now: float) -> None:
+        """A provisional from the vendor: Timer C runs (again) from now (RFC 3261 §16.6
+        item 11). One heap entry per attempt: a fire before the due time re-arms."""
+        seconds = attempt.call.snap.config.node.timers.timer_c
+        if not seconds or attempt.done:
+            return
+        attempt.timer_c_due = now + seconds
+        if attempt.timer_c is None:
+            attempt.timer_c = self._arm(now + seconds, attempt, "timer_c")
+
+    def _timer_timer_c(self, attempt: Attempt, now: float) -> None:
+        """Rung for Timer C with no final answer: CANCEL it and hunt on (408 if none is
+        left), as a proxy would (§16.6 item 11, §16.7 item 10)."""
+        attempt.timer_c = None
+        if attempt.done or attempt.status is not None:
+            return
+        if now < attempt.timer_c_due:
+            attempt.timer_c = self._arm(attempt.timer_c_due, attempt, "timer_c")
+            return
+        self._notice("call.timer_c", attempt.call, attempt=attempt.n, trunk=str(attempt.target))
+        self._give_up(attempt, "timer_c", 408, now)
 
     def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
         if not attempt.done and not attempt.got_18x and attempt.status is None:
@@ -986,6 +1154,7 @@ class CallController:
         call = attempt.call
         attempt.done = True
         attempt.ended_at = now
+        self._timers.cancel(attempt.timer_c)
         if attempt.status is None:
             attempt.status = status
         if not attempt.outcome:
@@ -1106,6 +1275,7 @@ class CallController:
             return
         if status < 200:
             attempt.got_100 = True
+            self._restart_timer_c(attempt, now)
             if status == 100:
                 return
             if status in (180, 183) and not attempt.got_18x:
@@ -1198,6 +1368,7 @@ class CallController:
         if probe.settled:
             return
         probe.settled = True
+        probe.tx = None  # it is the transaction's ctx: no cycle left behind
         self._observe(probe.key, ok, error)
 
     def _observe(self, key: Key, ok: bool, error: str) -> None:
@@ -1441,6 +1612,7 @@ class CallController:
         attempt.status = resp.status
         attempt.outcome = "answered"
         attempt.done = True
+        self._timers.cancel(attempt.timer_c)
         if call.cancelled or call.answered is not None:
             self._ack_and_bye(attempt, resp, now)
             return
@@ -1473,7 +1645,7 @@ class CallController:
             self._relay_to_a(call, resp, now)
         limit = call.ingress.limits.max_call_duration
         if limit:
-            self._arm(now + limit, call, "max_duration")
+            call.max_duration = self._arm(now + limit, call, "max_duration")
         pdd = round((call.first_provisional_at or now) - call.started, 3)
         ingress, egress = call.ingress, attempt.trunk_group
         self.stats.completion(ingress.name, "ingress", ingress.capacity_group, pdd, now)
@@ -1513,11 +1685,14 @@ class CallController:
 
     # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
 
-    def _on_ack(self, req: Request, now: float) -> None:
-        entry = self.dialogs.get((req.call_id, req.to.tag or ""))
-        if entry is None:
+    def _on_ack(self, req: Request, source: Target, now: float) -> None:
+        if (req.call_id, req.to.tag or "") not in self.dialogs:
+            return  # a late or stray ACK: ACKs are never answered
+        found = self._leg_of(req, source, now)
+        if isinstance(found, str):
+            self._dropped("in_dialog", source, now, "ACK")
             return
-        call, leg = entry
+        call, leg = found
         if leg not in call.ack_wait:
             return
         if call.media_busy or call.media_queue:  # behind the 2xx whose SDP is in flight
@@ -1560,8 +1735,12 @@ class CallController:
 
     def _on_cancel(self, tx: ServerTransaction, req: Request, now: float) -> None:
         invite_tx = self.layer.find_invite(req)
-        if invite_tx is None:
-            self._respond(tx, 481, now)
+        src = tx.source
+        if invite_tx is None or (invite_tx.source.transport, invite_tx.source.host) != (
+            src.transport,
+            src.host,
+        ):  # §9.2 matches on the branch; only the INVITE's sender may cancel it
+            self._not_ours(tx, src, now)
             return
         self._respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
         call = invite_tx.ctx
@@ -1778,6 +1957,7 @@ class CallController:
             return
         if self.calls.pop(call.id, None) is None:
             return
+        self._timers.cancel(call.max_duration)
         call.state = "ended"
         call.ended_at = call.ended_at or now
         answered = call.answered
@@ -1816,24 +1996,39 @@ class CallController:
             round(call.ended_at - call.answered_at, 3) if call.answered_at is not None else 0.0
         )
         self.cdrs.append(cdr.from_call(call, self.wall_offset, media))
+        attempts = [
+            {
+                "n": a.n,
+                "trunk_group": a.trunk_group.name,
+                "trunk": f"{a.target.host}:{a.target.port}",
+                "status": a.status,
+                "outcome": a.outcome,
+            }
+            for a in call.attempts
+        ]
+        _release(call)
         self._notice(
             "call.end",
             call,
             status=call.final_status,
             hangup=call.hangup or "",
             duration=duration,
-            attempts=[
-                {
-                    "n": a.n,
-                    "trunk_group": a.trunk_group.name,
-                    "trunk": f"{a.target.host}:{a.target.port}",
-                    "status": a.status,
-                    "outcome": a.outcome,
-                }
-                for a in call.attempts
-            ],
+            attempts=attempts,
             media=media,
         )
+
+
+def _release(call: Call) -> None:
+    """Break an ended call's reference cycles (call and its attempts, an attempt and its
+    transaction, the call and its INVITE transaction), so reference counting frees it as
+    soon as the last transaction lets go of it, not the cyclic collector some time later.
+    Late answers still work: an attempt keeps its call, a transaction its attempt."""
+    call.a_tx.ctx = None
+    for a in call.attempts:
+        a.tx = None
+    call.attempts = []
+    call.current = call.answered = None
+    call.media_queue.clear()
 
 
 def _sdp_of(reply: dict[bytes, Any] | None) -> bytes | None:

@@ -116,9 +116,37 @@ class SipTimers(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     t1: Annotated[float, d("T1 in seconds (RTT estimate)."), Meta(gt=0)] = 0.5
     t2: Annotated[float, d("T2 in seconds (max retransmit interval)."), Meta(gt=0)] = 4.0
     t4: Annotated[float, d("T4 in seconds (max network lifetime)."), Meta(gt=0)] = 5.0
+    timer_c: Annotated[
+        float,
+        d(
+            "Timer C (RFC 3261 16.6): seconds a B-leg may stay with a provisional and no final answer before it is CANCELled and hunting goes on; each provisional restarts it; 0 = off."
+        ),
+        Meta(ge=0),
+    ] = 180.0
 
 
 Algorithm = Literal["SHA-256", "MD5"]
+
+
+class LockoutConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Shutting out password guessers: past the failures, no answer at all until the block ends."""
+
+    failures: Annotated[
+        int,
+        d("Failed authentications a source IP may have within the window; one more blocks it. 0 = off."),
+        Meta(ge=0),
+    ] = 5
+    window: Annotated[float, d("Seconds over which failures are counted."), Meta(gt=0)] = 60.0
+    block_for: Annotated[
+        float,
+        d("Seconds a blocked source (or account) gets no answer to REGISTER or INVITE."),
+        Meta(gt=0),
+    ] = 300.0
+    account_failures: Annotated[
+        int,
+        d("Failures one account may have within the window, from any sources; one more blocks the account except from its registered address. 0 = off."),
+        Meta(ge=0),
+    ] = 20
 
 
 class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -141,6 +169,9 @@ class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     default_expires: Annotated[
         int, d("Registration lifetime when the REGISTER names none."), Meta(ge=1)
     ] = 3600
+    lockout: Annotated[
+        LockoutConfig, d("Per source IP and per account lockout after failed authentications.")
+    ] = field(default_factory=LockoutConfig)
 
 
 class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

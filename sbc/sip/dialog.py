@@ -30,6 +30,7 @@ class Dialog:
     route_set: list[NameAddr]  # Route header values for our requests, in order
     peer: Target  # the address the peer's signaling uses (used with nat, or for names)
     nat: bool = False
+    remote_cseq: int | None = None  # the peer's last CSeq (§12.2.2); None until it sends one
 
     @property
     def local_tag(self) -> str:
@@ -42,7 +43,9 @@ class Dialog:
         local = NameAddr(to.display, to.uri, {**to.params, "tag": local_tag}, to.raw_uri)
         target = invite.contacts[0].uri if invite.contacts else invite.from_.uri
         routes = list(invite.record_routes)
-        return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat)
+        return cls(
+            invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq
+        )
 
     @classmethod
     def as_uac(cls, invite: Request, response: Response, target: Target, nat: bool) -> Dialog:

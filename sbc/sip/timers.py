@@ -25,26 +25,60 @@ class TimerConfig:
         return 64 * self.t1
 
 
+TimerHandle = list[Any]  # [when, seq, obj, kind]: what ``arm`` returns and ``cancel`` takes
+
+
 class TimerHeap:
     """Deadlines for one pure layer: ``arm(when, obj, kind)`` schedules ``owner._timer_<kind>
-    (obj, now)``; the I/O side asks ``next_deadline()`` and calls ``fire(now)``. Entries are
-    never removed early: a handler checks its object's state and ignores a stale timer."""
+    (obj, now)``; the I/O side asks ``next_deadline()`` and calls ``fire(now)``. A handler
+    checks its object's state and ignores a stale timer, so most timers are simply left to
+    run out; a long one (Max Call Duration, Timer C) is cancelled when its object ends, so the
+    heap does not keep an ended call alive for hours. Cancelled entries drop their object at
+    once and leave the heap when they reach its top, or when they are half of it."""
 
-    __slots__ = ("_heap", "_owner", "_seq")
+    __slots__ = ("_cancelled", "_heap", "_owner", "_seq")
 
     def __init__(self, owner: object) -> None:
         self._owner = owner
-        self._heap: list[tuple[float, int, Any, str]] = []
+        self._heap: list[TimerHandle] = []
         self._seq = itertools.count()
+        self._cancelled = 0
 
-    def arm(self, when: float, obj: Any, kind: str) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), obj, kind))
+    def __len__(self) -> int:
+        return len(self._heap) - self._cancelled
+
+    def arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
+        entry: TimerHandle = [when, next(self._seq), obj, kind]
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    def cancel(self, entry: TimerHandle | None) -> None:
+        """Forget a timer that has not fired; a fired or cancelled one is left alone."""
+        if entry is None or not entry[3]:
+            return
+        entry[2], entry[3] = None, ""
+        self._cancelled += 1
+        heap = self._heap
+        if self._cancelled > 64 and 2 * self._cancelled > len(heap):
+            heap[:] = [e for e in heap if e[3]]
+            heapq.heapify(heap)
+            self._cancelled = 0
 
     def next_deadline(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        while heap and not heap[0][3]:
+            heapq.heappop(heap)
+            self._cancelled -= 1
+        return heap[0][0] if heap else None
 
     def fire(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, obj, kind = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            kind = entry[3]
+            if not kind:
+                self._cancelled -= 1
+                continue
+            obj = entry[2]
+            entry[2], entry[3] = None, ""  # fired: a later cancel() is a no-op
             getattr(self._owner, "_timer_" + kind)(obj, now)

@@ -30,14 +30,16 @@ are zero on reliable ones (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from sbc.sip.errors import SipError, reason_phrase
 from sbc.sip.grammar import NameAddr
+from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, canonical_name, make_response
-from sbc.sip.parser import check_request, parse_message
+from sbc.sip.parser import KNOWN_METHODS, check_request, parse_message
 from sbc.sip.timers import TimerConfig, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -263,6 +265,12 @@ def make_cancel(invite: Request) -> Request:
     return _reusing_invite(invite, "CANCEL", invite.to, invite.get("To") or str(invite.to))
 
 
+def _counted(method: str) -> str:
+    """A method as the message counters key it: any extension method is "other", so a peer
+    inventing methods cannot grow the counters (and the metrics) without bound."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 def _raw_headers(data: bytes) -> list[tuple[str, str]]:
     """(canonical name, value) of each header line of a message we could not parse."""
     head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "surrogateescape")
@@ -305,6 +313,10 @@ class TransactionLayer:
         # SIP messages by (method, status; 0 for a request), first transmissions only: metrics
         self.received: Counter[tuple[str, int]] = Counter()
         self.sent: Counter[tuple[str, int]] = Counter()
+        # The transaction user's screen, asked before a message is parsed (sbc.edge):
+        # False drops it without a word. None admits everything.
+        self.accept: Callable[[bytes, Target, float], bool] | None = None
+        self.strays = 0  # responses from an address other than the one we sent to, dropped
 
     # --- I/O-facing API -----------------------------------------------------------------------
 
@@ -323,21 +335,27 @@ class TransactionLayer:
         self._timers.fire(now)
 
     @property
+    def timers_pending(self) -> int:
+        return len(self._timers)
+
+    @property
     def counts(self) -> tuple[int, int]:
         """(client, server) transactions alive; for tests and metrics."""
         return len(self._client), len(self._server)
 
     def receive(self, data: bytes, source: Target, now: float) -> None:
+        if self.accept is not None and not self.accept(data, source, now):
+            return
         try:
             msg = parse_message(data)
         except SipError as e:
             self._refused(data, source, e, now)
             return
         if isinstance(msg, Response):
-            self.received[(msg.cseq_method, msg.status)] += 1
-            self._receive_response(msg, now)
+            self.received[(_counted(msg.cseq_method), msg.status)] += 1
+            self._receive_response(msg, source, now)
         else:
-            self.received[(msg.method, 0)] += 1
+            self.received[(_counted(msg.method), 0)] += 1
             self._receive_request(msg, source, now)
 
     def transport_failed(self, target: Target, now: float) -> None:
@@ -361,6 +379,10 @@ class TransactionLayer:
             tx.interval = self.timers.t1
             self._arm(now + tx.interval, tx, "retransmit_request")
         self._arm(now + self.timers.timeout, tx, "request_timeout")  # Timer B or F
+        if request.method == "CANCEL":
+            invite = self._client.get((request.branch, "INVITE"))
+            if invite is not None:
+                self._arm(now + self.timers.timeout, invite, "cancel_timeout")
         return tx
 
     def send_ack(self, ack: Request, target: Target) -> None:
@@ -368,10 +390,15 @@ class TransactionLayer:
         self._out.append((ack.to_bytes(), target))
         self.sent[("ACK", 0)] += 1
 
-    def _receive_response(self, resp: Response, now: float) -> None:
+    def _receive_response(self, resp: Response, source: Target, now: float) -> None:
         tx = self._client.get((resp.vias[0].branch, resp.cseq_method))
         if tx is None:
             return  # stray response: a proxy would forward it, a UA drops it (§17.1.3)
+        if source.host != tx.target.host or source.transport != tx.target.transport:
+            # Only the host we asked may answer: a branch seen on the wire must not let a
+            # third party answer (or fail) our INVITE. The port may differ (§18.2.2).
+            self.strays += 1
+            return
         status = resp.status
         st = tx.state
         if tx.invite:
@@ -433,6 +460,13 @@ class TransactionLayer:
             self._terminate_client(tx)
             self.events.append(TransactionTimedOut(tx, now))
 
+    def _timer_cancel_timeout(self, tx: ClientTransaction, now: float) -> None:
+        """§9.1: no final response 64*T1 after our CANCEL: the INVITE transaction ends as if
+        it had timed out (Timer B does not run once a provisional came)."""
+        if tx.state in (State.CALLING, State.PROCEEDING):
+            self._terminate_client(tx)
+            self.events.append(TransactionTimedOut(tx, now))
+
     def _timer_accepted_end(self, tx: ClientTransaction, now: float) -> None:
         if tx.state is State.ACCEPTED:
             self._terminate_client(tx)
@@ -485,7 +519,8 @@ class TransactionLayer:
             check_request(req)
         except SipError as e:
             self.events.append(MessageRefused(e.status, e.detail, source, req.call_id, False, now))
-            self.respond(tx, make_response(req, e.status, to_tag="sbc-err", headers=e.headers), now)
+            resp = make_response(req, e.status, to_tag=new_id(), headers=e.headers)
+            self.respond(tx, resp, now)
             return
         self.events.append(RequestReceived(req, source, tx, now))
 

@@ -251,7 +251,12 @@ def test_unknown_source(policy: str, expected: list[int]) -> None:
     stranger = Target("udp", "127.0.0.9", 5070)
     out = lab.feed(invite(), stranger)
     assert [m.status for m, _ in out] == expected  # type: ignore[union-attr]
-    assert lab.events("call.refused")[0]["reason"] == "unknown_source"
+    if policy == "reject":
+        assert lab.events("call.refused")[0]["reason"] == "unknown_source"
+    else:  # dropped before the parser: counted and logged once, never answered
+        (dropped,) = lab.events("edge.dropped")
+        assert dropped["reason"] == "unknown_source" and dropped["method"] == "INVITE"
+        assert lab.ctrl.drops.counts["unknown_source"] == 1
 
 
 def test_options_to_the_sbc_is_answered() -> None:

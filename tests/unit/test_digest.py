@@ -182,11 +182,19 @@ def test_binding_expires_and_unregister(tmp_path: Path) -> None:
     assert [e["expires"] for e in lab.events("registrar.unregistered")] == [0]
 
 
-def test_invite_claiming_an_account_without_binding_is_challenged_407(tmp_path: Path) -> None:
-    """pbx ------INVITE (From pbx1)------> sbc
+@pytest.mark.parametrize("policy", ["drop", "reject"])
+def test_invite_claiming_an_account_without_binding_is_challenged_407(
+    tmp_path: Path, policy: str
+) -> None:
+    """With unknown_source: reject (an address with no binding may authenticate its INVITE):
+
+    pbx ------INVITE (From pbx1)------> sbc
     pbx <------------407---------------  Proxy-Authenticate
-    pbx ------INVITE + Proxy-Authorization (CSeq 2)--> sbc --INVITE--> vendor"""
-    lab = lab_with(tmp_path, TGS)
+    pbx ------INVITE + Proxy-Authorization (CSeq 2)--> sbc --INVITE--> vendor
+
+    With drop, a stranger's only way in is REGISTER: the INVITE gets no answer at all."""
+    base = BASE.replace("node:\n", f"node:\n  unknown_source: {policy}\n")
+    lab = lab_with(tmp_path, TGS, base=base)
     stranger = Target("udp", "10.8.8.8", 5060)
 
     def invite(cseq: int, auth: str = "") -> bytes:
@@ -199,6 +207,10 @@ def test_invite_claiming_an_account_without_binding_is_challenged_407(tmp_path: 
             f"Content-Length: 0\r\n\r\n"
         ).encode()
 
+    if policy == "drop":
+        assert lab.feed(invite(1), stranger) == []
+        assert lab.ctrl.drops.counts["unknown_source"] == 1
+        return
     (challenge,) = only(lab.feed(invite(1), stranger), stranger)
     assert isinstance(challenge, Response) and challenge.status == 407
     params = pick_challenge(challenge.get_all("Proxy-Authenticate"))

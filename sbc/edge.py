@@ -1,0 +1,54 @@
+"""The first look at every message: who sent it, decided before we spend a parse on it. Pure.
+
+With ``unknown_source: drop``, a message from an address that no trunk group has and no
+registration is bound to is dropped on its source address and its first word alone: no
+answer, so nothing is retransmitted and nothing is amplified toward a spoofed address, and
+its 64 KB of headers cost one slice, not a parse. The one way in for a stranger is REGISTER,
+and only while registration trunk groups exist (a PBX registers from wherever it is). A
+source the registrar locked out (sbc.lockout) loses its REGISTERs and INVITEs the same way.
+
+Drops are counted by reason (``sbc_dropped_total``) and logged once per source address per
+``LOG_EVERY`` seconds, so a flood leaves counters, not a journal full of lines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+DropReason = Literal["unknown_source", "auth_blocked", "in_dialog"]
+REASONS: tuple[DropReason, ...] = ("unknown_source", "auth_blocked", "in_dialog")
+LOG_EVERY = 60.0  # seconds between two log lines about drops from one address
+LOG_KEYS = 4096  # addresses remembered for that; a spoofed flood must not grow the map
+
+
+def method_of(data: bytes) -> bytes:
+    """The first word of a message: a request's method, or b"SIP/2.0" for a response
+    (leading CRLFs skipped, RFC 3261 §7.5); b"" when there is none in the first 32 bytes."""
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b" ", start, start + 32)
+    return data[start:end] if end > start else b""
+
+
+class Drops:
+    """What was dropped unanswered, by reason, and when each address was last logged."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[DropReason] = Counter()
+        self._logged: dict[str, float] = {}
+
+    def drop(self, reason: DropReason, host: str, now: float) -> bool:
+        """Count one drop; True when it deserves a log line (the first from ``host`` in
+        ``LOG_EVERY`` seconds)."""
+        self.counts[reason] += 1
+        last = self._logged.get(host)
+        if last is not None and now - last < LOG_EVERY:
+            return False
+        if last is None and len(self._logged) >= LOG_KEYS:
+            self._logged = {h: t for h, t in self._logged.items() if now - t < LOG_EVERY}
+            if len(self._logged) >= LOG_KEYS:
+                return False  # too many strangers at once: the counter says how many
+        self._logged[host] = now
+        return True
