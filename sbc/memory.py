@@ -8,6 +8,8 @@ maps that hold them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,47 @@ COUNTED = frozenset(
 )
 
 
+TRIM_AFTER = 1000  # calls held at once since the last trim that make a quiet node trim
+
+
+class TrimPolicy:
+    """When to hand the allocator's free memory back to the system: once the node is quiet
+    (no call held) after it held at least ``TRIM_AFTER`` calls at once. Pure: fed the calls
+    held, once per check."""
+
+    def __init__(self, after: int = TRIM_AFTER) -> None:
+        self.after = after
+        self.peak = 0
+
+    def check(self, calls: int) -> bool:
+        self.peak = max(self.peak, calls)
+        if calls or self.peak < self.after:
+            return False
+        self.peak = 0
+        return True
+
+
+def _libc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def trim() -> tuple[int, int]:
+    """glibc's malloc_trim(0): free pages in the C heap go back to the system (message
+    buffers, large dicts and lists live there; pymalloc's arenas return by themselves when
+    empty). RSS before and after, in kB; a no-op where there is no glibc."""
+    before = rss_kb()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+    return before, rss_kb()
+
+
 def rss_kb() -> int:
     """Resident set size from /proc (0 where there is none)."""
     try:
@@ -49,10 +92,13 @@ def report(controller: CallController, layer: TransactionLayer) -> dict[str, Any
         if name in COUNTED:
             live[name] += 1
     client, server = layer.counts
+    states = Counter(call.state for call in controller.calls.values())
     return {
         "rss_kb": rss_kb(),
         "live_objects": {name: live[name] for name in sorted(COUNTED)},
         "calls": len(controller.calls),
+        "call_states": dict(sorted(states.items())),
+        "transaction_states": layer.states(),
         "dialogs": len(controller.dialogs),
         "transactions": {"client": client, "server": server},
         "timers": {"controller": controller.timers_pending, "transactions": layer.timers_pending},

@@ -158,6 +158,17 @@ class Runtime:
         self.notifier.ready(self._summary())
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
+        self._spawn(self._memory_keeper())
+
+    async def _memory_keeper(self, period: float = 10.0) -> None:
+        """Every ``period`` s: once a busy node is quiet again, give the allocator's free
+        pages back (sbc.memory.TrimPolicy), logged as memory.trimmed."""
+        policy = memory.TrimPolicy()
+        while True:
+            await asyncio.sleep(period)
+            if policy.check(len(self.controller.calls)):
+                before, after = memory.trim()
+                self.log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after)
 
     async def _watchdog(self, period: float) -> None:
         while True:

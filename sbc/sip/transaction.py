@@ -338,6 +338,14 @@ class TransactionLayer:
     def timers_pending(self) -> int:
         return len(self._timers)
 
+    def states(self) -> dict[str, int]:
+        """Live transactions by "client|server method state": what /memory shows."""
+        out: Counter[str] = Counter()
+        for side, txs in (("client", self._client), ("server", self._server)):
+            for tx in txs.values():
+                out[f"{side} {tx.request.method} {tx.state.value}"] += 1
+        return dict(sorted(out.items()))
+
     @property
     def counts(self) -> tuple[int, int]:
         """(client, server) transactions alive; for tests and metrics."""

@@ -18,6 +18,7 @@ import pytest
 from sbc.call.controller import Attempt, Call
 from sbc.config.schema import Limits, RouteAdvance
 from sbc.config.snapshot import Snapshot
+from sbc.memory import TrimPolicy, trim
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target
@@ -378,3 +379,10 @@ def test_a_burst_of_calls_leaves_nothing_behind() -> None:
         assert len(lab.events("call.end")) == 900
     finally:
         gc.enable()
+
+
+def test_a_quiet_node_trims_once_after_it_was_busy() -> None:
+    policy = TrimPolicy(after=1000)
+    assert [policy.check(n) for n in (0, 10, 999, 0)] == [False] * 4  # never busy enough
+    assert [policy.check(n) for n in (1500, 200, 0, 0)] == [False, False, True, False]
+    assert trim()[1] >= 0  # runs here (glibc), RSS read from /proc
