@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sbc.call.controller import Attempt, Call
+    from sbc.call.model import Attempt, Call
 
 # The CSV columns, in order (attempts and media are flattened into one cell each).
 COLUMNS = (

@@ -29,12 +29,12 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
 from media import ng, sdp
-from media.ng import MediaCommand, MediaStats, Side
+from media.ng import MediaCommand, Side
 from routing.health import Health, Key
 from routing.hunting import HuntState, hunt_order
 from routing.select import select
@@ -49,7 +49,21 @@ from sbc.admission import (
 )
 from sbc.alarms import Alarm, Alarms
 from sbc.call import indialog
-from sbc.config.schema import Forwarding, Monitoring, Trunk, TrunkGroup
+from sbc.call.model import (
+    Attempt,
+    Bye,
+    Call,
+    Hangup,
+    LeaseRequest,
+    Leg,
+    Notice,
+    Outcome,
+    Probe,
+    Registration,
+    Relay,
+    other,
+)
+from sbc.config.schema import Monitoring, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
@@ -129,173 +143,6 @@ def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
 
 
-@dataclass(eq=False)
-class Attempt:
-    """One B-leg: one INVITE to one trunk."""
-
-    call: Call
-    n: int
-    trunk_group: TrunkGroup
-    trunk: int
-    target: Target
-    invite: Request
-    started: float
-    tx: ClientTransaction | None = None
-    dialog: Dialog | None = None
-    got_100: bool = False
-    got_18x: bool = False
-    cancel_pending: bool = False
-    cancel_sent: bool = False
-    done: bool = False  # no longer the call's live attempt
-    status: int | None = None
-    outcome: str = ""  # answered | code | b_timer | max_pdd | timeout | transport | cancelled
-    ack: Request | None = None
-    auth_sent: bool = False  # we answered the trunk's 401/407 once; a second one is final
-    b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
-    anchored: bool = False  # its media goes through rtpengine
-    branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
-    provisional_at: float | None = None  # its first 180/183
-    ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
-    timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
-    timer_c_due: float = 0.0  # each provisional pushes it back
-
-
-@dataclass(eq=False)
-class Relay:
-    """An in-dialog request relayed from one leg to the other, awaiting its response."""
-
-    call: Call
-    server: ServerTransaction
-    to_leg: str  # "a" or "b": where we sent it
-    media: bool = False  # its SDP offer went through rtpengine: the answer must too
-
-
-@dataclass(eq=False)
-class Registration:
-    """Our registration at a vendor's registrar (a termination trunk of type registration)."""
-
-    key: tuple[str, int]  # (trunk group, trunk index)
-    trunk: Trunk
-    target: Target
-    call_id: str
-    from_tag: str
-    cseq: int = 0
-    up: bool = False
-    auth_sent: bool = False
-    generation: int = 0  # bumps on each send: a stale refresh timer does nothing
-    uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
-
-
-@dataclass(eq=False)
-class Probe:
-    """One OPTIONS ping to a monitored trunk."""
-
-    key: Key
-    tx: ClientTransaction | None = None
-    settled: bool = False
-
-
-@dataclass(eq=False)
-class Bye:
-    """Our BYE's transaction context: its answer (or timeout) counts down ``call.byes``."""
-
-    call: Call
-
-
-@dataclass(eq=False)
-class Call:
-    id: str
-    snap: Snapshot
-    ingress: TrunkGroup
-    source: Target
-    a_tx: ServerTransaction
-    a_invite: Request
-    a_dialog: Dialog
-    ani: str
-    dnis: str
-    started: float
-    candidates: list[tuple[TrunkGroup, int]]
-    attempts: list[Attempt] = field(default_factory=list)
-    current: Attempt | None = None
-    answered: Attempt | None = None
-    state: str = "admitting"  # admitting | routing | answered | ending | ended
-    cancelled: bool = False
-    answered_at: float | None = None
-    first_provisional_at: float | None = None
-    ended_at: float | None = None
-    final_status: int | None = None
-    hangup: str = ""  # caller | callee | sbc
-    byes: int = 0  # our BYEs still outstanding
-    keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
-    # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
-    ack_wait: dict[str, tuple[Dialog, int, Target]] = field(default_factory=dict)
-    # port leases held in the state store, and per egress trunk group: granted or refused
-    leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
-    egress: dict[str, Denied | None] = field(default_factory=dict)
-    forward: Forwarding | None = None  # forwarding on failure, not yet used
-    last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
-    # media: the caller's side, whether rtpengine knows the call (delete it at the end), ng
-    # commands in flight (SIP from the legs waits behind them, in order), the final counters
-    a_side: Side = ng.UNMANAGED
-    a_tag: str = ""  # the caller's From tag: the A monologue's name at rtpengine
-    media_used: bool = False
-    unanchored: bool = False  # rtpengine failed and node.media.on_failure is unanchored
-    media_busy: int = 0
-    media_queue: list[Callable[[float], None]] = field(default_factory=list)
-    media_deleted: bool = False
-    # failed attempts' via-branches, deleted once a later branch exists: rtpengine deletes the
-    # whole call with its last branch, and would race a delete against the next offer
-    stale_branches: list[str] = field(default_factory=list)
-    media_stats: MediaStats | None = None
-    late_offer: str = ""  # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
-    diversion: tuple[str, str] | None = (
-        None  # our own forwarding: (number dialled, RFC 5806 reason)
-    )
-    refused: bool = False  # by admission (a limit): the CDR's disposition says so
-    reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
-    max_duration: TimerHandle | None = None  # cancelled when the call ends
-
-    @property
-    def b_dialog(self) -> Dialog | None:
-        return self.answered.dialog if self.answered else None
-
-    @property
-    def anchored(self) -> bool:
-        """The answered attempt's media runs through rtpengine."""
-        return self.answered is not None and self.answered.anchored and not self.unanchored
-
-    def tag(self, leg: str) -> str:
-        """A leg's monologue name at rtpengine."""
-        if leg == "a":
-            return self.a_tag
-        dialog = self.b_dialog
-        return (dialog.remote.tag or "") if dialog is not None else ""
-
-    def side(self, leg: str) -> Side:
-        if leg == "a":
-            return self.a_side
-        return self.answered.b_side if self.answered is not None else ng.UNMANAGED
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRequest:
-    """An Acquire we sent and whose verdict we await."""
-
-    call: Call
-    trunk_group: TrunkGroup
-    lease: str
-    scopes: tuple[Scope, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something worth a log line (and later a metric or a CDR field)."""
-
-    event: str
-    call_id: str | None
-    fields: dict[str, Any]
-
-
 class CallController:
     """All calls of one node."""
 
@@ -308,7 +155,7 @@ class CallController:
         self.hunt = HuntState()
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> the call, its leg, and for a B-leg its attempt
-        self.dialogs: dict[tuple[str, str], tuple[Call, str, Attempt | None]] = {}
+        self.dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]] = {}
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
@@ -420,7 +267,7 @@ class CallController:
         return self._timers.arm(when, obj, kind)
 
     def _bind(
-        self, call: Call, key: tuple[str, str], leg: str, attempt: Attempt | None = None
+        self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt | None = None
     ) -> None:
         self.dialogs[key] = (call, leg, attempt)
         call.keys.append(key)
@@ -535,7 +382,7 @@ class CallController:
 
     def _leg_of(
         self, req: Request, source: Target, now: float
-    ) -> tuple[Call, str] | indialog.Verdict:
+    ) -> tuple[Call, Leg] | indialog.Verdict:
         """The call and leg an in-dialog request belongs to, if it may act on it (see
         sbc.call.indialog); else why not."""
         entry = self.dialogs.get((req.call_id, req.to.tag or ""))
@@ -1101,7 +948,7 @@ class CallController:
         if not attempt.done and not attempt.got_18x and attempt.status is None:
             self._give_up(attempt, "max_pdd", 408, now)
 
-    def _give_up(self, attempt: Attempt, outcome: str, status: int, now: float) -> None:
+    def _give_up(self, attempt: Attempt, outcome: Outcome, status: int, now: float) -> None:
         """Leave an attempt that is still pending: CANCEL it if it sent a provisional (§9.1),
         else stop retransmitting and wait for a late answer only to clean it up."""
         attempt.outcome = outcome
@@ -1700,7 +1547,7 @@ class CallController:
         else:
             self._forward_ack(call, leg, req, now)
 
-    def _forward_ack(self, call: Call, leg: str, req: Request, now: float) -> None:
+    def _forward_ack(self, call: Call, leg: Leg, req: Request, now: float) -> None:
         """The ACK we held for this leg's 2xx: send it on, its answer rewritten by rtpengine
         when the other leg's 2xx carried the offer (late offer, RFC 3264 §3)."""
         held = call.ack_wait.pop(leg, None)
@@ -1709,7 +1556,7 @@ class CallController:
         dialog, cseq, _ = held
         offerer = call.late_offer
         if offerer and offerer != leg and req.body and call.anchored:
-            call.late_offer = ""
+            call.late_offer = None
             flags = ng.answer_flags(call.side(leg), call.side(offerer))
             cmd = ng.answer(call.id, call.tag(offerer), call.tag(leg), req.body, flags)
 
@@ -1788,7 +1635,7 @@ class CallController:
                 call.reason, call.hangup = "shutdown", "sbc"
                 self._abandon(call, 503, now, retry)
 
-    def _on_bye(self, call: Call, leg: str, tx: ServerTransaction, now: float) -> None:
+    def _on_bye(self, call: Call, leg: Leg, tx: ServerTransaction, now: float) -> None:
         self._respond(tx, 200, now)
         if call.state == "routing" and leg == "b":
             return  # a BYE in an early dialog we never relayed: nothing to hang up
@@ -1797,7 +1644,7 @@ class CallController:
         self._hangup(call, "caller" if leg == "a" else "callee", now, skip=leg)
 
     def _hangup(
-        self, call: Call, side: str, now: float, *, skip: str = "", reason: str = ""
+        self, call: Call, side: Hangup, now: float, *, skip: Leg | None = None, reason: str = ""
     ) -> None:
         """End an answered call: BYE every leg except ``skip`` (which hung up itself)."""
         if call.state not in ("answered", "routing"):
@@ -1829,20 +1676,20 @@ class CallController:
 
     # --- in-dialog relay ----------------------------------------------------------------------
 
-    def _relay(self, call: Call, leg: str, tx: ServerTransaction, req: Request, now: float) -> None:
+    def _relay(self, call: Call, leg: Leg, tx: ServerTransaction, req: Request, now: float) -> None:
         if call.state != "answered":
             self._respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
             return
-        other = "b" if leg == "a" else "a"
-        dialog = call.a_dialog if other == "a" else call.b_dialog
+        far = other(leg)
+        dialog = call.a_dialog if far == "a" else call.b_dialog
         assert dialog is not None
         tx.ctx = call
-        relay = Relay(call, tx, other)
+        relay = Relay(call, tx, far)
         if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
             # A new offer (hold, resume, codec change): rtpengine rewrites it for the far side.
             relay.media = True
-            flags = ng.offer_flags(call.side(leg), call.side(other), sdp.codecs(req.body))
-            cmd = ng.offer(call.id, call.tag(leg), req.body, flags, to_tag=call.tag(other))
+            flags = ng.offer_flags(call.side(leg), call.side(far), sdp.codecs(req.body))
+            cmd = ng.offer(call.id, call.tag(leg), req.body, flags, to_tag=call.tag(far))
 
             def send(reply: dict[bytes, Any] | None, now: float) -> None:
                 body = _sdp_of(reply)
@@ -1863,10 +1710,10 @@ class CallController:
         self._send_relayed(relay, req, req.body, now)
 
     def _send_relayed(self, relay: Relay, req: Request, body: bytes, now: float) -> None:
-        call, other = relay.call, relay.to_leg
-        dialog = call.a_dialog if other == "a" else call.b_dialog
+        call, far = relay.call, relay.to_leg
+        dialog = call.a_dialog if far == "a" else call.b_dialog
         assert dialog is not None
-        transport = call.source.transport if other == "a" else dialog.peer.transport
+        transport = call.source.transport if far == "a" else dialog.peer.transport
         out = dialog.request(
             req.method,
             self._via(transport),
@@ -1883,7 +1730,7 @@ class CallController:
         server = relay.server
         if resp.status == 100:
             return
-        from_leg = "b" if relay.to_leg == "a" else "a"
+        from_leg = other(relay.to_leg)
         to_leg = relay.to_leg
         method = server.request.method
         cmd: dict[str, Any] | None = None
@@ -1920,7 +1767,7 @@ class CallController:
     ) -> None:
         call = relay.call
         server = relay.server
-        from_leg = "b" if relay.to_leg == "a" else "a"
+        from_leg = other(relay.to_leg)
         headers = crossing(resp)
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
             headers.append(("Contact", str(self._contact(server.source.transport))))

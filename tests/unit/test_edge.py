@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from sbc.call.controller import Attempt, Call
+from sbc.call.model import Attempt, Call
 from sbc.config.schema import Limits, RouteAdvance
 from sbc.config.snapshot import Snapshot
 from sbc.memory import TrimPolicy, trim

@@ -1,0 +1,209 @@
+"""The call path's data: a call, its attempts, and the context objects transactions carry.
+
+No behaviour lives here beyond a few derived properties; sbc.call.controller and the
+machines next to it (hunt, attempt, media) change these objects, sbc.cdr reads them. States
+are closed sets (``Literal``), so a misspelt state is a type error, not a silent branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from media import ng
+from media.ng import MediaStats, Side
+from routing.health import Key
+from sbc.config.schema import Forwarding, Trunk, TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.sip.dialog import Dialog
+from sbc.sip.message import Request, Response
+from sbc.sip.timers import TimerHandle
+from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target
+from sbc.state import Denied, Scope
+
+Leg = Literal["a", "b"]  # the caller's leg, the vendor's (answered or current attempt's)
+CallState = Literal["admitting", "routing", "answered", "ending", "ended"]
+Hangup = Literal["", "caller", "callee", "sbc"]
+# Why an attempt ended: answered, a final code, B-timer, Max PDD, Timer C, Timer B/F,
+# the transport, the call was cancelled, rtpengine failed ("" while it is live).
+Outcome = Literal[
+    "", "answered", "code", "b_timer", "max_pdd", "timer_c", "timeout", "transport",
+    "cancelled", "media",
+]  # fmt: skip
+
+
+def other(leg: Leg) -> Leg:
+    return "b" if leg == "a" else "a"
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One B-leg: one INVITE to one trunk."""
+
+    call: Call
+    n: int
+    trunk_group: TrunkGroup
+    trunk: int
+    target: Target
+    invite: Request
+    started: float
+    tx: ClientTransaction | None = None
+    dialog: Dialog | None = None
+    got_100: bool = False
+    got_18x: bool = False
+    cancel_pending: bool = False
+    cancel_sent: bool = False
+    done: bool = False  # no longer the call's live attempt
+    status: int | None = None
+    outcome: Outcome = ""
+    ack: Request | None = None
+    auth_sent: bool = False  # we answered the trunk's 401/407 once; a second one is final
+    b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
+    anchored: bool = False  # its media goes through rtpengine
+    branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
+    provisional_at: float | None = None  # its first 180/183
+    ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
+    timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
+    timer_c_due: float = 0.0  # each provisional pushes it back
+
+
+@dataclass(eq=False)
+class Relay:
+    """An in-dialog request relayed from one leg to the other, awaiting its response."""
+
+    call: Call
+    server: ServerTransaction
+    to_leg: Leg  # where we sent it
+    media: bool = False  # its SDP offer went through rtpengine: the answer must too
+
+
+@dataclass(eq=False)
+class Registration:
+    """Our registration at a vendor's registrar (a termination trunk of type registration)."""
+
+    key: tuple[str, int]  # (trunk group, trunk index)
+    trunk: Trunk
+    target: Target
+    call_id: str
+    from_tag: str
+    cseq: int = 0
+    up: bool = False
+    auth_sent: bool = False
+    generation: int = 0  # bumps on each send: a stale refresh timer does nothing
+    uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
+
+
+@dataclass(eq=False)
+class Probe:
+    """One OPTIONS ping to a monitored trunk."""
+
+    key: Key
+    tx: ClientTransaction | None = None
+    settled: bool = False
+
+
+@dataclass(eq=False)
+class Bye:
+    """Our BYE's transaction context: its answer (or timeout) counts down ``call.byes``."""
+
+    call: Call
+
+
+@dataclass(eq=False)
+class Call:
+    """One call: the caller's leg (its INVITE transaction and UAS dialog) and its attempts.
+    Its state moves admitting -> routing -> answered -> ending -> ended; a call refused or
+    failed in setup goes from admitting or routing straight to ended."""
+
+    id: str
+    snap: Snapshot
+    ingress: TrunkGroup
+    source: Target
+    a_tx: ServerTransaction
+    a_invite: Request
+    a_dialog: Dialog
+    ani: str
+    dnis: str
+    started: float
+    candidates: list[tuple[TrunkGroup, int]]
+    attempts: list[Attempt] = field(default_factory=list)
+    current: Attempt | None = None
+    answered: Attempt | None = None
+    state: CallState = "admitting"
+    cancelled: bool = False
+    answered_at: float | None = None
+    first_provisional_at: float | None = None
+    ended_at: float | None = None
+    final_status: int | None = None
+    hangup: Hangup = ""
+    byes: int = 0  # our BYEs still outstanding
+    keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
+    # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
+    ack_wait: dict[Leg, tuple[Dialog, int, Target]] = field(default_factory=dict)
+    # port leases held in the state store, and per egress trunk group: granted or refused
+    leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
+    egress: dict[str, Denied | None] = field(default_factory=dict)
+    forward: Forwarding | None = None  # forwarding on failure, not yet used
+    last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
+    # media: the caller's side, whether rtpengine knows the call (delete it at the end), ng
+    # commands in flight (SIP from the legs waits behind them, in order), the final counters
+    a_side: Side = ng.UNMANAGED
+    a_tag: str = ""  # the caller's From tag: the A monologue's name at rtpengine
+    media_used: bool = False
+    unanchored: bool = False  # rtpengine failed and node.media.on_failure is unanchored
+    media_busy: int = 0
+    media_queue: list[Callable[[float], None]] = field(default_factory=list)
+    media_deleted: bool = False
+    # failed attempts' via-branches, deleted once a later branch exists: rtpengine deletes the
+    # whole call with its last branch, and would race a delete against the next offer
+    stale_branches: list[str] = field(default_factory=list)
+    media_stats: MediaStats | None = None
+    # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
+    late_offer: Leg | None = None
+    diversion: tuple[str, str] | None = (
+        None  # our own forwarding: (number dialled, RFC 5806 reason)
+    )
+    refused: bool = False  # by admission (a limit): the CDR's disposition says so
+    reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
+    max_duration: TimerHandle | None = None  # cancelled when the call ends
+
+    @property
+    def b_dialog(self) -> Dialog | None:
+        return self.answered.dialog if self.answered else None
+
+    @property
+    def anchored(self) -> bool:
+        """The answered attempt's media runs through rtpengine."""
+        return self.answered is not None and self.answered.anchored and not self.unanchored
+
+    def tag(self, leg: Leg) -> str:
+        """A leg's monologue name at rtpengine."""
+        if leg == "a":
+            return self.a_tag
+        dialog = self.b_dialog
+        return (dialog.remote.tag or "") if dialog is not None else ""
+
+    def side(self, leg: Leg) -> Side:
+        if leg == "a":
+            return self.a_side
+        return self.answered.b_side if self.answered is not None else ng.UNMANAGED
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """An Acquire we sent and whose verdict we await."""
+
+    call: Call
+    trunk_group: TrunkGroup
+    lease: str
+    scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something worth a log line (and later a metric or a CDR field)."""
+
+    event: str
+    call_id: str | None
+    fields: dict[str, Any]
