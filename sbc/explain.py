@@ -18,7 +18,7 @@ from routing.hunting import HuntState, hunt_order
 from routing.select import select
 from sbc import manipulate
 from sbc.admission import identify, static_refusal, time_refusal
-from sbc.call.controller import trunk_target
+from sbc.call.headers import trunk_target
 from sbc.config.snapshot import Snapshot
 
 

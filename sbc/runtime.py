@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
 from sbc import audit, memory
-from sbc.call.controller import CallController, trunk_target
+from sbc.call.controller import CallController
+from sbc.call.headers import trunk_target
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, iso
 from sbc.config.loader import ConfigError, host_port, load_config

@@ -48,7 +48,8 @@ from sbc.admission import (
     time_refusal,
 )
 from sbc.alarms import Alarm, Alarms
-from sbc.call import indialog
+from sbc.call import headers, indialog
+from sbc.call.headers import ALLOW, CROSSING, DIVERSION_REASON, crossing, trunk_target
 from sbc.call.model import (
     Attempt,
     Bye,
@@ -97,50 +98,6 @@ from sbc.stats import Stats
 # 5 s. A dead trunk is down within interval * down_after + this.
 PROBE_TIMEOUT = 5.0
 REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
-
-
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
-# Headers that may cross from one leg to the other. Everything else stays on its side.
-CROSSING = frozenset(
-    (
-        "P-Asserted-Identity",
-        "P-Preferred-Identity",
-        "Remote-Party-ID",
-        "Privacy",
-        "Diversion",
-        "History-Info",
-        "CC-Diversion",
-        "Reason",
-        "Content-Type",
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Accept",
-        "Accept-Language",
-        "Info-Package",
-        "Recv-Info",
-        "Event",
-        "Subscription-State",
-        "Subject",
-        "Priority",
-        "Alert-Info",
-        "Retry-After",
-    )
-)
-
-
-REDIRECTION = ("Diversion", "History-Info", "CC-Diversion")
-# RFC 5806 §4 reasons for forwarding on failure, by the last attempt's status
-DIVERSION_REASON = {486: "user-busy", 600: "user-busy", 408: "no-answer", 480: "no-answer"}
-
-
-def trunk_target(trunk: Trunk) -> Target:
-    """Where a trunk is reached: its address, port 5060 when it names none."""
-    return Target(trunk.protocol, trunk.ip, trunk.port or 5060)
-
-
-def crossing(msg: Request | Response) -> list[tuple[str, str]]:
-    return [(n, v) for n, v in msg.headers if n in CROSSING]
 
 
 class CallController:
@@ -273,19 +230,13 @@ class CallController:
         call.keys.append(key)
 
     def _local(self, transport: str) -> tuple[str, int]:
-        snap = self.snapshot
-        return snap.config.node.switch_ip, snap.listen_ports.get(transport) or 5060
+        return headers.local(self.snapshot, transport)
 
     def _via(self, transport: str) -> Via:
-        host, port = self._local(transport)
-        branch = "z9hG4bK" + self._new_id()
-        raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
-        return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
+        return headers.via(self.snapshot, transport, new_id())
 
     def _contact(self, transport: str, user: str = "sbc") -> NameAddr:
-        host, port = self._local(transport)
-        uri = Uri("sip", user, None, host, port, Target(transport, host, port).uri_params)
-        return NameAddr(None, uri, {}, str(uri))
+        return headers.contact(self.snapshot, transport, user)
 
     def process(self, events: list[Event]) -> None:
         for ev in events:
@@ -809,43 +760,8 @@ class CallController:
         etg, index = call.candidates.pop(0)
         trunk = etg.trunks[index]
         target = trunk_target(trunk)
+        invite = headers.b_leg_invite(call, etg, trunk, self.snapshot, new_id)
         a = call.a_invite
-        host, params = target.uri_host, target.uri_params
-        carried = crossing(a)
-        if not call.ingress.diversion_routing:  # redirection history only where enabled
-            carried = [(n, v) for n, v in carried if n not in REDIRECTION]
-        elif call.diversion is not None:
-            # We redirected the call ourselves (forwarding): say so above any earlier
-            # diversions, the most recent first (RFC 5806 §3), as the PSTN expects.
-            number, reason = call.diversion
-            local_host, _ = self._local(trunk.protocol)
-            here = f"<sip:{number}@{local_host}>;reason={reason};counter=1"
-            carried = [("Diversion", here), *carried]
-        out = manipulate.outbound(
-            etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
-        )
-        host = out.host or host
-        ruri = Uri("sip", out.ruri_user, None, host, target.port, params)
-        local_host, _ = self._local(trunk.protocol)
-        from_uri = Uri("sip", out.ani, None, local_host)
-        display = a.from_.display if call.ingress.preserve_caller_id else None
-        from_ = NameAddr(display, from_uri, {"tag": self._new_id()}, str(from_uri))
-        to_uri = Uri("sip", out.dnis, None, host)
-        to = NameAddr(None, to_uri, {}, str(to_uri))
-        mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
-        invite = make_request(
-            "INVITE",
-            ruri,
-            via=self._via(trunk.protocol),
-            from_=from_,
-            to=to,
-            call_id=self._new_id(),
-            cseq=1,
-            max_forwards=mf,
-            contact=self._contact(trunk.protocol),
-            headers=out.headers,
-            body=a.body,
-        )
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
         call.attempts.append(attempt)

@@ -1,0 +1,127 @@
+"""What crosses between the legs, and the requests and headers sbc writes itself. Pure.
+
+Only an allow-list of headers crosses from one leg to the other (shared/DESIGN.md, decision
+2): Via, Contact, Record-Route, Call-ID, tags and CSeq are each leg's own, so topology hiding
+follows by construction. The B-leg INVITE is built here from the call and one trunk, with
+the trunk group's outbound manipulations (sbc.manipulate) applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sbc import manipulate
+from sbc.call.model import Call
+from sbc.config.schema import Trunk, TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.message import Request, Response, make_request
+from sbc.sip.transaction import Target
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
+# Headers that may cross from one leg to the other. Everything else stays on its side.
+CROSSING = frozenset(
+    (
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Remote-Party-ID",
+        "Privacy",
+        "Diversion",
+        "History-Info",
+        "CC-Diversion",
+        "Reason",
+        "Content-Type",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Accept",
+        "Accept-Language",
+        "Info-Package",
+        "Recv-Info",
+        "Event",
+        "Subscription-State",
+        "Subject",
+        "Priority",
+        "Alert-Info",
+        "Retry-After",
+    )
+)
+
+
+REDIRECTION = ("Diversion", "History-Info", "CC-Diversion")
+# RFC 5806 §4 reasons for forwarding on failure, by the last attempt's status
+DIVERSION_REASON = {486: "user-busy", 600: "user-busy", 408: "no-answer", 480: "no-answer"}
+
+
+def trunk_target(trunk: Trunk) -> Target:
+    """Where a trunk is reached: its address, port 5060 when it names none."""
+    return Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+
+
+def crossing(msg: Request | Response) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in msg.headers if n in CROSSING]
+
+
+def local(snap: Snapshot, transport: str) -> tuple[str, int]:
+    """Our address as peers reach it over ``transport``: switch_ip and the listening port."""
+    return snap.config.node.switch_ip, snap.listen_ports.get(transport) or 5060
+
+
+def via(snap: Snapshot, transport: str, branch_id: str) -> Via:
+    """Our Via for a new request (RFC 3261 §8.1.1.7), with rport (RFC 3581)."""
+    host, port = local(snap, transport)
+    branch = "z9hG4bK" + branch_id
+    raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
+    return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
+
+
+def contact(snap: Snapshot, transport: str, user: str = "sbc") -> NameAddr:
+    host, port = local(snap, transport)
+    uri = Uri("sip", user, None, host, port, Target(transport, host, port).uri_params)
+    return NameAddr(None, uri, {}, str(uri))
+
+
+def b_leg_invite(
+    call: Call, etg: TrunkGroup, trunk: Trunk, snap: Snapshot, new_id: Callable[[], str]
+) -> Request:
+    """The INVITE of one attempt to ``trunk``: a new Call-ID, From tag and branch; ANI and
+    DNIS as the call routes them, then the egress trunk group's manipulations; the caller's
+    allowed headers (redirection history only with diversion_routing, our own forwarding
+    on top as RFC 5806 §3 asks); Max-Forwards one less than the caller's, at most 70."""
+    target = trunk_target(trunk)
+    a = call.a_invite
+    host, params = target.uri_host, target.uri_params
+    local_host, _ = local(snap, trunk.protocol)
+    carried = crossing(a)
+    if not call.ingress.diversion_routing:  # redirection history only where enabled
+        carried = [(n, v) for n, v in carried if n not in REDIRECTION]
+    elif call.diversion is not None:
+        # We redirected the call ourselves (forwarding): say so above any earlier
+        # diversions, the most recent first (RFC 5806 §3), as the PSTN expects.
+        number, reason = call.diversion
+        here = f"<sip:{number}@{local_host}>;reason={reason};counter=1"
+        carried = [("Diversion", here), *carried]
+    out = manipulate.outbound(
+        etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
+    )
+    host = out.host or host
+    ruri = Uri("sip", out.ruri_user, None, host, target.port, params)
+    from_uri = Uri("sip", out.ani, None, local_host)
+    display = a.from_.display if call.ingress.preserve_caller_id else None
+    from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
+    to_uri = Uri("sip", out.dnis, None, host)
+    to = NameAddr(None, to_uri, {}, str(to_uri))
+    mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
+    return make_request(
+        "INVITE",
+        ruri,
+        via=via(snap, trunk.protocol, new_id()),
+        from_=from_,
+        to=to,
+        call_id=new_id(),
+        cseq=1,
+        max_forwards=mf,
+        contact=contact(snap, trunk.protocol),
+        headers=out.headers,
+        body=a.body,
+    )
