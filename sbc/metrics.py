@@ -154,12 +154,12 @@ class SbcCollector(Collector):
             "A monitored trunk is up (1) or down (0).",
             labels=["trunk_group", "trunk"],
         )
-        for key, (tg, _) in sorted(ctrl.monitored.items()):
-            up.add_metric([tg, str(Target(*key))], 1 if ctrl.health.is_up(key) else 0)
+        for key, (tg, _) in sorted(ctrl.monitor.monitored.items()):
+            up.add_metric([tg, str(Target(*key))], 1 if ctrl.monitor.health.is_up(key) else 0)
         transitions = CounterMetricFamily(
             "sbc_trunk_transitions", "Trunk health changes.", labels=["trunk_group", "change"]
         )
-        for (tg, change), n in sorted(ctrl.transitions.items()):
+        for (tg, change), n in sorted(ctrl.monitor.transitions.items()):
             transitions.add_metric([tg, change], n)
         yield from (up, transitions)
 

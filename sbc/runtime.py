@@ -476,9 +476,9 @@ class Runtime:
                 key = trunk_target(t).key
                 port = t.port or (5060 if tg.direction == "termination" else "any")
                 entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
-                if key in ctrl.monitored:
-                    health = ctrl.health.trunks.get(key)
-                    entry["health"] = ctrl.health.state(key)
+                if key in ctrl.monitor.monitored:
+                    health = ctrl.monitor.health.trunks.get(key)
+                    entry["health"] = ctrl.monitor.health.state(key)
                     entry["last_error"] = health.last_error if health is not None else ""
                 else:
                     entry["health"] = "unmonitored"

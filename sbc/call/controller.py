@@ -35,8 +35,9 @@ from urllib.parse import unquote
 
 from media import ng, sdp
 from media.ng import MediaCommand, Side
-from routing.health import Health, Key
+from routing.health import Key
 from routing.hunting import HuntState, hunt_order
+from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
 from routing.select import select
 from sbc import cdr, edge, manipulate
 from sbc.admission import (
@@ -59,12 +60,11 @@ from sbc.call.model import (
     Leg,
     Notice,
     Outcome,
-    Probe,
     Registration,
     Relay,
     other,
 )
-from sbc.config.schema import Monitoring, Trunk, TrunkGroup
+from sbc.config.schema import Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
@@ -118,10 +118,7 @@ class CallController:
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
         self.registrations: dict[tuple[str, int], Registration] = {}
-        self.health = Health()  # survives reloads: keyed by address
-        self.monitored: dict[Key, tuple[str, Monitoring]] = {}  # address -> (trunk group, policy)
-        self._probing: set[Key] = set()
-        self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
+        self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
         self._leases: dict[int, LeaseRequest] = {}
         self._media: dict[
             int, tuple[Call, Callable[[dict[bytes, Any] | None, float], None], bool]
@@ -210,7 +207,9 @@ class CallController:
         return call.snap.config.node.media.on_failure == "reject"
 
     def get_timer(self) -> float | None:
-        return self._timers.next_deadline()
+        timers = (self._timers.next_deadline(), self.monitor.get_timer())
+        deadlines = [t for t in timers if t is not None]
+        return min(deadlines) if deadlines else None
 
     @property
     def timers_pending(self) -> int:
@@ -219,6 +218,11 @@ class CallController:
 
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
+        for action in self.monitor.handle_timer(now):
+            if isinstance(action, SendProbe):
+                self._send_probe(action.probe, now)
+            else:
+                self._transition(action)
 
     def _arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
         return self._timers.arm(when, obj, kind)
@@ -724,7 +728,7 @@ class CallController:
         registration at the vendor is up."""
         t = tg.trunks[index]
         if t.type == "ip":
-            return not tg.monitoring.enabled or self.health.is_up(trunk_target(t).key)
+            return not tg.monitoring.enabled or self.monitor.is_up(trunk_target(t).key)
         reg = self.registrations.get((tg.name, index))
         return reg is not None and reg.up
 
@@ -902,7 +906,9 @@ class CallController:
         elif isinstance(ctx, Registration):
             self._registration_failed(ctx, ev.at, "timeout" if timeout else "transport")
         elif isinstance(ctx, Probe):
-            self._probed(ctx, False, "timeout" if timeout else "transport")
+            self._transition(
+                self.monitor.answered(ctx, False, "timeout" if timeout else "transport")
+            )
 
     def _attempt_failed(
         self,
@@ -1017,7 +1023,9 @@ class CallController:
             self._on_register_response(ctx, resp, now)
         elif isinstance(ctx, Probe) and resp.status >= 200:
             # Any answer means alive, except 503: overloaded or out of service (RFC 3261 §21.5.4)
-            self._probed(ctx, resp.status != 503, f"{resp.status} {resp.reason}")
+            self._transition(
+                self.monitor.answered(ctx, resp.status != 503, f"{resp.status} {resp.reason}")
+            )
 
     def _on_attempt_response(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
@@ -1095,13 +1103,8 @@ class CallController:
 
     # --- trunk monitoring ---------------------------------------------------------------------
 
-    def _timer_probe(self, key: Key, now: float) -> None:
-        entry = self.monitored.get(key)
-        if entry is None:
-            self._probing.discard(key)
-            return
-        _, policy = entry
-        target = Target(*key)
+    def _send_probe(self, probe: Probe, now: float) -> None:
+        target = Target(*probe.key)
         transport = target.transport
         uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
         local_host, _ = self._local(transport)
@@ -1116,57 +1119,27 @@ class CallController:
             cseq=1,
             headers=[("Accept", "application/sdp")],
         )
-        probe = Probe(key)
         probe.tx = self.layer.send_request(options, target, now, ctx=probe)
-        self._arm(now + min(policy.interval / 2, PROBE_TIMEOUT), probe, "probe_timeout")
-        self._arm(now + policy.interval, key, "probe")
 
-    def _timer_probe_timeout(self, probe: Probe, now: float) -> None:
-        if not probe.settled:
-            if probe.tx is not None:
-                probe.tx.quiet = True
-            self._probed(probe, False, "timeout")
-
-    def _probed(self, probe: Probe, ok: bool, error: str) -> None:
-        if probe.settled:
-            return
-        probe.settled = True
-        probe.tx = None  # it is the transaction's ctx: no cycle left behind
-        self._observe(probe.key, ok, error)
+    def _transition(self, t: Transition | None) -> None:
+        if t is not None:
+            error = t.error if t.change == "down" else ""
+            trunk = str(Target(*t.key))
+            self._notice(
+                "trunk." + t.change, None, trunk_group=t.trunk_group, trunk=trunk, error=error
+            )
 
     def _observe(self, key: Key, ok: bool, error: str) -> None:
-        """One outcome for a monitored trunk, from a probe or from live traffic."""
-        entry = self.monitored.get(key)
-        if entry is None:
-            return
-        tg_name, policy = entry
-        change = self.health.observe(key, ok, policy.down_after, policy.up_after, error)
-        if change is not None:
-            self.transitions[(tg_name, change)] += 1
-            self._notice(
-                "trunk." + change,
-                None,
-                trunk_group=tg_name,
-                trunk=str(Target(*key)),
-                error=error if change == "down" else "",
-            )
+        """One outcome for a monitored trunk from live traffic."""
+        self._transition(self.monitor.observe(key, ok, error))
 
     # --- outbound registrations ---------------------------------------------------------------
 
     def start(self, now: float) -> None:
         """Bring outbound registrations and trunk monitoring in line with the snapshot: at
         startup and on reload (health carries over; a trunk no longer monitored stops)."""
-        self.monitored = {}
-        for tg in self.snapshot.config.trunk_groups:
-            if tg.direction == "termination" and tg.monitoring.enabled:
-                for t in tg.trunks:
-                    if t.type == "ip":
-                        address = trunk_target(t).key
-                        self.monitored.setdefault(address, (tg.name, tg.monitoring))
-        for address in self.monitored:
-            if address not in self._probing:
-                self._probing.add(address)
-                self._arm(now, address, "probe")
+        trunk_groups = self.snapshot.config.trunk_groups
+        self.monitor.reconcile(watched(trunk_groups, lambda t: trunk_target(t).key), now)
         wanted: dict[tuple[str, int], Trunk] = {}
         for tg in self.snapshot.config.trunk_groups:
             if tg.direction == "termination" and tg.status == "enabled":

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from media import ng
 from media.ng import MediaStats, Side
-from routing.health import Key
 from sbc.config.schema import Forwarding, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
@@ -92,15 +91,6 @@ class Registration:
     auth_sent: bool = False
     generation: int = 0  # bumps on each send: a stale refresh timer does nothing
     uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
-
-
-@dataclass(eq=False)
-class Probe:
-    """One OPTIONS ping to a monitored trunk."""
-
-    key: Key
-    tx: ClientTransaction | None = None
-    settled: bool = False
 
 
 @dataclass(eq=False)

@@ -230,7 +230,7 @@ def test_monitoring_takes_a_silent_trunk_down_and_brings_it_back(tmp_path: Path)
         out = lab.advance(10.0)
     assert lab.events("trunk.up") == [{"trunk_group": "vendor-1", "trunk": "udp:127.0.0.1:5081",
                                       "error": ""}]  # fmt: skip
-    assert lab.ctrl.transitions[("vendor-1", "down")] == 1
+    assert lab.ctrl.monitor.transitions[("vendor-1", "down")] == 1
 
 
 def test_a_503_to_options_counts_as_a_failure(tmp_path: Path) -> None:

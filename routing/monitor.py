@@ -1,0 +1,139 @@
+"""OPTIONS monitoring of vendor trunks: when to ping, and what each outcome means. Pure.
+
+Every IP trunk of an enabled-monitoring termination trunk group is pinged every
+``monitoring.interval`` seconds; a ping is a failure when it times out (half the interval,
+at most ``PROBE_TIMEOUT``), fails at the transport or is answered 503 (RFC 3261 §21.5.4:
+overloaded or out of service); any other answer is a success. Live traffic reports too (an
+attempt that hits its B-timer or Timer B). The outcomes feed routing.health's state
+machine; this module owns which addresses are watched and when, like Kamailio's dispatcher
+with ``ds_ping_interval`` (shared/STYLE.md §9).
+
+Theory of operation: ``reconcile`` after each (re)load; the caller asks ``get_timer`` and
+calls ``handle_timer(now)``, which returns the probes to send (``SendProbe``) and any
+``Transition``; it reports answers with ``answered`` and live failures with ``observe``.
+Health is keyed by address, so it survives a reload.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from routing.health import Health, Key
+from sbc.config.schema import Monitoring, TrunkGroup
+from sbc.sip.timers import TimerHeap
+
+PROBE_TIMEOUT = 5.0  # seconds a ping may take at most: a dead trunk is down within
+# interval * down_after + this
+
+
+@dataclass(eq=False)
+class Probe:
+    """One OPTIONS ping; the caller puts its transaction in ``tx``."""
+
+    key: Key
+    tx: Any = None  # the ClientTransaction (its ``quiet`` is set when the ping times out)
+    settled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendProbe:
+    """Send an OPTIONS to ``probe.key``, with ``probe`` as the transaction's context."""
+
+    probe: Probe
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A trunk went up or down."""
+
+    trunk_group: str
+    key: Key
+    change: Literal["up", "down"]
+    error: str
+
+
+Action = SendProbe | Transition
+
+
+def watched(trunk_groups: list[TrunkGroup], key_of: Any) -> dict[Key, tuple[str, Monitoring]]:
+    """Address -> (trunk group, policy) for every monitored IP trunk (the first trunk group
+    naming an address decides its policy)."""
+    out: dict[Key, tuple[str, Monitoring]] = {}
+    for tg in trunk_groups:
+        if tg.direction == "termination" and tg.monitoring.enabled:
+            for t in tg.trunks:
+                if t.type == "ip":
+                    out.setdefault(key_of(t), (tg.name, tg.monitoring))
+    return out
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.health = Health()
+        self.monitored: dict[Key, tuple[str, Monitoring]] = {}
+        self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
+        self._probing: set[Key] = set()  # addresses with a ping timer armed
+        self._timers = TimerHeap(self)
+        self._out: list[Action] = []
+
+    def reconcile(self, monitored: dict[Key, tuple[str, Monitoring]], now: float) -> None:
+        """Watch exactly ``monitored`` from now on; a newly watched address is pinged now,
+        one no longer watched stops at its next ping."""
+        self.monitored = monitored
+        for key in monitored:
+            if key not in self._probing:
+                self._probing.add(key)
+                self._timers.arm(now, key, "probe")
+
+    def is_up(self, key: Key) -> bool:
+        return self.health.is_up(key)
+
+    def get_timer(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def handle_timer(self, now: float) -> list[Action]:
+        self._timers.fire(now)
+        out, self._out = self._out, []
+        return out
+
+    def _timer_probe(self, key: Key, now: float) -> None:
+        entry = self.monitored.get(key)
+        if entry is None:
+            self._probing.discard(key)
+            return
+        policy = entry[1]
+        probe = Probe(key)
+        self._out.append(SendProbe(probe))
+        self._timers.arm(now + min(policy.interval / 2, PROBE_TIMEOUT), probe, "probe_timeout")
+        self._timers.arm(now + policy.interval, key, "probe")
+
+    def _timer_probe_timeout(self, probe: Probe, now: float) -> None:
+        if not probe.settled:
+            if probe.tx is not None:
+                probe.tx.quiet = True  # stop retransmitting a ping nobody answers
+            transition = self.answered(probe, False, "timeout")
+            if transition is not None:
+                self._out.append(transition)
+
+    def answered(self, probe: Probe, ok: bool, error: str) -> Transition | None:
+        """A ping's outcome (its answer, or its transaction's failure); only the first
+        counts."""
+        if probe.settled:
+            return None
+        probe.settled = True
+        probe.tx = None  # it is the transaction's ctx: no cycle left behind
+        return self.observe(probe.key, ok, error)
+
+    def observe(self, key: Key, ok: bool, error: str) -> Transition | None:
+        """One outcome for a monitored address, from a ping or from live traffic."""
+        entry = self.monitored.get(key)
+        if entry is None:
+            return None
+        tg_name, policy = entry
+        change = self.health.observe(key, ok, policy.down_after, policy.up_after, error)
+        if change is None:
+            return None
+        self.transitions[(tg_name, change)] += 1
+        return Transition(tg_name, key, "up" if change == "up" else "down", error)
