@@ -60,11 +60,12 @@ from sbc.call.model import (
     Leg,
     Notice,
     Outcome,
-    Registration,
     Relay,
     other,
 )
-from sbc.config.schema import Trunk, TrunkGroup
+from sbc.call.registration import Action as RegistrationAction
+from sbc.call.registration import Registration, Registrations, SendRegister
+from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
@@ -117,7 +118,7 @@ class CallController:
         self.commands: list[Command | MediaCommand] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
-        self.registrations: dict[tuple[str, int], Registration] = {}
+        self.registrations = Registrations(new_id)  # ours, at vendors' registrars
         self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
         self._leases: dict[int, LeaseRequest] = {}
         self._media: dict[
@@ -207,7 +208,11 @@ class CallController:
         return call.snap.config.node.media.on_failure == "reject"
 
     def get_timer(self) -> float | None:
-        timers = (self._timers.next_deadline(), self.monitor.get_timer())
+        timers = (
+            self._timers.next_deadline(),
+            self.monitor.get_timer(),
+            self.registrations.get_timer(),
+        )
         deadlines = [t for t in timers if t is not None]
         return min(deadlines) if deadlines else None
 
@@ -218,6 +223,7 @@ class CallController:
 
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
+        self._registered(self.registrations.handle_timer(now), now)
         for action in self.monitor.handle_timer(now):
             if isinstance(action, SendProbe):
                 self._send_probe(action.probe, now)
@@ -729,8 +735,7 @@ class CallController:
         t = tg.trunks[index]
         if t.type == "ip":
             return not tg.monitoring.enabled or self.monitor.is_up(trunk_target(t).key)
-        reg = self.registrations.get((tg.name, index))
-        return reg is not None and reg.up
+        return self.registrations.is_up(tg.name, index)
 
     # --- hunting ------------------------------------------------------------------------------
 
@@ -904,7 +909,8 @@ class CallController:
         elif isinstance(ctx, Bye):
             self._bye_done(ctx.call, ev.at)
         elif isinstance(ctx, Registration):
-            self._registration_failed(ctx, ev.at, "timeout" if timeout else "transport")
+            why = "timeout" if timeout else "transport"
+            self._registered(self.registrations.on_failure(ctx, why, ev.at), ev.at)
         elif isinstance(ctx, Probe):
             self._transition(
                 self.monitor.answered(ctx, False, "timeout" if timeout else "transport")
@@ -1020,7 +1026,7 @@ class CallController:
         elif isinstance(ctx, Bye) and resp.status >= 200:
             self._bye_done(ctx.call, now)
         elif isinstance(ctx, Registration):
-            self._on_register_response(ctx, resp, now)
+            self._registered(self.registrations.on_response(ctx, resp, now), now)
         elif isinstance(ctx, Probe) and resp.status >= 200:
             # Any answer means alive, except 503: overloaded or out of service (RFC 3261 §21.5.4)
             self._transition(
@@ -1140,22 +1146,8 @@ class CallController:
         startup and on reload (health carries over; a trunk no longer monitored stops)."""
         trunk_groups = self.snapshot.config.trunk_groups
         self.monitor.reconcile(watched(trunk_groups, lambda t: trunk_target(t).key), now)
-        wanted: dict[tuple[str, int], Trunk] = {}
-        for tg in self.snapshot.config.trunk_groups:
-            if tg.direction == "termination" and tg.status == "enabled":
-                for i, t in enumerate(tg.trunks):
-                    if t.type == "registration":
-                        wanted[(tg.name, i)] = t
-        for key in list(self.registrations):
-            reg = self.registrations[key]
-            if wanted.get(key) != reg.trunk:
-                reg.generation += 1  # its timers and responses no longer count
-                del self.registrations[key]
-        for key, trunk in wanted.items():
-            if key not in self.registrations:
-                reg = Registration(key, trunk, trunk_target(trunk), self._new_id(), self._new_id())
-                self.registrations[key] = reg
-                self._send_register(reg, now)
+        actions = self.registrations.reconcile(self.snapshot, trunk_target, now)
+        self._registered(actions, now)
         self._tick_if_needed(now)
 
     # --- statistics and metric triggers -------------------------------------------------------
@@ -1202,88 +1194,22 @@ class CallController:
         if alarm.trigger.webhook:
             self.commands.append(Notify(alarm.trigger.webhook, payload))
 
-    def _send_register(
-        self, reg: Registration, now: float, auth: tuple[str, str] | None = None
-    ) -> None:
-        trunk = reg.trunk
-        host = reg.target.uri_host
-        aor = Uri("sip", trunk.username, None, host)
-        registrar = Uri("sip", "", None, host, reg.target.port, reg.target.uri_params)
-        reg.uri = str(registrar)
-        reg.cseq += 1
-        reg.generation += 1
-        headers = [("Expires", str(trunk.expires))]
-        if auth is not None:
-            headers.append(auth)
-        req = make_request(
-            "REGISTER",
-            registrar,
-            via=self._via(trunk.protocol),
-            from_=NameAddr(None, aor, {"tag": reg.from_tag}, str(aor)),
-            to=NameAddr(None, aor, {}, str(aor)),
-            call_id=reg.call_id,
-            cseq=reg.cseq,
-            contact=self._contact(trunk.protocol, trunk.username),
-            headers=headers,
-        )
-        self.layer.send_request(req, reg.target, now, ctx=reg)
-
-    def _on_register_response(self, reg: Registration, resp: Response, now: float) -> None:
-        if resp.status < 200 or self.registrations.get(reg.key) is not reg:
-            return
-        if resp.status in (401, 407) and not reg.auth_sent:
-            asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-            challenge = pick_challenge(resp.get_all(asked))
-            if challenge is not None:
-                value = authorization(
-                    challenge, "REGISTER", reg.uri, reg.trunk.username, reg.trunk.password
+    def _registered(self, actions: list[RegistrationAction], now: float) -> None:
+        """Carry out what the outbound registrations decided."""
+        for action in actions:
+            reg = action.registration
+            if isinstance(action, SendRegister):
+                self.layer.send_request(action.request, reg.target, now, ctx=reg)
+            else:
+                registrar = str(reg.target)
+                self._notice(
+                    action.event,
+                    None,
+                    trunk_group=reg.key[0],
+                    username=reg.trunk.username,
+                    registrar=registrar,
+                    **action.fields,
                 )
-                reg.auth_sent = True
-                name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-                self._send_register(reg, now, (name, value))
-                return
-        reg.auth_sent = False
-        if resp.status >= 300:
-            self._registration_failed(reg, now, f"{resp.status} {resp.reason}")
-            return
-        # The registrar may grant less than we asked (§10.2.4): our Contact's expires, else
-        # the Expires header; anything unreadable leaves what we asked for.
-        granted = reg.trunk.expires
-        mine = [c for c in resp.contacts if c.uri.user == reg.trunk.username]
-        raw = (mine[0].params.get("expires") if mine else None) or resp.get("Expires")
-        if raw is not None and raw.strip().isdigit() and int(raw) > 0:
-            granted = int(raw)
-        if not reg.up:
-            reg.up = True
-            self._registration_notice("registration.up", reg, expires=granted)
-        # Refresh well before expiry (RFC 3261 §10.2.4), at least 5 s ahead.
-        self._arm(
-            now + max(1.0, min(granted * 0.8, granted - 5)), (reg, reg.generation), "reregister"
-        )
-
-    def _registration_failed(self, reg: Registration, now: float, why: str) -> None:
-        if self.registrations.get(reg.key) is not reg:
-            return
-        reg.auth_sent = False
-        reg.up = False
-        self._registration_notice("registration.failed", reg, error=why)
-        self._arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister")
-
-    def _registration_notice(self, event: str, reg: Registration, **fields: Any) -> None:
-        target = reg.target
-        self._notice(
-            event,
-            None,
-            trunk_group=reg.key[0],
-            username=reg.trunk.username,
-            registrar=str(target),
-            **fields,
-        )
-
-    def _timer_reregister(self, entry: tuple[Registration, int], now: float) -> None:
-        reg, generation = entry
-        if self.registrations.get(reg.key) is reg and reg.generation == generation:
-            self._send_register(reg, now)
 
     def _relay_to_a(
         self, call: Call, resp: Response, now: float, body: bytes | None = None

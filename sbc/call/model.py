@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from media import ng
 from media.ng import MediaStats, Side
-from sbc.config.schema import Forwarding, Trunk, TrunkGroup
+from sbc.config.schema import Forwarding, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request, Response
@@ -75,22 +75,6 @@ class Relay:
     server: ServerTransaction
     to_leg: Leg  # where we sent it
     media: bool = False  # its SDP offer went through rtpengine: the answer must too
-
-
-@dataclass(eq=False)
-class Registration:
-    """Our registration at a vendor's registrar (a termination trunk of type registration)."""
-
-    key: tuple[str, int]  # (trunk group, trunk index)
-    trunk: Trunk
-    target: Target
-    call_id: str
-    from_tag: str
-    cseq: int = 0
-    up: bool = False
-    auth_sent: bool = False
-    generation: int = 0  # bumps on each send: a stale refresh timer does nothing
-    uri: str = ""  # the Request-URI sent: the digest-uri of our credentials
 
 
 @dataclass(eq=False)
