@@ -31,14 +31,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import unquote
 
 from media import ng, sdp
 from media.ng import MediaCommand, Side
 from routing.health import Key
 from routing.hunting import HuntState, hunt_order
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
-from routing.select import select
 from sbc import cdr, edge, manipulate
 from sbc.admission import (
     Refusal,
@@ -46,10 +44,9 @@ from sbc.admission import (
     is_peer,
     limit_refusal,
     static_refusal,
-    time_refusal,
 )
 from sbc.alarms import Alarm, Alarms
-from sbc.call import headers, indialog
+from sbc.call import headers, indialog, ingress
 from sbc.call.headers import ALLOW, CROSSING, DIVERSION_REASON, crossing, trunk_target
 from sbc.call.model import (
     Attempt,
@@ -65,7 +62,7 @@ from sbc.call.model import (
 )
 from sbc.call.registration import Action as RegistrationAction
 from sbc.call.registration import Registration, Registrations, SendRegister
-from sbc.config.schema import TrunkGroup
+from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
@@ -442,11 +439,7 @@ class CallController:
 
     def _on_invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.snapshot
-        ruri = req.ruri
-        user = ruri.user if ruri is not None and ruri.is_sip else (ruri.opaque if ruri else "")
-        user = user.split(";", 1)[0]  # tel-style parameters in the user part
-        if "%" in user:  # a tech prefix like "7001#" arrives escaped: 7001%23 (RFC 3261 §19.1.2)
-            user = unquote(user)
+        user = ingress.dialled_user(req)
         found = identify(snap, src.transport, src.host, src.port, user)
         if found is None:
             found = self._registered_caller(tx, req, src, now, user)
@@ -454,30 +447,19 @@ class CallController:
                 return
         tg, dnis = found
         self.stats.attempt(tg.name, "ingress", tg.capacity_group, now)
-        if self.draining:
-            retry = (("Retry-After", str(snap.config.node.drain_retry_after)),)
-            self._refuse(tx, tg, Refusal(503, "Service Unavailable", "draining", retry), now)
-            return
-        refusal = static_refusal(snap, tg) or time_refusal(tg, now + self.wall_offset)
-        if refusal is not None:
-            self._refuse(tx, tg, refusal, now)
-            return
-        if req.max_forwards == 0:
+        wall = now + self.wall_offset
+        verdict = ingress.admit(snap, tg, dnis, req, wall, self.draining)
+        if isinstance(verdict, ingress.TooManyHops):
             self._respond(tx, 483, now)
             return
-        ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
-        rules = snap.rules[tg.name]
-        if rules:
-            ani = manipulate.apply(rules, "ani", ani)
-            dnis = manipulate.apply(rules, "dnis", dnis)
-        wall = now + self.wall_offset
-        sel = select(snap.plans[tg.routeplan], ani, dnis, sdp.connection_ip(req.body), wall)
-        for trigger in sel.triggers:
-            self._trigger(trigger.name, trigger.webhook, tg, ani, dnis, req.call_id, wall)
-        if sel.refusal is not None:
-            status, reason, label = sel.refusal
-            self._refuse(tx, tg, Refusal(status, reason, label), now)
+        if isinstance(verdict, ingress.Refused):
+            for trigger in verdict.triggers:
+                self._trigger(trigger, tg, verdict.ani, verdict.dnis, req.call_id, wall)
+            self._refuse(tx, tg, verdict.refusal, now)
             return
+        sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
+        for trigger in sel.triggers:
+            self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
         a_tag = self._new_id()
         call = Call(
             id=self._new_id(),
@@ -702,8 +684,7 @@ class CallController:
 
     def _trigger(
         self,
-        name: str,
-        webhook: str,
+        trigger: Trigger,
         tg: TrunkGroup,
         ani: str,
         dnis: str,
@@ -712,10 +693,10 @@ class CallController:
     ) -> None:
         """A routing trigger matched (the 911 case): log it now and post the webhook in the
         background; the call itself goes on without waiting."""
-        fields = {"trigger": name, "trunk_group": tg.name, "ani": ani, "dnis": dnis}
+        fields = {"trigger": trigger.name, "trunk_group": tg.name, "ani": ani, "dnis": dnis}
         self._notice("routing.trigger", None, sip_call_id=sip_call_id, **fields)
-        if webhook:
-            self.commands.append(Notify(webhook, {**fields, "time": wall}))
+        if trigger.webhook:
+            self.commands.append(Notify(trigger.webhook, {**fields, "time": wall}))
 
     def _candidates(self, snap: Snapshot, names: list[str]) -> list[tuple[TrunkGroup, int]]:
         """Every usable trunk of the egress trunk groups, in route order, each group's trunks

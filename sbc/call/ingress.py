@@ -1,0 +1,92 @@
+"""An initial INVITE's way in: which trunk group is it, and may it call now? Pure.
+
+In order (Perimeter guide, Trunk Group and Routing chapters; README, Admission):
+
+1. the dialled user: the Request-URI user, tel-style parameters cut, %-escapes undone (a
+   tech prefix "7001#" arrives as 7001%23, RFC 3261 §19.1.2);
+2. identification by source address and tech prefix (sbc.admission.identify; the caller
+   falls back to the registrar for registration trunk groups);
+3. static refusals: draining (503 + Retry-After), disabled trunk group or relationship,
+   outside every time-of-day window (403);
+4. Max-Forwards 0: 483 (RFC 3261 §16.3), no call;
+5. the ingress manipulations of ANI and DNIS, then the routeplan (filters, numbering,
+   forwarding, routes); its triggers fire whether or not a filter then refuses the call.
+
+The limits (ports, CPS) come after this, through the state store: they need a round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from media import sdp
+from routing.select import Selection, select
+from sbc import manipulate
+from sbc.admission import Refusal, static_refusal, time_refusal
+from sbc.config.schema import Trigger, TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.sip.message import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Route it: ``selection`` says where; ``dialled`` is the DNIS before routing changed
+    it (the number a forwarding Diversion names)."""
+
+    ani: str
+    dialled: str
+    selection: Selection
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    refusal: Refusal
+    triggers: tuple[Trigger, ...] = ()
+    ani: str = ""
+    dnis: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TooManyHops:
+    """Max-Forwards reached 0: answered 483, not a call (no record, no refusal count)."""
+
+
+Verdict = Admitted | Refused | TooManyHops
+
+
+def dialled_user(req: Request) -> str:
+    ruri = req.ruri
+    user = ruri.user if ruri is not None and ruri.is_sip else (ruri.opaque if ruri else "")
+    user = user.split(";", 1)[0]  # tel-style parameters in the user part
+    return unquote(user) if "%" in user else user
+
+
+def admit(
+    snap: Snapshot,
+    tg: TrunkGroup,
+    dnis: str,
+    req: Request,
+    wall: float,
+    draining: bool,
+) -> Verdict:
+    """The verdict on an INVITE identified as ``tg``, dialling ``dnis`` (tech prefix
+    stripped), at wall-clock time ``wall``."""
+    if draining:
+        retry = (("Retry-After", str(snap.config.node.drain_retry_after)),)
+        return Refused(Refusal(503, "Service Unavailable", "draining", retry))
+    refusal = static_refusal(snap, tg) or time_refusal(tg, wall)
+    if refusal is not None:
+        return Refused(refusal)
+    if req.max_forwards == 0:
+        return TooManyHops()
+    ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
+    rules = snap.rules[tg.name]
+    if rules:
+        ani = manipulate.apply(rules, "ani", ani)
+        dnis = manipulate.apply(rules, "dnis", dnis)
+    sel = select(snap.plans[tg.routeplan], ani, dnis, sdp.connection_ip(req.body), wall)
+    if sel.refusal is not None:
+        status, reason, label = sel.refusal
+        return Refused(Refusal(status, reason, label), tuple(sel.triggers), ani, dnis)
+    return Admitted(ani, dnis, sel)
