@@ -35,7 +35,7 @@ from typing import Any
 from media import ng, sdp
 from media.ng import MediaCommand, Side
 from routing.health import Key
-from routing.hunting import HuntState, hunt_order
+from routing.hunting import HuntState
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
 from sbc import cdr, edge, manipulate
 from sbc.admission import (
@@ -43,11 +43,10 @@ from sbc.admission import (
     identify,
     is_peer,
     limit_refusal,
-    static_refusal,
 )
 from sbc.alarms import Alarm, Alarms
-from sbc.call import headers, indialog, ingress
-from sbc.call.headers import ALLOW, CROSSING, DIVERSION_REASON, crossing, trunk_target
+from sbc.call import headers, hunt, indialog, ingress
+from sbc.call.headers import ALLOW, CROSSING, crossing, trunk_target
 from sbc.call.model import (
     Attempt,
     Bye,
@@ -698,17 +697,8 @@ class CallController:
         if trigger.webhook:
             self.commands.append(Notify(trigger.webhook, {**fields, "time": wall}))
 
-    def _candidates(self, snap: Snapshot, names: list[str]) -> list[tuple[TrunkGroup, int]]:
-        """Every usable trunk of the egress trunk groups, in route order, each group's trunks
-        in its hunting order. Disabled trunk groups and relationships are left out."""
-        out: list[tuple[TrunkGroup, int]] = []
-        for name in names:
-            etg = snap.trunk_groups[name]
-            if static_refusal(snap, etg) is not None:
-                continue
-            order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], self.hunt)
-            out += [(etg, i) for i in order if self._usable(etg, i)]
-        return out
+    def _candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
+        return hunt.candidates(snap, names, self.hunt, self._usable)
 
     def _usable(self, tg: TrunkGroup, index: int) -> bool:
         """An IP trunk that monitoring has not taken down, or a registration trunk whose
@@ -723,31 +713,21 @@ class CallController:
     def _next_attempt(self, call: Call, now: float) -> None:
         """Originate to the next candidate whose trunk group has a port for this call; ask
         the state store first for a trunk group not tried yet. None left: fail the caller."""
-        while call.candidates:
-            etg = call.candidates[0][0]
-            if etg.name not in call.egress:
-                counted = call.snap.limits[etg.name]
-                if counted:
-                    self._acquire(call, etg, f"{call.id}/{etg.name}", counted)
-                    return
-                call.egress[etg.name] = None
-            if call.egress[etg.name] is None:
-                break
-            call.candidates.pop(0)
-        else:
-            fwd = call.forward
-            if fwd is None or (call.last_failure is not None and not call.last_failure[2]):
-                self._exhausted(call, now)
+        while True:
+            step = hunt.next_step(call)
+            if isinstance(step, hunt.NeedLease):
+                etg = step.trunk_group
+                self._acquire(call, etg, f"{call.id}/{etg.name}", step.scopes)
                 return
-            call.forward = None  # the routes failed: forward once (guide, Forwarding)
+            if isinstance(step, hunt.Exhausted):
+                self._fail_a(call, step.status, now, step.reason, step.headers)
+                return
+            if isinstance(step, hunt.Originate):
+                break
+            fwd = step.forwarding
             self._notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
-            status = call.last_failure[0] if call.last_failure is not None else 0
-            call.diversion = (call.dnis, DIVERSION_REASON.get(status, "unavailable"))
-            call.dnis = fwd.forward_to
-            call.candidates = self._candidates(call.snap, [fwd.trunk_group])
-            self._next_attempt(call, now)
-            return
-        etg, index = call.candidates.pop(0)
+            hunt.forward(call, fwd, self._candidates(call.snap, [fwd.trunk_group]))
+        etg, index = step.trunk_group, step.index
         trunk = etg.trunks[index]
         target = trunk_target(trunk)
         invite = headers.b_leg_invite(call, etg, trunk, self.snapshot, new_id)
@@ -927,35 +907,11 @@ class CallController:
         if call.cancelled or call.state != "routing":
             self._maybe_end(call, now)
             return
-        tg = call.ingress
-        advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
-        if advance and tg.route_advance.stop_on_18x_failure and attempt.got_18x:
-            advance = False
-        call.last_failure = (status, response, advance)
-        if advance:
+        if hunt.failed(call, status, timeout=timeout, rang=attempt.got_18x, response=response):
             self._next_attempt(call, now)
         else:
-            self._exhausted(call, now)
-
-    def _exhausted(self, call: Call, now: float) -> None:
-        """No route left (or a final failure): answer the caller with the last failure, a 503
-        when it was a route-advance code and normalize_sip_code is on, or, when every egress
-        trunk group left was at its limit, 503 with the Q.850 'no circuit' cause."""
-        failure = call.last_failure
-        if failure is None or (failure[2] and any(call.egress.values())):
-            denied = next((d for d in call.egress.values() if d is not None), None)
-            if denied is not None:
-                self._fail_a(call, 503, now, None, limit_refusal(denied).headers)
-            else:
-                self._fail_a(call, 503, now)
-            return
-        status, response, advance = failure
-        if advance and call.ingress.route_advance.normalize_sip_code:
-            self._fail_a(call, 503, now)
-        elif response is not None:
-            self._fail_a(call, status, now, response.reason, crossing(response))
-        else:
-            self._fail_a(call, status, now)
+            step = hunt.exhausted(call)
+            self._fail_a(call, step.status, now, step.reason, step.headers)
 
     def _attempt_closed(self, attempt: Attempt) -> None:
         key = (attempt.invite.call_id, attempt.invite.from_.tag or "")

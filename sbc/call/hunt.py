@@ -1,0 +1,137 @@
+"""Hunting: which trunk a call tries next, and what the caller hears when none is left. Pure.
+
+sippy's rule (shared/STYLE.md §8), with the guide's route advance: while the caller's leg is
+unanswered and not cancelled, candidates remain, and the last failure is a route-advance
+code (``route_advance.codes``) or a timeout (B-timer, Max PDD, Timer B/C, transport),
+originate to the next candidate. An egress trunk group with limits is asked for a port
+first (``NeedLease``); one at its limit is skipped. When the routes are used up, forwarding
+on failure gets one go (``Forward``); then the caller gets the last failure
+(``Exhausted``): 503 when it was a route-advance code and ``normalize_sip_code`` is on, and
+503 with the Q.850 "no circuit" cause when every egress trunk group left was full.
+
+    next_step(call) -> NeedLease | Originate | Forward | Exhausted
+    failed(call, status, ...) -> True to hunt on (the failure is kept for Exhausted)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from routing.hunting import HuntState, hunt_order
+from sbc.admission import limit_refusal, static_refusal
+from sbc.call.headers import DIVERSION_REASON, crossing
+from sbc.call.model import Call
+from sbc.config.schema import Forwarding, TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.sip.message import Response
+from sbc.state import Scope
+
+Candidates = list[tuple[TrunkGroup, int]]  # (egress trunk group, trunk index), in order
+
+
+@dataclass(frozen=True, slots=True)
+class NeedLease:
+    """Ask the state store for a port on this trunk group (answer with ``leased``)."""
+
+    trunk_group: TrunkGroup
+    scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Originate:
+    trunk_group: TrunkGroup
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """The routes failed: forwarding on failure, once, to ``forwarding.forward_to``."""
+
+    forwarding: Forwarding
+
+
+@dataclass(frozen=True, slots=True)
+class Exhausted:
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Step = NeedLease | Originate | Forward | Exhausted
+
+
+def candidates(
+    snap: Snapshot,
+    names: list[str],
+    state: HuntState,
+    usable: Callable[[TrunkGroup, int], bool],
+) -> Candidates:
+    """Every usable trunk of the egress trunk groups, in route order, each group's trunks
+    in its hunting order. Disabled trunk groups and relationships are left out."""
+    out: Candidates = []
+    for name in names:
+        etg = snap.trunk_groups[name]
+        if static_refusal(snap, etg) is not None:
+            continue
+        order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], state)
+        out += [(etg, i) for i in order if usable(etg, i)]
+    return out
+
+
+def next_step(call: Call) -> Step:
+    """Where the call goes now. An Originate's candidate is taken off the list."""
+    while call.candidates:
+        etg = call.candidates[0][0]
+        if etg.name not in call.egress:
+            scopes = call.snap.limits[etg.name]
+            if scopes:
+                return NeedLease(etg, scopes)
+            call.egress[etg.name] = None  # nothing to count: always a port
+        if call.egress[etg.name] is None:
+            etg, index = call.candidates.pop(0)
+            return Originate(etg, index)
+        call.candidates.pop(0)  # that trunk group is full for this call
+    fwd = call.forward
+    if fwd is None or (call.last_failure is not None and not call.last_failure[2]):
+        return exhausted(call)
+    return Forward(fwd)
+
+
+def forward(call: Call, fwd: Forwarding, found: Candidates) -> None:
+    """Turn the call toward its forwarding number (once), with ``found`` as candidates;
+    the Diversion it will carry names the number dialled and why (RFC 5806 §4)."""
+    call.forward = None
+    status = call.last_failure[0] if call.last_failure is not None else 0
+    call.diversion = (call.dnis, DIVERSION_REASON.get(status, "unavailable"))
+    call.dnis = fwd.forward_to
+    call.candidates = found
+
+
+def failed(
+    call: Call, status: int, *, timeout: bool, rang: bool, response: Response | None
+) -> bool:
+    """An attempt failed with ``status`` (``timeout``: no final answer; ``rang``: it had
+    sent 180/183): hunt on? The failure is kept for ``exhausted``."""
+    tg = call.ingress
+    advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
+    if advance and tg.route_advance.stop_on_18x_failure and rang:
+        advance = False
+    call.last_failure = (status, response, advance)
+    return advance
+
+
+def exhausted(call: Call) -> Exhausted:
+    """What the caller hears when hunting ends."""
+    failure = call.last_failure
+    if failure is None or (failure[2] and any(call.egress.values())):
+        denied = next((d for d in call.egress.values() if d is not None), None)
+        if denied is not None:
+            return Exhausted(503, None, limit_refusal(denied).headers)
+        return Exhausted(503)
+    status, response, advance = failure
+    if advance and call.ingress.route_advance.normalize_sip_code:
+        return Exhausted(503)
+    if response is not None:
+        return Exhausted(status, response.reason, tuple(crossing(response)))
+    return Exhausted(status)
