@@ -45,6 +45,7 @@ from sbc.admission import (
     limit_refusal,
 )
 from sbc.alarms import Alarm, Alarms
+from sbc.call import attempt as ladder
 from sbc.call import headers, hunt, indialog, ingress
 from sbc.call.headers import ALLOW, CROSSING, crossing, trunk_target
 from sbc.call.model import (
@@ -56,6 +57,7 @@ from sbc.call.model import (
     Leg,
     Notice,
     Outcome,
+    Phase,
     Relay,
     other,
 )
@@ -750,14 +752,14 @@ class CallController:
         """rtpengine rewrote (or failed to rewrite) the caller's offer for this attempt."""
         call = attempt.call
         if call.cancelled or call.state != "routing" or attempt is not call.current:
-            attempt.done = True
+            attempt.phase = Phase.FAILED  # never sent
             attempt.outcome = attempt.outcome or "cancelled"
             self._maybe_end(call, now)
             return
         body = reply.get(b"sdp") if reply is not None else None
         if not isinstance(body, bytes):
             if self._media_reject(call):
-                attempt.done = True
+                attempt.phase = Phase.FAILED  # never sent
                 attempt.outcome = "media"
                 attempt.status = 503
                 call.reason = "media"
@@ -804,7 +806,7 @@ class CallController:
         )
 
     def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
-        if not attempt.done and not attempt.got_100 and attempt.status is None:
+        if ladder.b_timer_due(attempt):
             self._observe(attempt.target.key, False, "call b_timer")
             self._give_up(attempt, "b_timer", 408, now)
 
@@ -822,7 +824,7 @@ class CallController:
         """Rung for Timer C with no final answer: CANCEL it and hunt on (408 if none is
         left), as a proxy would (§16.6 item 11, §16.7 item 10)."""
         attempt.timer_c = None
-        if attempt.done or attempt.status is not None:
+        if not ladder.live(attempt):
             return
         if now < attempt.timer_c_due:
             attempt.timer_c = self._arm(attempt.timer_c_due, attempt, "timer_c")
@@ -831,26 +833,20 @@ class CallController:
         self._give_up(attempt, "timer_c", 408, now)
 
     def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
-        if not attempt.done and not attempt.got_18x and attempt.status is None:
+        if ladder.max_pdd_due(attempt):
             self._give_up(attempt, "max_pdd", 408, now)
 
     def _give_up(self, attempt: Attempt, outcome: Outcome, status: int, now: float) -> None:
         """Leave an attempt that is still pending: CANCEL it if it sent a provisional (§9.1),
         else stop retransmitting and wait for a late answer only to clean it up."""
-        attempt.outcome = outcome
-        attempt.status = status
-        if attempt.got_100 or attempt.got_18x:
+        if ladder.leave(attempt, outcome, status):
             self._send_cancel(attempt, now)
-        else:
-            attempt.cancel_pending = True
-            if attempt.tx is not None:
-                attempt.tx.quiet = True
+        elif attempt.tx is not None:
+            attempt.tx.quiet = True
         self._attempt_failed(attempt, status, "", now, timeout=True)
 
     def _send_cancel(self, attempt: Attempt, now: float) -> None:
-        if attempt.cancel_sent:
-            return
-        attempt.cancel_sent = True
+        """The CANCEL the ladder asked for, once (sbc.call.attempt)."""
         self.layer.send_request(make_cancel(attempt.invite), attempt.target, now, ctx=None)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
@@ -888,7 +884,7 @@ class CallController:
         response: Response | None = None,
     ) -> None:
         call = attempt.call
-        attempt.done = True
+        attempt.phase = Phase.FAILED
         attempt.ended_at = now
         self._timers.cancel(attempt.timer_c)
         if attempt.status is None:
@@ -907,7 +903,13 @@ class CallController:
         if call.cancelled or call.state != "routing":
             self._maybe_end(call, now)
             return
-        if hunt.failed(call, status, timeout=timeout, rang=attempt.got_18x, response=response):
+        if hunt.failed(
+            call,
+            status,
+            timeout=timeout,
+            rang=attempt.provisional_at is not None,
+            response=response,
+        ):
             self._next_attempt(call, now)
         else:
             step = hunt.exhausted(call)
@@ -975,7 +977,7 @@ class CallController:
         status = resp.status
         if attempt.done:  # an attempt we left: clean it up, never relay
             if status < 200:
-                if attempt.cancel_pending:
+                if ladder.heard(attempt, status, now):  # the CANCEL that waited for it
                     self._send_cancel(attempt, now)
             elif status < 300:
                 if attempt is call.answered:  # a retransmitted 2xx: ACK again, if we have one
@@ -988,15 +990,10 @@ class CallController:
                 self._maybe_end(call, now)
             return
         if status < 200:
-            attempt.got_100 = True
-            self._restart_timer_c(attempt, now)
-            if status == 100:
-                return
-            if status in (180, 183) and not attempt.got_18x:
-                attempt.got_18x = True
-                attempt.provisional_at = now
-            if call.cancelled:
+            if ladder.heard(attempt, status, now):  # the caller cancelled before it rang
                 self._send_cancel(attempt, now)
+            self._restart_timer_c(attempt, now)
+            if status == 100 or call.cancelled:
                 return
             if call.first_provisional_at is None:
                 call.first_provisional_at = now
@@ -1026,11 +1023,11 @@ class CallController:
         """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1
         and a new branch (RFC 3261 §22.2). Once per attempt; a second challenge is final."""
         trunk = attempt.trunk_group.trunks[attempt.trunk]
-        if attempt.auth_sent or not (trunk.username and trunk.password):
+        if attempt.challenged or not (trunk.username and trunk.password):
             return False
         asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         challenge = pick_challenge(resp.get_all(asked))
-        if challenge is None:
+        if challenge is None or not ladder.challenged(attempt):
             return False
         invite = attempt.invite
         value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
@@ -1038,8 +1035,6 @@ class CallController:
         attempt.invite = resend(
             invite, self._via(attempt.target.transport), invite.cseq + 1, [(header, value)]
         )
-        attempt.auth_sent = True
-        attempt.got_100 = False  # a CANCEL must wait for a provisional on the new INVITE
         attempt.tx = self.layer.send_request(attempt.invite, attempt.target, now, ctx=attempt)
         self._notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
         return True
@@ -1210,7 +1205,7 @@ class CallController:
         )
         attempt.status = resp.status
         attempt.outcome = "answered"
-        attempt.done = True
+        attempt.phase = Phase.ANSWERED
         self._timers.cancel(attempt.timer_c)
         if call.cancelled or call.answered is not None:
             self._ack_and_bye(attempt, resp, now)
@@ -1360,11 +1355,8 @@ class CallController:
         it says 100, §9.1) and answer the caller ``status``."""
         call.cancelled = True
         attempt = call.current
-        if attempt is not None and not attempt.done:
-            if attempt.got_100 or attempt.got_18x:
-                self._send_cancel(attempt, now)
-            else:
-                attempt.cancel_pending = True
+        if attempt is not None and ladder.cancel(attempt):
+            self._send_cancel(attempt, now)
         self._fail_a(call, status, now, headers=headers)
 
     # --- shutdown -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 from media import ng
@@ -32,6 +33,25 @@ Outcome = Literal[
 ]  # fmt: skip
 
 
+class Phase(Enum):
+    """Where an attempt's INVITE stands (sbc.call.attempt draws the ladder)."""
+
+    CALLING = "calling"  # sent; nothing back yet
+    PROCEEDING = "proceeding"  # a provisional, not yet 180/183
+    RINGING = "ringing"  # 180/183
+    ANSWERED = "answered"
+    FAILED = "failed"  # a final failure, or given up
+
+
+class Cancel(Enum):
+    NONE = "none"
+    PENDING = "pending"  # wanted; sent at the first provisional (RFC 3261 §9.1)
+    SENT = "sent"
+
+
+LIVE = frozenset((Phase.CALLING, Phase.PROCEEDING, Phase.RINGING))
+
+
 def other(leg: Leg) -> Leg:
     return "b" if leg == "a" else "a"
 
@@ -49,15 +69,12 @@ class Attempt:
     started: float
     tx: ClientTransaction | None = None
     dialog: Dialog | None = None
-    got_100: bool = False
-    got_18x: bool = False
-    cancel_pending: bool = False
-    cancel_sent: bool = False
-    done: bool = False  # no longer the call's live attempt
+    phase: Phase = Phase.CALLING
+    cancel: Cancel = Cancel.NONE
     status: int | None = None
     outcome: Outcome = ""
     ack: Request | None = None
-    auth_sent: bool = False  # we answered the trunk's 401/407 once; a second one is final
+    challenged: bool = False  # we answered the trunk's 401/407 once; a second one is final
     b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
     anchored: bool = False  # its media goes through rtpengine
     branch: str = ""  # its ng via-branch: a failed attempt deletes only its own media
@@ -65,6 +82,11 @@ class Attempt:
     ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
     timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
     timer_c_due: float = 0.0  # each provisional pushes it back
+
+    @property
+    def done(self) -> bool:
+        """No longer live: answered, failed or given up."""
+        return self.phase not in LIVE
 
 
 @dataclass(eq=False)

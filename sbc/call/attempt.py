@@ -1,0 +1,76 @@
+"""One attempt's ladder: where a B-leg INVITE stands, and whether it may be cancelled. Pure.
+
+    CALLING --1xx--> PROCEEDING --180/183--> RINGING --2xx--> ANSWERED
+       |                 |                      |
+       +-----------------+----------------------+--> FAILED  (a final failure, or left:
+                                                              B-timer, Max PDD, Timer C,
+                                                              the caller cancelled)
+
+The timers read the phase: the B-timer gives up on an attempt still CALLING (no 100:
+the trunk is not there), Max PDD on one not yet RINGING, Timer C (RFC 3261 §16.6 item 11)
+on any live one, restarted by each provisional. A CANCEL may only follow a provisional
+(§9.1): leaving an attempt that has none makes its cancel PENDING, sent with its first
+provisional, if any ever comes. A 401/407 is answered once (a new INVITE, CSeq + 1): the
+attempt is CALLING again, since its CANCEL must now wait for the new INVITE's provisional.
+"""
+
+from __future__ import annotations
+
+from sbc.call.model import LIVE, Attempt, Cancel, Outcome, Phase
+
+
+def heard(a: Attempt, status: int, now: float) -> bool:
+    """A provisional from the vendor. True: send the CANCEL now (one was pending)."""
+    if a.phase in LIVE:
+        if status in (180, 183):
+            if a.phase is not Phase.RINGING:
+                a.provisional_at = now
+            a.phase = Phase.RINGING
+        elif a.phase is Phase.CALLING:
+            a.phase = Phase.PROCEEDING
+    if a.cancel is Cancel.PENDING:
+        a.cancel = Cancel.SENT
+        return True
+    return False
+
+
+def leave(a: Attempt, outcome: Outcome, status: int) -> bool:
+    """We give up on a live attempt (a timer, or the call no longer wants it). True: send
+    the CANCEL now; False: it has had no provisional, so the CANCEL waits for one."""
+    a.outcome = a.outcome or outcome
+    if a.status is None:
+        a.status = status
+    return cancel(a)
+
+
+def cancel(a: Attempt) -> bool:
+    """The call wants this attempt gone. True: send the CANCEL now."""
+    if a.cancel is not Cancel.NONE or a.phase not in LIVE:
+        return False
+    if a.phase is Phase.CALLING:
+        a.cancel = Cancel.PENDING
+        return False
+    a.cancel = Cancel.SENT
+    return True
+
+
+def b_timer_due(a: Attempt) -> bool:
+    return a.phase is Phase.CALLING and a.status is None
+
+
+def max_pdd_due(a: Attempt) -> bool:
+    return a.phase in (Phase.CALLING, Phase.PROCEEDING) and a.status is None
+
+
+def live(a: Attempt) -> bool:
+    """Still the call's hope: no final answer, not given up."""
+    return a.phase in LIVE and a.status is None
+
+
+def challenged(a: Attempt) -> bool:
+    """A 401/407: may we answer it? Once per attempt; then the attempt is CALLING again."""
+    if a.challenged:
+        return False
+    a.challenged = True
+    a.phase = Phase.CALLING
+    return True
