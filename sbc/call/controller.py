@@ -61,6 +61,7 @@ from sbc.call.model import (
     Relay,
     other,
 )
+from sbc.call.outbox import Outbox
 from sbc.call.registration import Action as RegistrationAction
 from sbc.call.registration import Registration, Registrations, SendRegister
 from sbc.config.schema import Trigger, TrunkGroup
@@ -106,14 +107,12 @@ class CallController:
         self, layer: TransactionLayer, snapshot: Snapshot, store: MemoryStore | None = None
     ) -> None:
         self.layer = layer
-        self.snapshot = snapshot
+        self.out = Outbox(layer, snapshot)  # SIP, notices and commands, buffered
         self.registrar = Registrar(store or MemoryStore())
         self.hunt = HuntState()
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> the call, its leg, and for a B-leg its attempt
         self.dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]] = {}
-        self.notices: list[Notice] = []
-        self.commands: list[Command | MediaCommand] = []
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
         self.registrations = Registrations(new_id)  # ours, at vendors' registrars
@@ -137,14 +136,31 @@ class CallController:
 
     # --- plumbing -----------------------------------------------------------------------------
 
+    @property
+    def snapshot(self) -> Snapshot:
+        """The configuration new calls get (calls in progress keep their own)."""
+        return self.out.snapshot
+
+    @snapshot.setter
+    def snapshot(self, snap: Snapshot) -> None:
+        self.out.snapshot = snap
+
+    @property
+    def notices(self) -> list[Notice]:
+        return self.out.notices
+
+    @property
+    def commands(self) -> list[Command | MediaCommand]:
+        return self.out.commands
+
     def _new_id(self) -> str:
         return new_id()
 
     def _notice(self, event: str, call: Call | None, **fields: Any) -> None:
-        self.notices.append(Notice(event, call.id if call else None, fields))
+        self.out.notice(event, call, **fields)
 
     def pop_notices(self) -> list[Notice]:
-        out, self.notices = self.notices, []
+        out, self.out.notices = self.out.notices, []
         return out
 
     def pop_cdrs(self) -> list[dict[str, Any]]:
@@ -154,7 +170,7 @@ class CallController:
     def pop_commands(self) -> list[Command | MediaCommand]:
         """Requests for the state store (answer each Acquire with ``on_acquired``) and for
         rtpengine (answer each MediaCommand with ``on_media``)."""
-        out, self.commands = self.commands, []
+        out, self.out.commands = self.out.commands, []
         return out
 
     def _ng(
@@ -173,7 +189,7 @@ class CallController:
         token = next(self._ids)
         self._media[token] = (call, then, cleanup)
         call.media_busy += not cleanup
-        self.commands.append(MediaCommand(token, call.id, cmd))
+        self.out.commands.append(MediaCommand(token, call.id, cmd))
 
     def on_media(self, token: int, reply: dict[bytes, Any] | None, now: float) -> None:
         """rtpengine's reply to a MediaCommand (None: no node answered)."""
@@ -238,13 +254,13 @@ class CallController:
         call.keys.append(key)
 
     def _local(self, transport: str) -> tuple[str, int]:
-        return headers.local(self.snapshot, transport)
+        return self.out.local(transport)
 
     def _via(self, transport: str) -> Via:
-        return headers.via(self.snapshot, transport, new_id())
+        return self.out.via(transport)
 
     def _contact(self, transport: str, user: str = "sbc") -> NameAddr:
-        return headers.contact(self.snapshot, transport, user)
+        return self.out.contact(transport, user)
 
     def process(self, events: list[Event]) -> None:
         for ev in events:
@@ -282,16 +298,7 @@ class CallController:
         body: bytes = b"",
         tag: bool = True,
     ) -> None:
-        """Answer a request; final and dialog-creating answers carry a To tag (§8.2.6.2)."""
-        resp = make_response(
-            tx.request,
-            status,
-            reason,
-            to_tag=(to_tag or self._new_id()) if tag else None,
-            headers=headers,
-            body=body,
-        )
-        self.layer.respond(tx, resp, now)
+        self.out.respond(tx, status, now, reason, headers, to_tag, body, tag)
 
     # --- the edge: who may send what ----------------------------------------------------------
 
@@ -585,7 +592,7 @@ class CallController:
             return
         answer = self.registrar.register(snap, req, src, now + self.wall_offset)
         if answer.binding is not None:
-            self.commands.append(Bind(answer.binding))
+            self.out.commands.append(Bind(answer.binding))
             self._notice(
                 "registrar." + answer.why,
                 None,
@@ -642,7 +649,7 @@ class CallController:
         token = next(self._ids)
         request = LeaseRequest(call, tg, lease, limits)
         self._leases[token] = request
-        self.commands.append(Acquire(token, lease, request.scopes))
+        self.out.commands.append(Acquire(token, lease, request.scopes))
 
     def on_acquired(self, token: int, denied: Denied | None, now: float) -> None:
         """The state store's verdict on an Acquire: admit (or refuse) the call, or go on
@@ -653,7 +660,7 @@ class CallController:
         call, tg = request.call, request.trunk_group
         if denied is None:
             if call.state in ("ending", "ended") or call.cancelled:
-                self.commands.append(Release(request.lease, request.scopes))
+                self.out.commands.append(Release(request.lease, request.scopes))
                 self._maybe_end(call, now)
                 return
             call.leases[request.lease] = request.scopes
@@ -697,7 +704,7 @@ class CallController:
         fields = {"trigger": trigger.name, "trunk_group": tg.name, "ani": ani, "dnis": dnis}
         self._notice("routing.trigger", None, sip_call_id=sip_call_id, **fields)
         if trigger.webhook:
-            self.commands.append(Notify(trigger.webhook, {**fields, "time": wall}))
+            self.out.commands.append(Notify(trigger.webhook, {**fields, "time": wall}))
 
     def _candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
         return hunt.candidates(snap, names, self.hunt, self._usable)
@@ -1124,7 +1131,7 @@ class CallController:
         fields = {k: v for k, v in payload.items() if k not in ("event", "time")}
         self._notice(str(payload["event"]), None, **fields)
         if alarm.trigger.webhook:
-            self.commands.append(Notify(alarm.trigger.webhook, payload))
+            self.out.commands.append(Notify(alarm.trigger.webhook, payload))
 
     def _registered(self, actions: list[RegistrationAction], now: float) -> None:
         """Carry out what the outbound registrations decided."""
@@ -1561,7 +1568,7 @@ class CallController:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
         for lease, held in call.leases.items():
-            self.commands.append(Release(lease, held))
+            self.out.commands.append(Release(lease, held))
         call.leases.clear()
         if call.media_used and not call.media_deleted:
             # The ports are free already; the record waits for rtpengine's counters.

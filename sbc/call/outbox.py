@@ -1,0 +1,73 @@
+"""Everything the call path emits, buffered: SIP through the (pure) transaction layer, log
+notices, and commands for the state store and rtpengine. Pure: nothing here touches a
+socket or a clock. The pieces of sbc.call write here instead of calling each other, and the
+runtime drains it after each event (``pop_notices``, ``pop_commands``, the layer's
+``datagrams_to_send``), the way aioquic's connection buffers what it has to send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from media.ng import MediaCommand
+from sbc.call import headers
+from sbc.call.model import Call, Notice
+from sbc.config.snapshot import Snapshot
+from sbc.sip.grammar import NameAddr, Via
+from sbc.sip.ids import new_id
+from sbc.sip.message import Request, Response, make_response
+from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target, TransactionLayer
+from sbc.state import Command
+
+
+class Outbox:
+    def __init__(self, layer: TransactionLayer, snapshot: Snapshot) -> None:
+        self.layer = layer
+        self.snapshot = snapshot  # the current one: our own address comes from it
+        self.notices: list[Notice] = []
+        self.commands: list[Command | MediaCommand] = []
+
+    def notice(self, event: str, call: Call | None, **fields: Any) -> None:
+        """Something worth a log line; call lines carry the call's id."""
+        self.notices.append(Notice(event, call.id if call else None, fields))
+
+    def respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        to_tag: str | None = None,
+        body: bytes = b"",
+        tag: bool = True,
+    ) -> None:
+        """Answer a request; final and dialog-creating answers carry a To tag (§8.2.6.2)."""
+        resp = make_response(
+            tx.request,
+            status,
+            reason,
+            to_tag=(to_tag or new_id()) if tag else None,
+            headers=headers,
+            body=body,
+        )
+        self.layer.respond(tx, resp, now)
+
+    def relay_response(self, tx: ServerTransaction, resp: Response, now: float) -> None:
+        self.layer.respond(tx, resp, now)
+
+    def send(self, request: Request, target: Target, now: float, ctx: Any) -> ClientTransaction:
+        return self.layer.send_request(request, target, now, ctx=ctx)
+
+    def ack(self, ack: Request, target: Target) -> None:
+        """An ACK for a 2xx: outside any transaction (§13.2.2.4)."""
+        self.layer.send_ack(ack, target)
+
+    def via(self, transport: str) -> Via:
+        return headers.via(self.snapshot, transport, new_id())
+
+    def contact(self, transport: str, user: str = "sbc") -> NameAddr:
+        return headers.contact(self.snapshot, transport, user)
+
+    def local(self, transport: str) -> tuple[str, int]:
+        return headers.local(self.snapshot, transport)
