@@ -177,7 +177,7 @@ class SbcCollector(Collector):
         media = CounterMetricFamily(
             "sbc_media_failures", "rtpengine commands that failed.", labels=["reason"]
         )
-        for reason, n in sorted(ctrl.media_failures.items()):
+        for reason, n in sorted(ctrl.media.failures.items()):
             media.add_metric([reason], n)
         yield media
 

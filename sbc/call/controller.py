@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from media import ng, sdp
+from media import ng
 from media.ng import MediaCommand, Side
 from routing.health import Key
 from routing.hunting import HuntState
@@ -46,8 +45,9 @@ from sbc.admission import (
 )
 from sbc.alarms import Alarm, Alarms
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, indialog, ingress
-from sbc.call.headers import ALLOW, CROSSING, crossing, trunk_target
+from sbc.call import headers, hunt, indialog, ingress, media
+from sbc.call.headers import ALLOW, crossing, trunk_target
+from sbc.call.media import Media
 from sbc.call.model import (
     Attempt,
     Bye,
@@ -59,11 +59,11 @@ from sbc.call.model import (
     Outcome,
     Phase,
     Relay,
-    other,
 )
 from sbc.call.outbox import Outbox
 from sbc.call.registration import Action as RegistrationAction
 from sbc.call.registration import Registration, Registrations, SendRegister
+from sbc.call.relay import Relayer
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
@@ -72,7 +72,7 @@ from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.ids import new_id
-from sbc.sip.message import Request, Response, make_request, make_response, resend
+from sbc.sip.message import Request, Response, make_request, resend
 from sbc.sip.parser import KNOWN_METHODS
 from sbc.sip.timers import TimerHandle, TimerHeap
 from sbc.sip.transaction import (
@@ -118,10 +118,8 @@ class CallController:
         self.registrations = Registrations(new_id)  # ours, at vendors' registrars
         self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
         self._leases: dict[int, LeaseRequest] = {}
-        self._media: dict[
-            int, tuple[Call, Callable[[dict[bytes, Any] | None, float], None], bool]
-        ] = {}
-        self.media_failures: Counter[str] = Counter()  # unavailable | error
+        self.media = Media(self.out)  # rtpengine commands in flight, in order per call
+        self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised
         self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
@@ -173,53 +171,15 @@ class CallController:
         out, self.out.commands = self.out.commands, []
         return out
 
-    def _ng(
-        self,
-        call: Call,
-        cmd: dict[str, Any],
-        then: Callable[[dict[bytes, Any] | None, float], None],
-        cleanup: bool = False,
-    ) -> None:
-        """Ask rtpengine; ``then(reply, now)`` runs with its ok reply, or None when no node
-        answered or it refused. SIP for the call waits behind it in ``call.media_queue`` (a 180
-        must not overtake the 183 whose SDP rtpengine is rewriting) and the call is not forgotten
-        before it returns. A ``cleanup`` (a failed attempt's branch delete) holds up neither,
-        and its error after the call's own delete is expected: rtpengine may run the two in
-        either order."""
-        token = next(self._ids)
-        self._media[token] = (call, then, cleanup)
-        call.media_busy += not cleanup
-        self.out.commands.append(MediaCommand(token, call.id, cmd))
+    def _ng(self, call: Call, cmd: dict[str, Any], then: media.Then, cleanup: bool = False) -> None:
+        self.media.ask(call, cmd, then, cleanup)
 
     def on_media(self, token: int, reply: dict[bytes, Any] | None, now: float) -> None:
         """rtpengine's reply to a MediaCommand (None: no node answered)."""
-        entry = self._media.pop(token, None)
-        if entry is None:
-            return
-        call, then, cleanup = entry
-        call.media_busy -= not cleanup
-        ok = reply is not None and reply.get(b"result") == b"ok"
-        if reply is not None:
-            call.media_used = True
-        if not ok and cleanup and call.media_deleted and reply is not None:
-            ok = True  # it lost the race to the call's own delete: nothing was left to free
-        if not ok:
-            why = "unavailable" if reply is None else "error"
-            self.media_failures[why] += 1
-            detail = reply.get(b"error-reason", b"") if reply is not None else b""
-            self._notice(
-                "media.failed",
-                call,
-                reason=why,
-                error=detail.decode("utf-8", "replace") if isinstance(detail, bytes) else "",
-                action=call.snap.config.node.media.on_failure,
-            )
-        then(reply if ok else None, now)
-        while not call.media_busy and call.media_queue:
-            call.media_queue.pop(0)(now)
+        self.media.reply(token, reply, now)
 
     def _media_reject(self, call: Call) -> bool:
-        return call.snap.config.node.media.on_failure == "reject"
+        return media.rejects(call)
 
     def get_timer(self) -> float | None:
         timers = (
@@ -398,7 +358,7 @@ class CallController:
             if req.method == "BYE":
                 self._on_bye(call, leg, tx, now)
             else:
-                self._relay(call, leg, tx, req, now)
+                self.relayer.request(call, leg, tx, req, now)
             return
         if req.method == "CANCEL":
             self._on_cancel(tx, req, now)
@@ -749,9 +709,7 @@ class CallController:
             attempt.anchored = True
             attempt.branch = f"{call.id}.{attempt.n}"
             if a.body:  # the caller's offer, rewritten for this vendor, before the INVITE
-                flags = ng.offer_flags(call.a_side, attempt.b_side, sdp.codecs(a.body))
-                cmd = ng.offer(call.id, call.a_tag, a.body, flags, branch=attempt.branch)
-                self._ng(call, cmd, lambda reply, now: self._offered(attempt, reply, now))
+                self.media.offer_for(attempt, lambda reply, now: self._offered(attempt, reply, now))
                 return
         self._send_attempt(attempt, now)
 
@@ -776,19 +734,8 @@ class CallController:
             attempt.anchored = False
         else:
             attempt.invite = replace(attempt.invite, body=body)
-            self._free_stale(call)
+            self.media.free_stale(call)
         self._send_attempt(attempt, now)
-
-    def _free_stale(self, call: Call) -> None:
-        """The current attempt's branch exists at rtpengine: delete the failed attempts'
-        branches, which now cannot be the call's last."""
-        if call.media_deleted:  # the call's own delete took them
-            call.stale_branches.clear()
-            return
-        for branch in call.stale_branches:
-            cmd = ng.delete(call.id, call.a_tag, branch=branch)
-            self._ng(call, cmd, lambda reply, now: None, cleanup=True)
-        call.stale_branches.clear()
 
     def _send_attempt(self, attempt: Attempt, now: float) -> None:
         call = attempt.call
@@ -965,10 +912,10 @@ class CallController:
             relay = ctx
             if relay.call.media_busy or relay.call.media_queue:
                 relay.call.media_queue.append(
-                    lambda now: self._on_relay_response(relay, resp, tx, now)
+                    lambda now: self.relayer.response(relay, resp, tx, now)
                 )
             else:
-                self._on_relay_response(relay, resp, tx, now)
+                self.relayer.response(relay, resp, tx, now)
         elif isinstance(ctx, Bye) and resp.status >= 200:
             self._bye_done(ctx.call, now)
         elif isinstance(ctx, Registration):
@@ -1013,7 +960,7 @@ class CallController:
                         body = b"" if self._media_reject(call) else resp.body
                     self._relay_to_a(call, resp, now, body)
 
-                self._vendor_sdp(attempt, resp, relay_18x)
+                self.media.vendor_sdp(attempt, resp, relay_18x)
             else:
                 self._relay_to_a(call, resp, now)
             return
@@ -1168,29 +1115,6 @@ class CallController:
             body=resp.body if body is None else body,
         )
 
-    def _vendor_sdp(
-        self, attempt: Attempt, resp: Response, then: Callable[[bytes | None, float], None]
-    ) -> None:
-        """Pass a vendor's SDP through rtpengine: the answer to the caller's offer, or with a
-        late offer (INVITE without SDP) the vendor's own offer (RFC 3261 §13.2.1)."""
-        call = attempt.call
-        b_tag = resp.to.tag or ""
-        if call.a_invite.body:
-            flags = ng.answer_flags(attempt.b_side, call.a_side)
-            cmd = ng.answer(call.id, call.a_tag, b_tag, resp.body, flags, branch=attempt.branch)
-        else:
-            flags = ng.offer_flags(attempt.b_side, call.a_side, sdp.codecs(resp.body))
-            cmd = ng.offer(
-                call.id, b_tag, resp.body, flags, to_tag=call.a_tag, branch=attempt.branch
-            )
-
-        def rewritten(reply: dict[bytes, Any] | None, now: float) -> None:
-            if reply is not None:
-                self._free_stale(call)
-            then(_sdp_of(reply), now)
-
-        self._ng(call, cmd, rewritten)
-
     def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
         """The vendor answered but rtpengine could not anchor it, and on_failure is reject:
         hang up the vendor and fail the caller with 503 (it never saw the 2xx)."""
@@ -1241,7 +1165,7 @@ class CallController:
                     body = resp.body
                 self._relay_to_a(call, resp, now, body)
 
-            self._vendor_sdp(attempt, resp, relay_2xx)
+            self.media.vendor_sdp(attempt, resp, relay_2xx)
         else:
             self._relay_to_a(call, resp, now)
         limit = call.ingress.limits.max_call_duration
@@ -1297,42 +1221,12 @@ class CallController:
         if leg not in call.ack_wait:
             return
         if call.media_busy or call.media_queue:  # behind the 2xx whose SDP is in flight
-            call.media_queue.append(lambda now: self._forward_ack(call, leg, req, now))
+            call.media_queue.append(lambda now: self.relayer.ack(call, leg, req, now))
         else:
-            self._forward_ack(call, leg, req, now)
+            self.relayer.ack(call, leg, req, now)
 
-    def _forward_ack(self, call: Call, leg: Leg, req: Request, now: float) -> None:
-        """The ACK we held for this leg's 2xx: send it on, its answer rewritten by rtpengine
-        when the other leg's 2xx carried the offer (late offer, RFC 3264 §3)."""
-        held = call.ack_wait.pop(leg, None)
-        if held is None:
-            return
-        dialog, cseq, _ = held
-        offerer = call.late_offer
-        if offerer and offerer != leg and req.body and call.anchored:
-            call.late_offer = None
-            flags = ng.answer_flags(call.side(leg), call.side(offerer))
-            cmd = ng.answer(call.id, call.tag(offerer), call.tag(leg), req.body, flags)
-
-            def send(reply: dict[bytes, Any] | None, now: float) -> None:
-                body = _sdp_of(reply)
-                self._send_ack(call, dialog, cseq, req, req.body if body is None else body)
-                if body is None and self._media_reject(call):
-                    self._hangup(call, "sbc", now, reason="Media Unavailable")
-
-            self._ng(call, cmd, send)
-            return
-        self._send_ack(call, dialog, cseq, req, req.body)
-
-    def _send_ack(self, call: Call, dialog: Dialog, cseq: int, req: Request, body: bytes) -> None:
-        headers = [(n, v) for n, v in req.headers if n in CROSSING]
-        ack = dialog.request(
-            "ACK", self._via(dialog.peer.transport), None, headers=headers, body=body, cseq=cseq
-        )
-        answered = call.answered
-        if answered is not None and dialog is answered.dialog:
-            answered.ack = ack
-        self.layer.send_ack(ack, dialog.destination())
+    def _media_lost_on_ack(self, call: Call, now: float) -> None:
+        self._hangup(call, "sbc", now, reason="Media Unavailable")
 
     def _on_cancel(self, tx: ServerTransaction, req: Request, now: float) -> None:
         invite_tx = self.layer.find_invite(req)
@@ -1372,7 +1266,7 @@ class CallController:
     def busy(self) -> int:
         """Calls still held, plus rtpengine answers still due (a call's record waits for its
         delete): zero means a drained node may exit without losing a CDR."""
-        return len(self.calls) + len(self._media)
+        return len(self.calls) + self.media.in_flight
 
     def shutdown(self, now: float) -> None:
         """The drain timeout passed: BYE both legs of answered calls, 503 to calls in setup
@@ -1425,118 +1319,6 @@ class CallController:
             self._notice("call.max_duration", call)
             self._hangup(call, "sbc", now, reason="Max Call Duration")
 
-    # --- in-dialog relay ----------------------------------------------------------------------
-
-    def _relay(self, call: Call, leg: Leg, tx: ServerTransaction, req: Request, now: float) -> None:
-        if call.state != "answered":
-            self._respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
-            return
-        far = other(leg)
-        dialog = call.a_dialog if far == "a" else call.b_dialog
-        assert dialog is not None
-        tx.ctx = call
-        relay = Relay(call, tx, far)
-        if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
-            # A new offer (hold, resume, codec change): rtpengine rewrites it for the far side.
-            relay.media = True
-            flags = ng.offer_flags(call.side(leg), call.side(far), sdp.codecs(req.body))
-            cmd = ng.offer(call.id, call.tag(leg), req.body, flags, to_tag=call.tag(far))
-
-            def send(reply: dict[bytes, Any] | None, now: float) -> None:
-                body = _sdp_of(reply)
-                if body is None:
-                    if self._media_reject(call):  # the call goes on with its current media
-                        self._respond(tx, 503, now, "Media Unavailable", tag=False)
-                        return
-                    call.unanchored = True
-                    relay.media = False
-                    body = req.body
-                if call.state == "answered":
-                    self._send_relayed(relay, req, body, now)
-                else:
-                    self._respond(tx, 481, now, tag=False)
-
-            self._ng(call, cmd, send)
-            return
-        self._send_relayed(relay, req, req.body, now)
-
-    def _send_relayed(self, relay: Relay, req: Request, body: bytes, now: float) -> None:
-        call, far = relay.call, relay.to_leg
-        dialog = call.a_dialog if far == "a" else call.b_dialog
-        assert dialog is not None
-        transport = call.source.transport if far == "a" else dialog.peer.transport
-        out = dialog.request(
-            req.method,
-            self._via(transport),
-            self._contact(transport),
-            headers=crossing(req),
-            body=body,
-        )
-        self.layer.send_request(out, dialog.destination(), now, ctx=relay)
-
-    def _on_relay_response(
-        self, relay: Relay, resp: Response, tx: ClientTransaction, now: float
-    ) -> None:
-        call = relay.call
-        server = relay.server
-        if resp.status == 100:
-            return
-        from_leg = other(relay.to_leg)
-        to_leg = relay.to_leg
-        method = server.request.method
-        cmd: dict[str, Any] | None = None
-        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and call.anchored:
-            if relay.media:  # the answer to the offer rtpengine rewrote
-                flags = ng.answer_flags(call.side(to_leg), call.side(from_leg))
-                cmd = ng.answer(call.id, call.tag(from_leg), call.tag(to_leg), resp.body, flags)
-            elif not server.request.body and resp.status >= 200:  # re-INVITE without offer
-                call.late_offer = to_leg
-                flags = ng.offer_flags(
-                    call.side(to_leg), call.side(from_leg), sdp.codecs(resp.body)
-                )
-                cmd = ng.offer(
-                    call.id, call.tag(to_leg), resp.body, flags, to_tag=call.tag(from_leg)
-                )
-        if cmd is None:
-            self._relay_response_out(relay, resp, tx, now, resp.body)
-            return
-
-        def respond(reply: dict[bytes, Any] | None, now: float) -> None:
-            body = _sdp_of(reply)
-            if body is None:
-                # The far side has already accepted the new session: its 2xx can only be
-                # relayed as it is, so from here on the call's SDP passes untouched, whatever
-                # on_failure says (refusing needs the 503 before the far side answers).
-                call.unanchored = True
-                body = resp.body
-            self._relay_response_out(relay, resp, tx, now, body)
-
-        self._ng(call, cmd, respond)
-
-    def _relay_response_out(
-        self, relay: Relay, resp: Response, tx: ClientTransaction, now: float, body: bytes
-    ) -> None:
-        call = relay.call
-        server = relay.server
-        from_leg = other(relay.to_leg)
-        headers = crossing(resp)
-        if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
-            headers.append(("Contact", str(self._contact(server.source.transport))))
-        if server.request.method == "INVITE" and 200 <= resp.status < 300:
-            dialog = call.a_dialog if relay.to_leg == "a" else call.b_dialog
-            assert dialog is not None
-            if server.request.body:
-                ack = dialog.request(
-                    "ACK", self._via(dialog.peer.transport), None, cseq=tx.request.cseq
-                )
-                self.layer.send_ack(ack, dialog.destination())
-            else:
-                call.ack_wait[from_leg] = (dialog, tx.request.cseq, dialog.destination())
-        resp_out = make_response(
-            server.request, resp.status, resp.reason, headers=headers, body=body
-        )
-        self.layer.respond(server, resp_out, now)
-
     # --- the end ------------------------------------------------------------------------------
 
     def _maybe_end(self, call: Call, now: float) -> None:
@@ -1572,14 +1354,12 @@ class CallController:
         call.leases.clear()
         if call.media_used and not call.media_deleted:
             # The ports are free already; the record waits for rtpengine's counters.
-            call.media_deleted = True
-
             def deleted(reply: dict[bytes, Any] | None, now: float) -> None:
                 if reply is not None:
                     call.media_stats = ng.stats(reply)
                 self._end_notice(call)
 
-            self._ng(call, ng.delete(call.id, call.a_tag), deleted)
+            self.media.delete(call, deleted)
             return
         self._end_notice(call)
 
@@ -1627,8 +1407,3 @@ def _release(call: Call) -> None:
     call.attempts = []
     call.current = call.answered = None
     call.media_queue.clear()
-
-
-def _sdp_of(reply: dict[bytes, Any] | None) -> bytes | None:
-    body = reply.get(b"sdp") if reply is not None else None
-    return body if isinstance(body, bytes) else None

@@ -257,7 +257,7 @@ def test_when_the_hunt_ends_one_whole_call_delete_frees_every_branch() -> None:
     lab.ctrl.on_media(stale.token, error, lab.now)
     run(lab)
     events = [n.event for n in lab.ctrl.pop_notices()]
-    assert "media.failed" not in events and not lab.ctrl.media_failures
+    assert "media.failed" not in events and not lab.ctrl.media.failures
     assert events.count("call.end") == 1 and lab.ctrl.calls == {}
 
 
@@ -290,7 +290,7 @@ def test_no_rtpengine_rejects_or_passes_sdp_untouched(policy: str, status: int |
         assert isinstance(b1, Request) and b1.body == SDP  # the caller's own offer
         out = lab.feed(ok_with_sdp(b1, "v1"), V1)
         assert lab.ng == [] and [m.status for m in only(out, CALLER)] == [200]  # type: ignore[union-attr]
-    assert lab.ctrl.media_failures["unavailable"] == 1
+    assert lab.ctrl.media.failures["unavailable"] == 1
     assert sample(lab.scrape(), "sbc_media_failures_total", reason="unavailable") == 1
 
 

@@ -1,0 +1,163 @@
+"""In-dialog requests of an answered call, carried from one leg to the other. Pure.
+
+    caller            sbc              vendor          (either way round)
+      |--re-INVITE---->|                  |   our own Via, Contact, CSeq on the far leg;
+      |                |--re-INVITE------>|   only the allow-list of headers crosses
+      |                |<-------------200-|
+      |                |--ACK------------>|   at once when the re-INVITE had the offer,
+      |<----------200--|                  |   else held for the caller's ACK (its answer)
+      |--ACK---------->|                  |
+
+With anchored media an offer (hold, resume, codec change) goes through rtpengine first, and
+the answer on its way back; a re-INVITE without an offer gets rtpengine's offer from the far
+side's 2xx and its answer from the ACK (late offer, RFC 3264 §3). A request that arrives
+before the call is answered gets 491, after it ended 481 (the BYE is the controller's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sbc.call.headers import CROSSING, crossing
+from sbc.call.media import Media, Reply, rejects, sdp_of
+from sbc.call.model import Call, Leg, Relay, other
+from sbc.call.outbox import Outbox
+from sbc.sip.dialog import Dialog
+from sbc.sip.message import Request, Response, make_response
+from sbc.sip.transaction import ClientTransaction, ServerTransaction
+
+
+class Relayer:
+    def __init__(
+        self, out: Outbox, media: Media, media_lost: Callable[[Call, float], None]
+    ) -> None:
+        self.out = out
+        self.media = media
+        self.media_lost = media_lost  # hang the call up: an ACK's answer could not be anchored
+
+    def request(
+        self, call: Call, leg: Leg, tx: ServerTransaction, req: Request, now: float
+    ) -> None:
+        """``req`` came in on ``leg``: send it on the other one."""
+        if call.state != "answered":
+            self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
+            return
+        tx.ctx = call
+        relay = Relay(call, tx, other(leg))
+        if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
+            relay.media = True  # a new offer: rtpengine rewrites it for the far side
+
+            def send(reply: Reply, now: float) -> None:
+                body = sdp_of(reply)
+                if body is None:
+                    if rejects(call):  # the call goes on with its current media
+                        self.out.respond(tx, 503, now, "Media Unavailable", tag=False)
+                        return
+                    call.unanchored = True
+                    relay.media = False
+                    body = req.body
+                if call.state == "answered":
+                    self._send(relay, req, body, now)
+                else:
+                    self.out.respond(tx, 481, now, tag=False)
+
+            self.media.offer(call, leg, req.body, send)
+            return
+        self._send(relay, req, req.body, now)
+
+    def _send(self, relay: Relay, req: Request, body: bytes, now: float) -> None:
+        call, far = relay.call, relay.to_leg
+        dialog = _dialog(call, far)
+        transport = call.source.transport if far == "a" else dialog.peer.transport
+        out = dialog.request(
+            req.method,
+            self.out.via(transport),
+            self.out.contact(transport),
+            headers=crossing(req),
+            body=body,
+        )
+        self.out.send(out, dialog.destination(), now, ctx=relay)
+
+    def response(self, relay: Relay, resp: Response, tx: ClientTransaction, now: float) -> None:
+        """The far leg answered a relayed request: answer the near one."""
+        if resp.status == 100:
+            return
+        call, server = relay.call, relay.server
+        to_leg, from_leg = relay.to_leg, other(relay.to_leg)
+        method = server.request.method
+        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and call.anchored:
+
+            def respond(reply: Reply, now: float) -> None:
+                body = sdp_of(reply)
+                if body is None:
+                    # The far side has already accepted the new session: its 2xx can only
+                    # be relayed as it is, so from here on the call's SDP passes untouched,
+                    # whatever on_failure says (refusing needs the 503 before it answers).
+                    call.unanchored = True
+                    body = resp.body
+                self._respond(relay, resp, tx, now, body)
+
+            if relay.media:  # the answer to the offer rtpengine rewrote
+                self.media.answer(call, to_leg, from_leg, resp.body, respond)
+                return
+            if not server.request.body and resp.status >= 200:  # re-INVITE without offer
+                call.late_offer = to_leg
+                self.media.offer(call, to_leg, resp.body, respond)
+                return
+        self._respond(relay, resp, tx, now, resp.body)
+
+    def _respond(
+        self, relay: Relay, resp: Response, tx: ClientTransaction, now: float, body: bytes
+    ) -> None:
+        call, server = relay.call, relay.server
+        extra = crossing(resp)
+        if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
+            extra.append(("Contact", str(self.out.contact(server.source.transport))))
+        if server.request.method == "INVITE" and 200 <= resp.status < 300:
+            dialog = _dialog(call, relay.to_leg)
+            if server.request.body:
+                ack = dialog.request(
+                    "ACK", self.out.via(dialog.peer.transport), None, cseq=tx.request.cseq
+                )
+                self.out.ack(ack, dialog.destination())
+            else:  # the ACK brings the answer: hold ours for it
+                call.ack_wait[other(relay.to_leg)] = (dialog, tx.request.cseq, dialog.destination())
+        answer = make_response(server.request, resp.status, resp.reason, headers=extra, body=body)
+        self.out.relay_response(server, answer, now)
+
+    def ack(self, call: Call, leg: Leg, req: Request, now: float) -> None:
+        """The ACK we held for this leg's 2xx: send it on, its answer rewritten by rtpengine
+        when the other leg's 2xx carried the offer (late offer, RFC 3264 §3)."""
+        held = call.ack_wait.pop(leg, None)
+        if held is None:
+            return
+        dialog, cseq, _ = held
+        offerer = call.late_offer
+        if offerer and offerer != leg and req.body and call.anchored:
+            call.late_offer = None
+
+            def send(reply: Reply, now: float) -> None:
+                body = sdp_of(reply)
+                self.send_ack(call, dialog, cseq, req, req.body if body is None else body)
+                if body is None and rejects(call):
+                    self.media_lost(call, now)
+
+            self.media.answer(call, leg, offerer, req.body, send)
+            return
+        self.send_ack(call, dialog, cseq, req, req.body)
+
+    def send_ack(self, call: Call, dialog: Dialog, cseq: int, req: Request, body: bytes) -> None:
+        extra = [(n, v) for n, v in req.headers if n in CROSSING]
+        ack = dialog.request(
+            "ACK", self.out.via(dialog.peer.transport), None, headers=extra, body=body, cseq=cseq
+        )
+        answered = call.answered
+        if answered is not None and dialog is answered.dialog:
+            answered.ack = ack
+        self.out.ack(ack, dialog.destination())
+
+
+def _dialog(call: Call, leg: Leg) -> Dialog:
+    dialog = call.a_dialog if leg == "a" else call.b_dialog
+    assert dialog is not None  # an answered call has both
+    return dialog
