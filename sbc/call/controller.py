@@ -46,6 +46,7 @@ from sbc.admission import (
 from sbc.alarms import Alarm, Alarms
 from sbc.call import attempt as ladder
 from sbc.call import headers, hunt, indialog, ingress, media
+from sbc.call.gate import Gate
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.media import Media
 from sbc.call.model import (
@@ -66,8 +67,8 @@ from sbc.call.registration import Registration, Registrations, SendRegister
 from sbc.call.relay import Relayer
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.lockout import FAILURES, Lockout
-from sbc.registrar import Answer, Registrar
+from sbc.lockout import Lockout
+from sbc.registrar import Registrar
 from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri, Via
@@ -90,7 +91,7 @@ from sbc.sip.transaction import (
     TransportFailed,
     make_cancel,
 )
-from sbc.state import Acquire, Bind, Command, Denied, Notify, Release, Scope
+from sbc.state import Acquire, Command, Denied, Notify, Release, Scope
 from sbc.state.memory import MemoryStore
 from sbc.stats import Stats
 
@@ -114,7 +115,6 @@ class CallController:
         # (Call-ID, our tag) -> the call, its leg, and for a B-leg its attempt
         self.dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]] = {}
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
-        self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, registrations)
         self.registrations = Registrations(new_id)  # ours, at vendors' registrars
         self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
         self._leases: dict[int, LeaseRequest] = {}
@@ -127,10 +127,9 @@ class CallController:
         self._ticking = False
         self._timers = TimerHeap(self)
         self._ids = itertools.count(1)  # tokens for the state store and rtpengine, never sent
-        self.drops = edge.Drops()  # messages dropped unanswered, by reason
-        self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
+        self.gate = Gate(self.out, self.registrar)  # the edge screen, registrar, lockout
         # Every message meets the edge screen before the parser (see screen()).
-        layer.accept = self.screen
+        layer.accept = self.gate.screen
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -150,6 +149,23 @@ class CallController:
     @property
     def commands(self) -> list[Command | MediaCommand]:
         return self.out.commands
+
+    @property
+    def wall_offset(self) -> float:
+        """Wall clock = now + wall_offset (time of day, registrations, CDR times)."""
+        return self.gate.wall_offset
+
+    @wall_offset.setter
+    def wall_offset(self, offset: float) -> None:
+        self.gate.wall_offset = offset
+
+    @property
+    def drops(self) -> edge.Drops:
+        return self.gate.drops
+
+    @property
+    def lockout(self) -> Lockout:
+        return self.gate.lockout
 
     def _new_id(self) -> str:
         return new_id()
@@ -262,50 +278,6 @@ class CallController:
 
     # --- the edge: who may send what ----------------------------------------------------------
 
-    def screen(self, data: bytes, source: Target, now: float) -> bool:
-        """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
-        sbc.edge): False drops it unanswered."""
-        method = edge.method_of(data)
-        if method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", source.host, now):
-            return self._dropped("auth_blocked", source, now, method)
-        snap = self.snapshot
-        if snap.config.node.unknown_source == "reject" or self._known(source, now):
-            return True
-        if method == b"REGISTER" and snap.accounts:
-            return True
-        return self._dropped("unknown_source", source, now, method)
-
-    def _known(self, source: Target, now: float) -> bool:
-        """An address of any trunk group, or of a live registration."""
-        return is_peer(self.snapshot, source.transport, source.host, source.port) or (
-            self._bound(source, now) is not None
-        )
-
-    def _bound(self, source: Target, now: float) -> str | None:
-        """The trunk group of the live registration made from ``source``, if any."""
-        b = self.registrar.store.binding_from(
-            source.transport, source.host, source.port, now + self.wall_offset
-        )
-        return b.trunk_group if b is not None else None
-
-    def _dropped(
-        self, reason: edge.DropReason, source: Target, now: float, method: bytes | str = b""
-    ) -> bool:
-        """Count a message dropped unanswered; log the first from its address in a while."""
-        if self.drops.drop(reason, source.host, now):
-            if isinstance(method, bytes):
-                method = method.decode("ascii", "replace")
-            self._notice(
-                "edge.dropped",
-                None,
-                reason=reason,
-                source=str(source),
-                method=method,
-                note=f"further drops from {source.host} are counted, not logged, for "
-                f"{edge.LOG_EVERY:.0f} s",
-            )
-        return False
-
     def _leg_of(
         self, req: Request, source: Target, now: float
     ) -> tuple[Call, Leg] | indialog.Verdict:
@@ -317,7 +289,7 @@ class CallController:
         call, leg, attempt = entry
         if attempt is None:
             peer = indialog.caller_peer(
-                call.snap, call.ingress.name, call.source, source, lambda t: self._bound(t, now)
+                call.snap, call.ingress.name, call.source, source, lambda t: self.gate.bound(t, now)
             )
             dialog: Dialog | None = call.a_dialog
         else:
@@ -325,15 +297,6 @@ class CallController:
             dialog = attempt.dialog
         verdict = indialog.check(peer, dialog, req)
         return (call, leg) if verdict == "ok" else verdict
-
-    def _not_ours(self, tx: ServerTransaction, source: Target, now: float) -> None:
-        """An in-dialog request that names no dialog of its sender's: 481 to an address we
-        know (RFC 3261 §12.2.2), nothing to a stranger."""
-        if self._known(source, now):
-            self._respond(tx, 481, now)
-        else:
-            self.layer.discard(tx)
-            self._dropped("in_dialog", source, now, tx.request.method)
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -352,7 +315,7 @@ class CallController:
                 self._respond(tx, 500, now, "Out of Order")  # §12.2.2
                 return
             if isinstance(found, str):
-                self._not_ours(tx, ev.source, now)
+                self.gate.not_ours(tx, ev.source, now)
                 return
             call, leg = found
             if req.method == "BYE":
@@ -369,10 +332,10 @@ class CallController:
             self._on_invite(tx, req, src, now)
             return
         if req.method == "REGISTER":
-            self._on_register(tx, req, src, now)
+            self.gate.register(tx, req, src, now)
             return
         if not is_peer(snap, src.transport, src.host, src.port):
-            self._unknown_source(tx, req, src, now)
+            self.gate.unknown_source(tx, req, src, now)
         elif req.method == "OPTIONS" and self.draining:
             # Going away: a peer's monitoring should take us out of its hunting now.
             retry = str(snap.config.node.drain_retry_after)
@@ -390,27 +353,12 @@ class CallController:
         else:
             self._respond(tx, 501, now, headers=[("Allow", ALLOW)])
 
-    def _unknown_source(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
-        policy = self.snapshot.config.node.unknown_source
-        self._notice(
-            "call.refused",
-            None,
-            reason="unknown_source",
-            method=req.method,
-            source=str(src),
-            action=policy,
-        )
-        if policy == "reject":
-            self._respond(tx, 403, now)
-        else:
-            self.layer.discard(tx)
-
     def _on_invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.snapshot
         user = ingress.dialled_user(req)
         found = identify(snap, src.transport, src.host, src.port, user)
         if found is None:
-            found = self._registered_caller(tx, req, src, now, user)
+            found = self.gate.registered_caller(tx, req, src, now, user)
             if found is None:
                 return
         tg, dnis = found
@@ -465,109 +413,6 @@ class CallController:
             self._acquire(call, tg, call.id, limits)
         else:  # nothing to count against: no lease, no round trip
             self._admitted(call, now)
-
-    def _registered_caller(
-        self, tx: ServerTransaction, req: Request, src: Target, now: float, user: str
-    ) -> tuple[TrunkGroup, str] | None:
-        """An INVITE no IP trunk claims: from a registered PBX's address, or claiming a
-        registration account (then 407 until its Proxy-Authorization checks). None: answered."""
-        snap = self.snapshot
-        wall = now + self.wall_offset
-        tg = self.registrar.registered(snap, src, wall)
-        if tg is None and self.registrar.claimed(snap, req) is not None:
-            if self._account_locked(req, "Proxy-Authorization", src, now):
-                self.layer.discard(tx)
-                self._dropped("auth_blocked", src, now, "INVITE")
-                return None
-            result = self.registrar.authenticate_invite(snap, req, wall)
-            if isinstance(result, Answer):
-                if result.why != "challenge":
-                    self._auth_refused(req, src, result, snap)
-                    if self._auth_failed(result, src, now):
-                        self.layer.discard(tx)
-                        return None
-                self._respond(tx, result.status, now, result.reason, headers=result.headers)
-                return None
-            tg = result
-        if tg is None:
-            self._unknown_source(tx, req, src, now)
-            return None
-        prefix = tg.tech_prefix
-        return tg, user[len(prefix) :] if prefix and user.startswith(prefix) else user
-
-    def _auth_refused(self, req: Request, src: Target, answer: Answer, snap: Snapshot) -> None:
-        account = snap.accounts.get(answer.username)
-        self._notice(
-            "auth.refused",
-            None,
-            method=req.method,
-            status=answer.status,
-            reason=answer.why,
-            username=answer.username,
-            trunk_group=account[0].name if account else "",
-            source=str(src),
-        )
-
-    def _auth_failed(self, answer: Answer, src: Target, now: float) -> bool:
-        """Count a failed authentication toward the lockout (sbc.lockout); True when it
-        started a block, so it gets no answer either."""
-        if answer.why not in FAILURES:
-            return False
-        cfg = self.snapshot.config.node.registrar.lockout
-        blocks = self.lockout.failed(cfg, src.host, answer.username, now)
-        for block in blocks:
-            # One line per block, the address first among its fields, for fail2ban
-            # (README, Security: failregex '"ip": "<HOST>".*"event": "auth.blocked"').
-            self._notice(
-                "auth.blocked",
-                None,
-                ip=src.host,
-                scope=block.scope,
-                username=answer.username,
-                failures=block.failures,
-                window=cfg.window,
-                block_for=cfg.block_for,
-                source=str(src),
-            )
-        return bool(blocks)
-
-    def _account_locked(self, req: Request, header: str, src: Target, now: float) -> bool:
-        """The account these credentials name is locked out (sbc.lockout), and ``src`` is
-        not the address of its live registration."""
-        user = Registrar.username(req, header)
-        if not user or not self.lockout.blocked("account", user, now):
-            return False
-        account = self.snapshot.accounts.get(user)
-        if account is not None:
-            b = self.registrar.store.binding_of(account[0].name, user, now + self.wall_offset)
-            if b is not None and b.host == src.host:
-                return False
-        return True
-
-    def _on_register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
-        snap = self.snapshot
-        if self._account_locked(req, "Authorization", src, now):
-            self.layer.discard(tx)
-            self._dropped("auth_blocked", src, now, "REGISTER")
-            return
-        answer = self.registrar.register(snap, req, src, now + self.wall_offset)
-        if answer.binding is not None:
-            self.out.commands.append(Bind(answer.binding))
-            self._notice(
-                "registrar." + answer.why,
-                None,
-                username=answer.username,
-                trunk_group=answer.binding.trunk_group,
-                contact=answer.binding.contact,
-                source=str(src),
-                expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
-            )
-        elif answer.status >= 300 and answer.why != "challenge":
-            self._auth_refused(req, src, answer, snap)
-            if self._auth_failed(answer, src, now):
-                self.layer.discard(tx)
-                return
-        self._respond(tx, answer.status, now, answer.reason, headers=answer.headers)
 
     def _refuse(
         self,
@@ -1215,7 +1060,7 @@ class CallController:
             return  # a late or stray ACK: ACKs are never answered
         found = self._leg_of(req, source, now)
         if isinstance(found, str):
-            self._dropped("in_dialog", source, now, "ACK")
+            self.gate.dropped("in_dialog", source, now, "ACK")
             return
         call, leg = found
         if leg not in call.ack_wait:
@@ -1235,7 +1080,7 @@ class CallController:
             src.transport,
             src.host,
         ):  # §9.2 matches on the branch; only the INVITE's sender may cancel it
-            self._not_ours(tx, src, now)
+            self.gate.not_ours(tx, src, now)
             return
         self._respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
         call = invite_tx.ctx

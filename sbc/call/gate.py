@@ -1,0 +1,202 @@
+"""Who may send us what: the edge screen, the registrar's answers and its lockout. Pure.
+
+The first look at every message (``screen``, before the parser; sbc.edge has the rules),
+the answer to a REGISTER, and the digest check of an INVITE that claims a registration
+account (sbc.registrar), with the lockout that shuts out a guesser (sbc.lockout). Strangers
+get nothing; a known address that names no dialog of its own gets 481 (``not_ours``).
+Everything goes out through the Outbox: answers, notices, and Bind commands for the state
+store.
+"""
+
+from __future__ import annotations
+
+from sbc import edge
+from sbc.admission import is_peer
+from sbc.call.outbox import Outbox
+from sbc.config.schema import TrunkGroup
+from sbc.config.snapshot import Snapshot
+from sbc.lockout import FAILURES, Lockout
+from sbc.registrar import Answer, Registrar
+from sbc.sip.message import Request
+from sbc.sip.transaction import ServerTransaction, Target
+from sbc.state import Bind
+
+
+class Gate:
+    def __init__(self, out: Outbox, registrar: Registrar) -> None:
+        self.out = out
+        self.registrar = registrar
+        self.drops = edge.Drops()  # messages dropped unanswered, by reason
+        self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
+        self.wall_offset = 0.0  # wall clock = now + wall_offset (registrations expire by it)
+
+    def screen(self, data: bytes, source: Target, now: float) -> bool:
+        """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
+        sbc.edge): False drops it unanswered."""
+        method = edge.method_of(data)
+        if method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", source.host, now):
+            return self.dropped("auth_blocked", source, now, method)
+        snap = self.out.snapshot
+        if snap.config.node.unknown_source == "reject" or self.known(source, now):
+            return True
+        if method == b"REGISTER" and snap.accounts:
+            return True
+        return self.dropped("unknown_source", source, now, method)
+
+    def known(self, source: Target, now: float) -> bool:
+        """An address of any trunk group, or of a live registration."""
+        return is_peer(self.out.snapshot, source.transport, source.host, source.port) or (
+            self.bound(source, now) is not None
+        )
+
+    def bound(self, source: Target, now: float) -> str | None:
+        """The trunk group of the live registration made from ``source``, if any."""
+        b = self.registrar.store.binding_from(
+            source.transport, source.host, source.port, now + self.wall_offset
+        )
+        return b.trunk_group if b is not None else None
+
+    def dropped(
+        self, reason: edge.DropReason, source: Target, now: float, method: bytes | str = b""
+    ) -> bool:
+        """Count a message dropped unanswered; log the first from its address in a while."""
+        if self.drops.drop(reason, source.host, now):
+            if isinstance(method, bytes):
+                method = method.decode("ascii", "replace")
+            self.out.notice(
+                "edge.dropped",
+                None,
+                reason=reason,
+                source=str(source),
+                method=method,
+                note=f"further drops from {source.host} are counted, not logged, for "
+                f"{edge.LOG_EVERY:.0f} s",
+            )
+        return False
+
+    def not_ours(self, tx: ServerTransaction, source: Target, now: float) -> None:
+        """An in-dialog request that names no dialog of its sender's: 481 to an address we
+        know (RFC 3261 §12.2.2), nothing to a stranger."""
+        if self.known(source, now):
+            self.out.respond(tx, 481, now)
+        else:
+            self.out.layer.discard(tx)
+            self.dropped("in_dialog", source, now, tx.request.method)
+
+    def unknown_source(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
+        policy = self.out.snapshot.config.node.unknown_source
+        self.out.notice(
+            "call.refused",
+            None,
+            reason="unknown_source",
+            method=req.method,
+            source=str(src),
+            action=policy,
+        )
+        if policy == "reject":
+            self.out.respond(tx, 403, now)
+        else:
+            self.out.layer.discard(tx)
+
+    def registered_caller(
+        self, tx: ServerTransaction, req: Request, src: Target, now: float, user: str
+    ) -> tuple[TrunkGroup, str] | None:
+        """An INVITE no IP trunk claims: from a registered PBX's address, or claiming a
+        registration account (then 407 until its Proxy-Authorization checks). None: answered."""
+        snap = self.out.snapshot
+        wall = now + self.wall_offset
+        tg = self.registrar.registered(snap, src, wall)
+        if tg is None and self.registrar.claimed(snap, req) is not None:
+            if self._account_locked(req, "Proxy-Authorization", src, now):
+                self.out.layer.discard(tx)
+                self.dropped("auth_blocked", src, now, "INVITE")
+                return None
+            result = self.registrar.authenticate_invite(snap, req, wall)
+            if isinstance(result, Answer):
+                if result.why != "challenge":
+                    self._refused(req, src, result, snap)
+                    if self._auth_failed(result, src, now):
+                        self.out.layer.discard(tx)
+                        return None
+                self.out.respond(tx, result.status, now, result.reason, headers=result.headers)
+                return None
+            tg = result
+        if tg is None:
+            self.unknown_source(tx, req, src, now)
+            return None
+        prefix = tg.tech_prefix
+        return tg, user[len(prefix) :] if prefix and user.startswith(prefix) else user
+
+    def _refused(self, req: Request, src: Target, answer: Answer, snap: Snapshot) -> None:
+        account = snap.accounts.get(answer.username)
+        self.out.notice(
+            "auth.refused",
+            None,
+            method=req.method,
+            status=answer.status,
+            reason=answer.why,
+            username=answer.username,
+            trunk_group=account[0].name if account else "",
+            source=str(src),
+        )
+
+    def _auth_failed(self, answer: Answer, src: Target, now: float) -> bool:
+        """Count a failed authentication toward the lockout (sbc.lockout); True when it
+        started a block, so it gets no answer either."""
+        if answer.why not in FAILURES:
+            return False
+        cfg = self.out.snapshot.config.node.registrar.lockout
+        blocks = self.lockout.failed(cfg, src.host, answer.username, now)
+        for block in blocks:
+            # One line per block, the address first among its fields, for fail2ban
+            # (README, Security: failregex '"ip": "<HOST>".*"event": "auth.blocked"').
+            self.out.notice(
+                "auth.blocked",
+                None,
+                ip=src.host,
+                scope=block.scope,
+                username=answer.username,
+                failures=block.failures,
+                window=cfg.window,
+                block_for=cfg.block_for,
+                source=str(src),
+            )
+        return bool(blocks)
+
+    def _account_locked(self, req: Request, header: str, src: Target, now: float) -> bool:
+        """The account these credentials name is locked out (sbc.lockout), and ``src`` is
+        not the address of its live registration."""
+        user = Registrar.username(req, header)
+        if not user or not self.lockout.blocked("account", user, now):
+            return False
+        account = self.out.snapshot.accounts.get(user)
+        if account is not None:
+            b = self.registrar.store.binding_of(account[0].name, user, now + self.wall_offset)
+            if b is not None and b.host == src.host:
+                return False
+        return True
+
+    def register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
+        snap = self.out.snapshot
+        if self._account_locked(req, "Authorization", src, now):
+            self.out.layer.discard(tx)
+            self.dropped("auth_blocked", src, now, "REGISTER")
+            return
+        answer = self.registrar.register(snap, req, src, now + self.wall_offset)
+        if answer.binding is not None:
+            self.out.commands.append(Bind(answer.binding))
+            self.out.notice(
+                "registrar." + answer.why,
+                None,
+                username=answer.username,
+                trunk_group=answer.binding.trunk_group,
+                contact=answer.binding.contact,
+                source=str(src),
+                expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
+            )
+        elif answer.status >= 300 and answer.why != "challenge":
+            self._refused(req, src, answer, snap)
+            if self._auth_failed(answer, src, now):
+                self.out.layer.discard(tx)
+                return
+        self.out.respond(tx, answer.status, now, answer.reason, headers=answer.headers)
