@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 from media import ng
@@ -45,9 +44,10 @@ from sbc.admission import (
 )
 from sbc.alarms import Alarm, Alarms
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, indialog, ingress, media
+from sbc.call import hunt, indialog, ingress, media
+from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
-from sbc.call.headers import ALLOW, crossing, trunk_target
+from sbc.call.headers import ALLOW, trunk_target
 from sbc.call.media import Media
 from sbc.call.model import (
     Attempt,
@@ -57,8 +57,6 @@ from sbc.call.model import (
     LeaseRequest,
     Leg,
     Notice,
-    Outcome,
-    Phase,
     Relay,
 )
 from sbc.call.outbox import Outbox
@@ -70,10 +68,9 @@ from sbc.config.snapshot import Snapshot
 from sbc.lockout import Lockout
 from sbc.registrar import Registrar
 from sbc.sip.dialog import Dialog
-from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.ids import new_id
-from sbc.sip.message import Request, Response, make_request, resend
+from sbc.sip.message import Request, Response, make_request
 from sbc.sip.parser import KNOWN_METHODS
 from sbc.sip.timers import TimerHandle, TimerHeap
 from sbc.sip.transaction import (
@@ -89,7 +86,6 @@ from sbc.sip.transaction import (
     TransactionLayer,
     TransactionTimedOut,
     TransportFailed,
-    make_cancel,
 )
 from sbc.state import Acquire, Command, Denied, Notify, Release, Scope
 from sbc.state.memory import MemoryStore
@@ -120,6 +116,7 @@ class CallController:
         self._leases: dict[int, LeaseRequest] = {}
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
         self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
+        self.blegs = BLegs(self.out, self.media, self)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised
         self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
@@ -200,6 +197,7 @@ class CallController:
     def get_timer(self) -> float | None:
         timers = (
             self._timers.next_deadline(),
+            self.blegs.get_timer(),
             self.monitor.get_timer(),
             self.registrations.get_timer(),
         )
@@ -209,10 +207,11 @@ class CallController:
     @property
     def timers_pending(self) -> int:
         """Timers armed and not cancelled: a quiet node holds only its periodic ones."""
-        return len(self._timers)
+        return len(self._timers) + self.blegs.timers_pending
 
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
+        self.blegs.handle_timer(now)
         self._registered(self.registrations.handle_timer(now), now)
         for action in self.monitor.handle_timer(now):
             if isinstance(action, SendProbe):
@@ -223,7 +222,7 @@ class CallController:
     def _arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
         return self._timers.arm(when, obj, kind)
 
-    def _bind(
+    def bind(
         self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt | None = None
     ) -> None:
         self.dialogs[key] = (call, leg, attempt)
@@ -250,7 +249,7 @@ class CallController:
                 entry = ev.transaction.ctx
                 if isinstance(entry, Call) and entry.state == "answered":
                     self._notice("call.ack_timeout", entry)
-                    self._hangup(entry, "sbc", ev.at, reason="no ACK")
+                    self.hang_up(entry, "sbc", ev.at, reason="no ACK")
             elif isinstance(ev, MessageRefused):
                 self._notice(
                     "sip.dropped" if ev.is_response else "sip.refused",
@@ -396,7 +395,7 @@ class CallController:
         )
         tx.ctx = call
         self.calls[call.id] = call
-        self._bind(call, (req.call_id, a_tag), "a")
+        self.bind(call, (req.call_id, a_tag), "a")
         self._notice(
             "call.start",
             call,
@@ -446,7 +445,7 @@ class CallController:
             self._respond(tx, refusal.status, now, refusal.reason, headers=refusal.headers)
         else:
             call.refused, call.reason = True, refusal.label
-            self._fail_a(call, refusal.status, now, refusal.reason, refusal.headers)
+            self.fail_caller(call, refusal.status, now, refusal.reason, refusal.headers)
 
     # --- admission: leases in the state store -------------------------------------------------
 
@@ -466,7 +465,7 @@ class CallController:
         if denied is None:
             if call.state in ("ending", "ended") or call.cancelled:
                 self.out.commands.append(Release(request.lease, request.scopes))
-                self._maybe_end(call, now)
+                self.maybe_end(call, now)
                 return
             call.leases[request.lease] = request.scopes
         if tg is call.ingress:
@@ -484,16 +483,16 @@ class CallController:
                 self._notice("call.egress_skipped", call, trunk_group=tg.name, reason=denied.label)
             if call.state != "routing":
                 return
-        self._next_attempt(call, now)
+        self.hunt_on(call, now)
 
     def _admitted(self, call: Call, now: float) -> None:
         call.state = "routing"
         if not call.candidates and call.forward is None:
             self._notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
             call.reason = "no_route"
-            self._fail_a(call, 404, now, "No Route")
+            self.fail_caller(call, 404, now, "No Route")
             return
-        self._next_attempt(call, now)
+        self.hunt_on(call, now)
 
     def _trigger(
         self,
@@ -524,7 +523,7 @@ class CallController:
 
     # --- hunting ------------------------------------------------------------------------------
 
-    def _next_attempt(self, call: Call, now: float) -> None:
+    def hunt_on(self, call: Call, now: float) -> None:
         """Originate to the next candidate whose trunk group has a port for this call; ask
         the state store first for a trunk group not tried yet. None left: fail the caller."""
         while True:
@@ -534,119 +533,14 @@ class CallController:
                 self._acquire(call, etg, f"{call.id}/{etg.name}", step.scopes)
                 return
             if isinstance(step, hunt.Exhausted):
-                self._fail_a(call, step.status, now, step.reason, step.headers)
+                self.fail_caller(call, step.status, now, step.reason, step.headers)
                 return
             if isinstance(step, hunt.Originate):
                 break
             fwd = step.forwarding
             self._notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
             hunt.forward(call, fwd, self._candidates(call.snap, [fwd.trunk_group]))
-        etg, index = step.trunk_group, step.index
-        trunk = etg.trunks[index]
-        target = trunk_target(trunk)
-        invite = headers.b_leg_invite(call, etg, trunk, self.snapshot, new_id)
-        a = call.a_invite
-        attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
-        attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
-        call.attempts.append(attempt)
-        call.current = attempt
-        if not call.unanchored and ng.anchored(call.a_side, attempt.b_side):
-            attempt.anchored = True
-            attempt.branch = f"{call.id}.{attempt.n}"
-            if a.body:  # the caller's offer, rewritten for this vendor, before the INVITE
-                self.media.offer_for(attempt, lambda reply, now: self._offered(attempt, reply, now))
-                return
-        self._send_attempt(attempt, now)
-
-    def _offered(self, attempt: Attempt, reply: dict[bytes, Any] | None, now: float) -> None:
-        """rtpengine rewrote (or failed to rewrite) the caller's offer for this attempt."""
-        call = attempt.call
-        if call.cancelled or call.state != "routing" or attempt is not call.current:
-            attempt.phase = Phase.FAILED  # never sent
-            attempt.outcome = attempt.outcome or "cancelled"
-            self._maybe_end(call, now)
-            return
-        body = reply.get(b"sdp") if reply is not None else None
-        if not isinstance(body, bytes):
-            if self._media_reject(call):
-                attempt.phase = Phase.FAILED  # never sent
-                attempt.outcome = "media"
-                attempt.status = 503
-                call.reason = "media"
-                self._fail_a(call, 503, now, "Media Unavailable")
-                return
-            call.unanchored = True  # node.media.on_failure: unanchored
-            attempt.anchored = False
-        else:
-            attempt.invite = replace(attempt.invite, body=body)
-            self.media.free_stale(call)
-        self._send_attempt(attempt, now)
-
-    def _send_attempt(self, attempt: Attempt, now: float) -> None:
-        call = attempt.call
-        etg, invite, target = attempt.trunk_group, attempt.invite, attempt.target
-        attempt.started = now
-        attempt.tx = self.layer.send_request(invite, target, now, ctx=attempt)
-        self.stats.attempt(etg.name, "egress", etg.capacity_group, now)
-        self._bind(call, (invite.call_id, invite.from_.tag or ""), "b", attempt)
-        limits = etg.limits
-        if limits.b_timer:
-            self._arm(now + limits.b_timer, attempt, "b_timer")
-        if limits.max_pdd:
-            self._arm(now + limits.max_pdd, attempt, "max_pdd")
-        self._notice(
-            "call.attempt",
-            call,
-            attempt=attempt.n,
-            trunk_group=etg.name,
-            trunk=str(target),
-            b_call_id=invite.call_id,
-            anchored=attempt.anchored,
-        )
-
-    def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
-        if ladder.b_timer_due(attempt):
-            self._observe(attempt.target.key, False, "call b_timer")
-            self._give_up(attempt, "b_timer", 408, now)
-
-    def _restart_timer_c(self, attempt: Attempt, now: float) -> None:
-        """A provisional from the vendor: Timer C runs (again) from now (RFC 3261 §16.6
-        item 11). One heap entry per attempt: a fire before the due time re-arms."""
-        seconds = attempt.call.snap.config.node.timers.timer_c
-        if not seconds or attempt.done:
-            return
-        attempt.timer_c_due = now + seconds
-        if attempt.timer_c is None:
-            attempt.timer_c = self._arm(now + seconds, attempt, "timer_c")
-
-    def _timer_timer_c(self, attempt: Attempt, now: float) -> None:
-        """Rung for Timer C with no final answer: CANCEL it and hunt on (408 if none is
-        left), as a proxy would (§16.6 item 11, §16.7 item 10)."""
-        attempt.timer_c = None
-        if not ladder.live(attempt):
-            return
-        if now < attempt.timer_c_due:
-            attempt.timer_c = self._arm(attempt.timer_c_due, attempt, "timer_c")
-            return
-        self._notice("call.timer_c", attempt.call, attempt=attempt.n, trunk=str(attempt.target))
-        self._give_up(attempt, "timer_c", 408, now)
-
-    def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
-        if ladder.max_pdd_due(attempt):
-            self._give_up(attempt, "max_pdd", 408, now)
-
-    def _give_up(self, attempt: Attempt, outcome: Outcome, status: int, now: float) -> None:
-        """Leave an attempt that is still pending: CANCEL it if it sent a provisional (§9.1),
-        else stop retransmitting and wait for a late answer only to clean it up."""
-        if ladder.leave(attempt, outcome, status):
-            self._send_cancel(attempt, now)
-        elif attempt.tx is not None:
-            attempt.tx.quiet = True
-        self._attempt_failed(attempt, status, "", now, timeout=True)
-
-    def _send_cancel(self, attempt: Attempt, now: float) -> None:
-        """The CANCEL the ladder asked for, once (sbc.call.attempt)."""
-        self.layer.send_request(make_cancel(attempt.invite), attempt.target, now, ctx=None)
+        self.blegs.originate(call, step.trunk_group, step.index, now)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
         ctx = ev.transaction.ctx
@@ -655,11 +549,11 @@ class CallController:
         if isinstance(ctx, Attempt):
             if not ctx.done:
                 ctx.outcome = "timeout" if timeout else "transport"
-                self._observe(ctx.target.key, False, "call " + ctx.outcome)
-                self._attempt_failed(ctx, status, "", ev.at, timeout=True)
+                self.observe(ctx.target.key, False, "call " + ctx.outcome)
+                self.blegs.failed(ctx, status, "", ev.at, timeout=True)
             else:
-                self._attempt_closed(ctx)
-                self._maybe_end(ctx.call, ev.at)
+                self.blegs.closed(ctx)
+                self.maybe_end(ctx.call, ev.at)
         elif isinstance(ctx, Relay):
             self._respond(ctx.server, status, ev.at)
         elif isinstance(ctx, Bye):
@@ -672,57 +566,7 @@ class CallController:
                 self.monitor.answered(ctx, False, "timeout" if timeout else "transport")
             )
 
-    def _attempt_failed(
-        self,
-        attempt: Attempt,
-        status: int,
-        reason: str,
-        now: float,
-        *,
-        timeout: bool = False,
-        response: Response | None = None,
-    ) -> None:
-        call = attempt.call
-        attempt.phase = Phase.FAILED
-        attempt.ended_at = now
-        self._timers.cancel(attempt.timer_c)
-        if attempt.status is None:
-            attempt.status = status
-        if not attempt.outcome:
-            attempt.outcome = "code"
-        self._notice(
-            "call.attempt_failed", call, attempt=attempt.n, status=status, outcome=attempt.outcome
-        )
-        if attempt.tx is None or attempt.tx.state in (State.COMPLETED, State.TERMINATED):
-            self._attempt_closed(attempt)
-        if attempt.anchored and call.media_used and call.state == "routing" and not call.cancelled:
-            # Free this attempt's ports only, once the next attempt's branch exists (see
-            # stale_branches); if none follows, the call's own delete frees them.
-            call.stale_branches.append(attempt.branch)
-        if call.cancelled or call.state != "routing":
-            self._maybe_end(call, now)
-            return
-        if hunt.failed(
-            call,
-            status,
-            timeout=timeout,
-            rang=attempt.provisional_at is not None,
-            response=response,
-        ):
-            self._next_attempt(call, now)
-        else:
-            step = hunt.exhausted(call)
-            self._fail_a(call, step.status, now, step.reason, step.headers)
-
-    def _attempt_closed(self, attempt: Attempt) -> None:
-        key = (attempt.invite.call_id, attempt.invite.from_.tag or "")
-        if (
-            attempt is not attempt.call.answered
-            and self.dialogs.get(key, (None,))[0] is attempt.call
-        ):
-            del self.dialogs[key]
-
-    def _fail_a(
+    def fail_caller(
         self,
         call: Call,
         status: int,
@@ -739,7 +583,7 @@ class CallController:
         self._respond(
             call.a_tx, status, now, reason, headers=headers, to_tag=call.a_dialog.local_tag
         )
-        self._maybe_end(call, now)
+        self.maybe_end(call, now)
 
     # --- B-leg responses ----------------------------------------------------------------------
 
@@ -748,11 +592,9 @@ class CallController:
         if isinstance(ctx, Attempt):
             attempt = ctx
             if attempt.call.media_busy or attempt.call.media_queue:
-                attempt.call.media_queue.append(
-                    lambda now: self._on_attempt_response(attempt, resp, now)
-                )
+                attempt.call.media_queue.append(lambda now: self.blegs.response(attempt, resp, now))
             else:  # the common case: nothing in flight, no closure
-                self._on_attempt_response(attempt, resp, now)
+                self.blegs.response(attempt, resp, now)
         elif isinstance(ctx, Relay):
             relay = ctx
             if relay.call.media_busy or relay.call.media_queue:
@@ -770,73 +612,6 @@ class CallController:
             self._transition(
                 self.monitor.answered(ctx, resp.status != 503, f"{resp.status} {resp.reason}")
             )
-
-    def _on_attempt_response(self, attempt: Attempt, resp: Response, now: float) -> None:
-        call = attempt.call
-        status = resp.status
-        if attempt.done:  # an attempt we left: clean it up, never relay
-            if status < 200:
-                if ladder.heard(attempt, status, now):  # the CANCEL that waited for it
-                    self._send_cancel(attempt, now)
-            elif status < 300:
-                if attempt is call.answered:  # a retransmitted 2xx: ACK again, if we have one
-                    if attempt.ack is not None and attempt.dialog is not None:
-                        self.layer.send_ack(attempt.ack, attempt.dialog.destination())
-                else:
-                    self._ack_and_bye(attempt, resp, now)
-            else:
-                self._attempt_closed(attempt)
-                self._maybe_end(call, now)
-            return
-        if status < 200:
-            if ladder.heard(attempt, status, now):  # the caller cancelled before it rang
-                self._send_cancel(attempt, now)
-            self._restart_timer_c(attempt, now)
-            if status == 100 or call.cancelled:
-                return
-            if call.first_provisional_at is None:
-                call.first_provisional_at = now
-            if attempt.anchored and resp.body and not call.unanchored:
-
-                def relay_18x(body: bytes | None, now: float) -> None:
-                    if attempt.done or call.state != "routing":
-                        return
-                    if body is None:  # early media lost; the 2xx decides the call's fate
-                        body = b"" if self._media_reject(call) else resp.body
-                    self._relay_to_a(call, resp, now, body)
-
-                self.media.vendor_sdp(attempt, resp, relay_18x)
-            else:
-                self._relay_to_a(call, resp, now)
-            return
-        if status < 300:
-            self._on_answer(attempt, resp, now)
-            return
-        if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
-            return
-        attempt.outcome = "cancelled" if call.cancelled else "code"
-        status = manipulate.sip_code(call.snap.rules[attempt.trunk_group.name], status)
-        self._attempt_failed(attempt, status, resp.reason, now, response=resp)
-
-    def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:
-        """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1
-        and a new branch (RFC 3261 §22.2). Once per attempt; a second challenge is final."""
-        trunk = attempt.trunk_group.trunks[attempt.trunk]
-        if attempt.challenged or not (trunk.username and trunk.password):
-            return False
-        asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        challenge = pick_challenge(resp.get_all(asked))
-        if challenge is None or not ladder.challenged(attempt):
-            return False
-        invite = attempt.invite
-        value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
-        header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-        attempt.invite = resend(
-            invite, self._via(attempt.target.transport), invite.cseq + 1, [(header, value)]
-        )
-        attempt.tx = self.layer.send_request(attempt.invite, attempt.target, now, ctx=attempt)
-        self._notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
-        return True
 
     # --- trunk monitoring ---------------------------------------------------------------------
 
@@ -866,7 +641,7 @@ class CallController:
                 "trunk." + t.change, None, trunk_group=t.trunk_group, trunk=trunk, error=error
             )
 
-    def _observe(self, key: Key, ok: bool, error: str) -> None:
+    def observe(self, key: Key, ok: bool, error: str) -> None:
         """One outcome for a monitored trunk from live traffic."""
         self._transition(self.monitor.observe(key, ok, error))
 
@@ -942,117 +717,6 @@ class CallController:
                     **action.fields,
                 )
 
-    def _relay_to_a(
-        self, call: Call, resp: Response, now: float, body: bytes | None = None
-    ) -> None:
-        a = call.a_invite
-        headers = [*crossing(resp), ("Contact", str(self._contact(call.source.transport)))]
-        headers += [("Record-Route", str(rr)) for rr in a.record_routes]
-        if resp.status >= 200:
-            headers.append(("Allow", ALLOW))
-        self._respond(
-            call.a_tx,
-            resp.status,
-            now,
-            resp.reason,
-            headers=headers,
-            to_tag=call.a_dialog.local_tag,
-            body=resp.body if body is None else body,
-        )
-
-    def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
-        """The vendor answered but rtpengine could not anchor it, and on_failure is reject:
-        hang up the vendor and fail the caller with 503 (it never saw the 2xx)."""
-        dialog = attempt.dialog
-        assert dialog is not None
-        if call.ack_wait.pop("a", None) is not None:
-            self._ack(attempt, now, b"")
-        bye = dialog.request("BYE", self._via(attempt.target.transport), None)
-        call.byes += 1
-        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call))
-        call.answered_at = None
-        call.hangup = "sbc"
-        self._fail_a(call, 503, now, "Media Unavailable")
-
-    def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
-        call = attempt.call
-        attempt.dialog = Dialog.as_uac(
-            attempt.invite, resp, attempt.target, attempt.trunk_group.nat
-        )
-        attempt.status = resp.status
-        attempt.outcome = "answered"
-        attempt.phase = Phase.ANSWERED
-        self._timers.cancel(attempt.timer_c)
-        if call.cancelled or call.answered is not None:
-            self._ack_and_bye(attempt, resp, now)
-            return
-        call.answered = attempt
-        call.state = "answered"
-        call.answered_at = now
-        call.final_status = resp.status
-        call.a_tx.ctx = call
-        if call.a_invite.body:
-            self._ack(attempt, now, b"")
-        else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
-            call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
-        if attempt.anchored and resp.body and not call.unanchored:
-            if not call.a_invite.body:
-                call.late_offer = "b"
-
-            def relay_2xx(body: bytes | None, now: float) -> None:
-                if call.state != "answered":
-                    return
-                if body is None:
-                    if self._media_reject(call):
-                        self._media_lost(call, attempt, now)
-                        return
-                    call.unanchored = True
-                    body = resp.body
-                self._relay_to_a(call, resp, now, body)
-
-            self.media.vendor_sdp(attempt, resp, relay_2xx)
-        else:
-            self._relay_to_a(call, resp, now)
-        limit = call.ingress.limits.max_call_duration
-        if limit:
-            call.max_duration = self._arm(now + limit, call, "max_duration")
-        pdd = round((call.first_provisional_at or now) - call.started, 3)
-        ingress, egress = call.ingress, attempt.trunk_group
-        self.stats.completion(ingress.name, "ingress", ingress.capacity_group, pdd, now)
-        b_pdd = (attempt.provisional_at or now) - attempt.started
-        self.stats.completion(egress.name, "egress", egress.capacity_group, b_pdd, now)
-        self._notice("call.answer", call, attempt=attempt.n, trunk_group=egress.name, pdd=pdd)
-
-    def _ack(self, attempt: Attempt, now: float, body: bytes) -> None:
-        dialog = attempt.dialog
-        assert dialog is not None
-        ack = dialog.request(
-            "ACK",
-            self._via(attempt.target.transport),
-            None,
-            cseq=attempt.invite.cseq,
-            body=body,
-            headers=[("Content-Type", "application/sdp")] if body else (),
-        )
-        attempt.ack = ack
-        self.layer.send_ack(ack, dialog.destination())
-
-    def _ack_and_bye(self, attempt: Attempt, resp: Response, now: float) -> None:
-        """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
-        if attempt.dialog is None:
-            attempt.dialog = Dialog.as_uac(
-                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
-            )
-        if attempt.ack is not None:
-            self.layer.send_ack(attempt.ack, attempt.dialog.destination())
-            return
-        self._ack(attempt, now, b"")
-        dialog = attempt.dialog
-        bye = dialog.request("BYE", self._via(attempt.target.transport), None)
-        attempt.call.byes += 1
-        self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(attempt.call))
-        self._attempt_closed(attempt)
-
     # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
 
     def _on_ack(self, req: Request, source: Target, now: float) -> None:
@@ -1071,7 +735,7 @@ class CallController:
             self.relayer.ack(call, leg, req, now)
 
     def _media_lost_on_ack(self, call: Call, now: float) -> None:
-        self._hangup(call, "sbc", now, reason="Media Unavailable")
+        self.hang_up(call, "sbc", now, reason="Media Unavailable")
 
     def _on_cancel(self, tx: ServerTransaction, req: Request, now: float) -> None:
         invite_tx = self.layer.find_invite(req)
@@ -1102,8 +766,8 @@ class CallController:
         call.cancelled = True
         attempt = call.current
         if attempt is not None and ladder.cancel(attempt):
-            self._send_cancel(attempt, now)
-        self._fail_a(call, status, now, headers=headers)
+            self.blegs.send_cancel(attempt, now)
+        self.fail_caller(call, status, now, headers=headers)
 
     # --- shutdown -----------------------------------------------------------------------------
 
@@ -1120,7 +784,7 @@ class CallController:
         for call in list(self.calls.values()):
             if call.state == "answered":
                 call.reason = "shutdown"
-                self._hangup(call, "sbc", now, reason="shutdown")
+                self.hang_up(call, "sbc", now, reason="shutdown")
             elif call.state in ("admitting", "routing") and not call.cancelled:
                 call.reason, call.hangup = "shutdown", "sbc"
                 self._abandon(call, 503, now, retry)
@@ -1131,9 +795,9 @@ class CallController:
             return  # a BYE in an early dialog we never relayed: nothing to hang up
         if call.state in ("ending", "ended"):
             return
-        self._hangup(call, "caller" if leg == "a" else "callee", now, skip=leg)
+        self.hang_up(call, "caller" if leg == "a" else "callee", now, skip=leg)
 
-    def _hangup(
+    def hang_up(
         self, call: Call, side: Hangup, now: float, *, skip: Leg | None = None, reason: str = ""
     ) -> None:
         """End an answered call: BYE every leg except ``skip`` (which hung up itself)."""
@@ -1153,20 +817,15 @@ class CallController:
             bye = dialog.request("BYE", self._via(transport), None, headers=headers)
             call.byes += 1
             self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call))
-        self._maybe_end(call, now)
+        self.maybe_end(call, now)
 
     def _bye_done(self, call: Call, now: float) -> None:
         call.byes -= 1
-        self._maybe_end(call, now)
-
-    def _timer_max_duration(self, call: Call, now: float) -> None:
-        if call.state == "answered":
-            self._notice("call.max_duration", call)
-            self._hangup(call, "sbc", now, reason="Max Call Duration")
+        self.maybe_end(call, now)
 
     # --- the end ------------------------------------------------------------------------------
 
-    def _maybe_end(self, call: Call, now: float) -> None:
+    def maybe_end(self, call: Call, now: float) -> None:
         """Forget the call once nobody needs us: the caller has its final answer or its BYE,
         every BYE we sent is answered, and no attempt is still pending at a vendor."""
         if call.state not in ("ending", "ended") or call.byes > 0:
@@ -1182,7 +841,7 @@ class CallController:
             return
         if self.calls.pop(call.id, None) is None:
             return
-        self._timers.cancel(call.max_duration)
+        self.blegs.ended(call)
         call.state = "ended"
         call.ended_at = call.ended_at or now
         answered = call.answered

@@ -1,0 +1,427 @@
+"""The B-legs: each attempt's INVITE, its timers, and what its answers mean. Pure.
+
+An attempt is one INVITE to one trunk (sbc.call.attempt draws its ladder). This module
+sends it (after rtpengine rewrote the caller's offer, when media is anchored), runs its
+B-timer, Max PDD and Timer C, CANCELs it, answers a trunk's digest challenge once, relays
+its provisionals and its answer to the caller, and ACKs (or ACKs and hangs up) every 2xx.
+What happens to the call then, hunting on or failing the caller, is the controller's: it
+is the ``Host`` this module reports to.
+
+    caller            sbc                vendor
+      |--INVITE------->|--INVITE---------->|   new Call-ID, tags, Via, Contact
+      |<--------180----|<--------------180-|   (SDP through rtpengine when anchored)
+      |<--------200----|<--------------200-|
+      |                |--ACK------------->|   at once when the INVITE had the offer
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol
+
+from media import ng
+from media.ng import Side
+from routing.health import Key
+from sbc import manipulate
+from sbc.call import attempt as ladder
+from sbc.call import headers, hunt, media
+from sbc.call.headers import ALLOW, crossing, trunk_target
+from sbc.call.media import Media
+from sbc.call.model import Attempt, Bye, Call, Hangup, Leg, Outcome, Phase
+from sbc.call.outbox import Outbox
+from sbc.config.schema import TrunkGroup
+from sbc.sip.dialog import Dialog
+from sbc.sip.digest import authorization, pick_challenge
+from sbc.sip.ids import new_id
+from sbc.sip.message import Response, resend
+from sbc.sip.timers import TimerHeap
+from sbc.sip.transaction import State, make_cancel
+from sbc.stats import Stats
+
+
+class Host(Protocol):
+    """What the B-legs need of the call controller."""
+
+    dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]]
+    stats: Stats
+
+    def hunt_on(self, call: Call, now: float) -> None: ...
+
+    def fail_caller(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    ) -> None: ...
+
+    def maybe_end(self, call: Call, now: float) -> None: ...
+
+    def hang_up(self, call: Call, side: Hangup, now: float, *, reason: str = "") -> None: ...
+
+    def bind(self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt) -> None: ...
+
+    def observe(self, key: Key, ok: bool, error: str) -> None: ...
+
+
+class BLegs:
+    def __init__(self, out: Outbox, media_: Media, host: Host) -> None:
+        self.out = out
+        self.media = media_
+        self.host = host
+        self._timers = TimerHeap(self)  # B-timer, Max PDD, Timer C, Max Call Duration
+
+    def get_timer(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._timers.fire(now)
+
+    @property
+    def timers_pending(self) -> int:
+        return len(self._timers)
+
+    def ended(self, call: Call) -> None:
+        """The call is over: its long timers go (the heap must not keep it alive)."""
+        self._timers.cancel(call.max_duration)
+
+    def originate(self, call: Call, etg: TrunkGroup, index: int, now: float) -> None:
+        """A new attempt to trunk ``index`` of ``etg``: the caller's offer goes through
+        rtpengine first when either side anchors, then the INVITE."""
+        trunk = etg.trunks[index]
+        target = trunk_target(trunk)
+        invite = headers.b_leg_invite(call, etg, trunk, self.out.snapshot, new_id)
+        a = call.a_invite
+        attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
+        attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
+        call.attempts.append(attempt)
+        call.current = attempt
+        if not call.unanchored and ng.anchored(call.a_side, attempt.b_side):
+            attempt.anchored = True
+            attempt.branch = f"{call.id}.{attempt.n}"
+            if a.body:  # the caller's offer, rewritten for this vendor, before the INVITE
+                self.media.offer_for(attempt, lambda reply, now: self._offered(attempt, reply, now))
+                return
+        self._send_attempt(attempt, now)
+
+    def _offered(self, attempt: Attempt, reply: dict[bytes, Any] | None, now: float) -> None:
+        """rtpengine rewrote (or failed to rewrite) the caller's offer for this attempt."""
+        call = attempt.call
+        if call.cancelled or call.state != "routing" or attempt is not call.current:
+            attempt.phase = Phase.FAILED  # never sent
+            attempt.outcome = attempt.outcome or "cancelled"
+            self.host.maybe_end(call, now)
+            return
+        body = reply.get(b"sdp") if reply is not None else None
+        if not isinstance(body, bytes):
+            if media.rejects(call):
+                attempt.phase = Phase.FAILED  # never sent
+                attempt.outcome = "media"
+                attempt.status = 503
+                call.reason = "media"
+                self.host.fail_caller(call, 503, now, "Media Unavailable")
+                return
+            call.unanchored = True  # node.media.on_failure: unanchored
+            attempt.anchored = False
+        else:
+            attempt.invite = replace(attempt.invite, body=body)
+            self.media.free_stale(call)
+        self._send_attempt(attempt, now)
+
+    def _send_attempt(self, attempt: Attempt, now: float) -> None:
+        call = attempt.call
+        etg, invite, target = attempt.trunk_group, attempt.invite, attempt.target
+        attempt.started = now
+        attempt.tx = self.out.send(invite, target, now, ctx=attempt)
+        self.host.stats.attempt(etg.name, "egress", etg.capacity_group, now)
+        self.host.bind(call, (invite.call_id, invite.from_.tag or ""), "b", attempt)
+        limits = etg.limits
+        if limits.b_timer:
+            self._timers.arm(now + limits.b_timer, attempt, "b_timer")
+        if limits.max_pdd:
+            self._timers.arm(now + limits.max_pdd, attempt, "max_pdd")
+        self.out.notice(
+            "call.attempt",
+            call,
+            attempt=attempt.n,
+            trunk_group=etg.name,
+            trunk=str(target),
+            b_call_id=invite.call_id,
+            anchored=attempt.anchored,
+        )
+
+    def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
+        if ladder.b_timer_due(attempt):
+            self.host.observe(attempt.target.key, False, "call b_timer")
+            self.give_up(attempt, "b_timer", 408, now)
+
+    def _restart_timer_c(self, attempt: Attempt, now: float) -> None:
+        """A provisional from the vendor: Timer C runs (again) from now (RFC 3261 §16.6
+        item 11). One heap entry per attempt: a fire before the due time re-arms."""
+        seconds = attempt.call.snap.config.node.timers.timer_c
+        if not seconds or attempt.done:
+            return
+        attempt.timer_c_due = now + seconds
+        if attempt.timer_c is None:
+            attempt.timer_c = self._timers.arm(now + seconds, attempt, "timer_c")
+
+    def _timer_timer_c(self, attempt: Attempt, now: float) -> None:
+        """Rung for Timer C with no final answer: CANCEL it and hunt on (408 if none is
+        left), as a proxy would (§16.6 item 11, §16.7 item 10)."""
+        attempt.timer_c = None
+        if not ladder.live(attempt):
+            return
+        if now < attempt.timer_c_due:
+            attempt.timer_c = self._timers.arm(attempt.timer_c_due, attempt, "timer_c")
+            return
+        self.out.notice("call.timer_c", attempt.call, attempt=attempt.n, trunk=str(attempt.target))
+        self.give_up(attempt, "timer_c", 408, now)
+
+    def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
+        if ladder.max_pdd_due(attempt):
+            self.give_up(attempt, "max_pdd", 408, now)
+
+    def give_up(self, attempt: Attempt, outcome: Outcome, status: int, now: float) -> None:
+        """Leave an attempt that is still pending: CANCEL it if it sent a provisional (§9.1),
+        else stop retransmitting and wait for a late answer only to clean it up."""
+        if ladder.leave(attempt, outcome, status):
+            self.send_cancel(attempt, now)
+        elif attempt.tx is not None:
+            attempt.tx.quiet = True
+        self.failed(attempt, status, "", now, timeout=True)
+
+    def send_cancel(self, attempt: Attempt, now: float) -> None:
+        """The CANCEL the ladder asked for, once (sbc.call.attempt)."""
+        self.out.send(make_cancel(attempt.invite), attempt.target, now, ctx=None)
+
+    def failed(
+        self,
+        attempt: Attempt,
+        status: int,
+        reason: str,
+        now: float,
+        *,
+        timeout: bool = False,
+        response: Response | None = None,
+    ) -> None:
+        call = attempt.call
+        attempt.phase = Phase.FAILED
+        attempt.ended_at = now
+        self._timers.cancel(attempt.timer_c)
+        if attempt.status is None:
+            attempt.status = status
+        if not attempt.outcome:
+            attempt.outcome = "code"
+        self.out.notice(
+            "call.attempt_failed", call, attempt=attempt.n, status=status, outcome=attempt.outcome
+        )
+        if attempt.tx is None or attempt.tx.state in (State.COMPLETED, State.TERMINATED):
+            self.closed(attempt)
+        if attempt.anchored and call.media_used and call.state == "routing" and not call.cancelled:
+            # Free this attempt's ports only, once the next attempt's branch exists (see
+            # stale_branches); if none follows, the call's own delete frees them.
+            call.stale_branches.append(attempt.branch)
+        if call.cancelled or call.state != "routing":
+            self.host.maybe_end(call, now)
+            return
+        if hunt.failed(
+            call,
+            status,
+            timeout=timeout,
+            rang=attempt.provisional_at is not None,
+            response=response,
+        ):
+            self.host.hunt_on(call, now)
+        else:
+            step = hunt.exhausted(call)
+            self.host.fail_caller(call, step.status, now, step.reason, step.headers)
+
+    def closed(self, attempt: Attempt) -> None:
+        key = (attempt.invite.call_id, attempt.invite.from_.tag or "")
+        if (
+            attempt is not attempt.call.answered
+            and self.host.dialogs.get(key, (None,))[0] is attempt.call
+        ):
+            del self.host.dialogs[key]
+
+    def response(self, attempt: Attempt, resp: Response, now: float) -> None:
+        call = attempt.call
+        status = resp.status
+        if attempt.done:  # an attempt we left: clean it up, never relay
+            if status < 200:
+                if ladder.heard(attempt, status, now):  # the CANCEL that waited for it
+                    self.send_cancel(attempt, now)
+            elif status < 300:
+                if attempt is call.answered:  # a retransmitted 2xx: ACK again, if we have one
+                    if attempt.ack is not None and attempt.dialog is not None:
+                        self.out.ack(attempt.ack, attempt.dialog.destination())
+                else:
+                    self.ack_and_bye(attempt, resp, now)
+            else:
+                self.closed(attempt)
+                self.host.maybe_end(call, now)
+            return
+        if status < 200:
+            if ladder.heard(attempt, status, now):  # the caller cancelled before it rang
+                self.send_cancel(attempt, now)
+            self._restart_timer_c(attempt, now)
+            if status == 100 or call.cancelled:
+                return
+            if call.first_provisional_at is None:
+                call.first_provisional_at = now
+            if attempt.anchored and resp.body and not call.unanchored:
+
+                def relay_18x(body: bytes | None, now: float) -> None:
+                    if attempt.done or call.state != "routing":
+                        return
+                    if body is None:  # early media lost; the 2xx decides the call's fate
+                        body = b"" if media.rejects(call) else resp.body
+                    self.relay_to_a(call, resp, now, body)
+
+                self.media.vendor_sdp(attempt, resp, relay_18x)
+            else:
+                self.relay_to_a(call, resp, now)
+            return
+        if status < 300:
+            self._on_answer(attempt, resp, now)
+            return
+        if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
+            return
+        attempt.outcome = "cancelled" if call.cancelled else "code"
+        status = manipulate.sip_code(call.snap.rules[attempt.trunk_group.name], status)
+        self.failed(attempt, status, resp.reason, now, response=resp)
+
+    def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:
+        """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1
+        and a new branch (RFC 3261 §22.2). Once per attempt; a second challenge is final."""
+        trunk = attempt.trunk_group.trunks[attempt.trunk]
+        if attempt.challenged or not (trunk.username and trunk.password):
+            return False
+        asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        challenge = pick_challenge(resp.get_all(asked))
+        if challenge is None or not ladder.challenged(attempt):
+            return False
+        invite = attempt.invite
+        value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
+        header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        attempt.invite = resend(
+            invite, self.out.via(attempt.target.transport), invite.cseq + 1, [(header, value)]
+        )
+        attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
+        self.out.notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
+        return True
+
+    def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
+        a = call.a_invite
+        headers = [*crossing(resp), ("Contact", str(self.out.contact(call.source.transport)))]
+        headers += [("Record-Route", str(rr)) for rr in a.record_routes]
+        if resp.status >= 200:
+            headers.append(("Allow", ALLOW))
+        self.out.respond(
+            call.a_tx,
+            resp.status,
+            now,
+            resp.reason,
+            headers=headers,
+            to_tag=call.a_dialog.local_tag,
+            body=resp.body if body is None else body,
+        )
+
+    def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
+        """The vendor answered but rtpengine could not anchor it, and on_failure is reject:
+        hang up the vendor and fail the caller with 503 (it never saw the 2xx)."""
+        dialog = attempt.dialog
+        assert dialog is not None
+        if call.ack_wait.pop("a", None) is not None:
+            self._ack(attempt, now, b"")
+        bye = dialog.request("BYE", self.out.via(attempt.target.transport), None)
+        call.byes += 1
+        self.out.send(bye, dialog.destination(), now, ctx=Bye(call))
+        call.answered_at = None
+        call.hangup = "sbc"
+        self.host.fail_caller(call, 503, now, "Media Unavailable")
+
+    def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
+        call = attempt.call
+        attempt.dialog = Dialog.as_uac(
+            attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+        )
+        attempt.status = resp.status
+        attempt.outcome = "answered"
+        attempt.phase = Phase.ANSWERED
+        self._timers.cancel(attempt.timer_c)
+        if call.cancelled or call.answered is not None:
+            self.ack_and_bye(attempt, resp, now)
+            return
+        call.answered = attempt
+        call.state = "answered"
+        call.answered_at = now
+        call.final_status = resp.status
+        call.a_tx.ctx = call
+        if call.a_invite.body:
+            self._ack(attempt, now, b"")
+        else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
+            call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
+        if attempt.anchored and resp.body and not call.unanchored:
+            if not call.a_invite.body:
+                call.late_offer = "b"
+
+            def relay_2xx(body: bytes | None, now: float) -> None:
+                if call.state != "answered":
+                    return
+                if body is None:
+                    if media.rejects(call):
+                        self._media_lost(call, attempt, now)
+                        return
+                    call.unanchored = True
+                    body = resp.body
+                self.relay_to_a(call, resp, now, body)
+
+            self.media.vendor_sdp(attempt, resp, relay_2xx)
+        else:
+            self.relay_to_a(call, resp, now)
+        limit = call.ingress.limits.max_call_duration
+        if limit:
+            call.max_duration = self._timers.arm(now + limit, call, "max_duration")
+        pdd = round((call.first_provisional_at or now) - call.started, 3)
+        ingress, egress = call.ingress, attempt.trunk_group
+        self.host.stats.completion(ingress.name, "ingress", ingress.capacity_group, pdd, now)
+        b_pdd = (attempt.provisional_at or now) - attempt.started
+        self.host.stats.completion(egress.name, "egress", egress.capacity_group, b_pdd, now)
+        self.out.notice("call.answer", call, attempt=attempt.n, trunk_group=egress.name, pdd=pdd)
+
+    def _ack(self, attempt: Attempt, now: float, body: bytes) -> None:
+        dialog = attempt.dialog
+        assert dialog is not None
+        ack = dialog.request(
+            "ACK",
+            self.out.via(attempt.target.transport),
+            None,
+            cseq=attempt.invite.cseq,
+            body=body,
+            headers=[("Content-Type", "application/sdp")] if body else (),
+        )
+        attempt.ack = ack
+        self.out.ack(ack, dialog.destination())
+
+    def ack_and_bye(self, attempt: Attempt, resp: Response, now: float) -> None:
+        """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
+        if attempt.dialog is None:
+            attempt.dialog = Dialog.as_uac(
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+            )
+        if attempt.ack is not None:
+            self.out.ack(attempt.ack, attempt.dialog.destination())
+            return
+        self._ack(attempt, now, b"")
+        dialog = attempt.dialog
+        bye = dialog.request("BYE", self.out.via(attempt.target.transport), None)
+        attempt.call.byes += 1
+        self.out.send(bye, dialog.destination(), now, ctx=Bye(attempt.call))
+        self.closed(attempt)
+
+    def _timer_max_duration(self, call: Call, now: float) -> None:
+        if call.state == "answered":
+            self.out.notice("call.max_duration", call)
+            self.host.hang_up(call, "sbc", now, reason="Max Call Duration")
