@@ -102,6 +102,6 @@ def report(controller: CallController, layer: TransactionLayer) -> dict[str, Any
         "dialogs": len(controller.dialogs),
         "transactions": {"client": client, "server": server},
         "timers": {"controller": controller.timers_pending, "transactions": layer.timers_pending},
-        "lockout_entries": controller.lockout.size,
+        "lockout_entries": controller.gate.lockout.size,
         "gc": {"counts": list(gc.get_count()), "frozen": gc.get_freeze_count()},
     }

@@ -145,7 +145,7 @@ class SbcCollector(Collector):
             labels=["reason"],
         )
         for reason in REASONS:
-            dropped.add_metric([reason], ctrl.drops.counts[reason])
+            dropped.add_metric([reason], ctrl.gate.drops.counts[reason])
         dropped.add_metric(["stray_response"], self.layer.strays)
         yield dropped
 

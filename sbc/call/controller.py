@@ -1,14 +1,21 @@
-"""The B2BUA call controller: A-leg, B-legs, hunting. Pure: events and ``now`` in, calls into
-the transaction layer and notices (structured log records) out.
+"""The B2BUA call controller: the call and dialog maps, the dispatch of transaction events,
+and the timers. Pure: events and ``now`` in; SIP, notices and commands out (sbc.call.outbox).
 
 A call is one UAS dialog with the caller (the A-leg) and one UAC dialog per hunting attempt
 (B-legs). Nothing crosses between legs but an allow-list of headers and the body, so Via,
 Contact, Record-Route, Call-ID, tags and CSeq of one side never reach the other: topology
-hiding by construction (shared/DESIGN.md, decision 2).
+hiding by construction (shared/DESIGN.md, decision 2). Each decision lives next door:
 
-Hunting follows sippy's rule: while the A-leg is unanswered and not cancelled, routes remain,
-and the last failure is a route-advance code (or a timeout, B-timer, Max PDD or transport
-failure), originate to the next trunk. Anything else is relayed to the caller.
+    gate        who may send what: edge screen, REGISTER, digest, lockout
+    indialog    whether an in-dialog request is its dialog's peer's (RFC 3261 §12.2.2)
+    ingress     an identified INVITE's verdict, and the call it becomes
+    intake      admission leases in the state store, refusals and their records
+    hunt        which trunk next, and what the caller hears when none is left
+    blegs       each attempt's INVITE, timers, answers, CANCEL, ACK (attempt: its ladder)
+    media       rtpengine commands, in order per call
+    relay       in-dialog requests of an answered call, and held ACKs
+    ending      hanging up, failing the caller, forgetting the call, its record
+    registration, routing.monitor: our registrations at vendors, OPTIONS pings
 
 The ladder of a basic call (tests/unit/test_controller.py draws the others):
 
@@ -26,53 +33,47 @@ The ladder of a basic call (tests/unit/test_controller.py draws the others):
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from typing import Any
 
 from media import ng
-from media.ng import MediaCommand, Side
+from media.ng import MediaCommand
 from routing.health import Key
 from routing.hunting import HuntState
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
-from sbc import cdr, edge, manipulate
 from sbc.admission import (
-    Refusal,
-    identify,
     is_peer,
-    limit_refusal,
 )
 from sbc.alarms import Alarm, Alarms
 from sbc.call import attempt as ladder
-from sbc.call import hunt, indialog, ingress, media
+from sbc.call import ending, headers, hunt, indialog, registration
 from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
 from sbc.call.headers import ALLOW, trunk_target
+from sbc.call.intake import Intake
 from sbc.call.media import Media
 from sbc.call.model import (
     Attempt,
     Bye,
     Call,
     Hangup,
-    LeaseRequest,
     Leg,
     Notice,
     Relay,
+    ports_in_use,
 )
 from sbc.call.outbox import Outbox
 from sbc.call.registration import Action as RegistrationAction
-from sbc.call.registration import Registration, Registrations, SendRegister
+from sbc.call.registration import Registration, Registrations
 from sbc.call.relay import Relayer
-from sbc.config.schema import Trigger, TrunkGroup
+from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.lockout import Lockout
 from sbc.registrar import Registrar
 from sbc.sip.dialog import Dialog
-from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.ids import new_id
-from sbc.sip.message import Request, Response, make_request
+from sbc.sip.message import Request, Response
 from sbc.sip.parser import KNOWN_METHODS
-from sbc.sip.timers import TimerHandle, TimerHeap
+from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import (
     AckNotReceived,
     ClientTransaction,
@@ -81,20 +82,14 @@ from sbc.sip.transaction import (
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
-    State,
     Target,
     TransactionLayer,
     TransactionTimedOut,
     TransportFailed,
 )
-from sbc.state import Acquire, Command, Denied, Notify, Release, Scope
+from sbc.state import Command, Denied, Notify, Release
 from sbc.state.memory import MemoryStore
 from sbc.stats import Stats
-
-# Seconds an OPTIONS ping may take before it counts as failed: half the interval, at most
-# 5 s. A dead trunk is down within interval * down_after + this.
-PROBE_TIMEOUT = 5.0
-REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
 
 
 class CallController:
@@ -113,19 +108,18 @@ class CallController:
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.registrations = Registrations(new_id)  # ours, at vendors' registrars
         self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
-        self._leases: dict[int, LeaseRequest] = {}
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
         self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
         self.blegs = BLegs(self.out, self.media, self)
+        self.intake = Intake(self.out, self)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised
         self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
         self._ticking = False
         self._timers = TimerHeap(self)
-        self._ids = itertools.count(1)  # tokens for the state store and rtpengine, never sent
         self.gate = Gate(self.out, self.registrar)  # the edge screen, registrar, lockout
-        # Every message meets the edge screen before the parser (see screen()).
+        # Every message meets the edge screen before the parser (sbc.call.gate).
         layer.accept = self.gate.screen
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -156,20 +150,6 @@ class CallController:
     def wall_offset(self, offset: float) -> None:
         self.gate.wall_offset = offset
 
-    @property
-    def drops(self) -> edge.Drops:
-        return self.gate.drops
-
-    @property
-    def lockout(self) -> Lockout:
-        return self.gate.lockout
-
-    def _new_id(self) -> str:
-        return new_id()
-
-    def _notice(self, event: str, call: Call | None, **fields: Any) -> None:
-        self.out.notice(event, call, **fields)
-
     def pop_notices(self) -> list[Notice]:
         out, self.out.notices = self.out.notices, []
         return out
@@ -184,15 +164,9 @@ class CallController:
         out, self.out.commands = self.out.commands, []
         return out
 
-    def _ng(self, call: Call, cmd: dict[str, Any], then: media.Then, cleanup: bool = False) -> None:
-        self.media.ask(call, cmd, then, cleanup)
-
     def on_media(self, token: int, reply: dict[bytes, Any] | None, now: float) -> None:
         """rtpengine's reply to a MediaCommand (None: no node answered)."""
         self.media.reply(token, reply, now)
-
-    def _media_reject(self, call: Call) -> bool:
-        return media.rejects(call)
 
     def get_timer(self) -> float | None:
         timers = (
@@ -219,23 +193,11 @@ class CallController:
             else:
                 self._transition(action)
 
-    def _arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
-        return self._timers.arm(when, obj, kind)
-
     def bind(
         self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt | None = None
     ) -> None:
         self.dialogs[key] = (call, leg, attempt)
         call.keys.append(key)
-
-    def _local(self, transport: str) -> tuple[str, int]:
-        return self.out.local(transport)
-
-    def _via(self, transport: str) -> Via:
-        return self.out.via(transport)
-
-    def _contact(self, transport: str, user: str = "sbc") -> NameAddr:
-        return self.out.contact(transport, user)
 
     def process(self, events: list[Event]) -> None:
         for ev in events:
@@ -248,10 +210,10 @@ class CallController:
             elif isinstance(ev, AckNotReceived):
                 entry = ev.transaction.ctx
                 if isinstance(entry, Call) and entry.state == "answered":
-                    self._notice("call.ack_timeout", entry)
+                    self.out.notice("call.ack_timeout", entry)
                     self.hang_up(entry, "sbc", ev.at, reason="no ACK")
             elif isinstance(ev, MessageRefused):
-                self._notice(
+                self.out.notice(
                     "sip.dropped" if ev.is_response else "sip.refused",
                     None,
                     status=ev.status,
@@ -261,21 +223,6 @@ class CallController:
                 )
 
     # --- requests -----------------------------------------------------------------------------
-
-    def _respond(
-        self,
-        tx: ServerTransaction,
-        status: int,
-        now: float,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
-        to_tag: str | None = None,
-        body: bytes = b"",
-        tag: bool = True,
-    ) -> None:
-        self.out.respond(tx, status, now, reason, headers, to_tag, body, tag)
-
-    # --- the edge: who may send what ----------------------------------------------------------
 
     def _leg_of(
         self, req: Request, source: Target, now: float
@@ -297,8 +244,6 @@ class CallController:
         verdict = indialog.check(peer, dialog, req)
         return (call, leg) if verdict == "ok" else verdict
 
-    # --- requests -----------------------------------------------------------------------------
-
     def _on_request(self, ev: RequestReceived) -> None:
         req = ev.request
         now = ev.at
@@ -311,7 +256,7 @@ class CallController:
         if to_tag is not None:
             found = self._leg_of(req, ev.source, now)
             if found == "out_of_order":
-                self._respond(tx, 500, now, "Out of Order")  # §12.2.2
+                self.out.respond(tx, 500, now, "Out of Order")  # §12.2.2
                 return
             if isinstance(found, str):
                 self.gate.not_ours(tx, ev.source, now)
@@ -328,7 +273,7 @@ class CallController:
         snap = self.snapshot
         src = ev.source
         if req.method == "INVITE":
-            self._on_invite(tx, req, src, now)
+            self.intake.invite(tx, req, src, now)
             return
         if req.method == "REGISTER":
             self.gate.register(tx, req, src, now)
@@ -338,179 +283,25 @@ class CallController:
         elif req.method == "OPTIONS" and self.draining:
             # Going away: a peer's monitoring should take us out of its hunting now.
             retry = str(snap.config.node.drain_retry_after)
-            self._respond(tx, 503, now, headers=[("Retry-After", retry)])
+            self.out.respond(tx, 503, now, headers=[("Retry-After", retry)])
         elif req.method == "OPTIONS":
             # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
-            self._respond(
+            self.out.respond(
                 tx,
                 200,
                 now,
                 headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
             )
         elif req.method in KNOWN_METHODS:
-            self._respond(tx, 405, now, headers=[("Allow", ALLOW)])
+            self.out.respond(tx, 405, now, headers=[("Allow", ALLOW)])
         else:
-            self._respond(tx, 501, now, headers=[("Allow", ALLOW)])
-
-    def _on_invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
-        snap = self.snapshot
-        user = ingress.dialled_user(req)
-        found = identify(snap, src.transport, src.host, src.port, user)
-        if found is None:
-            found = self.gate.registered_caller(tx, req, src, now, user)
-            if found is None:
-                return
-        tg, dnis = found
-        self.stats.attempt(tg.name, "ingress", tg.capacity_group, now)
-        wall = now + self.wall_offset
-        verdict = ingress.admit(snap, tg, dnis, req, wall, self.draining)
-        if isinstance(verdict, ingress.TooManyHops):
-            self._respond(tx, 483, now)
-            return
-        if isinstance(verdict, ingress.Refused):
-            for trigger in verdict.triggers:
-                self._trigger(trigger, tg, verdict.ani, verdict.dnis, req.call_id, wall)
-            self._refuse(tx, tg, verdict.refusal, now)
-            return
-        sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
-        for trigger in sel.triggers:
-            self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
-        a_tag = self._new_id()
-        call = Call(
-            id=self._new_id(),
-            snap=snap,
-            ingress=tg,
-            source=src,
-            a_tx=tx,
-            a_invite=req,
-            a_dialog=Dialog.as_uas(req, a_tag, src, tg.nat),
-            ani=ani,
-            dnis=sel.dnis,
-            started=now,
-            candidates=self._candidates(snap, sel.trunk_groups),
-            forward=sel.on_failure,
-            a_side=Side(snap.media[tg.name], src.host if tg.nat else ""),
-            a_tag=req.from_.tag or req.call_id,
-            diversion=(dnis, "unconditional") if sel.matched == "forwarding" else None,
-        )
-        tx.ctx = call
-        self.calls[call.id] = call
-        self.bind(call, (req.call_id, a_tag), "a")
-        self._notice(
-            "call.start",
-            call,
-            trunk_group=tg.name,
-            ani=ani,
-            dnis=sel.dnis,
-            source=str(src),
-            sip_call_id=req.call_id,
-            route=sel.matched,
-        )
-        self._respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
-        limits = snap.limits[tg.name]
-        if limits:
-            self._acquire(call, tg, call.id, limits)
-        else:  # nothing to count against: no lease, no round trip
-            self._admitted(call, now)
-
-    def _refuse(
-        self,
-        tx: ServerTransaction,
-        tg: TrunkGroup,
-        refusal: Refusal,
-        now: float,
-        call: Call | None = None,
-    ) -> None:
-        self.refusals[(tg.name, refusal.label)] += 1
-        self._notice(
-            "call.refused", call, trunk_group=tg.name, reason=refusal.label, status=refusal.status
-        )
-        if call is None:
-            req = tx.request
-            ruri = req.ruri
-            self.cdrs.append(
-                cdr.refused(
-                    call_id=self._new_id(),
-                    sip_call_id=req.call_id,
-                    relationship=tg.relationship,
-                    trunk_group=tg.name,
-                    source=str(tx.source),
-                    ani=req.from_.uri.user or req.from_.uri.opaque,
-                    dnis=(ruri.user or ruri.opaque) if ruri is not None else "",
-                    at=now + self.wall_offset,
-                    status=refusal.status,
-                    reason=refusal.label,
-                )
-            )
-            self._respond(tx, refusal.status, now, refusal.reason, headers=refusal.headers)
-        else:
-            call.refused, call.reason = True, refusal.label
-            self.fail_caller(call, refusal.status, now, refusal.reason, refusal.headers)
-
-    # --- admission: leases in the state store -------------------------------------------------
-
-    def _acquire(self, call: Call, tg: TrunkGroup, lease: str, limits: tuple[Scope, ...]) -> None:
-        token = next(self._ids)
-        request = LeaseRequest(call, tg, lease, limits)
-        self._leases[token] = request
-        self.out.commands.append(Acquire(token, lease, request.scopes))
+            self.out.respond(tx, 501, now, headers=[("Allow", ALLOW)])
 
     def on_acquired(self, token: int, denied: Denied | None, now: float) -> None:
-        """The state store's verdict on an Acquire: admit (or refuse) the call, or go on
-        hunting through (or past) the egress trunk group it asked for."""
-        request = self._leases.pop(token, None)
-        if request is None:
-            return
-        call, tg = request.call, request.trunk_group
-        if denied is None:
-            if call.state in ("ending", "ended") or call.cancelled:
-                self.out.commands.append(Release(request.lease, request.scopes))
-                self.maybe_end(call, now)
-                return
-            call.leases[request.lease] = request.scopes
-        if tg is call.ingress:
-            if call.state != "admitting":
-                return
-            if denied is not None:
-                self._refuse(call.a_tx, tg, limit_refusal(denied), now, call)
-            else:
-                self._admitted(call, now)
-            return
-        else:
-            call.egress[tg.name] = denied
-            if denied is not None:
-                self.refusals[(tg.name, denied.label)] += 1
-                self._notice("call.egress_skipped", call, trunk_group=tg.name, reason=denied.label)
-            if call.state != "routing":
-                return
-        self.hunt_on(call, now)
+        """The state store's verdict on an Acquire (sbc.call.intake)."""
+        self.intake.acquired(token, denied, now)
 
-    def _admitted(self, call: Call, now: float) -> None:
-        call.state = "routing"
-        if not call.candidates and call.forward is None:
-            self._notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
-            call.reason = "no_route"
-            self.fail_caller(call, 404, now, "No Route")
-            return
-        self.hunt_on(call, now)
-
-    def _trigger(
-        self,
-        trigger: Trigger,
-        tg: TrunkGroup,
-        ani: str,
-        dnis: str,
-        sip_call_id: str,
-        wall: float,
-    ) -> None:
-        """A routing trigger matched (the 911 case): log it now and post the webhook in the
-        background; the call itself goes on without waiting."""
-        fields = {"trigger": trigger.name, "trunk_group": tg.name, "ani": ani, "dnis": dnis}
-        self._notice("routing.trigger", None, sip_call_id=sip_call_id, **fields)
-        if trigger.webhook:
-            self.out.commands.append(Notify(trigger.webhook, {**fields, "time": wall}))
-
-    def _candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
+    def candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
         return hunt.candidates(snap, names, self.hunt, self._usable)
 
     def _usable(self, tg: TrunkGroup, index: int) -> bool:
@@ -530,7 +321,7 @@ class CallController:
             step = hunt.next_step(call)
             if isinstance(step, hunt.NeedLease):
                 etg = step.trunk_group
-                self._acquire(call, etg, f"{call.id}/{etg.name}", step.scopes)
+                self.intake.acquire(call, etg, f"{call.id}/{etg.name}", step.scopes)
                 return
             if isinstance(step, hunt.Exhausted):
                 self.fail_caller(call, step.status, now, step.reason, step.headers)
@@ -538,8 +329,8 @@ class CallController:
             if isinstance(step, hunt.Originate):
                 break
             fwd = step.forwarding
-            self._notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
-            hunt.forward(call, fwd, self._candidates(call.snap, [fwd.trunk_group]))
+            self.out.notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
+            hunt.forward(call, fwd, self.candidates(call.snap, [fwd.trunk_group]))
         self.blegs.originate(call, step.trunk_group, step.index, now)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
@@ -555,7 +346,7 @@ class CallController:
                 self.blegs.closed(ctx)
                 self.maybe_end(ctx.call, ev.at)
         elif isinstance(ctx, Relay):
-            self._respond(ctx.server, status, ev.at)
+            self.out.respond(ctx.server, status, ev.at)
         elif isinstance(ctx, Bye):
             self._bye_done(ctx.call, ev.at)
         elif isinstance(ctx, Registration):
@@ -574,15 +365,7 @@ class CallController:
         reason: str | None = None,
         headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     ) -> None:
-        mapped = manipulate.sip_code(call.snap.rules[call.ingress.name], status)
-        if mapped != status:
-            status, reason = mapped, None  # the reason phrase of the new code
-        call.final_status = status
-        call.state = "ended"
-        call.ended_at = now
-        self._respond(
-            call.a_tx, status, now, reason, headers=headers, to_tag=call.a_dialog.local_tag
-        )
+        ending.fail_caller(self.out, call, status, now, reason, headers)
         self.maybe_end(call, now)
 
     # --- B-leg responses ----------------------------------------------------------------------
@@ -617,27 +400,14 @@ class CallController:
 
     def _send_probe(self, probe: Probe, now: float) -> None:
         target = Target(*probe.key)
-        transport = target.transport
-        uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
-        local_host, _ = self._local(transport)
-        me = Uri("sip", "sbc", None, local_host)
-        options = make_request(
-            "OPTIONS",
-            uri,
-            via=self._via(transport),
-            from_=NameAddr(None, me, {"tag": self._new_id()}, str(me)),
-            to=NameAddr(None, uri, {}, str(uri)),
-            call_id=self._new_id(),
-            cseq=1,
-            headers=[("Accept", "application/sdp")],
-        )
+        options = headers.options(self.snapshot, target, new_id)
         probe.tx = self.layer.send_request(options, target, now, ctx=probe)
 
     def _transition(self, t: Transition | None) -> None:
         if t is not None:
             error = t.error if t.change == "down" else ""
             trunk = str(Target(*t.key))
-            self._notice(
+            self.out.notice(
                 "trunk." + t.change, None, trunk_group=t.trunk_group, trunk=trunk, error=error
             )
 
@@ -659,26 +429,12 @@ class CallController:
     # --- statistics and metric triggers -------------------------------------------------------
 
     def ports_in_use(self) -> dict[tuple[str, str], int]:
-        """Calls up right now by ("tg" | "cg", name): on their ingress trunk group, and on the
-        egress trunk group of their answered (or pending) attempt; capacity groups sum them."""
-        out: Counter[tuple[str, str]] = Counter()
-        for call in self.calls.values():
-            if call.state == "ended":
-                continue
-            tgs = [call.ingress]
-            attempt = call.answered or call.current
-            if attempt is not None and (attempt is call.answered or not attempt.done):
-                tgs.append(attempt.trunk_group)
-            for tg in tgs:
-                out[("tg", tg.name)] += 1
-                if tg.capacity_group:
-                    out[("cg", tg.capacity_group)] += 1
-        return dict(out)
+        return ports_in_use(self.calls.values())
 
     def _tick_if_needed(self, now: float) -> None:
         if not self._ticking and Alarms.configured(self.snapshot.config):
             self._ticking = True
-            self._arm(now + 1, None, "tick")
+            self._timers.arm(now + 1, None, "tick")
 
     def _timer_tick(self, _: None, now: float) -> None:
         """Once a second while metric triggers exist: sample ports, evaluate the triggers."""
@@ -688,7 +444,7 @@ class CallController:
         for alarm in self.alarms.evaluate(config, self.stats, now, wall):
             self._alarm(alarm, wall)
         if Alarms.configured(config):
-            self._arm(now + 1, None, "tick")
+            self._timers.arm(now + 1, None, "tick")
         else:
             self._ticking = False
 
@@ -696,28 +452,12 @@ class CallController:
         """Log the crossing (or recovery) and post the webhook's JSON, the same fields."""
         payload = alarm.payload(wall)
         fields = {k: v for k, v in payload.items() if k not in ("event", "time")}
-        self._notice(str(payload["event"]), None, **fields)
+        self.out.notice(str(payload["event"]), None, **fields)
         if alarm.trigger.webhook:
             self.out.commands.append(Notify(alarm.trigger.webhook, payload))
 
     def _registered(self, actions: list[RegistrationAction], now: float) -> None:
-        """Carry out what the outbound registrations decided."""
-        for action in actions:
-            reg = action.registration
-            if isinstance(action, SendRegister):
-                self.layer.send_request(action.request, reg.target, now, ctx=reg)
-            else:
-                registrar = str(reg.target)
-                self._notice(
-                    action.event,
-                    None,
-                    trunk_group=reg.key[0],
-                    username=reg.trunk.username,
-                    registrar=registrar,
-                    **action.fields,
-                )
-
-    # --- ACK, CANCEL, BYE ---------------------------------------------------------------------
+        registration.carry_out(self.out, actions, now)
 
     def _on_ack(self, req: Request, source: Target, now: float) -> None:
         if (req.call_id, req.to.tag or "") not in self.dialogs:
@@ -746,7 +486,7 @@ class CallController:
         ):  # §9.2 matches on the branch; only the INVITE's sender may cancel it
             self.gate.not_ours(tx, src, now)
             return
-        self._respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
+        self.out.respond(tx, 200, now)  # §9.2: the CANCEL itself succeeds
         call = invite_tx.ctx
         if (
             not isinstance(call, Call)
@@ -755,7 +495,7 @@ class CallController:
         ):
             return
         call.hangup = "caller"
-        self._notice("call.cancel", call)
+        self.out.notice("call.cancel", call)
         self._abandon(call, 487, now)
 
     def _abandon(
@@ -790,7 +530,7 @@ class CallController:
                 self._abandon(call, 503, now, retry)
 
     def _on_bye(self, call: Call, leg: Leg, tx: ServerTransaction, now: float) -> None:
-        self._respond(tx, 200, now)
+        self.out.respond(tx, 200, now)
         if call.state == "routing" and leg == "b":
             return  # a BYE in an early dialog we never relayed: nothing to hang up
         if call.state in ("ending", "ended"):
@@ -801,23 +541,8 @@ class CallController:
         self, call: Call, side: Hangup, now: float, *, skip: Leg | None = None, reason: str = ""
     ) -> None:
         """End an answered call: BYE every leg except ``skip`` (which hung up itself)."""
-        if call.state not in ("answered", "routing"):
-            return
-        call.state = "ending"
-        call.hangup = call.hangup or side
-        call.ended_at = now
-        headers = [("Reason", f'SIP;cause=200;text="{reason}"')] if reason else []
-        for leg in ("a", "b"):
-            if leg == skip:
-                continue
-            dialog = call.a_dialog if leg == "a" else call.b_dialog
-            if dialog is None:
-                continue
-            transport = call.source.transport if leg == "a" else dialog.peer.transport
-            bye = dialog.request("BYE", self._via(transport), None, headers=headers)
-            call.byes += 1
-            self.layer.send_request(bye, dialog.destination(), now, ctx=Bye(call))
-        self.maybe_end(call, now)
+        if ending.hang_up(self.out, call, side, now, skip, reason):
+            self.maybe_end(call, now)
 
     def _bye_done(self, call: Call, now: float) -> None:
         call.byes -= 1
@@ -828,18 +553,7 @@ class CallController:
     def maybe_end(self, call: Call, now: float) -> None:
         """Forget the call once nobody needs us: the caller has its final answer or its BYE,
         every BYE we sent is answered, and no attempt is still pending at a vendor."""
-        if call.state not in ("ending", "ended") or call.byes > 0:
-            return
-        for a in call.attempts:
-            # Wait for attempts that may still answer us, but not for one we gave up on with
-            # no provisional (quiet): its late 2xx, if any, is still ACKed and hung up, and the
-            # call's ports must not stay held until that vendor's Timer B (32 s).
-            tx = a.tx
-            if tx is not None and tx.state in (State.CALLING, State.PROCEEDING) and not tx.quiet:
-                return
-        if call.media_busy:  # an ng answer is due; it calls us again
-            return
-        if self.calls.pop(call.id, None) is None:
+        if not ending.can_forget(call) or self.calls.pop(call.id, None) is None:
             return
         self.blegs.ended(call)
         call.state = "ended"
@@ -868,46 +582,6 @@ class CallController:
         self._end_notice(call)
 
     def _end_notice(self, call: Call) -> None:
-        assert call.ended_at is not None
-        media: dict[str, Any] | None = None
-        if call.media_stats is not None:
-            media = call.media_stats.as_dict()
-            legs = {call.a_tag: "a", call.tag("b"): "b"}
-            media["legs"] = {legs[t]: v for t, v in media["legs"].items() if t in legs}
-        duration = (
-            round(call.ended_at - call.answered_at, 3) if call.answered_at is not None else 0.0
-        )
-        self.cdrs.append(cdr.from_call(call, self.wall_offset, media))
-        attempts = [
-            {
-                "n": a.n,
-                "trunk_group": a.trunk_group.name,
-                "trunk": f"{a.target.host}:{a.target.port}",
-                "status": a.status,
-                "outcome": a.outcome,
-            }
-            for a in call.attempts
-        ]
-        _release(call)
-        self._notice(
-            "call.end",
-            call,
-            status=call.final_status,
-            hangup=call.hangup or "",
-            duration=duration,
-            attempts=attempts,
-            media=media,
-        )
-
-
-def _release(call: Call) -> None:
-    """Break an ended call's reference cycles (call and its attempts, an attempt and its
-    transaction, the call and its INVITE transaction), so reference counting frees it as
-    soon as the last transaction lets go of it, not the cyclic collector some time later.
-    Late answers still work: an attempt keeps its call, a transaction its attempt."""
-    call.a_tx.ctx = None
-    for a in call.attempts:
-        a.tx = None
-    call.attempts = []
-    call.current = call.answered = None
-    call.media_queue.clear()
+        record, fields = ending.record(call, self.wall_offset)
+        self.cdrs.append(record)
+        self.out.notice("call.end", call, **fields)

@@ -125,3 +125,20 @@ def b_leg_invite(
         headers=out.headers,
         body=a.body,
     )
+
+
+def options(snap: Snapshot, target: Target, new_id: Callable[[], str]) -> Request:
+    """An OPTIONS ping to a monitored trunk (RFC 3261 §11): any answer but 503 is alive."""
+    uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
+    local_host, _ = local(snap, target.transport)
+    me = Uri("sip", "sbc", None, local_host)
+    return make_request(
+        "OPTIONS",
+        uri,
+        via=via(snap, target.transport, new_id()),
+        from_=NameAddr(None, me, {"tag": new_id()}, str(me)),
+        to=NameAddr(None, uri, {}, str(uri)),
+        call_id=new_id(),
+        cseq=1,
+        headers=[("Accept", "application/sdp")],
+    )

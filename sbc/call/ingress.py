@@ -17,16 +17,21 @@ The limits (ports, CPS) come after this, through the state store: they need a ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from media import sdp
+from media.ng import Side
 from routing.select import Selection, select
 from sbc import manipulate
 from sbc.admission import Refusal, static_refusal, time_refusal
+from sbc.call.model import Call
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request
+from sbc.sip.transaction import ServerTransaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +95,38 @@ def admit(
         status, reason, label = sel.refusal
         return Refused(Refusal(status, reason, label), tuple(sel.triggers), ani, dnis)
     return Admitted(ani, dnis, sel)
+
+
+def new_call(
+    snap: Snapshot,
+    tg: TrunkGroup,
+    tx: ServerTransaction,
+    admitted: Admitted,
+    candidates: list[tuple[TrunkGroup, int]],
+    now: float,
+    new_id: Callable[[], str],
+) -> Call:
+    """The call an admitted INVITE becomes: our tag on the caller's dialog, its media side,
+    the candidates to hunt, and forwarding (on failure, or the unconditional one that
+    already chose this route)."""
+    req, src, sel = tx.request, tx.source, admitted.selection
+    forwarded = sel.matched == "forwarding"
+    call = Call(
+        id=new_id(),
+        snap=snap,
+        ingress=tg,
+        source=src,
+        a_tx=tx,
+        a_invite=req,
+        a_dialog=Dialog.as_uas(req, new_id(), src, tg.nat),
+        ani=admitted.ani,
+        dnis=sel.dnis,
+        started=now,
+        candidates=candidates,
+        forward=sel.on_failure,
+        a_side=Side(snap.media[tg.name], src.host if tg.nat else ""),
+        a_tag=req.from_.tag or req.call_id,
+        diversion=(admitted.dialled, "unconditional") if forwarded else None,
+    )
+    tx.ctx = call
+    return call

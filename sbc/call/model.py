@@ -7,7 +7,8 @@ are closed sets (``Literal``), so a misspelt state is a type error, not a silent
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
@@ -203,3 +204,21 @@ class Notice:
     event: str
     call_id: str | None
     fields: dict[str, Any]
+
+
+def ports_in_use(calls: Iterable[Call]) -> dict[tuple[str, str], int]:
+    """Calls up right now by ("tg" | "cg", name): on their ingress trunk group, and on the
+    egress trunk group of their answered (or pending) attempt; capacity groups sum them."""
+    out: Counter[tuple[str, str]] = Counter()
+    for call in calls:
+        if call.state == "ended":
+            continue
+        tgs = [call.ingress]
+        attempt = call.answered or call.current
+        if attempt is not None and (attempt is call.answered or not attempt.done):
+            tgs.append(attempt.trunk_group)
+        for tg in tgs:
+            out[("tg", tg.name)] += 1
+            if tg.capacity_group:
+                out[("cg", tg.capacity_group)] += 1
+    return dict(out)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbc.call import headers
+from sbc.call.outbox import Outbox
 from sbc.config.schema import Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.digest import authorization, pick_challenge
@@ -191,3 +192,14 @@ class Registrations:
 
 def _registration_trunks(tg: TrunkGroup) -> dict[tuple[str, int], Trunk]:
     return {(tg.name, i): t for i, t in enumerate(tg.trunks) if t.type == "registration"}
+
+
+def carry_out(out: Outbox, actions: list[Action], now: float) -> None:
+    """Send the REGISTERs and log the changes the registrations decided."""
+    for action in actions:
+        reg = action.registration
+        if isinstance(action, SendRegister):
+            out.send(action.request, reg.target, now, ctx=reg)
+        else:
+            fields = {"trunk_group": reg.key[0], "username": reg.trunk.username}
+            out.notice(action.event, None, **fields, registrar=str(reg.target), **action.fields)

@@ -256,7 +256,7 @@ def test_unknown_source(policy: str, expected: list[int]) -> None:
     else:  # dropped before the parser: counted and logged once, never answered
         (dropped,) = lab.events("edge.dropped")
         assert dropped["reason"] == "unknown_source" and dropped["method"] == "INVITE"
-        assert lab.ctrl.drops.counts["unknown_source"] == 1
+        assert lab.ctrl.gate.drops.counts["unknown_source"] == 1
 
 
 def test_options_to_the_sbc_is_answered() -> None:

@@ -209,7 +209,7 @@ def test_invite_claiming_an_account_without_binding_is_challenged_407(
 
     if policy == "drop":
         assert lab.feed(invite(1), stranger) == []
-        assert lab.ctrl.drops.counts["unknown_source"] == 1
+        assert lab.ctrl.gate.drops.counts["unknown_source"] == 1
         return
     (challenge,) = only(lab.feed(invite(1), stranger), stranger)
     assert isinstance(challenge, Response) and challenge.status == 407

@@ -134,7 +134,7 @@ def test_a_strangers_bye_and_reinvite_with_the_exact_ids_change_nothing(policy: 
     out = lab.advance(40.0)  # nothing was answered, so nothing is retransmitted
     assert [t for _, t in out] == []
     reason = "unknown_source" if policy == "drop" else "in_dialog"
-    assert lab.ctrl.drops.counts[reason] == 300
+    assert lab.ctrl.gate.drops.counts[reason] == 300
     assert len(lab.events("edge.dropped")) == 1  # logged once per address per minute
     (call,) = lab.ctrl.calls.values()
     assert call.state == "answered"
@@ -209,7 +209,7 @@ def test_strangers_get_nothing_and_nothing_is_retransmitted() -> None:
     for m in messages:
         assert lab.feed(m, STRANGER) == []
     assert lab.advance(40.0) == []
-    assert lab.ctrl.drops.counts["unknown_source"] == len(messages)
+    assert lab.ctrl.gate.drops.counts["unknown_source"] == len(messages)
     assert sample(lab.scrape(), "sbc_dropped_total", reason="unknown_source") == len(messages)
     assert lab.ctrl.layer.counts == (0, 0)  # not even a transaction was made
 
