@@ -10,23 +10,19 @@ where it stands, and drains on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import audit, memory
+from sbc import audit, memory, status
 from sbc.call.controller import CallController
-from sbc.call.headers import trunk_target
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, iso
 from sbc.config.loader import ConfigError, host_port, load_config
@@ -39,7 +35,8 @@ from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Acquire, Denied, Notify
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
-from sbc.transport import TcpConnection, TcpPool, UdpEndpoint
+from sbc.transport import TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
+from sbc.webhook import post_json
 
 WARN_EVENTS = frozenset(
     (
@@ -129,7 +126,7 @@ class Runtime:
                 self.udp[(listen.address, listen.port)] = proto
                 sock = proto.transport.get_extra_info("socket") if proto.transport else None
                 if sock is not None:
-                    _grow_receive_buffer(sock)
+                    grow_receive_buffer(sock)
                 self.udp_out = self.udp_out or proto
             elif listen.transport == "tcp":
                 server = await loop.create_server(
@@ -461,71 +458,21 @@ class Runtime:
     def _metrics(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
-    def status(self) -> dict[str, Any]:
-        """Live state for `sbc status`: calls, ports and CPS per trunk group, trunk health."""
-        ctrl = self.controller
-        snap = ctrl.snapshot
-        now = self.now()
-        ports = ctrl.ports_in_use()
-        groups = []
-        for tg in snap.config.trunk_groups:
-            trunks = []
-            for t in tg.trunks:
-                if t.type != "ip":
-                    continue
-                key = trunk_target(t).key
-                port = t.port or (5060 if tg.direction == "termination" else "any")
-                entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
-                if key in ctrl.monitor.monitored:
-                    health = ctrl.monitor.health.trunks.get(key)
-                    entry["health"] = ctrl.monitor.health.state(key)
-                    entry["last_error"] = health.last_error if health is not None else ""
-                else:
-                    entry["health"] = "unmonitored"
-                trunks.append(entry)
-            groups.append(
-                {
-                    "name": tg.name,
-                    "direction": tg.direction,
-                    "status": tg.status,
-                    "calls": ports.get(("tg", tg.name), 0),
-                    "ports": tg.limits.ports,
-                    "cps": ctrl.stats.cps("tg", tg.name, now),
-                    "cps_limit": tg.limits.cps,
-                    "trunks": trunks,
-                }
-            )
-        return {
-            "node": {
-                "pid": os.getpid(),
-                "started": iso(self.started_at),
-                "config": str(self.config_dir),
-                "config_loaded": iso(snap.loaded_at),
-                "draining_since": iso(self.draining_since),
-                "calls": len(ctrl.calls),
-                "cdr_records": self.cdrs.written,
-                "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
-            },
-            "trunk_groups": groups,
-            "capacity_groups": [
-                {
-                    "name": cg.name,
-                    "calls": ports.get(("cg", cg.name), 0),
-                    "ports": cg.ports,
-                    "cps": ctrl.stats.cps("cg", cg.name, now),
-                    "cps_limit": cg.cps,
-                }
-                for cg in snap.config.capacity_groups
-            ],
-            "alarms": [
-                {"scope": scope, "owner": owner, "trigger": name}
-                for scope, owner, name in sorted(ctrl.alarms.firing)
-            ],
-        }
-
     def _memory(self) -> tuple[int, str, bytes]:
         report = memory.report(self.controller, self.layer)
         return 200, "application/json", json.dumps(report, indent=1).encode()
+
+    def status(self) -> dict[str, Any]:
+        """Live state for `sbc status` (sbc.status)."""
+        node = {
+            "pid": os.getpid(),
+            "started": iso(self.started_at),
+            "config": str(self.config_dir),
+            "draining_since": iso(self.draining_since),
+            "cdr_records": self.cdrs.written,
+            "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
+        }
+        return status.report(self.controller, self.now(), node)
 
     def _status(self) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(self.status(), indent=1).encode()
@@ -553,48 +500,6 @@ def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
         assert hp is not None  # the loader checked it
         out.append((hp[0], hp[1], n.weight))
     return out
-
-
-async def post_json(url: str, payload: dict[str, object], log: Any, timeout: float = 5.0) -> None:
-    """POST a JSON body to an http:// webhook with a bounded wait; failures are logged, never
-    raised (a trigger must not disturb calls)."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        log.warning("trigger.webhook_failed", url=url, error="only http:// URLs are supported")
-        return
-    body = json.dumps(payload).encode()
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-            writer.close()
-        status = int(status_line.split()[1]) if len(status_line.split()) > 1 else 0
-    except (OSError, TimeoutError, ValueError) as e:
-        log.warning("trigger.webhook_failed", url=url, error=f"{type(e).__name__}: {e}")
-        return
-    if not 200 <= status < 300:
-        log.warning("trigger.webhook_failed", url=url, error=f"HTTP {status}")
-
-
-RECEIVE_BUFFER = 8 * 1024 * 1024
-
-
-def _grow_receive_buffer(sock: socket.socket) -> None:
-    """A burst of datagrams arriving while the loop is busy must wait in the kernel, not be
-    dropped: ask for 8 MiB (SO_RCVBUFFORCE passes net.core.rmem_max when we may)."""
-    force = getattr(socket, "SO_RCVBUFFORCE", 33)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:

@@ -8,6 +8,8 @@ and in-dialog requests flow back over it, RFC 3261 §18.2.2) or opens one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Protocol, cast
 
 from sbc.sip.errors import SipError
@@ -115,3 +117,17 @@ class TcpPool:
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
+
+
+RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def grow_receive_buffer(sock: socket.socket) -> None:
+    """A burst of datagrams arriving while the loop is busy must wait in the kernel, not be
+    dropped: ask for 8 MiB (SO_RCVBUFFORCE passes net.core.rmem_max when we may)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)

@@ -34,8 +34,9 @@ from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.ids import new_id
 from sbc.sip.message import Response, resend
+from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
-from sbc.sip.transaction import State, make_cancel
+from sbc.sip.transaction import State
 from sbc.stats import Stats
 
 

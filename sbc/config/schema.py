@@ -133,7 +133,9 @@ class LockoutConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
 
     failures: Annotated[
         int,
-        d("Failed authentications a source IP may have within the window; one more blocks it. 0 = off."),
+        d(
+            "Failed authentications a source IP may have within the window; one more blocks it. 0 = off."
+        ),
         Meta(ge=0),
     ] = 5
     window: Annotated[float, d("Seconds over which failures are counted."), Meta(gt=0)] = 60.0
@@ -144,7 +146,9 @@ class LockoutConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     ] = 300.0
     account_failures: Annotated[
         int,
-        d("Failures one account may have within the window, from any sources; one more blocks the account except from its registered address. 0 = off."),
+        d(
+            "Failures one account may have within the window, from any sources; one more blocks the account except from its registered address. 0 = off."
+        ),
         Meta(ge=0),
     ] = 20
 

@@ -43,9 +43,7 @@ class Dialog:
         local = NameAddr(to.display, to.uri, {**to.params, "tag": local_tag}, to.raw_uri)
         target = invite.contacts[0].uri if invite.contacts else invite.from_.uri
         routes = list(invite.record_routes)
-        return cls(
-            invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq
-        )
+        return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq)
 
     @classmethod
     def as_uac(cls, invite: Request, response: Response, target: Target, nat: bool) -> Dialog:

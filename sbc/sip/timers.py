@@ -18,6 +18,9 @@ class TimerConfig:
     """Maximum retransmit interval for non-INVITE requests and INVITE responses."""
     t4: float = 5.0
     """Maximum time a message stays in the network (Timers I and K)."""
+    d: float = 32.0
+    """Timer D: how long a completed INVITE client transaction absorbs retransmitted finals
+    over UDP (at least 32 s, §17.1.1.2; 0 over reliable transports)."""
 
     @property
     def timeout(self) -> float:

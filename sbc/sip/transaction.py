@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sbc.sip.errors import SipError, reason_phrase
-from sbc.sip.grammar import NameAddr
+from sbc.sip.errors import SipError
 from sbc.sip.ids import new_id
-from sbc.sip.message import Request, Response, canonical_name, make_response
+from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import KNOWN_METHODS, check_request, parse_message
+from sbc.sip.stateless import make_ack, raw_headers, stateless_error
 from sbc.sip.timers import TimerConfig, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -233,69 +233,10 @@ def server_key(req: Request) -> tuple[Any, ...]:
     return ("2543", req.call_id, req.from_.tag, req.cseq, method, via.host, via.port)
 
 
-def _reusing_invite(invite: Request, method: str, to: NameAddr, to_value: str) -> Request:
-    """A request that keeps the INVITE's Request-URI, top Via (so its branch), From, Call-ID,
-    CSeq number and Route set: the ACK for a non-2xx final and the CANCEL."""
-    headers = [("Via", invite.vias[0].raw)]
-    headers += [(n, v) for n, v in invite.headers if n in ("Route", "Max-Forwards", "From")]
-    headers += [("To", to_value), ("Call-ID", invite.call_id), ("CSeq", f"{invite.cseq} {method}")]
-    return Request(
-        headers=headers,
-        body=b"",
-        vias=invite.vias[:1],
-        from_=invite.from_,
-        to=to,
-        call_id=invite.call_id,
-        cseq=invite.cseq,
-        cseq_method=method,
-        max_forwards=invite.max_forwards,
-        method=method,
-        uri=invite.uri,
-        ruri=invite.ruri,
-    )
-
-
-def make_ack(invite: Request, response: Response) -> Request:
-    """The ACK for a non-2xx final response (§17.1.1.3): To as in the response (its tag)."""
-    return _reusing_invite(invite, "ACK", response.to, response.get("To") or str(response.to))
-
-
-def make_cancel(invite: Request) -> Request:
-    """CANCEL for a pending INVITE (§9.1): To as in the INVITE."""
-    return _reusing_invite(invite, "CANCEL", invite.to, invite.get("To") or str(invite.to))
-
-
 def _counted(method: str) -> str:
     """A method as the message counters key it: any extension method is "other", so a peer
     inventing methods cannot grow the counters (and the metrics) without bound."""
     return method if method in KNOWN_METHODS else "other"
-
-
-def _raw_headers(data: bytes) -> list[tuple[str, str]]:
-    """(canonical name, value) of each header line of a message we could not parse."""
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "surrogateescape")
-    out = []
-    for line in head.split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if sep and "\r" not in value and "\n" not in value:
-            out.append((canonical_name(name.strip()), value.strip()))
-    return out
-
-
-_ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
-
-
-def _stateless_error(headers: list[tuple[str, str]], status: int) -> bytes | None:
-    """A response to a request we could not parse, with its raw Via, From, To, Call-ID and
-    CSeq copied (§8.2.6.1). None when one is missing or a single-value one is repeated."""
-    lines = [f"{n}: {v}" for n, v in headers if n in _ECHOED]
-    names = [n for n, _ in headers if n in _ECHOED]
-    if any(names.count(n) != 1 for n in _ECHOED[1:]) or "Via" not in names:
-        return None
-    start = f"SIP/2.0 {status} {reason_phrase(status)}"
-    return "\r\n".join([start, *lines, "Content-Length: 0", "", ""]).encode(
-        "utf-8", "surrogateescape"
-    )
 
 
 class TransactionLayer:
@@ -426,7 +367,7 @@ class TransactionLayer:
                 tx.ack = make_ack(tx.request, resp).to_bytes()
                 self._out.append((tx.ack, tx.target))
                 self.sent[("ACK", 0)] += 1
-                wait = 0.0 if tx.target.reliable else 32.0  # Timer D
+                wait = 0.0 if tx.target.reliable else self.timers.d  # Timer D
                 self._arm(now + wait, tx, "completed_end")
                 self.events.append(ResponseReceived(resp, tx, now))
             elif st is State.COMPLETED and tx.ack is not None:
@@ -492,12 +433,12 @@ class TransactionLayer:
 
     def _refused(self, data: bytes, source: Target, e: SipError, now: float) -> None:
         is_response = data.lstrip(b"\r\n").startswith(b"SIP/")
-        headers = _raw_headers(data)
+        headers = raw_headers(data)
         call_id = next((v for n, v in headers if n == "Call-ID"), None)
         self.events.append(MessageRefused(e.status, e.detail, source, call_id, is_response, now))
         if is_response or data.lstrip(b"\r\n").startswith(b"ACK "):
             return  # responses and ACKs are never answered (§17.1.3, §17.2.1)
-        err = _stateless_error(headers, e.status)
+        err = stateless_error(headers, e.status)
         if err is not None:
             self._out.append((err, source))
 

@@ -1,0 +1,69 @@
+"""The node's live state for `sbc status` and the admin endpoint's /status. Pure: read from
+the controller at request time, never kept."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sbc.call.headers import trunk_target
+from sbc.cdr import iso
+
+if TYPE_CHECKING:
+    from sbc.call.controller import CallController
+
+
+def report(ctrl: CallController, now: float, node: dict[str, Any]) -> dict[str, Any]:
+    """Calls, ports and CPS per trunk group and capacity group against their limits, each
+    trunk's health, the raised triggers; ``node`` is what the runtime knows of itself."""
+    snap = ctrl.snapshot
+    ports = ctrl.ports_in_use()
+    groups = []
+    for tg in snap.config.trunk_groups:
+        trunks = []
+        for t in tg.trunks:
+            if t.type != "ip":
+                continue
+            key = trunk_target(t).key
+            port = t.port or (5060 if tg.direction == "termination" else "any")
+            entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
+            if key in ctrl.monitor.monitored:
+                health = ctrl.monitor.health.trunks.get(key)
+                entry["health"] = ctrl.monitor.health.state(key)
+                entry["last_error"] = health.last_error if health is not None else ""
+            else:
+                entry["health"] = "unmonitored"
+            trunks.append(entry)
+        groups.append(
+            {
+                "name": tg.name,
+                "direction": tg.direction,
+                "status": tg.status,
+                "calls": ports.get(("tg", tg.name), 0),
+                "ports": tg.limits.ports,
+                "cps": ctrl.stats.cps("tg", tg.name, now),
+                "cps_limit": tg.limits.cps,
+                "trunks": trunks,
+            }
+        )
+    return {
+        "node": {
+            **node,
+            "config_loaded": iso(snap.loaded_at),
+            "calls": len(ctrl.calls),
+        },
+        "trunk_groups": groups,
+        "capacity_groups": [
+            {
+                "name": cg.name,
+                "calls": ports.get(("cg", cg.name), 0),
+                "ports": cg.ports,
+                "cps": ctrl.stats.cps("cg", cg.name, now),
+                "cps_limit": cg.cps,
+            }
+            for cg in snap.config.capacity_groups
+        ],
+        "alarms": [
+            {"scope": scope, "owner": owner, "trigger": name}
+            for scope, owner, name in sorted(ctrl.alarms.firing)
+        ],
+    }
