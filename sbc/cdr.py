@@ -308,3 +308,43 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
             row.append(attempts_cell(v or []) if col == "attempts" else _cell(v))
         w.writerow(row)
     return buf.getvalue()
+
+
+class Spool:
+    """The CDR file's writer with its failure policy: when the file cannot be written (disk
+    full, permissions) records wait in memory, in order, up to ``limit``, and go out with the
+    next write that works; past the limit the oldest are dropped, and each drop is reported
+    with the call ids (so they can be rebuilt from the call log)."""
+
+    def __init__(self, writer: JsonLines, limit: int = 100_000) -> None:
+        self.writer = writer
+        self.limit = limit
+        self.backlog: list[dict[str, Any]] = []
+        self.dropped = 0  # records lost because the backlog was full
+
+    def write(self, records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """Append the records (after any waiting ones); the errors to log, as (event, fields)."""
+        backlog = self.backlog
+        backlog.extend(records)
+        errors: list[tuple[str, dict[str, Any]]] = []
+        done = 0
+        try:
+            for record in backlog:
+                self.writer.write(record)
+                done += 1
+        except OSError as e:
+            pending = len(backlog) - done
+            errors.append(
+                (
+                    "cdr.write_failed",
+                    {"path": str(self.writer.path), "error": str(e), "pending": pending},
+                )
+            )
+        del backlog[:done]
+        if len(backlog) > self.limit:  # memory is bounded: the oldest go, and we say so
+            lost = len(backlog) - self.limit
+            self.dropped += lost
+            ids = [str(r.get("call_id")) for r in backlog[:lost]]
+            errors.append(("cdr.dropped", {"records": lost, "call_ids": ids}))
+            del backlog[:lost]
+        return errors

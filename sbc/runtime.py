@@ -24,7 +24,7 @@ from media.ng import MediaCommand
 from sbc import audit, memory, status
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
-from sbc.cdr import JsonLines, iso
+from sbc.cdr import JsonLines, Spool, iso
 from sbc.config.loader import ConfigError, host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
@@ -56,7 +56,6 @@ WARN_EVENTS = frozenset(
         "metric.trigger",
     )
 )
-CDR_BACKLOG = 100_000  # records kept in memory while the CDR file cannot be written
 
 
 class Runtime:
@@ -91,8 +90,7 @@ class Runtime:
             self.media = media_client(snapshot, log, self.metrics.observe_rtpengine)
         node = snapshot.config.node
         self.cdrs = JsonLines(node.cdr.path)
-        self.cdr_backlog: list[dict[str, Any]] = []
-        self.cdr_dropped = 0  # records lost because the backlog was full
+        self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
         self.audit = JsonLines(node.audit.path) if node.audit.path else None
         self.http: list[HttpServer] = []
         self.reloads: dict[str, int] = {"accepted": 0, "refused": 0}
@@ -290,32 +288,8 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     def _write_cdrs(self, records: list[dict[str, Any]]) -> None:
-        """Append the records; if the file cannot be written (disk full, permissions) keep
-        them, bounded, and retry with the next record."""
-        backlog = self.cdr_backlog
-        backlog.extend(records)
-        done = 0
-        try:
-            for record in backlog:
-                self.cdrs.write(record)
-                done += 1
-        except OSError as e:
-            self.log.error(
-                "cdr.write_failed",
-                path=str(self.cdrs.path),
-                error=str(e),
-                pending=len(backlog) - done,
-            )
-        del backlog[:done]
-        if len(backlog) > CDR_BACKLOG:  # memory is bounded: the oldest go, and we say so
-            lost = len(backlog) - CDR_BACKLOG
-            self.cdr_dropped += lost
-            self.log.error(
-                "cdr.dropped",
-                records=lost,
-                call_ids=[str(r.get("call_id")) for r in backlog[:lost]],
-            )
-            del backlog[:lost]
+        for event, fields in self.spool.write(records):
+            self.log.error(event, **fields)
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None
@@ -436,12 +410,12 @@ class Runtime:
             (
                 "sbc_cdr_backlog",
                 "CDR records waiting for a writable file.",
-                float(len(self.cdr_backlog)),
+                float(len(self.spool.backlog)),
             ),
             (
                 "sbc_cdr_dropped_total",
                 "CDR records lost: the file was unwritable and the backlog full.",
-                float(self.cdr_dropped),
+                float(self.spool.dropped),
             ),
             (
                 "sbc_config_reloads_accepted_total",

@@ -226,24 +226,32 @@ def test_an_unwritable_cdr_file_keeps_the_records_in_order_until_it_is_writable(
     runtime._write_cdrs([{"call_id": "4"}])
     runtime.cdrs.close()
     assert [json.loads(x)["call_id"] for x in good.read_text().splitlines()] == ["1", "2", "3", "4"]
-    assert runtime.cdr_backlog == []
+    assert runtime.spool.backlog == []
 
 
-def test_a_full_cdr_backlog_drops_the_oldest_and_says_which(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sbc import runtime as rt
+def test_a_full_cdr_backlog_drops_the_oldest_and_says_which(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    spool = cdr.Spool(cdr.JsonLines(blocker / "cdr.jsonl"), limit=2)
+    errors = spool.write([{"call_id": "1"}, {"call_id": "2"}, {"call_id": "3"}])
+    assert [e for e in errors if e[0] == "cdr.dropped"] == [
+        ("cdr.dropped", {"records": 1, "call_ids": ["1"]})
+    ]
+    assert [r["call_id"] for r in spool.backlog] == ["2", "3"] and spool.dropped == 1
 
-    monkeypatch.setattr(rt, "CDR_BACKLOG", 2)
+
+def test_the_runtime_logs_cdr_drops_and_counts_them(tmp_path: Path) -> None:
+    from sbc.runtime import Runtime
+
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     log = Log()
-    runtime = rt.Runtime("config/lab", log)
+    runtime = Runtime("config/lab", log)
     runtime.cdrs.reopen(blocker / "cdr.jsonl")
+    runtime.spool.limit = 2
     runtime._write_cdrs([{"call_id": "1"}, {"call_id": "2"}, {"call_id": "3"}])
     dropped = [(level, f) for level, event, f in log.lines if event == "cdr.dropped"]
     assert dropped == [("error", {"records": 1, "call_ids": ["1"]})]
-    assert [r["call_id"] for r in runtime.cdr_backlog] == ["2", "3"]
     gauges = {name: value for name, _, value in runtime._gauges()}
     assert gauges["sbc_cdr_dropped_total"] == 1 and gauges["sbc_cdr_backlog"] == 2
 
