@@ -27,12 +27,13 @@ from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
 from sbc.config.loader import ConfigError, host_port, load_config
 from sbc.config.snapshot import Snapshot
+from sbc.executor import Executor
 from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Acquire, Denied, Notify
+from sbc.state import Denied, StateCommand
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
@@ -85,6 +86,13 @@ class Runtime:
                 node_id=state.node_id,
                 on_rtt=self.metrics.observe_redis,
             )
+        self.executor = Executor(
+            self.layer,
+            self.controller,
+            self._state,
+            lambda cmd: self._spawn(self._media_command(cmd)),
+            lambda cmd: self._spawn(post_json(cmd.url, cmd.payload, log)),
+        )
         self.media: NgClient | None = None
         if snapshot.config.node.rtpengine:
             self.media = media_client(snapshot, log, self.metrics.observe_rtpengine)
@@ -248,25 +256,7 @@ class Runtime:
 
     def _pump(self, now: float) -> None:
         ctrl = self.controller
-        while True:
-            events = self.layer.pop_events()
-            if events:
-                ctrl.process(events)
-            if not ctrl.commands:
-                break
-            for cmd in ctrl.pop_commands():
-                if isinstance(cmd, Notify):
-                    self._spawn(post_json(cmd.url, cmd.payload, self.log))
-                    continue
-                if isinstance(cmd, MediaCommand):
-                    self._spawn(self._media_command(cmd))
-                    continue
-                if self.redis is None:
-                    decided, denied = True, self.memory.execute(cmd, now)
-                else:
-                    decided, denied = self.redis.submit(cmd, now)
-                if decided and isinstance(cmd, Acquire):
-                    ctrl.on_acquired(cmd.token, denied, now)
+        self.executor.pump(now)
         if ctrl.notices:
             self._log(ctrl.pop_notices())
         if ctrl.cdrs:
@@ -280,6 +270,12 @@ class Runtime:
             else:
                 self.tcp.send(data, target)
         self._rearm()
+
+    def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
+        """A state-store command: the memory store decides at once, Redis maybe later."""
+        if self.redis is None:
+            return True, self.memory.execute(cmd, now)
+        return self.redis.submit(cmd, now)
 
     def _spawn(self, coro: Any) -> None:
         assert self.loop is not None

@@ -32,7 +32,7 @@ from pathlib import Path
 import harness
 import pytest
 
-from tests.unit.test_controller import sample
+from tests.helpers import sample
 
 pytestmark = pytest.mark.e2e
 

@@ -3,68 +3,31 @@ memory state store and fake time. The same decisions the e2e tests show with sip
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from sbc.admission import within
-from sbc.config.loader import ConfigError, load_config
+from sbc.config.loader import ConfigError
 from sbc.config.schema import TimeWindow
 from sbc.sip.message import Request, Response, make_response
-from sbc.sip.transaction import Target
 from sbc.state import Scope
 from sbc.state.memory import MemoryStore
-from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only, sample
-
-BASE = """
-node:
-  listen: [{address: 127.0.0.1, port: 5060, transport: udp}]
-relationships: [{name: carrier-a}, {name: vendor-x}]
-routeplans:
-  - name: default
-    routes: [{prefix: "", trunk_groups: [vendor-1, vendor-2]}]
-"""
-
-
-def lab_with(tmp_path: Path, trunk_groups: str, extra: str = "", base: str = BASE) -> Lab:
-    (tmp_path / "sbc.yaml").write_text(
-        base + textwrap.dedent(trunk_groups) + textwrap.dedent(extra)
-    )
-    return Lab(load_config(tmp_path))
-
-
-VENDORS = """
-  - {name: vendor-1, relationship: vendor-x, direction: termination,
-     trunks: [{ip: 127.0.0.1, port: 5081}], limits: {ports: 1}}
-  - {name: vendor-2, relationship: vendor-x, direction: termination,
-     trunks: [{ip: 127.0.0.1, port: 5082}]}
-"""
-
-
-def ingress(limits: str = "{}", more: str = "") -> str:
-    return (
-        f"""
-trunk_groups:
-  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{{ip: 127.0.0.1}}], limits: {limits} {more}}}
-"""
-        + VENDORS
-    )
-
-
-def call(lab: Lab, n: int, src: Target = CALLER, user: str = "15551230000") -> list[Response]:
-    """Send INVITE number n; return what the caller got back."""
-    data = invite(user=user, branch=f"z9hG4bK{n}").replace(
-        b"a-leg-1@10.1.1.1", f"a-leg-{n}@10.1.1.1".encode()
-    )
-    out = lab.feed(data, src)
-    return [m for m in only(out, src) if isinstance(m, Response)]
-
-
-def b_legs(out: list[tuple[Request | Response, Target]]) -> list[tuple[Request, Target]]:
-    return [(m, t) for m, t in out if isinstance(m, Request) and m.method == "INVITE"]
+from tests.helpers import (
+    BASE,
+    CALLER,
+    V1,
+    V2,
+    VENDORS,
+    b_legs,
+    call,
+    ingress,
+    invite,
+    lab_with,
+    only,
+    sample,
+)
 
 
 def test_ports_limit_refuses_with_503_retry_after_and_q850_cause_34(tmp_path: Path) -> None:

@@ -8,104 +8,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from media.ng import MediaCommand
-from sbc.call.controller import CallController
-from sbc.config.loader import load_config
-from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
-from sbc.metrics import Metrics, SbcCollector
 from sbc.sip.message import Request, Response, make_response
-from sbc.sip.parser import parse_message
-from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Acquire, Notify
-from sbc.state.memory import MemoryStore
-
-CALLER = Target("udp", "127.0.0.1", 5070)
-V1 = Target("udp", "127.0.0.1", 5081)
-V2 = Target("udp", "127.0.0.1", 5082)
-SDP = (
-    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/AVP 0\r\n"
-)
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            return float(value)
-    raise AssertionError(f"no sample {name} {labels}")
-
-
-class Lab:
-    def __init__(self, config: Config | None = None, **ingress: object) -> None:
-        config = config or load_config("config/lab")
-        if ingress:
-            tgs = list(config.trunk_groups)
-            tgs[0] = msgspec.structs.replace(tgs[0], **ingress)
-            config = msgspec.structs.replace(config, trunk_groups=tgs)
-        self.now = 0.0
-        self.layer = TransactionLayer()
-        self.store = MemoryStore()
-        self.notified: list[Notify] = []
-        self.ng: list[MediaCommand] = []  # ng commands sent; answer with answer_media()
-        self.ctrl = CallController(self.layer, Snapshot.build(config), self.store)
-
-    def scrape(self) -> str:
-        """/metrics as the node would serve it now."""
-        collector = SbcCollector(lambda: self.ctrl, self.layer, lambda: self.now, lambda: [])
-        return Metrics(collector).render().decode()
-
-    def feed(
-        self, msg: Request | Response | bytes, src: Target
-    ) -> list[tuple[Request | Response, Target]]:
-        data = msg if isinstance(msg, bytes) else msg.to_bytes()
-        self.layer.receive(data, src, self.now)
-        return self._run()
-
-    def advance(self, seconds: float) -> list[tuple[Request | Response, Target]]:
-        self.now += seconds
-        self.layer.handle_timer(self.now)
-        self.ctrl.handle_timer(self.now)
-        return self._run()
-
-    def _run(self) -> list[tuple[Request | Response, Target]]:
-        """What the runtime's pump does, with the memory state store."""
-        self.ctrl.process(self.layer.pop_events())
-        while self.ctrl.commands:
-            for cmd in self.ctrl.pop_commands():
-                if isinstance(cmd, Notify):
-                    self.notified.append(cmd)
-                    continue
-                if isinstance(cmd, MediaCommand):
-                    self.ng.append(cmd)
-                    continue
-                denied = self.store.execute(cmd, self.now)
-                if isinstance(cmd, Acquire):
-                    self.ctrl.on_acquired(cmd.token, denied, self.now)
-        return [(parse_message(d), t) for d, t in self.layer.datagrams_to_send()]
-
-    def events(self, name: str) -> list[dict[str, object]]:
-        return [n.fields for n in self.ctrl.pop_notices() if n.event == name]
-
-
-def invite(user: str = "15551230000", branch: str = "z9hG4bKa1", body: bytes = SDP) -> bytes:
-    return (
-        f"INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
-        f'From: "Alice" <sip:15550001000@10.1.1.1>;tag=caller1\r\n'
-        f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: a-leg-1@10.1.1.1\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:alice@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n"
-        f"User-Agent: SecretPBX 1.0\r\nP-Asserted-Identity: <sip:15550001000@10.1.1.1>\r\n"
-        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def only(out: list[tuple[Request | Response, Target]], to: Target) -> list[Request | Response]:
-    return [m for m, t in out if t == to]
+from sbc.sip.transaction import Target
+from tests.helpers import CALLER, SDP, V1, V2, Lab, invite, only
 
 
 def test_basic_call_ladder_hides_topology() -> None:

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from sbc.sip.digest import NonceBook, authorization, parse_params, pick_challenge, response
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.unit.test_admission import BASE, VENDORS, lab_with
-from tests.unit.test_controller import Lab, only
+from tests.helpers import BASE, TGS, Lab, lab_with, only, register
 
 # RFC 7616 §3.9.1: Mufasa / "Circle of Life", GET /dir/index.html
 RFC7616 = {
@@ -99,27 +98,6 @@ def test_check_never_raises_on_any_authorization(value: str) -> None:
 # --- the registrar inside the call controller -----------------------------------------------
 
 PBX = Target("udp", "10.9.9.9", 5077)
-TGS = (
-    """
-trunk_groups:
-  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1}]}
-  - {name: pbx, relationship: carrier-a, direction: origination, routeplan: default,
-     tech_prefix: "9#", trunks: [{type: registration, username: pbx1, password: s3cret}]}
-"""
-    + VENDORS
-)
-
-
-def register(user: str = "pbx1", cseq: int = 1, auth: str = "", expires: int = 300) -> bytes:
-    extra = f"Authorization: {auth}\r\n" if auth else ""
-    return (
-        f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 10.9.9.9:5077;branch=z9hG4bKr{cseq}\r\n"
-        f"From: <sip:{user}@127.0.0.1>;tag=r1\r\nTo: <sip:{user}@127.0.0.1>\r\n"
-        f"Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@10.9.9.9:5077>\r\n"
-        f"Expires: {expires}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def registered_lab(
@@ -269,7 +247,7 @@ trunk_groups:
     )
     registrar = Target("udp", "127.0.0.1", 5090)
     lab.ctrl.start(lab.now)
-    (register,) = only(lab._run(), registrar)
+    (register,) = only(lab.run(), registrar)
     assert isinstance(register, Request) and register.get("Expires") == "600"
     contact = f"<sip:u@127.0.0.1:5060>;expires={expires}" if expires else "<sip:u@127.0.0.1>"
     ok = make_response(

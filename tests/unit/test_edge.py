@@ -22,9 +22,7 @@ from sbc.memory import TrimPolicy, trim
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target
-from tests.unit.test_admission import lab_with
-from tests.unit.test_controller import CALLER, SDP, V1, V2, Lab, invite, only, sample
-from tests.unit.test_digest import TGS
+from tests.helpers import CALLER, SDP, TGS, V1, V2, Lab, invite, lab_with, only, sample
 
 STRANGER = Target("udp", "127.0.0.2", 5070)
 EVIL_SDP = SDP.replace(b"127.0.0.1", b"127.0.0.2")

@@ -29,7 +29,7 @@ from media.ng import MediaCommand, Side
 from sbc.config.loader import load_config
 from sbc.config.schema import Codecs, MediaConfig, MediaProfile, RtpEngineNode
 from sbc.sip.message import Request, Response, make_response
-from tests.unit.test_controller import CALLER, SDP, V1, V2, Lab, invite, only, sample
+from tests.helpers import CALLER, SDP, V1, V2, Lab, invite, only, sample
 
 REWRITTEN = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 41000 RTP/AVP 0\r\n"
 
@@ -155,7 +155,7 @@ def reply(
 
 
 def run(lab: Lab) -> list[tuple[Request | Response, Any]]:
-    return lab._run()
+    return lab.run()
 
 
 def ok_with_sdp(req: Request, tag: str) -> Response:

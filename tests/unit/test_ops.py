@@ -22,7 +22,7 @@ from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
 from sbc.sip.message import Request, Response, make_response
 from sbc.stats import Stats
-from tests.unit.test_controller import CALLER, V1, V2, Lab, invite, only, sample
+from tests.helpers import CALLER, V1, V2, Lab, invite, only, sample
 
 WALL = (
     1_795_000_000.0  # 2026-11-18T11:06:40Z, a Wednesday: the controller's wall clock in these tests
@@ -456,7 +456,7 @@ def test_draining_refuses_new_calls_with_retry_after_and_shutdown_byes_both_legs
     assert refusal.get("Retry-After") == "60"
     assert [m for m, t in out if t != CALLER] == []
     lab.ctrl.shutdown(lab.now)
-    out = lab._run()
+    out = lab.run()
     byes = [(m, t) for m, t in out if isinstance(m, Request) and m.method == "BYE"]
     assert sorted(t.port for _, t in byes) == sorted([5070, t1.port])
     assert lab.ctrl.busy == 1
@@ -483,7 +483,7 @@ def test_shutdown_fails_a_ringing_call_with_503_and_cancels_its_b_leg() -> None:
     assert isinstance(b1, Request)
     lab.feed(make_response(b1, 180, to_tag="v"), t1)
     lab.ctrl.shutdown(lab.now)
-    out = lab._run()
+    out = lab.run()
     (final,) = only(out, CALLER)
     (cancel,) = only(out, t1)
     assert isinstance(final, Response) and final.status == 503

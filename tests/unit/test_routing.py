@@ -8,8 +8,7 @@ from pathlib import Path
 from routing.select import CompiledPlan, select
 from sbc.config.schema import RoutePlan
 from sbc.sip.message import Request, Response, make_response
-from tests.unit.test_admission import BASE, VENDORS, b_legs, call, lab_with
-from tests.unit.test_controller import CALLER, V1, V2, invite, only
+from tests.helpers import BASE, CALLER, V1, V2, VENDORS, b_legs, call, invite, lab_with, only
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC).timestamp()
 
