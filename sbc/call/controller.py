@@ -34,7 +34,7 @@ The ladder of a basic call (tests/unit/test_controller.py draws the others):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, assert_never
 
 from media import ng
 from media.ng import MediaCommand
@@ -44,7 +44,7 @@ from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
 from sbc.admission import (
     is_peer,
 )
-from sbc.alarms import Alarm, Alarms
+from sbc.alarms import Alarms
 from sbc.call import attempt as ladder
 from sbc.call import ending, headers, hunt, indialog, registration
 from sbc.call.blegs import BLegs
@@ -59,6 +59,7 @@ from sbc.call.model import (
     Hangup,
     Leg,
     Notice,
+    Outcome,
     Relay,
     ports_in_use,
 )
@@ -90,6 +91,10 @@ from sbc.sip.transaction import (
 from sbc.state import Command, Denied, Notify, Release
 from sbc.state.memory import MemoryStore
 from sbc.stats import Stats
+
+# What our client transactions carry as their ``ctx``: what each request was for (a CANCEL
+# carries nothing; its INVITE's transaction decides).
+Context = Attempt | Relay | Bye | Registration | Probe | None
 
 
 class CallController:
@@ -200,27 +205,31 @@ class CallController:
         call.keys.append(key)
 
     def process(self, events: list[Event]) -> None:
+        """The transaction layer's events, in order (a closed union, sbc.sip.transaction)."""
         for ev in events:
-            if isinstance(ev, ResponseReceived):
-                self._on_response(ev.response, ev.transaction, ev.at)
-            elif isinstance(ev, RequestReceived):
-                self._on_request(ev)
-            elif isinstance(ev, (TransactionTimedOut, TransportFailed)):
-                self._on_failure(ev)
-            elif isinstance(ev, AckNotReceived):
-                entry = ev.transaction.ctx
-                if isinstance(entry, Call) and entry.state == "answered":
-                    self.out.notice("call.ack_timeout", entry)
-                    self.hang_up(entry, "sbc", ev.at, reason="no ACK")
-            elif isinstance(ev, MessageRefused):
-                self.out.notice(
-                    "sip.dropped" if ev.is_response else "sip.refused",
-                    None,
-                    status=ev.status,
-                    detail=ev.detail,
-                    source=f"{ev.source.host}:{ev.source.port}",
-                    sip_call_id=ev.call_id,
-                )
+            match ev:
+                case ResponseReceived():
+                    self._on_response(ev.response, ev.transaction, ev.at)
+                case RequestReceived():
+                    self._on_request(ev)
+                case TransactionTimedOut() | TransportFailed():
+                    self._on_failure(ev)
+                case AckNotReceived():
+                    call = ev.transaction.ctx
+                    if isinstance(call, Call) and call.state == "answered":
+                        self.out.notice("call.ack_timeout", call)
+                        self.hang_up(call, "sbc", ev.at, reason="no ACK")
+                case MessageRefused():
+                    self.out.notice(
+                        "sip.dropped" if ev.is_response else "sip.refused",
+                        None,
+                        status=ev.status,
+                        detail=ev.detail,
+                        source=f"{ev.source.host}:{ev.source.port}",
+                        sip_call_id=ev.call_id,
+                    )
+                case _:
+                    assert_never(ev)
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -334,28 +343,29 @@ class CallController:
         self.blegs.originate(call, step.trunk_group, step.index, now)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
-        ctx = ev.transaction.ctx
+        """No final answer (Timer B/F: 408) or no way to send (503) for one of our requests."""
+        ctx: Context = ev.transaction.ctx
         timeout = isinstance(ev, TransactionTimedOut)
+        why: Outcome = "timeout" if timeout else "transport"
         status = 408 if timeout else 503
-        if isinstance(ctx, Attempt):
-            if not ctx.done:
-                ctx.outcome = "timeout" if timeout else "transport"
-                self.observe(ctx.target.key, False, "call " + ctx.outcome)
+        match ctx:
+            case Attempt() if not ctx.done:
+                ctx.outcome = why
+                self.observe(ctx.target.key, False, "call " + why)
                 self.blegs.failed(ctx, status, "", ev.at, timeout=True)
-            else:
+            case Attempt():
                 self.blegs.closed(ctx)
                 self.maybe_end(ctx.call, ev.at)
-        elif isinstance(ctx, Relay):
-            self.out.respond(ctx.server, status, ev.at)
-        elif isinstance(ctx, Bye):
-            self._bye_done(ctx.call, ev.at)
-        elif isinstance(ctx, Registration):
-            why = "timeout" if timeout else "transport"
-            self._registered(self.registrations.on_failure(ctx, why, ev.at), ev.at)
-        elif isinstance(ctx, Probe):
-            self._transition(
-                self.monitor.answered(ctx, False, "timeout" if timeout else "transport")
-            )
+            case Relay():
+                self.out.respond(ctx.server, status, ev.at)
+            case Bye():
+                self._bye_done(ctx.call, ev.at)
+            case Registration():
+                self._registered(self.registrations.on_failure(ctx, why, ev.at), ev.at)
+            case Probe():
+                self._transition(self.monitor.answered(ctx, False, why))
+            case None:  # a CANCEL: its INVITE's own transaction decides
+                pass
 
     def fail_caller(
         self,
@@ -371,30 +381,34 @@ class CallController:
     # --- B-leg responses ----------------------------------------------------------------------
 
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
-        ctx = tx.ctx
-        if isinstance(ctx, Attempt):
-            attempt = ctx
-            if attempt.call.media_busy or attempt.call.media_queue:
-                attempt.call.media_queue.append(lambda now: self.blegs.response(attempt, resp, now))
-            else:  # the common case: nothing in flight, no closure
-                self.blegs.response(attempt, resp, now)
-        elif isinstance(ctx, Relay):
-            relay = ctx
-            if relay.call.media_busy or relay.call.media_queue:
-                relay.call.media_queue.append(
-                    lambda now: self.relayer.response(relay, resp, tx, now)
-                )
-            else:
-                self.relayer.response(relay, resp, tx, now)
-        elif isinstance(ctx, Bye) and resp.status >= 200:
-            self._bye_done(ctx.call, now)
-        elif isinstance(ctx, Registration):
-            self._registered(self.registrations.on_response(ctx, resp, now), now)
-        elif isinstance(ctx, Probe) and resp.status >= 200:
-            # Any answer means alive, except 503: overloaded or out of service (RFC 3261 §21.5.4)
-            self._transition(
-                self.monitor.answered(ctx, resp.status != 503, f"{resp.status} {resp.reason}")
-            )
+        """A response to one of our requests, by what the request was for. SIP of a call
+        waits behind its rtpengine command in flight (sbc.call.media)."""
+        ctx: Context = tx.ctx
+        match ctx:
+            case Attempt():
+                attempt = ctx
+                if self.media.busy(attempt.call):
+                    self.media.later(
+                        attempt.call, lambda now: self.blegs.response(attempt, resp, now)
+                    )
+                else:  # the common case: nothing in flight, no closure
+                    self.blegs.response(attempt, resp, now)
+            case Relay():
+                relay = ctx
+                if self.media.busy(relay.call):
+                    self.media.later(
+                        relay.call, lambda now: self.relayer.response(relay, resp, tx, now)
+                    )
+                else:
+                    self.relayer.response(relay, resp, tx, now)
+            case Bye() if resp.status >= 200:
+                self._bye_done(ctx.call, now)
+            case Registration():
+                self._registered(self.registrations.on_response(ctx, resp, now), now)
+            case Probe() if resp.status >= 200:
+                # Any answer means alive, except 503: overloaded or out of service (§21.5.4)
+                ok = resp.status != 503
+                self._transition(self.monitor.answered(ctx, ok, f"{resp.status} {resp.reason}"))
 
     # --- trunk monitoring ---------------------------------------------------------------------
 
@@ -442,19 +456,15 @@ class CallController:
         self.stats.sample(self.ports_in_use(), now)
         wall = now + self.wall_offset
         for alarm in self.alarms.evaluate(config, self.stats, now, wall):
-            self._alarm(alarm, wall)
+            payload = alarm.payload(wall)
+            fields = {k: v for k, v in payload.items() if k not in ("event", "time")}
+            self.out.notice(str(payload["event"]), None, **fields)  # the webhook's fields
+            if alarm.trigger.webhook:
+                self.out.commands.append(Notify(alarm.trigger.webhook, payload))
         if Alarms.configured(config):
             self._timers.arm(now + 1, None, "tick")
         else:
             self._ticking = False
-
-    def _alarm(self, alarm: Alarm, wall: float) -> None:
-        """Log the crossing (or recovery) and post the webhook's JSON, the same fields."""
-        payload = alarm.payload(wall)
-        fields = {k: v for k, v in payload.items() if k not in ("event", "time")}
-        self.out.notice(str(payload["event"]), None, **fields)
-        if alarm.trigger.webhook:
-            self.out.commands.append(Notify(alarm.trigger.webhook, payload))
 
     def _registered(self, actions: list[RegistrationAction], now: float) -> None:
         registration.carry_out(self.out, actions, now)
