@@ -71,7 +71,7 @@ class Runtime:
         self.controller = CallController(self.layer, snapshot, self.memory)
         state = snapshot.config.node.state
         self.metrics = Metrics(
-            SbcCollector(lambda: self.controller, self.layer, self.now, self._gauges)
+            SbcCollector(lambda: self.controller, self.layer, self.now, self.gauges)
         )
         self.redis: RedisStore | None = None
         if state.backend == "redis":
@@ -260,7 +260,7 @@ class Runtime:
         if ctrl.notices:
             self._log(ctrl.pop_notices())
         if ctrl.cdrs:
-            self._write_cdrs(ctrl.pop_cdrs())
+            self.write_cdrs(ctrl.pop_cdrs())
         if self._idle is not None and not ctrl.busy:
             self._idle.set()
         for data, target in self.layer.datagrams_to_send():
@@ -283,7 +283,7 @@ class Runtime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _write_cdrs(self, records: list[dict[str, Any]]) -> None:
+    def write_cdrs(self, records: list[dict[str, Any]]) -> None:
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
 
@@ -395,7 +395,7 @@ class Runtime:
             except OSError as e:
                 self.log.error("audit.write_failed", path=str(self.audit.path), error=str(e))
 
-    def _gauges(self) -> list[tuple[str, str, float]]:
+    def gauges(self) -> list[tuple[str, str, float]]:
         return [
             (
                 "sbc_draining",

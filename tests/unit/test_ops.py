@@ -216,14 +216,14 @@ def test_an_unwritable_cdr_file_keeps_the_records_in_order_until_it_is_writable(
     log = Log()
     runtime = Runtime("config/lab", log)
     runtime.cdrs.reopen(blocker / "cdr.jsonl")
-    runtime._write_cdrs([{"call_id": "1"}, {"call_id": "2"}])
-    runtime._write_cdrs([{"call_id": "3"}])
+    runtime.write_cdrs([{"call_id": "1"}, {"call_id": "2"}])
+    runtime.write_cdrs([{"call_id": "3"}])
     failures = [f for level, event, f in log.lines if event == "cdr.write_failed"]
     assert [level for level, event, _ in log.lines if event == "cdr.write_failed"] == ["error"] * 2
     assert [f["pending"] for f in failures] == [2, 3]
     good = tmp_path / "cdr.jsonl"
     runtime.cdrs.reopen(good)
-    runtime._write_cdrs([{"call_id": "4"}])
+    runtime.write_cdrs([{"call_id": "4"}])
     runtime.cdrs.close()
     assert [json.loads(x)["call_id"] for x in good.read_text().splitlines()] == ["1", "2", "3", "4"]
     assert runtime.spool.backlog == []
@@ -249,10 +249,10 @@ def test_the_runtime_logs_cdr_drops_and_counts_them(tmp_path: Path) -> None:
     runtime = Runtime("config/lab", log)
     runtime.cdrs.reopen(blocker / "cdr.jsonl")
     runtime.spool.limit = 2
-    runtime._write_cdrs([{"call_id": "1"}, {"call_id": "2"}, {"call_id": "3"}])
+    runtime.write_cdrs([{"call_id": "1"}, {"call_id": "2"}, {"call_id": "3"}])
     dropped = [(level, f) for level, event, f in log.lines if event == "cdr.dropped"]
     assert dropped == [("error", {"records": 1, "call_ids": ["1"]})]
-    gauges = {name: value for name, _, value in runtime._gauges()}
+    gauges = {name: value for name, _, value in runtime.gauges()}
     assert gauges["sbc_cdr_dropped_total"] == 1 and gauges["sbc_cdr_backlog"] == 2
 
 
@@ -399,8 +399,7 @@ def test_metrics_render_what_the_controller_counted() -> None:
     lab = Lab()
     hunted_call(lab, hold=2.0)
     lab.feed(invite(branch="z9hG4bKother").replace(b"a-leg-1", b"a-leg-2"), CALLER)
-    gauges = [("sbc_draining", "d", 0.0)]
-    m = Metrics(SbcCollector(lambda: lab.ctrl, lab.layer, lambda: lab.now, lambda: gauges))
+    m = Metrics(SbcCollector(lambda: lab.ctrl, lab.layer, lambda: lab.now, lambda: []))
     m.observe_rtpengine("offer", 0.002)
     m.observe_redis("acquire", 0.001)
     text = m.render().decode()
@@ -416,7 +415,6 @@ def test_metrics_render_what_the_controller_counted() -> None:
     assert sample(text, "sbc_sip_messages_total", direction="out", method="BYE", code="") == 1
     assert sample(text, "sbc_rtpengine_rtt_seconds_count", command="offer") == 1
     assert sample(text, "sbc_redis_rtt_seconds_count", operation="acquire") == 1
-    assert sample(text, "sbc_draining") == 0
     assert sample(text, "sbc_calls") == 1
     assert sample(text, "sbc_asr_ratio", trunk_group="carrier-a") == 0.5  # 1 answered of 2
     assert sample(text, "sbc_aloc_seconds", trunk_group="carrier-a") == 2.0
@@ -428,6 +426,20 @@ def test_metrics_render_what_the_controller_counted() -> None:
     lab.feed(invite(branch="z9hG4bKthird").replace(b"a-leg-1", b"a-leg-3"), CALLER)
     text = m.render().decode()
     assert sample(text, "sbc_refusals_total", trunk_group="carrier-a", reason="draining") == 1
+
+
+def test_the_runtime_gauges_follow_the_drain_and_the_cdr_file(tmp_path: Path) -> None:
+    from sbc.runtime import Runtime
+
+    runtime = Runtime("config/lab", Log())
+    runtime.cdrs.reopen(tmp_path / "cdr.jsonl")
+    gauges = {name: value for name, _, value in runtime.gauges()}
+    assert gauges["sbc_draining"] == 0 and gauges["sbc_cdr_records_total"] == 0
+    runtime.draining_since = 1.0  # what SIGTERM's drain() sets
+    runtime.write_cdrs([{"call_id": "1"}])
+    gauges = {name: value for name, _, value in runtime.gauges()}
+    assert gauges["sbc_draining"] == 1 and gauges["sbc_cdr_records_total"] == 1
+    runtime.cdrs.close()
 
 
 # --- drain ------------------------------------------------------------------------------------
