@@ -1,0 +1,127 @@
+"""The call path's small machines on their own, in fake time: an attempt's ladder, the
+hunting rule, OPTIONS monitoring and our registrations at vendors."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from routing.monitor import Monitor, Probe, SendProbe, Transition
+from sbc.call import attempt as ladder
+from sbc.call import hunt
+from sbc.call.headers import trunk_target
+from sbc.call.model import Cancel, Phase
+from sbc.call.registration import (
+    REGISTER_RETRY,
+    RegistrationChanged,
+    Registrations,
+    SendRegister,
+)
+from sbc.config.schema import Monitoring
+from sbc.sip.message import make_response
+from tests.helpers import CALLER, Lab, invite, lab_with
+
+
+def test_an_attempts_cancel_waits_for_its_first_provisional() -> None:
+    """RFC 3261 §9.1: leaving a CALLING attempt makes its CANCEL pending; the first
+    provisional (a 100 will do) sends it, once; the B-timer and Max PDD read the phase."""
+    lab = Lab()
+    lab.feed(invite(), CALLER)
+    (call,) = lab.ctrl.calls.values()
+    a = call.attempts[0]
+    assert a.phase is Phase.CALLING and ladder.b_timer_due(a) and ladder.max_pdd_due(a)
+    assert ladder.cancel(a) is False and a.cancel is Cancel.PENDING
+    assert ladder.heard(a, 100, 1.0) is True and a.cancel is Cancel.SENT
+    assert ladder.heard(a, 180, 2.0) is False  # sent once
+    assert a.phase is Phase.RINGING and a.provisional_at == 2.0
+    assert not ladder.b_timer_due(a) and not ladder.max_pdd_due(a) and ladder.live(a)
+    assert ladder.challenged(a) and a.phase is Phase.CALLING  # the new INVITE: no 100 yet
+    assert not ladder.challenged(a)  # one challenge per attempt
+
+
+def test_hunting_asks_for_a_lease_then_originates_then_says_what_the_caller_hears(
+    tmp_path: Path,
+) -> None:
+    tgs = """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}], route_advance: {codes: '^5', normalize_sip_code: true}}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5081}], limits: {ports: 1}}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5082}]}
+"""
+    lab = lab_with(tmp_path, tgs)
+    lab.feed(invite(), CALLER)
+    (call,) = lab.ctrl.calls.values()
+    assert [a.trunk_group.name for a in call.attempts] == ["vendor-1"]  # its lease granted
+    call.egress.clear()
+    call.candidates = hunt.candidates(
+        call.snap, ["vendor-1", "vendor-2"], lab.ctrl.hunt, lambda tg, i: True
+    )
+    step = hunt.next_step(call)
+    assert isinstance(step, hunt.NeedLease) and step.trunk_group.name == "vendor-1"
+    call.egress["vendor-1"] = None
+    step = hunt.next_step(call)
+    assert isinstance(step, hunt.Originate) and step.trunk_group.name == "vendor-1"
+    assert hunt.failed(call, 503, timeout=False, rang=False, response=None)  # advance
+    step = hunt.next_step(call)
+    assert isinstance(step, hunt.Originate) and step.trunk_group.name == "vendor-2"
+    assert hunt.failed(call, 502, timeout=False, rang=False, response=None)
+    step = hunt.next_step(call)
+    assert step == hunt.Exhausted(503)  # normalized; a 486 would be relayed as it is
+    assert not hunt.failed(call, 486, timeout=False, rang=False, response=None)
+    assert hunt.exhausted(call) == hunt.Exhausted(486)
+
+
+def test_monitoring_pings_on_its_interval_and_goes_down_after_three_timeouts() -> None:
+    """interval 10 s: pings at 0, 10, 20, ...; each unanswered one times out after 5 s;
+    the third timeout (t=25) takes the trunk down; two answered pings bring it back."""
+    key = ("udp", "127.0.0.1", 5081)
+    monitor = Monitor()
+    monitor.reconcile({key: ("vendor", Monitoring(enabled=True, interval=10))}, 0.0)
+    seen: list[tuple[float, object]] = []
+    now = 0.0
+    while now <= 30.0:
+        for action in monitor.handle_timer(now):
+            seen.append((now, action))
+        now += 0.5
+    pings = [t for t, a in seen if isinstance(a, SendProbe)]
+    assert pings == [0.0, 10.0, 20.0, 30.0]
+    (down,) = [(t, a) for t, a in seen if isinstance(a, Transition)]
+    assert down[0] == 25.0 and down[1] == Transition("vendor", key, "down", "timeout")
+    assert not monitor.is_up(key)
+    assert monitor.answered(Probe(key), True, "200 OK") is None
+    assert monitor.answered(Probe(key), True, "200 OK") == Transition("vendor", key, "up", "200 OK")
+
+
+def test_a_vendor_registration_refreshes_at_80_percent_and_retries_every_30_s(
+    tmp_path: Path,
+) -> None:
+    lab = lab_with(
+        tmp_path,
+        """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{type: registration, ip: 127.0.0.1, port: 5090, username: u, password: p,
+               expires: 100}]}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5082}]}
+""",
+    )
+    ids = (f"id{n}" for n in itertools.count())
+    regs = Registrations(lambda: next(ids))
+    (send,) = regs.reconcile(lab.ctrl.snapshot, trunk_target, 0.0)
+    assert isinstance(send, SendRegister) and send.request.get("Expires") == "100"
+    reg = send.registration
+    ok = make_response(send.request, 200, to_tag="r")
+    (up,) = regs.on_response(reg, ok, 0.0)
+    assert isinstance(up, RegistrationChanged) and up.event == "registration.up"
+    assert regs.is_up("vendor-1", 0) and regs.get_timer() == 80.0
+    (again,) = regs.handle_timer(80.0)
+    assert isinstance(again, SendRegister) and again.request.cseq == 2
+    (failed,) = regs.on_response(reg, make_response(again.request, 403, to_tag="r"), 80.0)
+    assert isinstance(failed, RegistrationChanged) and failed.event == "registration.failed"
+    assert not regs.is_up("vendor-1", 0) and regs.get_timer() == 80.0 + REGISTER_RETRY
