@@ -38,6 +38,7 @@ class Drops:
     def __init__(self) -> None:
         self.counts: Counter[DropReason] = Counter()
         self._logged: dict[str, float] = {}
+        self._pruned_at = float("-inf")
 
     def drop(self, reason: DropReason, host: str, now: float) -> bool:
         """Count one drop; True when it deserves a log line (the first from ``host`` in
@@ -47,8 +48,11 @@ class Drops:
         if last is not None and now - last < LOG_EVERY:
             return False
         if last is None and len(self._logged) >= LOG_KEYS:
+            if now - self._pruned_at < 1.0:
+                return False  # too many strangers at once: the counter says how many
+            self._pruned_at = now  # at most once a second, or a spoofed flood pays per packet
             self._logged = {h: t for h, t in self._logged.items() if now - t < LOG_EVERY}
             if len(self._logged) >= LOG_KEYS:
-                return False  # too many strangers at once: the counter says how many
+                return False
         self._logged[host] = now
         return True

@@ -78,8 +78,8 @@ class Lockout:
             history.popleft()
         if len(history) > limit:
             self._until[(scope, key)] = now + cfg.block_for
-            if len(self._until) > MAX_KEYS:
-                self._until = {k: t for k, t in self._until.items() if t > now}
+            while len(self._until) > MAX_KEYS:  # the oldest block goes first: O(1) each
+                del self._until[next(iter(self._until))]
             return [Block(scope, key, len(history), now + cfg.block_for)]
         self._failures[(scope, key)] = history  # re-inserted: the dict stays oldest-first
         while len(self._failures) > MAX_KEYS:

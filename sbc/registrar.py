@@ -63,7 +63,7 @@ class Registrar:
     def realm(snap: Snapshot) -> str:
         return snap.config.node.registrar.realm or snap.config.node.switch_ip
 
-    def _check(self, snap: Snapshot, value: str, method: str, wall: float) -> Verdict:
+    def _check(self, snap: Snapshot, value: str, method: str, wall: float, src: Target) -> Verdict:
         cfg = snap.config.node.registrar
 
         def password_of(user: str) -> str | None:
@@ -71,15 +71,15 @@ class Registrar:
             return account[1] if account else None
 
         return self.book(cfg).check(
-            value, method, self.realm(snap), password_of, wall, tuple(cfg.algorithms)
+            value, method, self.realm(snap), password_of, wall, tuple(cfg.algorithms), src.host
         )
 
     def _challenge(
-        self, snap: Snapshot, header: str, wall: float, why: str, username: str = ""
+        self, snap: Snapshot, header: str, wall: float, why: str, src: Target, username: str = ""
     ) -> Answer:
         cfg = snap.config.node.registrar
         values = self.book(cfg).challenge(
-            self.realm(snap), wall, tuple(cfg.algorithms), stale=why == "stale"
+            self.realm(snap), wall, tuple(cfg.algorithms), stale=why == "stale", bound=src.host
         )
         status = 401 if header == "WWW-Authenticate" else 407
         return Answer(status, why, tuple((header, v) for v in values), username=username)
@@ -89,12 +89,12 @@ class Registrar:
     def register(self, snap: Snapshot, req: Request, src: Target, wall: float) -> Answer:
         credentials = req.get("Authorization")
         if credentials is None:
-            return self._challenge(snap, "WWW-Authenticate", wall, "challenge")
-        verdict = self._check(snap, credentials, "REGISTER", wall)
+            return self._challenge(snap, "WWW-Authenticate", wall, "challenge", src)
+        verdict = self._check(snap, credentials, "REGISTER", wall, src)
         if not verdict.ok:
             if verdict.why in RECHALLENGE:
                 return self._challenge(
-                    snap, "WWW-Authenticate", wall, verdict.why, verdict.username
+                    snap, "WWW-Authenticate", wall, verdict.why, src, verdict.username
                 )
             return Answer(403, verdict.why, username=verdict.username)
         username = verdict.username
@@ -161,17 +161,21 @@ class Registrar:
         user = req.from_.uri.user if req.from_.uri.is_sip else ""
         return user if user in snap.accounts else None
 
-    def authenticate_invite(self, snap: Snapshot, req: Request, wall: float) -> TrunkGroup | Answer:
+    def authenticate_invite(
+        self, snap: Snapshot, req: Request, src: Target, wall: float
+    ) -> TrunkGroup | Answer:
         """Admit an INVITE claiming an account with no binding by its Proxy-Authorization,
         or answer 407 (challenge) / 403 (wrong credentials)."""
         credentials = req.get("Proxy-Authorization")
         if credentials is None:
-            return self._challenge(snap, "Proxy-Authenticate", wall, "challenge")
-        verdict = self._check(snap, credentials, "INVITE", wall)
+            return self._challenge(snap, "Proxy-Authenticate", wall, "challenge", src)
+        verdict = self._check(snap, credentials, "INVITE", wall, src)
         if verdict.ok:
             return snap.accounts[verdict.username][0]
         if verdict.why in RECHALLENGE:
-            return self._challenge(snap, "Proxy-Authenticate", wall, verdict.why, verdict.username)
+            return self._challenge(
+                snap, "Proxy-Authenticate", wall, verdict.why, src, verdict.username
+            )
         return Answer(403, verdict.why, username=verdict.username)
 
 

@@ -65,6 +65,8 @@ class Host(Protocol):
 
     def observe(self, key: Key, ok: bool, error: str) -> None: ...
 
+    def expect(self, call: Call, host: str) -> None: ...
+
 
 class BLegs:
     def __init__(self, out: Outbox, media_: Media, host: Host) -> None:
@@ -348,6 +350,7 @@ class BLegs:
         attempt.dialog = Dialog.as_uac(
             attempt.invite, resp, attempt.target, attempt.trunk_group.nat
         )
+        self.host.expect(attempt.call, attempt.dialog.destination().host)
         attempt.status = resp.status
         attempt.outcome = "answered"
         attempt.phase = Phase.ANSWERED

@@ -41,9 +41,6 @@ from media.ng import MediaCommand
 from routing.health import Key
 from routing.hunting import HuntState
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
-from sbc.admission import (
-    is_peer,
-)
 from sbc.alarms import Alarms
 from sbc.call import attempt as ladder
 from sbc.call import ending, headers, hunt, indialog, registration
@@ -70,7 +67,6 @@ from sbc.call.relay import Relayer
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.registrar import Registrar
-from sbc.sip.dialog import Dialog
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response
 from sbc.sip.parser import KNOWN_METHODS
@@ -123,7 +119,8 @@ class CallController:
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
         self._ticking = False
         self._timers = TimerHeap(self)
-        self.gate = Gate(self.out, self.registrar)  # the edge screen, registrar, lockout
+        self.dialog_hosts: Counter[str] = Counter()  # hosts of live calls' legs
+        self.gate = Gate(self.out, self.registrar, self.dialog_hosts)  # screen, registrar
         # Every message meets the edge screen before the parser (sbc.call.gate).
         layer.accept = self.gate.screen
 
@@ -203,6 +200,18 @@ class CallController:
     ) -> None:
         self.dialogs[key] = (call, leg, attempt)
         call.keys.append(key)
+        if attempt is None:
+            self.expect(call, call.source.host)
+            self.expect(call, call.a_dialog.destination().host)
+        else:
+            self.expect(call, attempt.target.host)
+
+    def expect(self, call: Call, host: str) -> None:
+        """``host`` speaks in this call's dialogs: the edge answers it until the call ends,
+        whatever a reload does to the trunk groups (sbc.call.gate)."""
+        if host not in call.hosts:
+            call.hosts.append(host)
+            self.dialog_hosts[host] += 1
 
     def process(self, events: list[Event]) -> None:
         """The transaction layer's events, in order (a closed union, sbc.sip.transaction)."""
@@ -233,26 +242,6 @@ class CallController:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _leg_of(
-        self, req: Request, source: Target, now: float
-    ) -> tuple[Call, Leg] | indialog.Verdict:
-        """The call and leg an in-dialog request belongs to, if it may act on it (see
-        sbc.call.indialog); else why not."""
-        entry = self.dialogs.get((req.call_id, req.to.tag or ""))
-        if entry is None:
-            return "stranger"
-        call, leg, attempt = entry
-        if attempt is None:
-            peer = indialog.caller_peer(
-                call.snap, call.ingress.name, call.source, source, lambda t: self.gate.bound(t, now)
-            )
-            dialog: Dialog | None = call.a_dialog
-        else:
-            peer = indialog.trunk_peer(attempt.target, source)
-            dialog = attempt.dialog
-        verdict = indialog.check(peer, dialog, req)
-        return (call, leg) if verdict == "ok" else verdict
-
     def _on_request(self, ev: RequestReceived) -> None:
         req = ev.request
         now = ev.at
@@ -263,7 +252,7 @@ class CallController:
         assert tx is not None
         to_tag = req.to.tag
         if to_tag is not None:
-            found = self._leg_of(req, ev.source, now)
+            found = indialog.leg_of(self.dialogs, req, ev.source)
             if found == "out_of_order":
                 self.out.respond(tx, 500, now, "Out of Order")  # §12.2.2
                 return
@@ -287,7 +276,7 @@ class CallController:
         if req.method == "REGISTER":
             self.gate.register(tx, req, src, now)
             return
-        if not is_peer(snap, src.transport, src.host, src.port):
+        if not self.gate.known(src, now):
             self.gate.unknown_source(tx, req, src, now)
         elif req.method == "OPTIONS" and self.draining:
             # Going away: a peer's monitoring should take us out of its hunting now.
@@ -349,6 +338,9 @@ class CallController:
         why: Outcome = "timeout" if timeout else "transport"
         status = 408 if timeout else 503
         match ctx:
+            case Attempt() if not ctx.done and ctx.call.cancelled:
+                ctx.outcome = "cancelled"  # our CANCEL was never answered (§9.1)
+                self.blegs.failed(ctx, 487, "", ev.at, timeout=True)
             case Attempt() if not ctx.done:
                 ctx.outcome = why
                 self.observe(ctx.target.key, False, "call " + why)
@@ -472,7 +464,7 @@ class CallController:
     def _on_ack(self, req: Request, source: Target, now: float) -> None:
         if (req.call_id, req.to.tag or "") not in self.dialogs:
             return  # a late or stray ACK: ACKs are never answered
-        found = self._leg_of(req, source, now)
+        found = indialog.leg_of(self.dialogs, req, source)
         if isinstance(found, str):
             self.gate.dropped("in_dialog", source, now, "ACK")
             return
@@ -577,6 +569,10 @@ class CallController:
         for key in call.keys:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
+        for host in call.hosts:
+            self.dialog_hosts[host] -= 1
+            if not self.dialog_hosts[host]:
+                del self.dialog_hosts[host]
         for lease, held in call.leases.items():
             self.out.commands.append(Release(lease, held))
         call.leases.clear()

@@ -110,6 +110,6 @@ def release(call: Call) -> None:
     call.a_tx.ctx = None
     for a in call.attempts:
         a.tx = None
+    call.b_dialog_kept = call.b_dialog  # a Dialog holds no call: no cycle
     call.attempts = []
     call.current = call.answered = None
-    call.media_queue.clear()

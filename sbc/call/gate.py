@@ -10,8 +10,9 @@ store.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sbc import edge
-from sbc.admission import is_peer
 from sbc.call.outbox import Outbox
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
@@ -23,38 +24,45 @@ from sbc.state import Bind
 
 
 class Gate:
-    def __init__(self, out: Outbox, registrar: Registrar) -> None:
+    def __init__(self, out: Outbox, registrar: Registrar, dialog_hosts: Counter[str]) -> None:
         self.out = out
         self.registrar = registrar
+        self.dialog_hosts = dialog_hosts  # the controller's: hosts of live calls' legs
         self.drops = edge.Drops()  # messages dropped unanswered, by reason
         self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
         self.wall_offset = 0.0  # wall clock = now + wall_offset (registrations expire by it)
 
     def screen(self, data: bytes, source: Target, now: float) -> bool:
         """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
-        sbc.edge): False drops it unanswered."""
+        sbc.edge): False drops it unanswered. Host-level: an address is known by its IP."""
         method = edge.method_of(data)
-        if method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", source.host, now):
+        host = source.host
+        if method == b"SIP/2.0":  # a response: only from a host one of our requests went to
+            return self.out.layer.awaits(host) or self.dropped(
+                "unknown_source", source, now, method
+            )
+        blocked = method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", host, now)
+        trusted = self.trusted(host, now)
+        # A locked-out address loses its REGISTERs; its INVITEs only if it is no trunk's and
+        # holds no registration, so a spoofed guesser cannot shut a carrier out.
+        if blocked and (method == b"REGISTER" or not trusted):
             return self.dropped("auth_blocked", source, now, method)
         snap = self.out.snapshot
-        if snap.config.node.unknown_source == "reject" or self.known(source, now):
+        if trusted or host in self.dialog_hosts or snap.config.node.unknown_source == "reject":
             return True
         if method == b"REGISTER" and snap.accounts:
             return True
         return self.dropped("unknown_source", source, now, method)
 
-    def known(self, source: Target, now: float) -> bool:
-        """An address of any trunk group, or of a live registration."""
-        return is_peer(self.out.snapshot, source.transport, source.host, source.port) or (
-            self.bound(source, now) is not None
+    def trusted(self, host: str, now: float) -> bool:
+        """A host of any trunk group (or vendor registrar), or of a live registration."""
+        return host in self.out.snapshot.peer_hosts or self.registrar.store.host_bound(
+            host, now + self.wall_offset
         )
 
-    def bound(self, source: Target, now: float) -> str | None:
-        """The trunk group of the live registration made from ``source``, if any."""
-        b = self.registrar.store.binding_from(
-            source.transport, source.host, source.port, now + self.wall_offset
-        )
-        return b.trunk_group if b is not None else None
+    def known(self, source: Target, now: float) -> bool:
+        """A host we would answer: a trunk's, a registration's, or a live call's."""
+        return self.trusted(source.host, now) or source.host in self.dialog_hosts
 
     def dropped(
         self, reason: edge.DropReason, source: Target, now: float, method: bytes | str = b""
@@ -111,7 +119,7 @@ class Gate:
                 self.out.layer.discard(tx)
                 self.dropped("auth_blocked", src, now, "INVITE")
                 return None
-            result = self.registrar.authenticate_invite(snap, req, wall)
+            result = self.registrar.authenticate_invite(snap, req, src, wall)
             if isinstance(result, Answer):
                 if result.why != "challenge":
                     self._refused(req, src, result, snap)

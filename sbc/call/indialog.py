@@ -18,38 +18,43 @@ to anyone else nothing at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
+from sbc.call.model import Attempt, Call, Leg
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request
 from sbc.sip.transaction import Target
 
 Verdict = Literal["ok", "stranger", "out_of_order"]
-Bound = Callable[[Target], str | None]  # the trunk group of a live registration at an address
 
 
 def caller_peer(
-    snap: Snapshot, trunk_group: str, origin: Target, source: Target, bound: Bound
+    snap: Snapshot, trunk_group: str, origin: Target, dialog: Dialog, source: Target
 ) -> bool:
     """May ``source`` speak for the caller of a call that came from ``origin`` on
-    ``trunk_group``?"""
-    if source == origin:
-        return True
-    claims = snap.peers.get((source.transport, source.host), ())
-    if any(c.trunk_group.name == trunk_group and c.port in (0, source.port) for c in claims):
-        return True
-    return bound(source) == trunk_group
-
-
-def trunk_peer(trunk: Target, source: Target) -> bool:
-    """May ``source`` speak for the vendor trunk an attempt went to?"""
+    ``trunk_group``? The host it came from, the host of the caller's Contact (where our
+    requests go), or a host of the trunk group's IP trunks; any port and transport (a PBX
+    may open a new TCP connection). Another account's PBX in the same registration trunk
+    group is none of these."""
+    host = source.host
     return (
-        source.transport == trunk.transport
-        and source.host == trunk.host
-        and (source.reliable or source.port == trunk.port)
+        host == origin.host
+        or host == dialog.destination().host
+        or host in snap.hosts.get(trunk_group, ())
     )
+
+
+def trunk_peer(
+    snap: Snapshot, trunk_group: str, trunk: Target, dialog: Dialog | None, source: Target
+) -> bool:
+    """May ``source`` speak for the vendor of an attempt to ``trunk``? That trunk's host, a
+    host of its trunk group's other IP trunks (a vendor's cluster), or the host of the
+    vendor's Contact once it answered."""
+    host = source.host
+    if host == trunk.host or host in snap.hosts.get(trunk_group, ()):
+        return True
+    return dialog is not None and host == dialog.destination().host
 
 
 def check(peer: bool, dialog: Dialog | None, req: Request) -> Verdict:
@@ -69,3 +74,24 @@ def check(peer: bool, dialog: Dialog | None, req: Request) -> Verdict:
         return "out_of_order"
     dialog.remote_cseq = req.cseq
     return "ok"
+
+
+Dialogs = dict[tuple[str, str], tuple[Call, Leg, Attempt | None]]  # (Call-ID, our tag) -> leg
+
+
+def leg_of(dialogs: Dialogs, req: Request, source: Target) -> tuple[Call, Leg] | Verdict:
+    """The call and leg an in-dialog request names, if it may act on it; else why not."""
+    entry = dialogs.get((req.call_id, req.to.tag or ""))
+    if entry is None:
+        return "stranger"
+    call, leg, attempt = entry
+    dialog: Dialog | None
+    if attempt is None:
+        dialog = call.a_dialog
+        peer = caller_peer(call.snap, call.ingress.name, call.source, dialog, source)
+    else:
+        dialog = attempt.dialog
+        etg = attempt.trunk_group.name
+        peer = trunk_peer(call.snap, etg, attempt.target, dialog, source)
+    verdict = check(peer, dialog, req)
+    return (call, leg) if verdict == "ok" else verdict

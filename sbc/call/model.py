@@ -136,6 +136,7 @@ class Call:
     hangup: Hangup = ""
     byes: int = 0  # our BYEs still outstanding
     keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
+    hosts: list[str] = field(default_factory=list)  # hosts that speak in its dialogs
     # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
     ack_wait: dict[Leg, tuple[Dialog, int, Target]] = field(default_factory=dict)
     # port leases held in the state store, and per egress trunk group: granted or refused
@@ -162,12 +163,15 @@ class Call:
         None  # our own forwarding: (number dialled, RFC 5806 reason)
     )
     refused: bool = False  # by admission (a limit): the CDR's disposition says so
+    b_dialog_kept: Dialog | None = None  # the answered attempt's dialog, once released
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     max_duration: TimerHandle | None = None  # cancelled when the call ends
 
     @property
     def b_dialog(self) -> Dialog | None:
-        return self.answered.dialog if self.answered else None
+        """The answered vendor's dialog (kept when the call is released: a late answer to a
+        relayed re-INVITE still needs it)."""
+        return self.answered.dialog if self.answered else self.b_dialog_kept
 
     @property
     def anchored(self) -> bool:

@@ -32,6 +32,10 @@ class Snapshot:
     ingress: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
     # (protocol, ip) -> every trunk group with a trunk there, any direction
     peers: dict[tuple[str, str], list[IngressClaim]] = field(default_factory=dict)
+    # every host a trunk (or a vendor registrar) of any trunk group is at: the edge answers them
+    peer_hosts: frozenset[str] = frozenset()
+    # trunk group -> the hosts of its IP trunks: who may speak in its calls' dialogs
+    hosts: dict[str, frozenset[str]] = field(default_factory=dict)
     plans: dict[str, CompiledPlan] = field(default_factory=dict)
     advance: dict[str, re.Pattern[str]] = field(default_factory=dict)
     relationship_status: dict[str, str] = field(default_factory=dict)
@@ -63,6 +67,10 @@ class Snapshot:
                 snap.peers.setdefault(key, []).append(claim)
                 if tg.direction == "origination":
                     snap.ingress.setdefault(key, []).append(claim)
+        for tg in config.trunk_groups:
+            snap.hosts[tg.name] = frozenset(t.ip for t in tg.trunks if t.type == "ip")
+        registrars = {t.ip for tg in config.trunk_groups for t in tg.trunks if t.ip}
+        object.__setattr__(snap, "peer_hosts", frozenset(registrars))
         for claims in (*snap.ingress.values(), *snap.peers.values()):
             claims.sort(key=lambda c: (c.port == 0, -len(c.tech_prefix)))
         for rp in config.routeplans:

@@ -169,13 +169,16 @@ class NonceBook:
     def _mac(self, stamp: str) -> str:
         return hmac.new(self.secret, stamp.encode(), hashlib.sha256).hexdigest()[:24]
 
-    def mint(self, wall: float) -> str:
+    def mint(self, wall: float, bound: str = "") -> str:
+        """A nonce born at ``wall`` for the client at ``bound`` (its IP): its HMAC covers
+        both, so a nonce fetched from one address is no good from another, and a guesser
+        spoofing a victim's address never sees the nonce it would need."""
         stamp = f"{int(wall * 1000):x}{os.urandom(4).hex()}"
-        return f"{stamp}.{self._mac(stamp)}"
+        return f"{stamp}.{self._mac(stamp + '|' + bound)}"
 
-    def _born(self, nonce: str) -> float | None:
+    def _born(self, nonce: str, bound: str = "") -> float | None:
         stamp, _, mac = nonce.partition(".")
-        if len(stamp) < 9 or not _same(mac, self._mac(stamp)):
+        if len(stamp) < 9 or not _same(mac, self._mac(stamp + "|" + bound)):
             return None
         try:
             return int(stamp[:-8], 16) / 1000
@@ -183,10 +186,15 @@ class NonceBook:
             return None
 
     def challenge(
-        self, realm: str, wall: float, algorithms: tuple[str, ...], stale: bool = False
+        self,
+        realm: str,
+        wall: float,
+        algorithms: tuple[str, ...],
+        stale: bool = False,
+        bound: str = "",
     ) -> list[str]:
         """One challenge per algorithm, most preferred first (RFC 8760 §2.4), same nonce."""
-        nonce = self.mint(wall)
+        nonce = self.mint(wall, bound)
         extra = ", stale=true" if stale else ""
         return [
             f'Digest realm={_quote(realm)}, nonce="{nonce}", algorithm={a}, qop="auth"{extra}'
@@ -201,7 +209,11 @@ class NonceBook:
         password_of: Callable[[str], str | None],
         wall: float,
         algorithms: tuple[str, ...],
+        bound: str = "",
     ) -> Verdict:
+        """The verdict on credentials from the client at ``bound``. The nonce is checked
+        before the account: a forged nonce earns a new challenge, never a failure that
+        counts toward a lockout (sbc.lockout)."""
         scheme, p = parse_params(value)
         username = p.get("username", "")
         if scheme != "digest" or not username:
@@ -211,13 +223,13 @@ class NonceBook:
         algorithm = p.get("algorithm", "MD5").upper()
         if algorithm not in algorithms:
             return Verdict(False, "bad_algorithm", username)
+        nonce = p.get("nonce", "")
+        born = self._born(nonce, bound)
+        if born is None:
+            return Verdict(False, "bad_nonce", username)
         password = password_of(username)
         if password is None:
             return Verdict(False, "unknown_user", username)
-        nonce = p.get("nonce", "")
-        born = self._born(nonce)
-        if born is None:
-            return Verdict(False, "bad_nonce", username)
         qop, nc, cnonce = p.get("qop", ""), p.get("nc", ""), p.get("cnonce", "")
         if qop != "auth" or not cnonce:
             return Verdict(False, "qop_required", username)

@@ -258,6 +258,7 @@ class TransactionLayer:
         # False drops it without a word. None admits everything.
         self.accept: Callable[[bytes, Target, float], bool] | None = None
         self.strays = 0  # responses from an address other than the one we sent to, dropped
+        self._asked: Counter[str] = Counter()  # hosts our live client transactions went to
 
     # --- I/O-facing API -----------------------------------------------------------------------
 
@@ -307,6 +308,10 @@ class TransactionLayer:
             self.received[(_counted(msg.method), 0)] += 1
             self._receive_request(msg, source, now)
 
+    def awaits(self, host: str) -> bool:
+        """Is a request of ours to ``host`` still waiting for its answers?"""
+        return host in self._asked
+
     def transport_failed(self, target: Target, now: float) -> None:
         """The runtime could not reach ``target`` (TCP connect refused, ...)."""
         for tx in list(self._client.values()):
@@ -322,6 +327,7 @@ class TransactionLayer:
         data = request.to_bytes()
         tx = ClientTransaction(request, target, data, ctx)
         self._client[tx.key] = tx
+        self._asked[target.host] += 1
         self._out.append((data, target))
         self.sent[(request.method, 0)] += 1
         if not target.reliable:
@@ -428,6 +434,10 @@ class TransactionLayer:
         tx.state = State.TERMINATED
         if self._client.get(tx.key) is tx:
             del self._client[tx.key]
+            host = tx.target.host
+            self._asked[host] -= 1
+            if not self._asked[host]:
+                del self._asked[host]
 
     # --- server side ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class MemoryStore:
         self._held: dict[str, tuple[Scope, ...]] = {}
         self.bindings: dict[tuple[str, str], Binding] = {}  # (trunk group, username)
         self._by_source: dict[tuple[str, str, int], tuple[str, str]] = {}
+        self._by_host: dict[str, set[tuple[str, str]]] = {}  # host -> bindings made from it
 
     # --- ports and CPS ------------------------------------------------------------------------
 
@@ -97,13 +98,27 @@ class MemoryStore:
         old = self.bindings.get(key)
         if old is not None:
             self._by_source.pop((old.transport, old.host, old.port), None)
+            self._forget_host(old.host, key)
         self.bindings[key] = binding
         self._by_source[(binding.transport, binding.host, binding.port)] = key
+        self._by_host.setdefault(binding.host, set()).add(key)
 
     def unbind(self, trunk_group: str, username: str) -> None:
         old = self.bindings.pop((trunk_group, username), None)
         if old is not None:
             self._by_source.pop((old.transport, old.host, old.port), None)
+            self._forget_host(old.host, (trunk_group, username))
+
+    def _forget_host(self, host: str, key: tuple[str, str]) -> None:
+        keys = self._by_host.get(host)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_host[host]
+
+    def host_bound(self, host: str, wall: float) -> bool:
+        """Has a live registration been made from ``host`` (any port, any transport)?"""
+        return any(self.bindings[k].expires_at > wall for k in self._by_host.get(host, ()))
 
     def binding_from(self, transport: str, host: str, port: int, wall: float) -> Binding | None:
         """The live binding registered from this source address, if any."""

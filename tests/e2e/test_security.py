@@ -306,14 +306,21 @@ def test_svcrack_finds_the_password_only_without_the_lockout(tmp_path: Path, fai
     node = start(tmp_path, block_for=300, failures=failures, port=PORT + 1)
     words = [f"wrong{i:02d}" for i in range(29)] + [PASSWORD] + [f"late{i}" for i in range(10)]
     (tmp_path / "words.txt").write_text("\n".join(words) + "\n")
+    carrier = harness.Peer("127.0.0.1")
     try:
         run = subprocess.run(
             ["svcrack", "-u", "pbx1", "-d", str(tmp_path / "words.txt"), "-P", "6099",
              "-p", str(PORT + 1), "--maximumtime", "3", "127.0.0.1"],
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
         )  # fmt: skip
+        # svcrack's address is also carrier-a's: blocked, it loses REGISTERs, not calls
+        invite = request("INVITE", "carrier-after-block", "c1", "", 1, carrier, EVIL_SDP)
+        carrier.send(invite.replace(b"@127.0.0.1:6060", b"@127.0.0.1:6061"), PORT + 1)
+        answers = carrier.replies(1.0)
     finally:
+        carrier.close()
         assert node.stop() == 0
+    assert any(a.startswith(b"SIP/2.0 100 ") for a in answers), answers
     found = PASSWORD in run.stdout
     assert found == (failures == 0), run.stdout + run.stderr
     if failures:

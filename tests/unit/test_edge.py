@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import string
 from pathlib import Path
 
 import msgspec
@@ -106,7 +107,7 @@ def test_ids_are_random_64_bit_and_share_no_prefix() -> None:
         ids["tag"].append(b_inv.from_.tag or "")
         ids["branch"].append((b_inv.vias[0].branch or "").removeprefix("z9hG4bK"))
     for kind, values in ids.items():
-        assert all(len(v) == 16 and int(v, 16) >= 0 for v in values), kind
+        assert all(len(v) == 16 and set(v) <= set(string.hexdigits) for v in values), kind
         assert len({v[:8] for v in values}) == 20, kind
 
 
@@ -145,48 +146,6 @@ def test_a_strangers_bye_and_reinvite_with_the_exact_ids_change_nothing(policy: 
     lab.feed(make_response(b_bye, 200), vendor)
     (end,) = lab.events("call.end")
     assert end["hangup"] == "caller"
-
-
-def test_a_known_peer_with_the_wrong_dialog_gets_481_and_old_cseq_500() -> None:
-    """The other vendor (a known address, but not this attempt's trunk) and the right vendor
-    with the wrong From tag get 481; the right vendor with a CSeq below its last gets 500."""
-    lab = Lab()
-    b_inv, vendor, _ = answered(lab)
-    other = V2 if vendor == V1 else V1
-    (r,) = only(
-        lab.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 1, other), other), other
-    )
-    assert isinstance(r, Response) and r.status == 481
-    bad_tag = request("BYE", b_inv.call_id, "not-v1", b_inv.from_.tag, 1, vendor)
-    (r,) = only(lab.feed(bad_tag, vendor), vendor)
-    assert isinstance(r, Response) and r.status == 481
-    info = request("INFO", b_inv.call_id, "v1", b_inv.from_.tag, 5, vendor)
-    out = lab.feed(info, vendor)
-    (relayed,) = only(out, CALLER)
-    assert isinstance(relayed, Request) and relayed.method == "INFO"
-    (r,) = only(
-        lab.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 4, vendor), vendor), vendor
-    )
-    assert isinstance(r, Response) and r.status == 500  # §12.2.2: out of order
-    assert lab.ctrl.calls  # still up
-
-
-def test_a_response_from_another_host_cannot_answer_our_invite() -> None:
-    """A 200 (or 486) carrying the B-leg INVITE's branch from any host but the vendor's is
-    dropped: from a stranger (unknown_source: reject lets it reach the transaction layer)
-    or from another trunk group's peer."""
-    lab = with_policy(Lab(), "reject")
-    out = lab.feed(invite(), CALLER)
-    ((b_inv, vendor),) = [(m, t) for m, t in out if t != CALLER]
-    assert isinstance(b_inv, Request)
-    fake = make_response(b_inv, 200, to_tag="evil", headers=[("Contact", "<sip:x@127.0.0.2>")])
-    assert lab.feed(fake, STRANGER) == []
-    assert lab.feed(make_response(b_inv, 486, to_tag="evil"), STRANGER) == []
-    assert lab.feed(make_response(b_inv, 486, to_tag="evil"), Target("udp", "10.1.1.1", 5081)) == []
-    assert lab.ctrl.layer.strays == 3
-    assert sample(lab.scrape(), "sbc_dropped_total", reason="stray_response") == 3
-    ok = make_response(b_inv, 200, to_tag="v", headers=[("Contact", "<sip:v@127.0.0.1>")])
-    assert [m.status for m in only(lab.feed(ok, vendor), CALLER)] == [200]  # type: ignore[union-attr]
 
 
 def test_strangers_get_nothing_and_nothing_is_retransmitted() -> None:
