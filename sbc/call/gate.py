@@ -37,10 +37,10 @@ class Gate:
         sbc.edge): False drops it unanswered. Host-level: an address is known by its IP."""
         method = edge.method_of(data)
         host = source.host
-        if method == b"SIP/2.0":  # a response: only from a host one of our requests went to
-            return self.out.layer.awaits(host) or self.dropped(
-                "unknown_source", source, now, method
-            )
+        if method == b"SIP/2.0":  # a response: from a host we asked, or at least know
+            if self.out.layer.awaits(host) or self.trusted(host, now):
+                return True  # (the layer matches it to its request, or drops it as stray)
+            return self.dropped("unknown_source", source, now, method)
         blocked = method in (b"REGISTER", b"INVITE") and self.lockout.blocked("source", host, now)
         trusted = self.trusted(host, now)
         # A locked-out address loses its REGISTERs; its INVITEs only if it is no trunk's and
