@@ -8,21 +8,24 @@ attempt that hits its B-timer or Timer B). The outcomes feed routing.health's st
 machine; this module owns which addresses are watched and when, like Kamailio's dispatcher
 with ``ds_ping_interval`` (shared/STYLE.md §9).
 
-Theory of operation: ``reconcile`` after each (re)load; the caller asks ``get_timer`` and
-calls ``handle_timer(now)``, which returns the probes to send (``SendProbe``) and any
-``Transition``; it reports answers with ``answered`` and live failures with ``observe``.
+Theory of operation: ``reconcile`` after each (re)load; the pings run on the caller's timer
+heap (one deadline order for the whole layer), and after firing it the caller ``take``s the
+probes to send (``SendProbe``) and the ``Transition``s timeouts caused; it reports answers
+with ``answered`` and live failures with ``observe``, which return their transition.
 Health is keyed by address, so it survives a reload.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from routing.health import Health, Key
-from sbc.config.schema import Monitoring, TrunkGroup
+from sbc.config.schema import Monitoring, Trunk, TrunkGroup
 from sbc.sip.timers import TimerHeap
+from sbc.sip.transaction import ClientTransaction, Target
 
 PROBE_TIMEOUT = 5.0  # seconds a ping may take at most: a dead trunk is down within
 # interval * down_after + this
@@ -33,7 +36,7 @@ class Probe:
     """One OPTIONS ping; the caller puts its transaction in ``tx``."""
 
     key: Key
-    tx: Any = None  # the ClientTransaction (its ``quiet`` is set when the ping times out)
+    tx: ClientTransaction | None = None  # its ``quiet`` is set when the ping times out
     settled: bool = False
 
 
@@ -57,7 +60,9 @@ class Transition:
 Action = SendProbe | Transition
 
 
-def watched(trunk_groups: list[TrunkGroup], key_of: Any) -> dict[Key, tuple[str, Monitoring]]:
+def watched(
+    trunk_groups: list[TrunkGroup], target_of: Callable[[Trunk], Target]
+) -> dict[Key, tuple[str, Monitoring]]:
     """Address -> (trunk group, policy) for every monitored IP trunk (the first trunk group
     naming an address decides its policy)."""
     out: dict[Key, tuple[str, Monitoring]] = {}
@@ -65,17 +70,17 @@ def watched(trunk_groups: list[TrunkGroup], key_of: Any) -> dict[Key, tuple[str,
         if tg.direction == "termination" and tg.monitoring.enabled:
             for t in tg.trunks:
                 if t.type == "ip":
-                    out.setdefault(key_of(t), (tg.name, tg.monitoring))
+                    out.setdefault(target_of(t).key, (tg.name, tg.monitoring))
     return out
 
 
 class Monitor:
-    def __init__(self) -> None:
+    def __init__(self, timers: TimerHeap) -> None:
         self.health = Health()
         self.monitored: dict[Key, tuple[str, Monitoring]] = {}
         self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
         self._probing: set[Key] = set()  # addresses with a ping timer armed
-        self._timers = TimerHeap(self)
+        self._timers = timers  # shared with the rest of the layer: one deadline order
         self._out: list[Action] = []
 
     def reconcile(self, monitored: dict[Key, tuple[str, Monitoring]], now: float) -> None:
@@ -85,16 +90,13 @@ class Monitor:
         for key in monitored:
             if key not in self._probing:
                 self._probing.add(key)
-                self._timers.arm(now, key, "probe")
+                self._timers.arm(now, key, "probe", self)
 
     def is_up(self, key: Key) -> bool:
         return self.health.is_up(key)
 
-    def get_timer(self) -> float | None:
-        return self._timers.next_deadline()
-
-    def handle_timer(self, now: float) -> list[Action]:
-        self._timers.fire(now)
+    def take(self) -> list[Action]:
+        """What the pings' timers decided since the last call: probes to send, transitions."""
         out, self._out = self._out, []
         return out
 
@@ -106,8 +108,9 @@ class Monitor:
         policy = entry[1]
         probe = Probe(key)
         self._out.append(SendProbe(probe))
-        self._timers.arm(now + min(policy.interval / 2, PROBE_TIMEOUT), probe, "probe_timeout")
-        self._timers.arm(now + policy.interval, key, "probe")
+        timeout = now + min(policy.interval / 2, PROBE_TIMEOUT)
+        self._timers.arm(timeout, probe, "probe_timeout", self)
+        self._timers.arm(now + policy.interval, key, "probe", self)
 
     def _timer_probe_timeout(self, probe: Probe, now: float) -> None:
         if not probe.settled:

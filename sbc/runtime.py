@@ -438,7 +438,9 @@ class Runtime:
             "pid": os.getpid(),
             "started": iso(self.started_at),
             "config": str(self.config_dir),
+            "config_loaded": iso(self.controller.snapshot.loaded_at),
             "draining_since": iso(self.draining_since),
+            "calls": len(self.controller.calls),
             "cdr_records": self.cdrs.written,
             "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
         }

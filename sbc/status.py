@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sbc.call.headers import trunk_target
-from sbc.cdr import iso
 
 if TYPE_CHECKING:
     from sbc.call.controller import CallController
@@ -46,11 +45,7 @@ def report(ctrl: CallController, now: float, node: dict[str, Any]) -> dict[str, 
             }
         )
     return {
-        "node": {
-            **node,
-            "config_loaded": iso(snap.loaded_at),
-            "calls": len(ctrl.calls),
-        },
+        "node": node,
         "trunk_groups": groups,
         "capacity_groups": [
             {

@@ -23,7 +23,7 @@ def heard(a: Attempt, status: int, now: float) -> bool:
     """A provisional from the vendor. True: send the CANCEL now (one was pending)."""
     if a.phase in LIVE:
         if status in (180, 183):
-            if a.phase is not Phase.RINGING:
+            if a.provisional_at is None:  # its first ring, whichever INVITE it answers
                 a.provisional_at = now
             a.phase = Phase.RINGING
         elif a.phase is Phase.CALLING:
@@ -59,7 +59,8 @@ def b_timer_due(a: Attempt) -> bool:
 
 
 def max_pdd_due(a: Attempt) -> bool:
-    return a.phase in (Phase.CALLING, Phase.PROCEEDING) and a.status is None
+    """Max PDD: no 180/183 yet (one before a digest retry counts)."""
+    return a.provisional_at is None and live(a)
 
 
 def live(a: Attempt) -> bool:
@@ -68,7 +69,8 @@ def live(a: Attempt) -> bool:
 
 
 def challenged(a: Attempt) -> bool:
-    """A 401/407: may we answer it? Once per attempt; then the attempt is CALLING again."""
+    """A 401/407: may we answer it? Once per attempt; then the attempt is CALLING again (a
+    CANCEL must wait for the new INVITE's provisional, §9.1), though it has rung if it did."""
     if a.challenged:
         return False
     a.challenged = True

@@ -2,8 +2,9 @@
 
 An attempt is one INVITE to one trunk (sbc.call.attempt draws its ladder). This module
 sends it (after rtpengine rewrote the caller's offer, when media is anchored), runs its
-B-timer, Max PDD and Timer C, CANCELs it, answers a trunk's digest challenge once, relays
-its provisionals and its answer to the caller, and ACKs (or ACKs and hangs up) every 2xx.
+B-timer, Max PDD and Timer C (and the answered call's Max Call Duration), CANCELs it,
+answers a trunk's digest challenge once, relays its provisionals and its answer to the
+caller, and ACKs (or ACKs and hangs up) every 2xx.
 What happens to the call then, hunting on or failing the caller, is the controller's: it
 is the ``Host`` this module reports to.
 
@@ -27,7 +28,7 @@ from sbc.call import attempt as ladder
 from sbc.call import headers, hunt, media
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.media import Media
-from sbc.call.model import Attempt, Bye, Call, Hangup, Leg, Outcome, Phase
+from sbc.call.model import Attempt, Call, Cancel, Hangup, Leg, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.config.schema import TrunkGroup
 from sbc.sip.dialog import Dialog
@@ -43,7 +44,6 @@ from sbc.stats import Stats
 class Host(Protocol):
     """What the B-legs need of the call controller."""
 
-    dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]]
     stats: Stats
 
     def hunt_on(self, call: Call, now: float) -> None: ...
@@ -63,27 +63,19 @@ class Host(Protocol):
 
     def bind(self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt) -> None: ...
 
+    def unbind(self, call: Call, key: tuple[str, str]) -> None: ...
+
     def observe(self, key: Key, ok: bool, error: str) -> None: ...
 
     def expect(self, call: Call, host: str) -> None: ...
 
 
 class BLegs:
-    def __init__(self, out: Outbox, media_: Media, host: Host) -> None:
+    def __init__(self, out: Outbox, media_: Media, host: Host, timers: TimerHeap) -> None:
         self.out = out
         self.media = media_
         self.host = host
-        self._timers = TimerHeap(self)  # B-timer, Max PDD, Timer C, Max Call Duration
-
-    def get_timer(self) -> float | None:
-        return self._timers.next_deadline()
-
-    def handle_timer(self, now: float) -> None:
-        self._timers.fire(now)
-
-    @property
-    def timers_pending(self) -> int:
-        return len(self._timers)
+        self._timers = timers  # the controller's: B-timer, Max PDD, Timer C, Max Call Duration
 
     def ended(self, call: Call) -> None:
         """The call is over: its long timers go (the heap must not keep it alive)."""
@@ -141,9 +133,9 @@ class BLegs:
         self.host.bind(call, (invite.call_id, invite.from_.tag or ""), "b", attempt)
         limits = etg.limits
         if limits.b_timer:
-            self._timers.arm(now + limits.b_timer, attempt, "b_timer")
+            self._timers.arm(now + limits.b_timer, attempt, "b_timer", self)
         if limits.max_pdd:
-            self._timers.arm(now + limits.max_pdd, attempt, "max_pdd")
+            self._timers.arm(now + limits.max_pdd, attempt, "max_pdd", self)
         self.out.notice(
             "call.attempt",
             call,
@@ -167,7 +159,7 @@ class BLegs:
             return
         attempt.timer_c_due = now + seconds
         if attempt.timer_c is None:
-            attempt.timer_c = self._timers.arm(now + seconds, attempt, "timer_c")
+            attempt.timer_c = self._timers.arm(now + seconds, attempt, "timer_c", self)
 
     def _timer_timer_c(self, attempt: Attempt, now: float) -> None:
         """Rung for Timer C with no final answer: CANCEL it and hunt on (408 if none is
@@ -176,7 +168,7 @@ class BLegs:
         if not ladder.live(attempt):
             return
         if now < attempt.timer_c_due:
-            attempt.timer_c = self._timers.arm(attempt.timer_c_due, attempt, "timer_c")
+            attempt.timer_c = self._timers.arm(attempt.timer_c_due, attempt, "timer_c", self)
             return
         self.out.notice("call.timer_c", attempt.call, attempt=attempt.n, trunk=str(attempt.target))
         self.give_up(attempt, "timer_c", 408, now)
@@ -190,7 +182,9 @@ class BLegs:
         else stop retransmitting and wait for a late answer only to clean it up."""
         if ladder.leave(attempt, outcome, status):
             self.send_cancel(attempt, now)
-        elif attempt.tx is not None:
+        elif attempt.cancel is Cancel.PENDING and attempt.tx is not None:
+            # No provisional yet: stop retransmitting; the call need not wait for it. (With
+            # a CANCEL already sent, the call waits for the vendor's 487, as it must.)
             attempt.tx.quiet = True
         self.failed(attempt, status, "", now, timeout=True)
 
@@ -241,12 +235,9 @@ class BLegs:
             self.host.fail_caller(call, step.status, now, step.reason, step.headers)
 
     def closed(self, attempt: Attempt) -> None:
-        key = (attempt.invite.call_id, attempt.invite.from_.tag or "")
-        if (
-            attempt is not attempt.call.answered
-            and self.host.dialogs.get(key, (None,))[0] is attempt.call
-        ):
-            del self.host.dialogs[key]
+        """A failed attempt's transaction is over: its dialog key is no longer the call's."""
+        if attempt is not attempt.call.answered:
+            self.host.unbind(attempt.call, (attempt.invite.call_id, attempt.invite.from_.tag or ""))
 
     def response(self, attempt: Attempt, resp: Response, now: float) -> None:
         call = attempt.call
@@ -299,7 +290,7 @@ class BLegs:
         """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1
         and a new branch (RFC 3261 §22.2). Once per attempt; a second challenge is final."""
         trunk = attempt.trunk_group.trunks[attempt.trunk]
-        if attempt.challenged or not (trunk.username and trunk.password):
+        if not (trunk.username and trunk.password):
             return False
         asked = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         challenge = pick_challenge(resp.get_all(asked))
@@ -338,9 +329,7 @@ class BLegs:
         assert dialog is not None
         if call.ack_wait.pop("a", None) is not None:
             self._ack(attempt, now, b"")
-        bye = dialog.request("BYE", self.out.via(attempt.target.transport), None)
-        call.byes += 1
-        self.out.send(bye, dialog.destination(), now, ctx=Bye(call))
+        self.out.bye(call, dialog, attempt.target.transport, now)
         call.answered_at = None
         call.hangup = "sbc"
         self.host.fail_caller(call, 503, now, "Media Unavailable")
@@ -387,7 +376,7 @@ class BLegs:
             self.relay_to_a(call, resp, now)
         limit = call.ingress.limits.max_call_duration
         if limit:
-            call.max_duration = self._timers.arm(now + limit, call, "max_duration")
+            call.max_duration = self._timers.arm(now + limit, call, "max_duration", self)
         pdd = round((call.first_provisional_at or now) - call.started, 3)
         ingress, egress = call.ingress, attempt.trunk_group
         self.host.stats.completion(ingress.name, "ingress", ingress.capacity_group, pdd, now)
@@ -419,10 +408,7 @@ class BLegs:
             self.out.ack(attempt.ack, attempt.dialog.destination())
             return
         self._ack(attempt, now, b"")
-        dialog = attempt.dialog
-        bye = dialog.request("BYE", self.out.via(attempt.target.transport), None)
-        attempt.call.byes += 1
-        self.out.send(bye, dialog.destination(), now, ctx=Bye(attempt.call))
+        self.out.bye(attempt.call, attempt.dialog, attempt.target.transport, now)
         self.closed(attempt)
 
     def _timer_max_duration(self, call: Call, now: float) -> None:

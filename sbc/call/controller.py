@@ -101,24 +101,24 @@ class CallController:
     ) -> None:
         self.layer = layer
         self.out = Outbox(layer, snapshot)  # SIP, notices and commands, buffered
+        self._timers = TimerHeap(self)  # every timer of the call path, in one deadline order
         self.registrar = Registrar(store or MemoryStore())
         self.hunt = HuntState()
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> the call, its leg, and for a B-leg its attempt
         self.dialogs: dict[tuple[str, str], tuple[Call, Leg, Attempt | None]] = {}
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
-        self.registrations = Registrations(new_id)  # ours, at vendors' registrars
-        self.monitor = Monitor()  # OPTIONS pings and trunk health; survives reloads
+        self.registrations = Registrations(self.out, self._timers, new_id)  # ours, at vendors
+        self.monitor = Monitor(self._timers)  # OPTIONS pings and trunk health; survives reloads
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
         self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
-        self.blegs = BLegs(self.out, self.media, self)
+        self.blegs = BLegs(self.out, self.media, self, self._timers)
         self.intake = Intake(self.out, self)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised
         self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
         self._ticking = False
-        self._timers = TimerHeap(self)
         self.dialog_hosts: Counter[str] = Counter()  # hosts of live calls' legs
         self.gate = Gate(self.out, self.registrar, self.dialog_hosts)  # screen, registrar
         # Every message meets the edge screen before the parser (sbc.call.gate).
@@ -146,11 +146,11 @@ class CallController:
     @property
     def wall_offset(self) -> float:
         """Wall clock = now + wall_offset (time of day, registrations, CDR times)."""
-        return self.gate.wall_offset
+        return self.out.wall_offset
 
     @wall_offset.setter
     def wall_offset(self, offset: float) -> None:
-        self.gate.wall_offset = offset
+        self.out.wall_offset = offset
 
     def pop_notices(self) -> list[Notice]:
         out, self.out.notices = self.out.notices, []
@@ -171,25 +171,17 @@ class CallController:
         self.media.reply(token, reply, now)
 
     def get_timer(self) -> float | None:
-        timers = (
-            self._timers.next_deadline(),
-            self.blegs.get_timer(),
-            self.monitor.get_timer(),
-            self.registrations.get_timer(),
-        )
-        deadlines = [t for t in timers if t is not None]
-        return min(deadlines) if deadlines else None
+        return self._timers.next_deadline()
 
     @property
     def timers_pending(self) -> int:
         """Timers armed and not cancelled: a quiet node holds only its periodic ones."""
-        return len(self._timers) + self.blegs.timers_pending
+        return len(self._timers)
 
     def handle_timer(self, now: float) -> None:
         self._timers.fire(now)
-        self.blegs.handle_timer(now)
-        self._registered(self.registrations.handle_timer(now), now)
-        for action in self.monitor.handle_timer(now):
+        self._registered(self.registrations.take(), now)
+        for action in self.monitor.take():
             if isinstance(action, SendProbe):
                 self._send_probe(action.probe, now)
             else:
@@ -205,6 +197,10 @@ class CallController:
             self.expect(call, call.a_dialog.destination().host)
         else:
             self.expect(call, attempt.target.host)
+
+    def unbind(self, call: Call, key: tuple[str, str]) -> None:
+        if self.dialogs.get(key, (None,))[0] is call:
+            del self.dialogs[key]
 
     def expect(self, call: Call, host: str) -> None:
         """``host`` speaks in this call's dialogs: the edge answers it until the call ends,
@@ -407,7 +403,7 @@ class CallController:
     def _send_probe(self, probe: Probe, now: float) -> None:
         target = Target(*probe.key)
         options = headers.options(self.snapshot, target, new_id)
-        probe.tx = self.layer.send_request(options, target, now, ctx=probe)
+        probe.tx = self.out.send(options, target, now, ctx=probe)
 
     def _transition(self, t: Transition | None) -> None:
         if t is not None:
@@ -427,8 +423,8 @@ class CallController:
         """Bring outbound registrations and trunk monitoring in line with the snapshot: at
         startup and on reload (health carries over; a trunk no longer monitored stops)."""
         trunk_groups = self.snapshot.config.trunk_groups
-        self.monitor.reconcile(watched(trunk_groups, lambda t: trunk_target(t).key), now)
-        actions = self.registrations.reconcile(self.snapshot, trunk_target, now)
+        self.monitor.reconcile(watched(trunk_groups, trunk_target), now)
+        actions = self.registrations.reconcile(trunk_target, now)
         self._registered(actions, now)
         self._tick_if_needed(now)
 
@@ -471,8 +467,8 @@ class CallController:
         call, leg = found
         if leg not in call.ack_wait:
             return
-        if call.media_busy or call.media_queue:  # behind the 2xx whose SDP is in flight
-            call.media_queue.append(lambda now: self.relayer.ack(call, leg, req, now))
+        if self.media.busy(call):  # behind the 2xx whose SDP is in flight
+            self.media.later(call, lambda now: self.relayer.ack(call, leg, req, now))
         else:
             self.relayer.ack(call, leg, req, now)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sbc import cdr, manipulate
-from sbc.call.model import Bye, Call, Hangup, Leg
+from sbc.call.model import Call, Hangup, Leg
 from sbc.call.outbox import Outbox
 from sbc.sip.transaction import State
 
@@ -33,9 +33,7 @@ def hang_up(
         if leg == skip or dialog is None:
             continue
         transport = call.source.transport if leg == "a" else dialog.peer.transport
-        bye = dialog.request("BYE", out.via(transport), None, headers=extra)
-        call.byes += 1
-        out.send(bye, dialog.destination(), now, ctx=Bye(call))
+        out.bye(call, dialog, transport, now, extra)
     return True
 
 

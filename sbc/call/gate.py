@@ -30,7 +30,6 @@ class Gate:
         self.dialog_hosts = dialog_hosts  # the controller's: hosts of live calls' legs
         self.drops = edge.Drops()  # messages dropped unanswered, by reason
         self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
-        self.wall_offset = 0.0  # wall clock = now + wall_offset (registrations expire by it)
 
     def screen(self, data: bytes, source: Target, now: float) -> bool:
         """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
@@ -57,7 +56,7 @@ class Gate:
     def trusted(self, host: str, now: float) -> bool:
         """A host of any trunk group (or vendor registrar), or of a live registration."""
         return host in self.out.snapshot.peer_hosts or self.registrar.store.host_bound(
-            host, now + self.wall_offset
+            host, now + self.out.wall_offset
         )
 
     def known(self, source: Target, now: float) -> bool:
@@ -88,7 +87,7 @@ class Gate:
         if self.known(source, now):
             self.out.respond(tx, 481, now)
         else:
-            self.out.layer.discard(tx)
+            self.out.discard(tx)
             self.dropped("in_dialog", source, now, tx.request.method)
 
     def unknown_source(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
@@ -104,7 +103,7 @@ class Gate:
         if policy == "reject":
             self.out.respond(tx, 403, now)
         else:
-            self.out.layer.discard(tx)
+            self.out.discard(tx)
 
     def registered_caller(
         self, tx: ServerTransaction, req: Request, src: Target, now: float, user: str
@@ -112,11 +111,11 @@ class Gate:
         """An INVITE no IP trunk claims: from a registered PBX's address, or claiming a
         registration account (then 407 until its Proxy-Authorization checks). None: answered."""
         snap = self.out.snapshot
-        wall = now + self.wall_offset
+        wall = now + self.out.wall_offset
         tg = self.registrar.registered(snap, src, wall)
         if tg is None and self.registrar.claimed(snap, req) is not None:
             if self._account_locked(req, "Proxy-Authorization", src, now):
-                self.out.layer.discard(tx)
+                self.out.discard(tx)
                 self.dropped("auth_blocked", src, now, "INVITE")
                 return None
             result = self.registrar.authenticate_invite(snap, req, src, wall)
@@ -124,7 +123,7 @@ class Gate:
                 if result.why != "challenge":
                     self._refused(req, src, result, snap)
                     if self._auth_failed(result, src, now):
-                        self.out.layer.discard(tx)
+                        self.out.discard(tx)
                         return None
                 self.out.respond(tx, result.status, now, result.reason, headers=result.headers)
                 return None
@@ -179,7 +178,7 @@ class Gate:
             return False
         account = self.out.snapshot.accounts.get(user)
         if account is not None:
-            b = self.registrar.store.binding_of(account[0].name, user, now + self.wall_offset)
+            b = self.registrar.store.binding_of(account[0].name, user, now + self.out.wall_offset)
             if b is not None and b.host == src.host:
                 return False
         return True
@@ -187,10 +186,10 @@ class Gate:
     def register(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.out.snapshot
         if self._account_locked(req, "Authorization", src, now):
-            self.out.layer.discard(tx)
+            self.out.discard(tx)
             self.dropped("auth_blocked", src, now, "REGISTER")
             return
-        answer = self.registrar.register(snap, req, src, now + self.wall_offset)
+        answer = self.registrar.register(snap, req, src, now + self.out.wall_offset)
         if answer.binding is not None:
             self.out.commands.append(Bind(answer.binding))
             self.out.notice(
@@ -200,11 +199,11 @@ class Gate:
                 trunk_group=answer.binding.trunk_group,
                 contact=answer.binding.contact,
                 source=str(src),
-                expires=max(0, round(answer.binding.expires_at - now - self.wall_offset)),
+                expires=max(0, round(answer.binding.expires_at - now - self.out.wall_offset)),
             )
         elif answer.status >= 300 and answer.why != "challenge":
             self._refused(req, src, answer, snap)
             if self._auth_failed(answer, src, now):
-                self.out.layer.discard(tx)
+                self.out.discard(tx)
                 return
         self.out.respond(tx, answer.status, now, answer.reason, headers=answer.headers)

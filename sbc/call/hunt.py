@@ -32,7 +32,8 @@ Candidates = list[tuple[TrunkGroup, int]]  # (egress trunk group, trunk index), 
 
 @dataclass(frozen=True, slots=True)
 class NeedLease:
-    """Ask the state store for a port on this trunk group (answer with ``leased``)."""
+    """Ask the state store for a port on this trunk group (its verdict comes back through
+    ``Intake.acquired``, which hunts on)."""
 
     trunk_group: TrunkGroup
     scopes: tuple[Scope, ...]

@@ -1,6 +1,7 @@
 """The call path's data: a call, its attempts, and the context objects transactions carry.
 
-No behaviour lives here beyond a few derived properties; sbc.call.controller and the
+No behaviour lives here beyond derived values (properties, ``ports_in_use``); the controller
+and the
 machines next to it (hunt, attempt, media) change these objects, sbc.cdr reads them. States
 are closed sets (``Literal``), so a misspelt state is a type error, not a silent branch.
 """

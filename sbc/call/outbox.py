@@ -11,13 +11,16 @@ from typing import Any
 
 from media.ng import MediaCommand
 from sbc.call import headers
-from sbc.call.model import Call, Notice
+from sbc.call.model import Bye, Call, Notice
 from sbc.config.snapshot import Snapshot
+from sbc.sip.dialog import Dialog
 from sbc.sip.grammar import NameAddr, Via
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target, TransactionLayer
 from sbc.state import Command
+
+Headers = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 
 
 class Outbox:
@@ -26,6 +29,7 @@ class Outbox:
         self.snapshot = snapshot  # the current one: our own address comes from it
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
+        self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, records)
 
     def notice(self, event: str, call: Call | None, **fields: Any) -> None:
         """Something worth a log line; call lines carry the call's id."""
@@ -37,7 +41,7 @@ class Outbox:
         status: int,
         now: float,
         reason: str | None = None,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        headers: Headers = (),
         to_tag: str | None = None,
         body: bytes = b"",
         tag: bool = True,
@@ -59,6 +63,18 @@ class Outbox:
     def send(self, request: Request, target: Target, now: float, ctx: Any) -> ClientTransaction:
         return self.layer.send_request(request, target, now, ctx=ctx)
 
+    def discard(self, tx: ServerTransaction) -> None:
+        """Forget a request we choose not to answer at all."""
+        self.layer.discard(tx)
+
+    def bye(
+        self, call: Call, dialog: Dialog, transport: str, now: float, headers: Headers = ()
+    ) -> None:
+        """A BYE on one of the call's dialogs; its answer counts down ``call.byes``."""
+        bye = dialog.request("BYE", self.via(transport), None, headers=headers)
+        call.byes += 1
+        self.send(bye, dialog.destination(), now, ctx=Bye(call))
+
     def ack(self, ack: Request, target: Target) -> None:
         """An ACK for a 2xx: outside any transaction (§13.2.2.4)."""
         self.layer.send_ack(ack, target)
@@ -68,6 +84,3 @@ class Outbox:
 
     def contact(self, transport: str, user: str = "sbc") -> NameAddr:
         return headers.contact(self.snapshot, transport, user)
-
-    def local(self, transport: str) -> tuple[str, int]:
-        return headers.local(self.snapshot, transport)

@@ -8,9 +8,10 @@
      |        ... failure ...    |   registration.failed; retry every REGISTER_RETRY s
 
 A registration trunk is hunted only while its registration is up. Theory of operation:
-``reconcile`` after each (re)load, ``get_timer``/``handle_timer(now)``, ``on_response`` and
-``on_failure`` for its transactions; each returns ``SendRegister`` (the caller sends the
-request with the registration as its context) and ``RegistrationChanged`` (for the log).
+``reconcile`` after each (re)load, ``on_response`` and ``on_failure`` for its transactions,
+and ``take`` after the shared timer heap fired; each returns ``SendRegister`` (the caller
+sends the request with the registration as its context) and ``RegistrationChanged`` (for
+the log).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 from sbc.call import headers
 from sbc.call.outbox import Outbox
 from sbc.config.schema import Trunk, TrunkGroup
-from sbc.config.snapshot import Snapshot
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.grammar import NameAddr, Uri
 from sbc.sip.message import Request, Response, make_request
@@ -67,23 +67,21 @@ Action = SendRegister | RegistrationChanged
 
 
 class Registrations:
-    def __init__(self, new_id: Callable[[], str]) -> None:
+    def __init__(self, out: Outbox, timers: TimerHeap, new_id: Callable[[], str]) -> None:
+        self.out = out  # for the snapshot our address comes from; actions are returned
         self.new_id = new_id
         self.by_key: dict[tuple[str, int], Registration] = {}
-        self._snap: Snapshot | None = None
-        self._timers = TimerHeap(self)
+        self._timers = timers  # shared with the rest of the layer
         self._out: list[Action] = []
 
     def is_up(self, trunk_group: str, index: int) -> bool:
         reg = self.by_key.get((trunk_group, index))
         return reg is not None and reg.up
 
-    def reconcile(
-        self, snap: Snapshot, target_of: Callable[[Trunk], Target], now: float
-    ) -> list[Action]:
+    def reconcile(self, target_of: Callable[[Trunk], Target], now: float) -> list[Action]:
         """Register every registration trunk of the enabled termination trunk groups;
         forget those no longer configured (their timers and answers stop counting)."""
-        self._snap = snap
+        snap = self.out.snapshot
         wanted: dict[tuple[str, int], Trunk] = {}
         for tg in snap.config.trunk_groups:
             if tg.direction == "termination" and tg.status == "enabled":
@@ -100,11 +98,8 @@ class Registrations:
                 self._send(reg)
         return self._take()
 
-    def get_timer(self) -> float | None:
-        return self._timers.next_deadline()
-
-    def handle_timer(self, now: float) -> list[Action]:
-        self._timers.fire(now)
+    def take(self) -> list[Action]:
+        """What the refresh and retry timers decided since the last call."""
         return self._take()
 
     def on_response(self, reg: Registration, resp: Response, now: float) -> list[Action]:
@@ -149,7 +144,7 @@ class Registrations:
             self._out.append(RegistrationChanged("registration.up", reg, {"expires": granted}))
         # Refresh well before expiry (RFC 3261 §10.2.4), at least 5 s ahead.
         refresh = max(1.0, min(granted * 0.8, granted - 5))
-        self._timers.arm(now + refresh, (reg, reg.generation), "reregister")
+        self._timers.arm(now + refresh, (reg, reg.generation), "reregister", self)
 
     def _failed(self, reg: Registration, now: float, why: str) -> None:
         if self.by_key.get(reg.key) is not reg:
@@ -157,7 +152,7 @@ class Registrations:
         reg.auth_sent = False
         reg.up = False
         self._out.append(RegistrationChanged("registration.failed", reg, {"error": why}))
-        self._timers.arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister")
+        self._timers.arm(now + REGISTER_RETRY, (reg, reg.generation), "reregister", self)
 
     def _timer_reregister(self, entry: tuple[Registration, int], now: float) -> None:
         reg, generation = entry
@@ -165,8 +160,7 @@ class Registrations:
             self._send(reg)
 
     def _send(self, reg: Registration, auth: tuple[str, str] | None = None) -> None:
-        assert self._snap is not None
-        snap, trunk = self._snap, reg.trunk
+        snap, trunk = self.out.snapshot, reg.trunk
         host = reg.target.uri_host
         aor = Uri("sip", trunk.username, None, host)
         registrar = Uri("sip", "", None, host, reg.target.port, reg.target.uri_params)

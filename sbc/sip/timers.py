@@ -28,12 +28,14 @@ class TimerConfig:
         return 64 * self.t1
 
 
-TimerHandle = list[Any]  # [when, seq, obj, kind]: what ``arm`` returns and ``cancel`` takes
+TimerHandle = list[Any]  # [when, seq, obj, kind, owner]: what ``arm`` returns, ``cancel`` takes
 
 
 class TimerHeap:
     """Deadlines for one pure layer: ``arm(when, obj, kind)`` schedules ``owner._timer_<kind>
-    (obj, now)``; the I/O side asks ``next_deadline()`` and calls ``fire(now)``. A handler
+    (obj, now)``; the I/O side asks ``next_deadline()`` and calls ``fire(now)``. Pieces of a
+    layer that share its heap (so its timers fire in deadline order) pass themselves as the
+    entry's ``owner``. A handler
     checks its object's state and ignores a stale timer, so most timers are simply left to
     run out; a long one (Max Call Duration, Timer C) is cancelled when its object ends, so the
     heap does not keep an ended call alive for hours. Cancelled entries drop their object at
@@ -50,8 +52,8 @@ class TimerHeap:
     def __len__(self) -> int:
         return len(self._heap) - self._cancelled
 
-    def arm(self, when: float, obj: Any, kind: str) -> TimerHandle:
-        entry: TimerHandle = [when, next(self._seq), obj, kind]
+    def arm(self, when: float, obj: Any, kind: str, owner: object = None) -> TimerHandle:
+        entry: TimerHandle = [when, next(self._seq), obj, kind, owner or self._owner]
         heapq.heappush(self._heap, entry)
         return entry
 
@@ -59,7 +61,7 @@ class TimerHeap:
         """Forget a timer that has not fired; a fired or cancelled one is left alone."""
         if entry is None or not entry[3]:
             return
-        entry[2], entry[3] = None, ""
+        entry[2], entry[3], entry[4] = None, "", None
         self._cancelled += 1
         heap = self._heap
         if self._cancelled > 64 and 2 * self._cancelled > len(heap):
@@ -82,6 +84,6 @@ class TimerHeap:
             if not kind:
                 self._cancelled -= 1
                 continue
-            obj = entry[2]
-            entry[2], entry[3] = None, ""  # fired: a later cancel() is a no-op
-            getattr(self._owner, "_timer_" + kind)(obj, now)
+            obj, owner = entry[2], entry[4]
+            entry[2], entry[3], entry[4] = None, "", None  # fired: a later cancel() is a no-op
+            getattr(owner, "_timer_" + kind)(obj, now)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+
 from routing.monitor import Monitor, Probe, SendProbe, Transition
 from sbc.call import attempt as ladder
 from sbc.call import hunt
 from sbc.call.headers import trunk_target
 from sbc.call.model import Cancel, Phase
+from sbc.call.outbox import Outbox
 from sbc.call.registration import (
     REGISTER_RETRY,
     RegistrationChanged,
@@ -18,8 +21,10 @@ from sbc.call.registration import (
     SendRegister,
 )
 from sbc.config.schema import Monitoring
-from sbc.sip.message import make_response
-from tests.helpers import CALLER, Lab, invite, lab_with
+from sbc.sip.message import Request, Response, make_response
+from sbc.sip.timers import TimerHeap
+from sbc.sip.transaction import Target, TransactionLayer
+from tests.helpers import CALLER, V1, V2, Lab, invite, lab_with, only
 
 
 def test_an_attempts_cancel_waits_for_its_first_provisional() -> None:
@@ -78,13 +83,14 @@ def test_monitoring_pings_on_its_interval_and_goes_down_after_three_timeouts() -
     """interval 10 s: pings at 0, 10, 20, ...; each unanswered one times out after 5 s;
     the third timeout (t=25) takes the trunk down; two answered pings bring it back."""
     key = ("udp", "127.0.0.1", 5081)
-    monitor = Monitor()
+    timers = TimerHeap(None)  # the monitor arms its own handlers on the layer's heap
+    monitor = Monitor(timers)
     monitor.reconcile({key: ("vendor", Monitoring(enabled=True, interval=10))}, 0.0)
     seen: list[tuple[float, object]] = []
     now = 0.0
     while now <= 30.0:
-        for action in monitor.handle_timer(now):
-            seen.append((now, action))
+        timers.fire(now)
+        seen += [(now, action) for action in monitor.take()]
         now += 0.5
     pings = [t for t, a in seen if isinstance(a, SendProbe)]
     assert pings == [0.0, 10.0, 20.0, 30.0]
@@ -112,16 +118,104 @@ trunk_groups:
 """,
     )
     ids = (f"id{n}" for n in itertools.count())
-    regs = Registrations(lambda: next(ids))
-    (send,) = regs.reconcile(lab.ctrl.snapshot, trunk_target, 0.0)
+    timers = TimerHeap(None)
+    regs = Registrations(Outbox(TransactionLayer(), lab.ctrl.snapshot), timers, lambda: next(ids))
+    (send,) = regs.reconcile(trunk_target, 0.0)
     assert isinstance(send, SendRegister) and send.request.get("Expires") == "100"
     reg = send.registration
     ok = make_response(send.request, 200, to_tag="r")
     (up,) = regs.on_response(reg, ok, 0.0)
     assert isinstance(up, RegistrationChanged) and up.event == "registration.up"
-    assert regs.is_up("vendor-1", 0) and regs.get_timer() == 80.0
-    (again,) = regs.handle_timer(80.0)
+    assert regs.is_up("vendor-1", 0) and timers.next_deadline() == 80.0
+    timers.fire(80.0)
+    (again,) = regs.take()
     assert isinstance(again, SendRegister) and again.request.cseq == 2
     (failed,) = regs.on_response(reg, make_response(again.request, 403, to_tag="r"), 80.0)
     assert isinstance(failed, RegistrationChanged) and failed.event == "registration.failed"
-    assert not regs.is_up("vendor-1", 0) and regs.get_timer() == 80.0 + REGISTER_RETRY
+    assert not regs.is_up("vendor-1", 0) and timers.next_deadline() == 80.0 + REGISTER_RETRY
+
+
+PDD_TGS = """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}], route_advance: {codes: '^5', stop_on_18x_failure: STOP}}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5081, username: u, password: p}], limits: {max_pdd: 3}}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5082}]}
+"""
+
+
+def pdd_lab(tmp_path: Path, stop: bool = False) -> tuple[Lab, Request]:
+    lab = lab_with(tmp_path, PDD_TGS.replace("STOP", str(stop).lower()))
+    out = lab.feed(invite(), CALLER)
+    (b1,) = [m for m, t in out if t == V1 and isinstance(m, Request)]
+    return lab, b1
+
+
+def cancel_from_caller(lab: Lab) -> list[tuple[Request | Response, Target]]:
+    (call,) = lab.ctrl.calls.values()
+    via = call.a_invite.vias[0].raw
+    return lab.feed(
+        f"CANCEL sip:15551230000@127.0.0.1:5060 SIP/2.0\r\nVia: {via}\r\n"
+        f"From: <sip:15550001000@10.1.1.1>;tag=caller1\r\nTo: <sip:15551230000@127.0.0.1>\r\n"
+        f"Call-ID: a-leg-1@10.1.1.1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\n"
+        f"Content-Length: 0\r\n\r\n".encode(),
+        CALLER,
+    )
+
+
+def test_a_cancel_that_waited_goes_with_the_vendors_100(tmp_path: Path) -> None:
+    """caller CANCELs before the vendor said anything; the vendor's 100 releases it (§9.1)."""
+    lab, b1 = pdd_lab(tmp_path)
+    out = cancel_from_caller(lab)
+    assert only(out, V1) == []  # nothing heard from the vendor yet: no CANCEL may go
+    out = lab.feed(make_response(b1, 100), V1)
+    assert [m.method for m in only(out, V1)] == ["CANCEL"]  # type: ignore[union-attr]
+
+
+def test_max_pdd_after_a_100_cancels_and_hunts_on(tmp_path: Path) -> None:
+    lab, b1 = pdd_lab(tmp_path)
+    lab.feed(make_response(b1, 100), V1)
+    out = lab.advance(3.1)
+    assert [m.method for m in only(out, V1)] == ["CANCEL"]  # type: ignore[union-attr]
+    assert [m.method for m in only(out, V2)] == ["INVITE"]  # type: ignore[union-attr]
+
+
+def test_a_cancelled_call_waits_for_the_vendors_487(tmp_path: Path) -> None:
+    """The caller CANCELs a call whose vendor sent 100 (our CANCEL goes out); Max PDD then
+    fires: the call is still held until the vendor's 487 (its port, its record)."""
+    lab, b1 = pdd_lab(tmp_path)
+    lab.feed(make_response(b1, 100), V1)
+    cancel_from_caller(lab)
+    lab.advance(3.1)
+    assert lab.ctrl.calls  # not forgotten before the vendor's final answer
+    lab.feed(make_response(b1, 487, to_tag="v"), V1)
+    assert lab.ctrl.calls == {}
+
+
+def test_a_digest_retry_keeps_the_ring_that_came_before_it(tmp_path: Path) -> None:
+    """180, then 407 (answered with credentials): Max PDD was met by the 180, so it does not
+    give up on the retried INVITE, and the attempt's first ring time stays the 180's."""
+    lab, b1 = pdd_lab(tmp_path)
+    lab.feed(make_response(b1, 180, to_tag="v"), V1)
+    (call,) = lab.ctrl.calls.values()
+    rang = call.attempts[0].provisional_at
+    challenge = 'Digest realm="v", nonce="n", algorithm=MD5, qop="auth"'
+    out = lab.feed(
+        make_response(b1, 407, to_tag="v", headers=[("Proxy-Authenticate", challenge)]), V1
+    )
+    (b1_again,) = [m for m in only(out, V1) if isinstance(m, Request) and m.method == "INVITE"]
+    assert b1_again.get("Proxy-Authorization") is not None
+    assert only(lab.advance(3.5), V2) == []  # no hunting on
+    assert call.attempts[0].provisional_at == rang
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_stop_on_18x_failure_relays_a_failure_after_ringing(tmp_path: Path, stop: bool) -> None:
+    lab, b1 = pdd_lab(tmp_path, stop)
+    lab.feed(make_response(b1, 180, to_tag="v"), V1)
+    out = lab.feed(make_response(b1, 503, to_tag="v"), V1)
+    hunted = [m for m in only(out, V2) if isinstance(m, Request)]
+    finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
+    assert (len(hunted), finals) == ((0, [503]) if stop else (1, []))
