@@ -156,7 +156,7 @@ class Gate:
         blocks = self.lockout.failed(cfg, src.host, answer.username, now)
         for block in blocks:
             # One line per block, the address first among its fields, for fail2ban
-            # (README, Security: failregex '"ip": "<HOST>".*"event": "auth.blocked"').
+            # (README, Security at the edge, has the failregex).
             self.out.notice(
                 "auth.blocked",
                 None,
