@@ -1,30 +1,71 @@
-"""CPS ramp: sipp uac -> sbc -> two sipp uas, and the same ramp sipp -> sipp directly.
+"""CPS ramp: sipp uac -> sbc -> two sipp uas, the same ramp sipp -> sipp directly, and with
+``--peer kamailio`` through Kamailio from Debian (a stateful proxy with tm, dialog and
+dispatcher to the same two uas: lab/kamailio/kamailio.cfg), all in one run.
 
-For each rate, each path runs rate x --seconds calls (bounded in count and time) and reports
-calls, failed, retransmissions, setup time (INVITE -> 200) percentiles and, through the sbc,
-the sbc's CPU%. The machines are shared and noisy, so the headline is a ratio: the highest
-rate with < 0.1 % failed calls through the sbc, over the same figure direct, both measured in
-this run. Scenarios lab/sipp/uac.xml and uas.xml tolerate late provisionals and late ACKs.
+For each rate, each path runs rate x --seconds calls (bounded in count and time) of
+lab/sipp/uac_bench.xml and reports calls, failed, retransmissions, setup time (INVITE ->
+200) percentiles and the proxy's CPU% (Kamailio: all its processes). A rate passes with
+< 0.1 % failed calls and <= 1 % retransmissions. The machines are shared and noisy, so the
+headline is a ratio: the highest passing rate through the sbc over the same figure for
+Kamailio and for direct, measured in this run. Each row is printed as it finishes; the
+whole run is written to --out as results.json and results.csv, and drawn as ramp.png
+(gnuplot) when gnuplot is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import harness
 
 TICKS = os.sysconf("SC_CLK_TCK")
+KAMAILIO_PORT = 5065
+SCENARIO = "uac_bench.xml"
+PATHS = {
+    "direct": "127.0.0.1:5083",
+    "sbc": "127.0.0.1:5060",
+    "kamailio": f"127.0.0.1:{KAMAILIO_PORT}",
+}
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """User + system CPU of ``pid`` and its children still alive (Kamailio's workers)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(
+                    Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -34,32 +75,64 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+@contextmanager
+def kamailio(work: Path, children_n: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Kamailio in the foreground on 127.0.0.1:5065 with lab/kamailio's config."""
+    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = (harness.ROOT / "lab" / "kamailio" / "kamailio.cfg").read_text()
+    cfg = cfg.replace("CHILDREN", str(children_n)).replace("LISTEN", str(KAMAILIO_PORT))
+    cfg = cfg.replace("DISPATCHER", str(harness.ROOT / "lab" / "kamailio" / "dispatcher.list"))
+    (work / "kamailio.cfg").write_text(cfg)
+    log = (work / "kamailio.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, "-DD", "-E", "-f", str(work / "kamailio.cfg"), "-P", str(work / "pid"),
+         "-w", str(work), "-m", "256", "-M", "32"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while harness.options(KAMAILIO_PORT) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"kamailio did not start: {(work / 'kamailio.log').read_text()}")
+        time.sleep(0.1)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def step(
-    rate: int, seconds: float, via_sbc: bool, sbc: harness.Sbc | None, work: Path
-) -> dict[str, float]:
+    rate: int, seconds: float, path: str, pid: int | None, work: Path
+) -> dict[str, float | str]:
     calls = int(rate * seconds)
-    ports = [5081, 5082] if via_sbc else [5083]
-    remote = "127.0.0.1:5060" if via_sbc else "127.0.0.1:5083"
-    with harness.sipp_servers("uas.xml", ports, work, extra=["-max_socket", "50000"]):
-        cpu0 = cpu_seconds(sbc.proc.pid) if sbc else 0.0
+    ports = [5083] if path == "direct" else [5081, 5082]
+    with harness.sipp_servers("uas_bench.xml", ports, work, extra=["-max_socket", "50000"]):
+        cpu0 = cpu_seconds(pid) if pid else 0.0
         t0 = time.monotonic()
         result = harness.run_sipp(
-            "uac.xml",
+            SCENARIO,
             calls=calls,
             rate=rate,
             port=5070,
             workdir=work,
-            remote=remote,
+            remote=PATHS[path],
             rtt=True,
             timeout=seconds * 4 + 30,
-            extra=["-l", str(rate * 8)],
+            extra=["-l", str(rate * 8), "-max_socket", "50000"],
         )
         elapsed = time.monotonic() - t0
-        cpu = (cpu_seconds(sbc.proc.pid) - cpu0) / elapsed * 100 if sbc else float("nan")
+        cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100 if pid else float("nan")
     ok = result.count("SuccessfulCall")
     failed = result.count("FailedCall") + max(0, calls - ok - result.count("FailedCall"))
     return {
+        "path": path,
         "rate": rate,
+        "offered": calls,
         "calls": ok,
         "failed": failed,
         "retrans": result.count("Retransmissions"),
@@ -67,8 +140,67 @@ def step(
         "p95": pct(result.rtt_ms, 0.95),
         "p99": pct(result.rtt_ms, 0.99),
         "cpu": cpu,
-        "offered": calls,
     }
+
+
+def passes(row: dict[str, float | str]) -> bool:
+    offered = float(row["offered"])
+    return (
+        bool(offered)
+        and float(row["failed"]) / offered < 0.001
+        and (float(row["retrans"]) <= 0.01 * offered)
+    )
+
+
+HEADER = (
+    f"{'path':8} {'cps':>5} {'calls':>6} {'failed':>6} {'retrans':>7} "
+    f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'cpu%':>6}"
+)
+
+
+def line(row: dict[str, float | str]) -> str:
+    return (
+        f"{row['path']:8} {row['rate']:>5} {row['calls']:>6} {row['failed']:>6} "
+        f"{row['retrans']:>7} {float(row['p50']):>7.1f} {float(row['p95']):>7.1f} "
+        f"{float(row['p99']):>7.1f} {float(row['cpu']):>6.1f}"
+    )
+
+
+def draw(rows: list[dict[str, float | str]], out: Path) -> Path | None:
+    """ramp.png: failed % and setup p99 against offered CPS, one line per path."""
+    gnuplot = shutil.which("gnuplot")
+    if gnuplot is None:
+        return None
+    paths = sorted({str(r["path"]) for r in rows}, key=list(PATHS).index)
+    for p in paths:
+        with (out / f"{p}.dat").open("w") as f:
+            for r in rows:
+                if r["path"] == p:
+                    # log scales: 0 % failed sits on the floor (0.01 %), sub-ms p99 at 0.5 ms
+                    failed = 100 * float(r["failed"]) / max(1.0, float(r["offered"]))
+                    p99 = float(r["p99"]) if float(r["p99"]) == float(r["p99"]) else 0.0
+                    f.write(f"{r['rate']} {max(failed, 0.01):.3f} {max(p99, 0.5):.1f}\n")
+    plots = lambda col: ", ".join(  # noqa: E731
+        f"'{out / p}.dat' using 1:{col} with linespoints title '{p}'" for p in paths
+    )
+    script = f"""
+set terminal pngcairo size 1000,700 font ',10'
+set output '{out / "ramp.png"}'
+set multiplot layout 2,1 title 'sbc lab ramp: offered CPS (same box, same run)'
+set grid
+set key left top
+set logscale y
+set ylabel 'failed calls % (0 on the floor)'
+set yrange [0.005:100]
+plot {plots(2)}
+set ylabel 'setup p99 ms (INVITE to 200)'
+set yrange [0.3:10000]
+set xlabel 'offered CPS'
+plot {plots(3)}
+unset multiplot
+"""
+    subprocess.run([gnuplot], input=script.encode(), check=True, capture_output=True)
+    return out / "ramp.png"
 
 
 def main() -> int:
@@ -76,47 +208,56 @@ def main() -> int:
     parser.add_argument("--rates", default="100,250,500,750,1000,1250,1500,2000")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--log-level", default="warning", help="sbc log level during the run")
+    parser.add_argument("--peer", choices=["kamailio"], help="also run the ramp through it")
+    parser.add_argument("--kamailio-children", type=int, default=4, help="its UDP workers")
+    parser.add_argument("--out", type=Path, help="where results go (default lab/out/bench-*)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sbc-bench-"))
-    rows: dict[str, list[dict[str, float]]] = {"direct": [], "sbc": []}
-    for r in rates:
-        rows["direct"].append(step(r, args.seconds, False, None, work / f"direct-{r}"))
-    sbc = harness.start_sbc(work / "sbc", log_level=args.log_level)
-    try:
-        for r in rates:
-            rows["sbc"].append(step(r, args.seconds, True, sbc, work / f"sbc-{r}"))
-            if rows["sbc"][-1]["failed"] > rows["sbc"][-1]["offered"] * 0.05:
-                break  # well past saturation: stop loading the box
-    finally:
-        sbc.stop()
+    out = args.out or harness.ROOT / "lab" / "out" / time.strftime("bench-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
     print(
         f"# sbc bench: {args.seconds:g} s per step, sbc log level {args.log_level}, "
-        f"{os.cpu_count()} cores, sipp on the same box"
+        f"{os.cpu_count()} cores, sipp on the same box; pass = < 0.1 % failed, <= 1 % retrans",
+        flush=True,
     )
-    print(
-        f"{'path':6} {'cps':>5} {'calls':>6} {'failed':>6} {'retrans':>7} "
-        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'sbc cpu%':>8}"
-    )
-    best: dict[str, int] = {}
-    for path, items in rows.items():
-        for row in items:
-            print(
-                f"{path:6} {row['rate']:>5.0f} {row['calls']:>6.0f} {row['failed']:>6.0f} "
-                f"{row['retrans']:>7.0f} {row['p50']:>7.1f} {row['p95']:>7.1f} "
-                f"{row['p99']:>7.1f} {row['cpu']:>8.1f}"
-            )
-            if row["offered"] and row["failed"] / row["offered"] < 0.001:
-                best[path] = max(best.get(path, 0), int(row["rate"]))
-    direct, through = best.get("direct", 0), best.get("sbc", 0)
-    ratio = through / direct if direct else float("nan")
-    print(
-        f"\nhighest rate with < 0.1 % failed: direct {direct} cps, through sbc {through} cps "
-        f"(ratio {ratio:.2f} of direct, same run)"
-    )
-    medians = [r["p50"] for r in rows["sbc"] if r["calls"]]
+    print(HEADER, flush=True)
+    rows: list[dict[str, float | str]] = []
+
+    def ramp(path: str, pid: int | None) -> None:
+        for r in rates:
+            row = step(r, args.seconds, path, pid, work / f"{path}-{r}")
+            rows.append(row)
+            print(line(row), flush=True)
+            if float(row["failed"]) > float(row["offered"]) * 0.05:
+                break  # well past saturation: stop loading the box
+
+    ramp("direct", None)
+    if args.peer == "kamailio":
+        with kamailio(work / "kamailio", args.kamailio_children) as proc:
+            ramp("kamailio", proc.pid)
+    sbc = harness.start_sbc(work / "sbc", log_level=args.log_level)
+    try:
+        ramp("sbc", sbc.proc.pid)
+    finally:
+        sbc.stop()
+    best = {p: max([int(r["rate"]) for r in rows if r["path"] == p and passes(r)], default=0)
+            for p in dict.fromkeys(str(r["path"]) for r in rows)}  # fmt: skip
+    summary = ", ".join(f"{p} {n} cps" for p, n in best.items())
+    print(f"\nhighest passing rate: {summary}")
+    for peer in ("direct", "kamailio"):
+        if best.get(peer):
+            print(f"sbc / {peer}: {best['sbc'] / best[peer]:.2f} (same run)")
+    medians = [float(r["p50"]) for r in rows if r["path"] == "sbc" and r["calls"]]
     if medians:
         print(f"median setup time through sbc across steps: {statistics.median(medians):.1f} ms")
+    (out / "results.json").write_text(json.dumps({"rows": rows, "best": best}, indent=1))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    png = draw(rows, out)
+    print(f"results: {out / 'results.json'}, {out / 'results.csv'}" + (f", {png}" if png else ""))
     return 0
 
 
