@@ -211,7 +211,15 @@ def main() -> int:
     parser.add_argument("--peer", choices=["kamailio"], help="also run the ramp through it")
     parser.add_argument("--kamailio-children", type=int, default=4, help="its UDP workers")
     parser.add_argument("--out", type=Path, help="where results go (default lab/out/bench-*)")
+    parser.add_argument("--hold", type=int, help="instead of the ramp: N held calls' memory")
+    parser.add_argument("--hold-rate", type=int, default=500, help="cps placing held calls")
     args = parser.parse_args()
+    if args.hold:
+        import bench_hold
+
+        result = bench_hold.run(args.hold, args.hold_rate, args.log_level)
+        print(bench_hold.report(result))
+        return 0
     rates = [int(r) for r in args.rates.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sbc-bench-"))
     out = args.out or harness.ROOT / "lab" / "out" / time.strftime("bench-%Y%m%d-%H%M%S")
