@@ -194,7 +194,7 @@ set ylabel 'failed calls % (0 on the floor)'
 set yrange [0.005:100]
 plot {plots(2)}
 set ylabel 'setup p99 ms (INVITE to 200)'
-set yrange [0.3:10000]
+set yrange [0.3:100000]
 set xlabel 'offered CPS'
 plot {plots(3)}
 unset multiplot
