@@ -27,8 +27,9 @@ from sbc import manipulate
 from sbc.call import attempt as ladder
 from sbc.call import headers, hunt, media
 from sbc.call.headers import ALLOW, crossing, trunk_target
+from sbc.call.host import CallHost
 from sbc.call.media import Media
-from sbc.call.model import Attempt, Call, Cancel, Hangup, Leg, Outcome, Phase
+from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.config.schema import TrunkGroup
 from sbc.sip.dialog import Dialog
@@ -38,30 +39,12 @@ from sbc.sip.message import Response, resend
 from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import State
-from sbc.stats import Stats
 
 
-class Host(Protocol):
-    """What the B-legs need of the call controller."""
-
-    stats: Stats
-
-    def hunt_on(self, call: Call, now: float) -> None: ...
-
-    def fail_caller(
-        self,
-        call: Call,
-        status: int,
-        now: float,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
-    ) -> None: ...
-
-    def maybe_end(self, call: Call, now: float) -> None: ...
+class Host(CallHost, Protocol):
+    """What the B-legs need of the call controller, beyond a CallHost's."""
 
     def hang_up(self, call: Call, side: Hangup, now: float, *, reason: str = "") -> None: ...
-
-    def bind(self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt) -> None: ...
 
     def unbind(self, call: Call, key: tuple[str, str]) -> None: ...
 

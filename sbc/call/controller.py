@@ -54,6 +54,7 @@ from sbc.call.model import (
     Bye,
     Call,
     Hangup,
+    Headers,
     Leg,
     Notice,
     Outcome,
@@ -361,7 +362,7 @@ class CallController:
         status: int,
         now: float,
         reason: str | None = None,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        headers: Headers = (),
     ) -> None:
         ending.fail_caller(self.out, call, status, now, reason, headers)
         self.maybe_end(call, now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sbc import cdr, manipulate
-from sbc.call.model import Call, Hangup, Leg
+from sbc.call.model import Call, Hangup, Headers, Leg
 from sbc.call.outbox import Outbox
 from sbc.sip.transaction import State
 
@@ -43,7 +43,7 @@ def fail_caller(
     status: int,
     now: float,
     reason: str | None,
-    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+    headers: Headers,
 ) -> None:
     """The caller's final answer to a call that did not connect, after the ingress trunk
     group's sip_code manipulation (the new code brings its own reason phrase)."""

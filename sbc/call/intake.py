@@ -23,7 +23,8 @@ from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
 from sbc.call import hunt, ingress
 from sbc.call.gate import Gate
-from sbc.call.model import Attempt, Call, LeaseRequest, Leg
+from sbc.call.host import CallHost
+from sbc.call.model import Call, LeaseRequest
 from sbc.call.outbox import Outbox
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
@@ -31,14 +32,12 @@ from sbc.sip.ids import new_id
 from sbc.sip.message import Request
 from sbc.sip.transaction import ServerTransaction, Target
 from sbc.state import Acquire, Denied, Notify, Release, Scope
-from sbc.stats import Stats
 
 
-class Host(Protocol):
-    """What the intake needs of the call controller."""
+class Host(CallHost, Protocol):
+    """What the intake needs of the call controller, beyond a CallHost's."""
 
     calls: dict[str, Call]
-    stats: Stats
     refusals: Counter[tuple[str, str]]
     cdrs: list[dict[str, Any]]
     gate: Gate
@@ -46,23 +45,6 @@ class Host(Protocol):
 
     @property
     def wall_offset(self) -> float: ...
-
-    def bind(
-        self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt | None = None
-    ) -> None: ...
-
-    def hunt_on(self, call: Call, now: float) -> None: ...
-
-    def fail_caller(
-        self,
-        call: Call,
-        status: int,
-        now: float,
-        reason: str | None = None,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
-    ) -> None: ...
-
-    def maybe_end(self, call: Call, now: float) -> None: ...
 
     def candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates: ...
 

@@ -24,6 +24,7 @@ from sbc.sip.timers import TimerHandle
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target
 from sbc.state import Denied, Scope
 
+Headers = list[tuple[str, str]] | tuple[tuple[str, str], ...]  # (name, value), in order
 Leg = Literal["a", "b"]  # the caller's leg, the vendor's (answered or current attempt's)
 CallState = Literal["admitting", "routing", "answered", "ending", "ended"]
 Hangup = Literal["", "caller", "callee", "sbc"]

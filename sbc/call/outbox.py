@@ -11,7 +11,7 @@ from typing import Any
 
 from media.ng import MediaCommand
 from sbc.call import headers
-from sbc.call.model import Bye, Call, Notice
+from sbc.call.model import Bye, Call, Headers, Notice
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
 from sbc.sip.grammar import NameAddr, Via
@@ -19,8 +19,6 @@ from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target, TransactionLayer
 from sbc.state import Command
-
-Headers = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 
 
 class Outbox:
