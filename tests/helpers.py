@@ -4,8 +4,10 @@ hand-driven peers, fake time) and the messages peers send. Caller = carrier-a at
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -177,3 +179,54 @@ def register(user: str = "pbx1", cseq: int = 1, auth: str = "", expires: int = 3
         f"Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@10.9.9.9:5077>\r\n"
         f"Expires: {expires}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+class Addr(Protocol):
+    """Where a test peer sends from: a Target, or a harness.Peer."""
+
+    host: str
+    port: int
+
+
+def request(
+    method: str, call_id: str, from_tag: str, to_tag: str | None, cseq: int, me: Addr,
+    body: bytes = b"", extra: str = "", ruri: str = "sip:sbc@127.0.0.1:5060",
+) -> bytes:  # fmt: skip
+    """A request as a peer at ``me`` (or an attacker posing as one) writes it, with its own
+    Via (rport: answers go back to the source), a fresh branch and its own Contact."""
+    to = f";tag={to_tag}" if to_tag else ""
+    ctype = "Content-Type: application/sdp\r\n" if body else ""
+    return (
+        f"{method} {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {me.host}:{me.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
+        f"From: <sip:15550001000@{me.host}>;tag={from_tag}\r\nTo: <sip:15551230000@x>{to}\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}"
+        f"Contact: <sip:c@{me.host}:{me.port}>\r\n{ctype}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def register_from(src: Addr, cseq: int, user: str = "pbx1", auth: str = "") -> bytes:
+    """A REGISTER for ``user`` at 127.0.0.1 from ``src``, answered back to its source."""
+    extra = f"Authorization: {auth}\r\n" if auth else ""
+    return (
+        f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {src.host}:{src.port};branch=z9hG4bKr{cseq};rport\r\n"
+        f"From: <sip:{user}@127.0.0.1>;tag=r1\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+        f"Call-ID: reg-{src.host}\r\nCSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:{user}@{src.host}:{src.port}>\r\nExpires: 300\r\nMax-Forwards: 70\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def vendor_registrar(expires: int) -> str:
+    """Trunk groups with a termination registration trunk at the registrar 127.0.0.1:5090."""
+    return f"""
+trunk_groups:
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1}}]}}
+  - {{name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{{type: registration, ip: 127.0.0.1, port: 5090, username: u, password: p,
+               expires: {expires}}}]}}
+  - {{name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{{ip: 127.0.0.1, port: 5082}}]}}
+"""

@@ -24,12 +24,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import harness
 import pytest
 
 from sbc.sip.digest import authorization, pick_challenge
+from tests import helpers
 
 pytestmark = pytest.mark.e2e
 
@@ -85,21 +87,8 @@ def dropped(reason: str) -> float:
     raise AssertionError(f"no sbc_dropped_total for {reason}")
 
 
-def request(
-    method: str, call_id: str, from_tag: str, to_tag: str, cseq: int, me: harness.Peer,
-    body: bytes = b"", extra: str = "",
-) -> bytes:  # fmt: skip
-    to = f";tag={to_tag}" if to_tag else ""
-    ctype = "Content-Type: application/sdp\r\n" if body else ""
-    return (
-        f"{method} sip:sbc@127.0.0.1:{PORT} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {me.host}:{me.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-        f"From: <sip:x@{me.host}>;tag={from_tag}\r\nTo: <sip:y@127.0.0.1>{to}\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
-        f"Contact: <sip:x@{me.host}:{me.port}>\r\n{extra}{ctype}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
+# A request to this node: tests.helpers.request with our port in the Request-URI.
+request = partial(helpers.request, ruri=f"sip:sbc@127.0.0.1:{PORT}")
 
 EVIL_SDP = (
     b"v=0\r\no=- 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
@@ -314,8 +303,9 @@ def test_svcrack_finds_the_password_only_without_the_lockout(tmp_path: Path, fai
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
         )  # fmt: skip
         # svcrack's address is also carrier-a's: blocked, it loses REGISTERs, not calls
-        invite = request("INVITE", "carrier-after-block", "c1", "", 1, carrier, EVIL_SDP)
-        carrier.send(invite.replace(b"@127.0.0.1:6060", b"@127.0.0.1:6061"), PORT + 1)
+        ruri = f"sip:sbc@127.0.0.1:{PORT + 1}"
+        invite = request("INVITE", "after-block", "c1", "", 1, carrier, EVIL_SDP, ruri=ruri)
+        carrier.send(invite, PORT + 1)
         answers = carrier.replies(1.0)
     finally:
         carrier.close()

@@ -8,7 +8,6 @@ puts everyone on 127.0.0.1, which hides host mix-ups). Pure, fake time.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sbc.call.model import Phase
@@ -17,7 +16,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import SDP, Lab, lab_with, only
+from tests.helpers import SDP, Lab, lab_with, only, register_from, request
 
 CARRIER = Target("udp", "10.1.0.1", 5060)
 V1 = Target("udp", "10.2.0.1", 5060)
@@ -33,28 +32,13 @@ trunk_groups:
 """
 
 
-def msg(
-    method: str, call_id: str, from_tag: str, to_tag: str | None, cseq: int, me: Target,
-    body: bytes = b"", extra: str = "",
-) -> bytes:  # fmt: skip
-    to = f";tag={to_tag}" if to_tag else ""
-    ctype = "Content-Type: application/sdp\r\n" if body else ""
-    return (
-        f"{method} sip:x@192.0.2.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {me.host}:{me.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-        f"From: <sip:15550001000@{me.host}>;tag={from_tag}\r\nTo: <sip:15551230000@x>{to}\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}"
-        f"Contact: <sip:c@{me.host}:{me.port}>\r\n{ctype}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
 def lab(tmp_path: Path, tgs: str = TGS) -> Lab:
     return lab_with(tmp_path, tgs)
 
 
 def ring(lab: Lab, call_id: str = "a1") -> tuple[Request, Target]:
     """The carrier's INVITE and the first B-leg INVITE it became."""
-    out = lab.feed(msg("INVITE", call_id, "c1", None, 1, CARRIER, SDP), CARRIER)
+    out = lab.feed(request("INVITE", call_id, "c1", None, 1, CARRIER, SDP), CARRIER)
     ((b_inv, vendor),) = [(m, t) for m, t in out if t != CARRIER]
     assert isinstance(b_inv, Request)
     return b_inv, vendor
@@ -67,7 +51,7 @@ def answer(lab: Lab, b_inv: Request, vendor: Target, contact: Target) -> str:
     )
     (a_ok,) = only(lab.feed(ok, vendor), CARRIER)
     assert isinstance(a_ok, Response) and a_ok.status == 200 and a_ok.to.tag
-    lab.feed(msg("ACK", "a1", "c1", a_ok.to.tag, 1, CARRIER), CARRIER)
+    lab.feed(request("ACK", "a1", "c1", a_ok.to.tag, 1, CARRIER), CARRIER)
     return a_ok.to.tag
 
 
@@ -78,7 +62,7 @@ def test_the_vendors_contact_host_may_hang_up_and_answer_our_bye(tmp_path: Path)
     b_inv, vendor = ring(lab_)
     assert vendor == V1
     answer(lab_, b_inv, V1, V1_CONTACT)
-    bye = msg("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V1_CONTACT)
+    bye = request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V1_CONTACT)
     out = lab_.feed(bye, V1_CONTACT)
     assert [m.status for m in only(out, V1_CONTACT)] == [200]  # type: ignore[union-attr]
     (a_bye,) = [m for m in only(out, Target("udp", "10.1.0.1", 5060)) if isinstance(m, Request)]
@@ -89,7 +73,7 @@ def test_the_vendors_contact_host_may_hang_up_and_answer_our_bye(tmp_path: Path)
     lab_ = lab(tmp_path)
     b_inv, _ = ring(lab_, "a1")
     a_tag = answer(lab_, b_inv, V1, V1_CONTACT)
-    out = lab_.feed(msg("BYE", "a1", "c1", a_tag, 2, CARRIER), CARRIER)
+    out = lab_.feed(request("BYE", "a1", "c1", a_tag, 2, CARRIER), CARRIER)
     (b_bye,) = [m for m in only(out, V1_CONTACT) if isinstance(m, Request)]
     lab_.feed(make_response(b_bye, 200), V1_CONTACT)
     assert lab_.ctrl.calls == {} and lab_.ctrl.gate.drops.counts["unknown_source"] == 0
@@ -100,16 +84,16 @@ def test_another_vendor_or_a_wrong_tag_gets_481_and_an_old_cseq_500(tmp_path: Pa
     b_inv, _ = ring(lab_)
     answer(lab_, b_inv, V1, V1)
     # vendor-2 is a known host, but not this call's
-    out = lab_.feed(msg("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V2), V2)
+    out = lab_.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V2), V2)
     assert [m.status for m in only(out, V2)] == [481]  # type: ignore[union-attr]
-    out = lab_.feed(msg("BYE", b_inv.call_id, "not-v1", b_inv.from_.tag, 2, V1), V1)
+    out = lab_.feed(request("BYE", b_inv.call_id, "not-v1", b_inv.from_.tag, 2, V1), V1)
     assert [m.status for m in only(out, V1)] == [481]  # type: ignore[union-attr]
     # the carrier's host may not speak for the vendor either
-    out = lab_.feed(msg("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, CARRIER), CARRIER)
+    out = lab_.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, CARRIER), CARRIER)
     assert [m.status for m in only(out, CARRIER)] == [481]  # type: ignore[union-attr]
-    out = lab_.feed(msg("INFO", b_inv.call_id, "v1", b_inv.from_.tag, 5, V1), V1)
+    out = lab_.feed(request("INFO", b_inv.call_id, "v1", b_inv.from_.tag, 5, V1), V1)
     assert [m.method for m in only(out, CARRIER)] == ["INFO"]  # type: ignore[union-attr]
-    out = lab_.feed(msg("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 4, V1), V1)
+    out = lab_.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 4, V1), V1)
     assert [m.status for m in only(out, V1)] == [500]  # type: ignore[union-attr]  # §12.2.2
     assert lab_.ctrl.calls and lab_.ctrl.gate.drops.counts["in_dialog"] == 0
 
@@ -139,7 +123,7 @@ def test_a_vendor_removed_by_a_reload_can_still_end_its_live_call(tmp_path: Path
     (tmp_path / "sbc.yaml").write_text(text)
     lab_.ctrl.snapshot = Snapshot.build(load_config(tmp_path))
     assert "10.2.0.1" not in lab_.ctrl.snapshot.peer_hosts
-    out = lab_.feed(msg("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V1), V1)
+    out = lab_.feed(request("BYE", b_inv.call_id, "v1", b_inv.from_.tag, 2, V1), V1)
     assert [m.status for m in only(out, V1)] == [200]  # type: ignore[union-attr]
 
 
@@ -152,9 +136,9 @@ def test_a_late_answer_to_a_relayed_reinvite_after_the_call_ended_is_acked(
     lab_ = lab(tmp_path)
     b_inv, _ = ring(lab_)
     a_tag = answer(lab_, b_inv, V1, V1)
-    out = lab_.feed(msg("INVITE", "a1", "c1", a_tag, 2, CARRIER, SDP), CARRIER)
+    out = lab_.feed(request("INVITE", "a1", "c1", a_tag, 2, CARRIER, SDP), CARRIER)
     (reinvite,) = [m for m in only(out, V1) if isinstance(m, Request)]
-    out = lab_.feed(msg("BYE", "a1", "c1", a_tag, 3, CARRIER), CARRIER)
+    out = lab_.feed(request("BYE", "a1", "c1", a_tag, 3, CARRIER), CARRIER)
     (b_bye,) = [m for m in only(out, V1) if isinstance(m, Request)]
     lab_.feed(make_response(b_bye, 200), V1)
     assert lab_.ctrl.calls == {}
@@ -222,56 +206,44 @@ PBX_TGS = (
 )
 
 
-def register(src: Target, cseq: int, user: str = "pbx1", auth: str = "") -> bytes:
-    extra = f"Authorization: {auth}\r\n" if auth else ""
-    return (
-        f"REGISTER sip:192.0.2.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {src.host}:{src.port};branch=z9hG4bKr{cseq};rport\r\n"
-        f"From: <sip:{user}@192.0.2.1>;tag=r1\r\nTo: <sip:{user}@192.0.2.1>\r\n"
-        f"Call-ID: reg-{src.host}\r\nCSeq: {cseq} REGISTER\r\n"
-        f"Contact: <sip:{user}@{src.host}:{src.port}>\r\nExpires: 300\r\nMax-Forwards: 70\r\n"
-        f"{extra}Content-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_spoofed_failures_cannot_lock_a_carrier_out(tmp_path: Path) -> None:
     """Six REGISTERs 'from' the carrier's address with a made-up nonce and account count
     for nothing (a forged nonce earns a challenge, never a failure); and a nonce fetched at
     one address is no good from another."""
     lab_ = lab(tmp_path, PBX_TGS)
     forged = (
-        'Digest username="nobody", realm="127.0.0.1", nonce="x", uri="sip:192.0.2.1", '
+        'Digest username="nobody", realm="127.0.0.1", nonce="x", uri="sip:127.0.0.1", '
         'response="00", cnonce="c", nc=00000001, qop=auth, algorithm=MD5'
     )
     for i in range(6):
-        (r,) = only(lab_.feed(register(CARRIER, 10 + i, "nobody", forged), CARRIER), CARRIER)
+        (r,) = only(lab_.feed(register_from(CARRIER, 10 + i, "nobody", forged), CARRIER), CARRIER)
         assert isinstance(r, Response) and r.status == 401  # a fresh challenge
     assert lab_.events("auth.blocked") == []
     _, vendor = ring(lab_)  # the carrier still calls
     assert vendor == V1
     # a nonce minted for 10.7.0.1, replayed from 10.7.0.2: challenged again, not counted
     a, b = Target("udp", "10.7.0.1", 5060), Target("udp", "10.7.0.2", 5060)
-    (challenge,) = only(lab_.feed(register(a, 1), a), a)
+    (challenge,) = only(lab_.feed(register_from(a, 1), a), a)
     assert isinstance(challenge, Response)
     params = pick_challenge(challenge.get_all("WWW-Authenticate"))
     assert params is not None
-    auth = authorization(params, "REGISTER", "sip:192.0.2.1", "pbx1", "s3cret")
-    (r,) = only(lab_.feed(register(b, 2, auth=auth), b), b)
+    auth = authorization(params, "REGISTER", "sip:127.0.0.1", "pbx1", "s3cret")
+    (r,) = only(lab_.feed(register_from(b, 2, auth=auth), b), b)
     assert isinstance(r, Response) and r.status == 401
 
 
 def test_a_locked_out_carrier_address_loses_registers_not_calls(tmp_path: Path) -> None:
     lab_ = lab(tmp_path, PBX_TGS)
     for i in range(6):  # real failures from the carrier's own address (a NATed PBX)
-        out = only(lab_.feed(register(CARRIER, 10 * i + 1), CARRIER), CARRIER)
+        out = only(lab_.feed(register_from(CARRIER, 10 * i + 1), CARRIER), CARRIER)
         if not out:
             break
         params = pick_challenge(out[0].get_all("WWW-Authenticate"))  # type: ignore[union-attr]
         assert params is not None
-        auth = authorization(params, "REGISTER", "sip:192.0.2.1", "pbx1", f"wrong{i}")
-        lab_.feed(register(CARRIER, 10 * i + 2, auth=auth), CARRIER)
+        auth = authorization(params, "REGISTER", "sip:127.0.0.1", "pbx1", f"wrong{i}")
+        lab_.feed(register_from(CARRIER, 10 * i + 2, auth=auth), CARRIER)
     (blocked,) = lab_.events("auth.blocked")
     assert blocked["ip"] == "10.1.0.1"
-    assert only(lab_.feed(register(CARRIER, 99), CARRIER), CARRIER) == []  # REGISTER: dropped
+    assert only(lab_.feed(register_from(CARRIER, 99), CARRIER), CARRIER) == []  # REGISTER: dropped
     _, vendor = ring(lab_, "a9")  # INVITE: the carrier's trunk still works
     assert vendor == V1

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sbc.sip.digest import NonceBook, authorization, parse_params, pick_challenge, response
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import BASE, TGS, Lab, lab_with, only, register
+from tests.helpers import BASE, TGS, Lab, lab_with, only, register, vendor_registrar
 
 # RFC 7616 §3.9.1: Mufasa / "Circle of Life", GET /dir/index.html
 RFC7616 = {
@@ -234,16 +234,7 @@ def test_an_unreadable_expires_from_a_vendor_registrar_keeps_what_we_asked(
     """
     lab = lab_with(
         tmp_path,
-        """
-trunk_groups:
-  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1}]}
-  - {name: vendor-1, relationship: vendor-x, direction: termination,
-     trunks: [{type: registration, ip: 127.0.0.1, port: 5090, username: u, password: p,
-               expires: 600}]}
-  - {name: vendor-2, relationship: vendor-x, direction: termination,
-     trunks: [{ip: 127.0.0.1, port: 5082}]}
-""",
+        vendor_registrar(600),
     )
     registrar = Target("udp", "127.0.0.1", 5090)
     lab.ctrl.start(lab.now)

@@ -23,45 +23,23 @@ from sbc.memory import TrimPolicy, trim
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target
-from tests.helpers import CALLER, SDP, TGS, V1, V2, Lab, invite, lab_with, only, sample
+from tests.helpers import (
+    CALLER,
+    SDP,
+    TGS,
+    V1,
+    V2,
+    Lab,
+    invite,
+    lab_with,
+    only,
+    register_from,
+    request,
+    sample,
+)
 
 STRANGER = Target("udp", "127.0.0.2", 5070)
 EVIL_SDP = SDP.replace(b"127.0.0.1", b"127.0.0.2")
-
-
-def request(
-    method: str,
-    call_id: str,
-    from_tag: str,
-    to_tag: str | None,
-    cseq: int,
-    via: Target,
-    body: bytes = b"",
-    extra: str = "",
-) -> bytes:
-    """A request as a peer (or an attacker posing as one) writes it."""
-    to = f";tag={to_tag}" if to_tag is not None else ""
-    ctype = "Content-Type: application/sdp\r\n" if body else ""
-    return (
-        f"{method} sip:sbc@127.0.0.1:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {via.host}:{via.port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
-        f"From: <sip:a@{via.host}>;tag={from_tag}\r\nTo: <sip:b@127.0.0.1>{to}\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}"
-        f"Contact: <sip:x@{via.host}:{via.port}>\r\n{ctype}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def register(src: Target, cseq: int, auth: str = "") -> bytes:
-    """A REGISTER for pbx1 from ``src`` (rport: the answer goes back to the source)."""
-    extra = f"Authorization: {auth}\r\n" if auth else ""
-    return (
-        f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {src.host}:{src.port};branch=z9hG4bKr{cseq};rport\r\n"
-        f"From: <sip:pbx1@127.0.0.1>;tag=r1\r\nTo: <sip:pbx1@127.0.0.1>\r\n"
-        f"Call-ID: reg-{src.host}\r\nCSeq: {cseq} REGISTER\r\n"
-        f"Contact: <sip:pbx1@{src.host}:{src.port}>\r\nExpires: 300\r\nMax-Forwards: 70\r\n"
-        f"{extra}Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def with_policy(lab: Lab, policy: str) -> Lab:
@@ -176,7 +154,7 @@ def test_a_stranger_may_register_where_registration_trunks_exist_and_only_regist
 ) -> None:
     lab = lab_with(tmp_path, TGS)
     pbx = Target("udp", "10.9.9.9", 5077)
-    (challenge,) = only(lab.feed(register(pbx, 1), pbx), pbx)
+    (challenge,) = only(lab.feed(register_from(pbx, 1), pbx), pbx)
     assert isinstance(challenge, Response) and challenge.status == 401
     assert lab.feed(request("OPTIONS", "o1", "t", None, 1, pbx), pbx) == []
 
@@ -237,7 +215,7 @@ def lockout_lab(tmp_path: Path, lockout: str) -> Lab:
 def attempt_register(lab: Lab, src: Target, password: str, cseq: int) -> int | None:
     """One REGISTER, its 401, and the REGISTER with credentials: the final status, or None
     when sbc said nothing."""
-    out = only(lab.feed(register(src, cseq), src), src)
+    out = only(lab.feed(register_from(src, cseq), src), src)
     if not out:
         return None
     (challenge,) = out
@@ -245,7 +223,7 @@ def attempt_register(lab: Lab, src: Target, password: str, cseq: int) -> int | N
     params = pick_challenge(challenge.get_all("WWW-Authenticate"))
     assert params is not None
     auth = authorization(params, "REGISTER", "sip:127.0.0.1", "pbx1", password)
-    out = only(lab.feed(register(src, cseq + 1, auth), src), src)
+    out = only(lab.feed(register_from(src, cseq + 1, auth=auth), src), src)
     return out[0].status if out else None  # type: ignore[union-attr]
 
 

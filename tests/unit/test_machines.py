@@ -24,7 +24,7 @@ from sbc.config.schema import Monitoring
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import Target, TransactionLayer
-from tests.helpers import CALLER, V1, V2, Lab, invite, lab_with, only
+from tests.helpers import CALLER, V1, V2, Lab, invite, lab_with, only, vendor_registrar
 
 
 def test_an_attempts_cancel_waits_for_its_first_provisional() -> None:
@@ -106,16 +106,7 @@ def test_a_vendor_registration_refreshes_at_80_percent_and_retries_every_30_s(
 ) -> None:
     lab = lab_with(
         tmp_path,
-        """
-trunk_groups:
-  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1}]}
-  - {name: vendor-1, relationship: vendor-x, direction: termination,
-     trunks: [{type: registration, ip: 127.0.0.1, port: 5090, username: u, password: p,
-               expires: 100}]}
-  - {name: vendor-2, relationship: vendor-x, direction: termination,
-     trunks: [{ip: 127.0.0.1, port: 5082}]}
-""",
+        vendor_registrar(100),
     )
     ids = (f"id{n}" for n in itertools.count())
     timers = TimerHeap(None)
