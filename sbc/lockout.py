@@ -38,7 +38,6 @@ class Block:
     scope: Scope
     key: str  # the IP or the account name
     failures: int  # failures seen within the window
-    until: float  # ``now`` clock
 
 
 class Lockout:
@@ -80,7 +79,7 @@ class Lockout:
             self._until[(scope, key)] = now + cfg.block_for
             while len(self._until) > MAX_KEYS:  # the oldest block goes first: O(1) each
                 del self._until[next(iter(self._until))]
-            return [Block(scope, key, len(history), now + cfg.block_for)]
+            return [Block(scope, key, len(history))]
         self._failures[(scope, key)] = history  # re-inserted: the dict stays oldest-first
         while len(self._failures) > MAX_KEYS:
             del self._failures[next(iter(self._failures))]

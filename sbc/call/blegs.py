@@ -322,7 +322,7 @@ class BLegs:
         attempt.dialog = Dialog.as_uac(
             attempt.invite, resp, attempt.target, attempt.trunk_group.nat
         )
-        self.host.expect(attempt.call, attempt.dialog.destination().host)
+        self.host.expect(attempt.call, attempt.dialog.target_host)
         attempt.status = resp.status
         attempt.outcome = "answered"
         attempt.phase = Phase.ANSWERED

@@ -195,7 +195,7 @@ class CallController:
         call.keys.append(key)
         if attempt is None:
             self.expect(call, call.source.host)
-            self.expect(call, call.a_dialog.destination().host)
+            self.expect(call, call.a_dialog.target_host)
         else:
             self.expect(call, attempt.target.host)
 

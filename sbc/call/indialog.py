@@ -40,7 +40,7 @@ def caller_peer(
     host = source.host
     return (
         host == origin.host
-        or host == dialog.destination().host
+        or host == dialog.target_host
         or host in snap.hosts.get(trunk_group, ())
     )
 
@@ -54,7 +54,7 @@ def trunk_peer(
     host = source.host
     if host == trunk.host or host in snap.hosts.get(trunk_group, ()):
         return True
-    return dialog is not None and host == dialog.destination().host
+    return dialog is not None and host == dialog.target_host
 
 
 def check(peer: bool, dialog: Dialog | None, req: Request) -> Verdict:

@@ -64,6 +64,14 @@ class Dialog:
             nat,
         )
 
+    @property
+    def target_host(self) -> str:
+        """The host our in-dialog requests are addressed to (first route, else the remote
+        target), as written: what a peer's host is compared with, without resolving or
+        validating it (that is ``destination``'s job, when we send)."""
+        uri = self.route_set[0].uri if self.route_set else self.remote_target
+        return uri.host.strip("[]")
+
     def destination(self) -> Target:
         """Where in-dialog requests go: the first route, else the remote target, else (for
         names we do not resolve, or with NAT handling on) the peer's signaling address."""
