@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -19,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="serve SIP with the configuration in DIR")
     run.add_argument("--config", required=True, metavar="DIR")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    wk = sub.add_parser("worker")  # started by `sbc run` itself (sbc.supervisor), not by hand
+    wk.add_argument("--fd", type=int, required=True)
+    wk.add_argument("--index", type=int, required=True)
+    wk.add_argument("--workers", type=int, required=True)
+    wk.add_argument("--node", type=int, required=True)
+    wk.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check", help="validate the configuration in DIR and exit")
     check.add_argument("--config", required=True, metavar="DIR")
     sub.add_parser("schema", help="print the configuration's JSON Schema")
@@ -103,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from sbc import log as logmod
-    from sbc.runtime import serve
 
     log = logmod.setup(args.log_level)
     try:
@@ -112,7 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         log.warning("uvloop.missing")
+    if args.command == "worker":
+        from sbc import worker
+
+        return asyncio.run(worker.serve(args.fd, args.index, args.workers, args.node, log))
     try:
+        workers = load_config(args.config).node.workers or (os.cpu_count() or 1)
+        if workers > 1:
+            from sbc import supervisor
+
+            return asyncio.run(supervisor.serve(args.config, log, workers, args.log_level))
+        from sbc.runtime import serve
+
         return asyncio.run(serve(args.config, log))
     except ConfigError as e:
         log.error("config.invalid", file=e.file, line=e.line, field=e.field, error=e.message)

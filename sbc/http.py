@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-Handler = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
+Answer = tuple[int, str, bytes]  # (status, content type, body)
+# A node's supervisor answers from its workers' replies: its handlers are coroutines.
+Handler = Callable[[], Answer] | Callable[[], Awaitable[Answer]]
 
 MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
@@ -18,7 +20,7 @@ REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Req
 
 
 class HttpServer:
-    def __init__(self, routes: dict[str, Handler]) -> None:
+    def __init__(self, routes: Mapping[str, Handler]) -> None:
         self.routes = routes
         self.server: asyncio.AbstractServer | None = None
 
@@ -36,7 +38,10 @@ class HttpServer:
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             writer.close()
             return
-        status, ctype, body = self._answer(head[:MAX_HEAD])
+        answer = self._answer(head[:MAX_HEAD])
+        if not isinstance(answer, tuple):
+            answer = await answer
+        status, ctype, body = answer
         reply = (
             f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -46,7 +51,7 @@ class HttpServer:
             await writer.drain()
         writer.close()
 
-    def _answer(self, head: bytes) -> tuple[int, str, bytes]:
+    def _answer(self, head: bytes) -> Answer | Awaitable[Answer]:
         parts = head.split(b"\r\n", 1)[0].split()
         if len(parts) != 3:
             return 400, "text/plain", b"bad request\n"

@@ -56,6 +56,12 @@ class Lockout:
         del self._until[(scope, key)]
         return False
 
+    def block(self, scope: Scope, key: str, until: float) -> None:
+        """A block another worker of the node started (sbc.worker)."""
+        self._until[(scope, key)] = until
+        while len(self._until) > MAX_KEYS:
+            del self._until[next(iter(self._until))]
+
     def failed(self, cfg: LockoutConfig, ip: str, account: str, now: float) -> list[Block]:
         """One failed authentication from ``ip`` for ``account`` ("" when none was named):
         the blocks it starts."""

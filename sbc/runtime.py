@@ -17,20 +17,21 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import audit, memory, status
+from sbc import memory, status
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
-from sbc.config.loader import ConfigError, host_port, load_config
+from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
 from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier
+from sbc.reloads import Reloads
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Denied, StateCommand
@@ -38,6 +39,32 @@ from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
 from sbc.webhook import post_json
+
+if TYPE_CHECKING:
+    from sbc.state import Binding
+    from sbc.transport import Sink
+
+
+class Worker(Protocol):
+    """What a worker of several (sbc.worker) takes over from a lone node's runtime."""
+
+    index: int
+    leader: bool
+
+    @property
+    def sink(self) -> Sink: ...  # the steering step in front of on_message
+
+    @property
+    def steered(self) -> tuple[int, int]: ...  # (handed on, lost)
+
+    def state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]: ...
+
+    def cdrs(self, records: list[dict[str, Any]]) -> None: ...
+
+    def changed(self, now: float) -> None: ...
+
+    def noticed(self, notices: list[Notice]) -> None: ...
+
 
 WARN_EVENTS = frozenset(
     (
@@ -60,15 +87,26 @@ WARN_EVENTS = frozenset(
 
 
 class Runtime:
-    def __init__(self, config_dir: str | Path, log: Any) -> None:
+    """The node's one process, or one worker of several (``worker``, sbc.worker): then the
+    supervisor owns the admin endpoints, the CDR and audit files, reloads and systemd."""
+
+    def __init__(
+        self,
+        config_dir: str | Path,
+        log: Any,
+        snapshot: Snapshot | None = None,
+        worker: Worker | None = None,
+    ) -> None:
         self.config_dir = Path(config_dir)
         self.log = log
-        self.notifier = Notifier()
-        snapshot = Snapshot.build(load_config(self.config_dir))
+        self.worker = worker
+        self.notifier = Notifier("" if worker else None)
+        snapshot = snapshot or Snapshot.build(load_config(self.config_dir))
         t = snapshot.config.node.timers
         self.layer = TransactionLayer(TimerConfig(t.t1, t.t2, t.t4))
         self.memory = MemoryStore()
         self.controller = CallController(self.layer, snapshot, self.memory)
+        self.controller.leader = worker is None or worker.leader
         state = snapshot.config.node.state
         self.metrics = Metrics(
             SbcCollector(lambda: self.controller, self.layer, self.now, self.gauges)
@@ -83,7 +121,7 @@ class Runtime:
                 log=log,
                 lease_ttl=state.lease_ttl,
                 timeout=state.timeout,
-                node_id=state.node_id,
+                node_id=state.node_id + (f"-w{worker.index}" if worker else ""),
                 on_rtt=self.metrics.observe_redis,
             )
         self.executor = Executor(
@@ -99,9 +137,8 @@ class Runtime:
         node = snapshot.config.node
         self.cdrs = JsonLines(node.cdr.path)
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
-        self.audit = JsonLines(node.audit.path) if node.audit.path else None
+        self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         self.http: list[HttpServer] = []
-        self.reloads: dict[str, int] = {"accepted": 0, "refused": 0}
         self.started_at = time.time()
         self.draining_since: float | None = None
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
@@ -124,10 +161,15 @@ class Runtime:
         if self.media is not None:
             await self.media.start()
         node = self.controller.snapshot.config.node
+        # Workers share each listening socket's address; the kernel spreads peers over them.
+        shared = self.worker is not None
+        sink = self.worker.sink if self.worker is not None else self
         for listen in node.listen:
             if listen.transport == "udp":
                 _, proto = await loop.create_datagram_endpoint(
-                    lambda: UdpEndpoint(self), local_addr=(listen.address, listen.port)
+                    lambda: UdpEndpoint(sink),
+                    local_addr=(listen.address, listen.port),
+                    reuse_port=shared or None,
                 )
                 self.udp[(listen.address, listen.port)] = proto
                 sock = proto.transport.get_extra_info("socket") if proto.transport else None
@@ -136,12 +178,28 @@ class Runtime:
                 self.udp_out = self.udp_out or proto
             elif listen.transport == "tcp":
                 server = await loop.create_server(
-                    lambda: TcpConnection(self.tcp), listen.address, listen.port, reuse_address=True
+                    lambda: TcpConnection(self.tcp),
+                    listen.address,
+                    listen.port,
+                    reuse_address=True,
+                    reuse_port=shared or None,
                 )
                 self._servers.append(server)
         self.log.info(
             "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
         )
+        if self.worker is None:
+            await self._serve_admin()
+        now = self.now()
+        self.controller.start(now)  # outbound registrations, trunk monitoring
+        self._pump(now)
+        self.notifier.ready(self._summary())
+        if self.notifier.watchdog:
+            self._spawn(self._watchdog(self.notifier.watchdog))
+        self._spawn(self._memory_keeper())
+
+    async def _serve_admin(self) -> None:
+        node = self.controller.snapshot.config.node
         # /metrics may face a Prometheus server; /status (call state) only the admin listener.
         endpoints = (
             (node.metrics.listen, {"/metrics": self._metrics}),
@@ -156,14 +214,7 @@ class Runtime:
                 http = HttpServer(routes)
                 await http.start(*hp)
                 self.http.append(http)
-        self._audit("config.loaded", changes=audit.changes(None, self.controller.snapshot.config))
-        now = self.now()
-        self.controller.start(now)  # outbound registrations
-        self._pump(now)
-        self.notifier.ready(self._summary())
-        if self.notifier.watchdog:
-            self._spawn(self._watchdog(self.notifier.watchdog))
-        self._spawn(self._memory_keeper())
+        self.reloads.loaded(self.controller.snapshot.config)
 
     async def _memory_keeper(self, period: float = 10.0) -> None:
         """Every ``period`` s: once a busy node is quiet again, give the allocator's free
@@ -204,8 +255,7 @@ class Runtime:
         if self._timer is not None:
             self._timer.cancel()
         self.cdrs.close()
-        if self.audit is not None:
-            self.audit.close()
+        self.reloads.close()
 
     # --- drain --------------------------------------------------------------------------------
 
@@ -258,11 +308,16 @@ class Runtime:
         ctrl = self.controller
         self.executor.pump(now)
         if ctrl.notices:
-            self._log(ctrl.pop_notices())
+            notices = ctrl.pop_notices()
+            self._log(notices)
+            if self.worker is not None:
+                self.worker.noticed(notices)
         if ctrl.cdrs:
             self.write_cdrs(ctrl.pop_cdrs())
         if self._idle is not None and not ctrl.busy:
             self._idle.set()
+        if self.worker is not None:
+            self.worker.changed(now)
         for data, target in self.layer.datagrams_to_send():
             if target.transport == "udp":
                 if self.udp_out is not None:
@@ -273,9 +328,11 @@ class Runtime:
 
     def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """A state-store command: the memory store decides at once, Redis maybe later."""
-        if self.redis is None:
-            return True, self.memory.execute(cmd, now)
-        return self.redis.submit(cmd, now)
+        if self.redis is not None:
+            return self.redis.submit(cmd, now)
+        if self.worker is not None:
+            return self.worker.state(cmd, now)
+        return True, self.memory.execute(cmd, now)
 
     def _spawn(self, coro: Any) -> None:
         assert self.loop is not None
@@ -284,6 +341,9 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     def write_cdrs(self, records: list[dict[str, Any]]) -> None:
+        if self.worker is not None:
+            self.worker.cdrs(records)
+            return
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
 
@@ -346,23 +406,18 @@ class Runtime:
         return ok
 
     def _reload(self) -> bool:
-        try:
-            snapshot = Snapshot.build(load_config(self.config_dir))
-        except ConfigError as e:
-            self.reloads["refused"] += 1
-            self.log.error(
-                "config.reload_failed", file=e.file, line=e.line, field=e.field, error=e.message
-            )
-            error = {"file": e.file, "line": e.line, "field": e.field, "message": e.message}
-            self._audit("config.reload_refused", error=error)
+        snapshot = self.reloads.load(self.controller.snapshot.config)
+        if snapshot is None:
             return False
-        old = self.controller.snapshot.config
-        self.reloads["accepted"] += 1
-        self.controller.snapshot = snapshot
         node = snapshot.config.node
         if node.cdr.path != str(self.cdrs.path):
             self.cdrs.reopen(node.cdr.path)
-        self._audit("config.reloaded", changes=audit.changes(old, snapshot.config))
+        self.swap(snapshot)
+        return True
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve with ``snapshot`` from now on (validated by whoever built it)."""
+        self.controller.snapshot = snapshot
         if snapshot.config.node.rtpengine:
             if self.media is None:  # the first rtpengine: a client of its own
                 self.media = media_client(snapshot, self.log, self.metrics.observe_rtpengine)
@@ -372,30 +427,41 @@ class Runtime:
                 self.media.set_nodes(rtpengine_nodes(snapshot))
                 self.media.timeout, self.media.retries = m.timeout, m.retries
                 self.media.down_for = m.down_for
-        self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
+        if self.worker is None:  # a node's supervisor says it once for all its workers
+            self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
         now = self.now()
         self.controller.start(now)
         self._pump(now)
-        return True
+
+    def apply_binding(self, binding: Binding) -> None:
+        """A registration another worker took (or removed: expires_at 0)."""
+        if binding.expires_at:
+            self.memory.bind(binding)
+        else:
+            self.memory.unbind(binding.trunk_group, binding.username)
 
     # --- audit, metrics, status ---------------------------------------------------------------
 
-    def _audit(self, event: str, **fields: Any) -> None:
-        """One audit record: in the log always, and in node.audit.path when set."""
-        record = {"time": iso(time.time()), "event": event, "directory": str(self.config_dir)}
-        record.update(fields)
-        if "changes" in fields:
-            record["summary"] = audit.summary(fields["changes"])
-        self.log.info(
-            "config.audit", **{k: v for k, v in record.items() if k != "event"}, action=event
-        )
-        if self.audit is not None:
-            try:
-                self.audit.write(record)
-            except OSError as e:
-                self.log.error("audit.write_failed", path=str(self.audit.path), error=str(e))
-
     def gauges(self) -> list[tuple[str, str, float]]:
+        if self.worker is not None:  # the supervisor adds the node's own (CDRs, reloads)
+            handed, lost = self.worker.steered
+            return [
+                (
+                    "sbc_steered_total",
+                    "Datagrams handed to the worker that owns their Call-ID.",
+                    float(handed),
+                ),
+                (
+                    "sbc_steer_lost_total",
+                    "Datagrams whose owner could not take them (restarting, or its queue full).",
+                    float(lost),
+                ),
+                (
+                    "sbc_draining",
+                    "1 while the node drains after SIGTERM.",
+                    1.0 if self.draining_since is not None else 0.0,
+                ),
+            ]
         return [
             (
                 "sbc_draining",
@@ -413,24 +479,17 @@ class Runtime:
                 "CDR records lost: the file was unwritable and the backlog full.",
                 float(self.spool.dropped),
             ),
-            (
-                "sbc_config_reloads_accepted_total",
-                "Reloads swapped in.",
-                float(self.reloads["accepted"]),
-            ),
-            (
-                "sbc_config_reloads_refused_total",
-                "Reloads refused (invalid config).",
-                float(self.reloads["refused"]),
-            ),
+            *self.reloads.gauges(),
         ]
 
     def _metrics(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
+    def memory_report(self) -> dict[str, Any]:
+        return memory.report(self.controller, self.layer)
+
     def _memory(self) -> tuple[int, str, bytes]:
-        report = memory.report(self.controller, self.layer)
-        return 200, "application/json", json.dumps(report, indent=1).encode()
+        return 200, "application/json", json.dumps(self.memory_report(), indent=1).encode()
 
     def status(self) -> dict[str, Any]:
         """Live state for `sbc status` (sbc.status)."""
@@ -444,6 +503,8 @@ class Runtime:
             "cdr_records": self.cdrs.written,
             "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
         }
+        if self.worker is not None:
+            node["worker"] = self.worker.index
         return status.report(self.controller, self.now(), node)
 
     def _status(self) -> tuple[int, str, bytes]:
@@ -477,12 +538,7 @@ def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
 async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:
     runtime = Runtime(config_dir, log)
     await runtime.start()
-    # Calls are short-lived object graphs freed mostly by reference counting; keep the
-    # long-lived startup heap out of the cyclic collector and run it less often, so a full
-    # collection does not stall the loop while datagrams queue up.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    tune_gc()
     stop = stop or asyncio.Event()
     drain = asyncio.Event()
 
@@ -504,6 +560,15 @@ async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = N
     log.info("sbc.stopping", calls=len(runtime.controller.calls))
     await runtime.stop()
     return 0
+
+
+def tune_gc() -> None:
+    """Calls are short-lived object graphs freed mostly by reference counting: keep the
+    long-lived startup heap out of the cyclic collector and run it less often, so a full
+    collection does not stall the loop while datagrams queue up."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def _first(main: Any, interrupt: Any) -> bool:

@@ -111,6 +111,7 @@ class CallController:
         self.refusals: Counter[tuple[str, str]] = Counter()  # (trunk group, reason)
         self.registrations = Registrations(self.out, self._timers, new_id)  # ours, at vendors
         self.monitor = Monitor(self._timers)  # OPTIONS pings and trunk health; survives reloads
+        self.leader = True  # False in workers but the first: they neither ping nor register
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
         self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
         self.blegs = BLegs(self.out, self.media, self, self._timers)
@@ -424,9 +425,11 @@ class CallController:
         """Bring outbound registrations and trunk monitoring in line with the snapshot: at
         startup and on reload (health carries over; a trunk no longer monitored stops)."""
         trunk_groups = self.snapshot.config.trunk_groups
-        self.monitor.reconcile(watched(trunk_groups, trunk_target), now)
-        actions = self.registrations.reconcile(trunk_target, now)
-        self._registered(actions, now)
+        if self.leader:
+            self.monitor.reconcile(watched(trunk_groups, trunk_target), now)
+            self._registered(self.registrations.reconcile(trunk_target, now), now)
+        else:  # another worker pings and registers; we hunt with its view (sbc.workview)
+            self.monitor.monitored = watched(trunk_groups, trunk_target)
         self._tick_if_needed(now)
 
     # --- statistics and metric triggers -------------------------------------------------------

@@ -39,9 +39,7 @@ def caller_peer(
     group is none of these."""
     host = source.host
     return (
-        host == origin.host
-        or host == dialog.target_host
-        or host in snap.hosts.get(trunk_group, ())
+        host == origin.host or host == dialog.target_host or host in snap.hosts.get(trunk_group, ())
     )
 
 

@@ -184,6 +184,13 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     listen: Annotated[list[Listen], d("Sockets to serve SIP on.")] = field(
         default_factory=lambda: [Listen()]
     )
+    workers: Annotated[
+        int,
+        d(
+            "Worker processes sharing the SIP sockets (SO_REUSEPORT), each running the whole call path; 0 = one per CPU core, 1 = a single process with no supervisor."
+        ),
+        Meta(ge=0, le=64),
+    ] = 0
     switch_ip: Annotated[str, d("Address peers are told to send to (Via, Contact, SDP).")] = (
         "127.0.0.1"
     )

@@ -29,6 +29,9 @@ REDIS_PORT = 6390
 TTL = 3
 CONFIG = """
 node:
+  # A fleet of one-process nodes: with workers each is a fleet node itself (node_id-wN),
+  # and these tests count nodes
+  workers: 1
   listen: [{{address: 127.0.0.1, port: {port}, transport: udp}}]
   state: {{backend: redis, url: "redis://127.0.0.1:{redis}/0", lease_ttl: {ttl}, timeout: 0.3,
           node_id: node-{port}}}

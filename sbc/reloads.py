@@ -1,0 +1,74 @@
+"""Loading the configuration directory on SIGHUP, and the audit trail of every load.
+
+One place for what a lone node (sbc.runtime) and a node's supervisor (sbc.supervisor) both
+do: validate the whole directory; refuse it with file, line and field named and change
+nothing, or accept it; count both; write an audit record of either (in the log always, and
+in ``node.audit.path`` when set).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sbc import audit
+from sbc.cdr import JsonLines, iso
+from sbc.config.loader import ConfigError, load_config
+from sbc.config.schema import Config
+from sbc.config.snapshot import Snapshot
+
+
+class Reloads:
+    def __init__(self, config_dir: Path, log: Any, audit_path: str) -> None:
+        self.config_dir = config_dir
+        self.log = log
+        self.file = JsonLines(audit_path) if audit_path else None
+        self.counts = {"accepted": 0, "refused": 0}
+
+    def loaded(self, config: Config) -> None:
+        self.record("config.loaded", changes=audit.changes(None, config))
+
+    def load(self, old: Config) -> Snapshot | None:
+        """The directory as a new snapshot, or None (refused, logged, audited)."""
+        try:
+            snapshot = Snapshot.build(load_config(self.config_dir))
+        except ConfigError as e:
+            self.counts["refused"] += 1
+            self.log.error(
+                "config.reload_failed", file=e.file, line=e.line, field=e.field, error=e.message
+            )
+            error = {"file": e.file, "line": e.line, "field": e.field, "message": e.message}
+            self.record("config.reload_refused", error=error)
+            return None
+        self.counts["accepted"] += 1
+        self.record("config.reloaded", changes=audit.changes(old, snapshot.config))
+        return snapshot
+
+    def record(self, event: str, **fields: Any) -> None:
+        record = {"time": iso(time.time()), "event": event, "directory": str(self.config_dir)}
+        record.update(fields)
+        if "changes" in fields:
+            record["summary"] = audit.summary(fields["changes"])
+        self.log.info(
+            "config.audit", **{k: v for k, v in record.items() if k != "event"}, action=event
+        )
+        if self.file is not None:
+            try:
+                self.file.write(record)
+            except OSError as e:
+                self.log.error("audit.write_failed", path=str(self.file.path), error=str(e))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def gauges(self) -> list[tuple[str, str, float]]:
+        return [
+            ("sbc_config_reloads_accepted_total", "Reloads swapped in.", self.counts["accepted"]),
+            (
+                "sbc_config_reloads_refused_total",
+                "Reloads refused (invalid config).",
+                self.counts["refused"],
+            ),
+        ]

@@ -1,0 +1,63 @@
+"""Which worker owns a SIP message: one cheap rule every worker computes alike. Pure.
+
+With ``node.workers`` > 1, every worker binds the SIP port with SO_REUSEPORT, and the kernel
+picks a socket by the 4-tuple: every message from one peer socket (a carrier trunk always
+sending from 5060, one sipp UAC) lands on one worker. So a worker that reads a datagram asks
+``owner(call_id)``; a message another worker owns is handed to it whole (sbc.worker), and
+the owner answers from its own socket on the same address, so peers see one SBC.
+
+The owner is the Call-ID's CRC-32 modulo the number of workers:
+
+- an A-leg's Call-ID is the caller's: its calls spread over the workers by their Call-IDs,
+  like Kamailio's children share one socket;
+- every id a worker mints (sbc.sip.ids) is drawn until it hashes to that worker, so a
+  B-leg's Call-ID names its owner: a vendor's responses and in-dialog requests steer home.
+
+Any Call-ID a stranger invents only picks which worker checks it; each worker checks
+everything (sbc.call.gate, sbc.call.indialog). TCP is not steered: a connection stays with
+the worker that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses).
+"""
+
+from __future__ import annotations
+
+from zlib import crc32
+
+# RFC 3261 §7.3.3 / §20.8: "Call-ID" or its compact form "i", any case, optional spaces
+# before the colon. The common spellings are found with one bytes.find each.
+_EXACT = (b"\nCall-ID:", b"\nCall-Id:", b"\ni:", b"\nCALL-ID:", b"\ncall-id:")
+
+
+def call_id(data: bytes) -> bytes | None:
+    """The Call-ID of a raw SIP message, or None when the headers name none (the owner
+    then parses it and answers 400). Only the header section is searched."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[: end + 2]
+    for name in _EXACT:
+        at = head.find(name)
+        if at >= 0:
+            return _value(head, at + len(name))
+    lower = head.lower()  # rare spellings: "call-ID  :" and the like
+    at = lower.find(b"\ncall-id")
+    while at >= 0:
+        colon = at + 8
+        while colon < len(lower) and lower[colon] in b" \t":
+            colon += 1
+        if colon < len(lower) and lower[colon] == 0x3A:
+            return _value(head, colon + 1)
+        at = lower.find(b"\ncall-id", at + 1)
+    return None
+
+
+def _value(head: bytes, start: int) -> bytes:
+    end = head.find(b"\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+def owner(cid: bytes, workers: int) -> int:
+    """The worker (0..workers-1) that owns every message with this Call-ID."""
+    return crc32(cid) % workers
+
+
+def owns(cid: str, worker: int, workers: int) -> bool:
+    """Whether an id we are about to mint would steer to ``worker``."""
+    return workers <= 1 or crc32(cid.encode()) % workers == worker

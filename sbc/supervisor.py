@@ -1,0 +1,357 @@
+"""A node of ``node.workers`` processes: the supervisor starts them, shares what they must
+agree on, and is the one process systemd, Prometheus and the NOC talk to.
+
+    supervisor ── link (sbc.ipc) ── worker 0 (leader: pings, registers at vendors)
+               ├─ link ────────── worker 1 ...
+    each worker: the SIP port (SO_REUSEPORT), its steering socket (sbc.worker), rtpengine
+
+The supervisor holds no call. It keeps:
+- **the limits**: one memory store (sbc.state.memory) decides every worker's Acquire, so
+  ports, CPS and capacity groups hold exactly across workers; a worker's leases go back the
+  moment it dies (the Redis backend needs none of this: each worker is a fleet node);
+- **registrations**, passed on to every worker, and to a restarted one whole;
+- **the node's files and endpoints**: one CDR file, one audit log, /metrics, /status and
+  /memory merged from the workers' (sbc.aggregate), and systemd's notifications;
+- **reload and drain**: SIGHUP validates the directory once and hands every worker the same
+  snapshot, or refuses it and changes nothing; SIGTERM drains every worker and waits.
+
+A worker that dies is logged (``worker.died``) and started again; its calls are lost, the
+others' are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sbc import aggregate, ipc
+from sbc.cdr import JsonLines, Spool, iso
+from sbc.config.loader import host_port, load_config
+from sbc.config.snapshot import Snapshot
+from sbc.http import HttpServer
+from sbc.notify import Notifier
+from sbc.reloads import Reloads
+from sbc.state import Acquire, Binding, Release
+from sbc.state.memory import MemoryStore
+
+ASK_TIMEOUT = 2.0  # seconds a worker has to answer a scrape
+RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd+ death in a minute
+OWN_METRICS = (  # the supervisor's own, after the workers' merged (name, help, type)
+    ("sbc_workers", "Workers running.", "gauge"),
+    ("sbc_worker_restarts", "Workers started again after dying.", "counter"),
+    ("sbc_cdr_records", "CDR records written.", "counter"),
+    ("sbc_cdr_backlog", "CDR records waiting for a writable file.", "gauge"),
+    ("sbc_cdr_dropped", "CDR records lost: file unwritable, backlog full.", "counter"),
+    ("sbc_config_reloads_accepted", "Reloads swapped in.", "counter"),
+    ("sbc_config_reloads_refused", "Reloads refused (invalid config).", "counter"),
+)
+
+
+class WorkerProcess:
+    """The supervisor's side of one worker."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.link: ipc.Link | None = None
+        self.leases: set[str] = set()
+        self.hello = asyncio.Event()  # its steering socket is bound
+        self.steer_port = 0
+        self.ready = asyncio.Event()  # it serves SIP
+        self.started = 0.0
+        self.restarts = 0
+        self.deaths: list[float] = []
+
+
+class Supervisor:
+    def __init__(self, config_dir: str | Path, log: Any, workers: int, log_level: str) -> None:
+        self.config_dir = Path(config_dir)
+        self.log = log
+        self.log_level = log_level
+        self.snapshot = Snapshot.build(load_config(self.config_dir))
+        node = self.snapshot.config.node
+        self.memory = MemoryStore()
+        self.cdrs = JsonLines(node.cdr.path)
+        self.spool = Spool(self.cdrs)
+        self.reloads = Reloads(self.config_dir, log, node.audit.path)
+        self.notifier = Notifier()
+        self.workers = [WorkerProcess(i) for i in range(workers)]
+        self.view: dict[str, Any] | None = None  # the leader's, for a restarted follower
+        self.started_at = time.time()
+        self.draining_since: float | None = None
+        self.http: list[HttpServer] = []
+        self._asks: dict[int, asyncio.Future[Any]] = {}
+        self._ask_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- workers ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for w in self.workers:
+            await self._spawn(w)
+        # No worker serves SIP before every steering socket exists: nothing steered is lost.
+        await asyncio.gather(*(w.hello.wait() for w in self.workers))
+        for w in self.workers:
+            self._send_start(w)
+        await asyncio.gather(*(w.ready.wait() for w in self.workers))
+        node = self.snapshot.config.node
+        for address, routes in (
+            (node.metrics.listen, {"/metrics": self._metrics}),
+            (node.admin.listen, {"/status": self._status, "/metrics": self._metrics}),
+        ):
+            hp = host_port(address) if address else None
+            if hp is not None:
+                http = HttpServer({**routes, "/memory": self._memory})
+                await http.start(*hp)
+                self.http.append(http)
+        self.reloads.loaded(self.snapshot.config)
+        self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid())
+        self.notifier.ready(await self._summary())
+        if self.notifier.watchdog:
+            self._task(self._watchdog(self.notifier.watchdog))
+
+    async def _spawn(self, w: WorkerProcess) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        w.hello.clear()
+        w.ready.clear()
+        w.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sbc.cli", "worker", "--fd", str(theirs.fileno()),
+            "--index", str(w.index), "--workers", str(len(self.workers)),
+            "--node", str(os.getpid()), "--log-level", self.log_level,
+            pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
+        )  # fmt: skip
+        theirs.close()
+        w.started = time.monotonic()
+        w.link = await ipc.connect(ours, lambda msg: self._on_message(w, msg), lambda: None)
+        self._task(self._watch(w, w.proc))
+
+    def _send_start(self, w: WorkerProcess) -> None:
+        bindings = list(self.memory.bindings.values())
+        if w.link is not None:
+            peers = self._peers()
+            w.link.send("start", peers, str(self.config_dir), self.snapshot, bindings, self.view)
+            self._others(w, "peers", peers)
+
+    def _peers(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", w.steer_port) for w in self.workers]
+
+    async def _watch(self, w: WorkerProcess, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if w.link is not None:
+            w.link.close()
+        for lease in w.leases:  # its calls are gone: so are their ports
+            self.memory.release(lease)
+        released, w.leases = len(w.leases), set()
+        if self.draining_since is not None:
+            return
+        now = time.monotonic()
+        w.deaths = [t for t in w.deaths if t > now - 60] + [now]
+        delay = RESTART_DELAYS[min(len(w.deaths), len(RESTART_DELAYS)) - 1]
+        self.log.error(
+            "worker.died", worker=w.index, pid=proc.pid, code=code, ports_released=released,
+            restart_in=delay,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        if self.draining_since is None:
+            w.restarts += 1
+            await self._spawn(w)
+            await w.hello.wait()
+            self._send_start(w)
+
+    def _on_message(self, w: WorkerProcess, msg: ipc.Message) -> None:
+        kind = msg[0]
+        if kind == "acquire":
+            cmd: Acquire = msg[1]
+            denied = self.memory.acquire(cmd.lease, cmd.scopes, time.monotonic())
+            if denied is None:
+                w.leases.add(cmd.lease)
+            assert w.link is not None
+            w.link.send("verdict", cmd.token, denied)
+        elif kind == "release":
+            rel: Release = msg[1]
+            self.memory.release(rel.lease)
+            w.leases.discard(rel.lease)
+        elif kind == "cdrs":
+            for event, fields in self.spool.write(msg[1]):
+                self.log.error(event, **fields)
+        elif kind == "bind":
+            self._bind(w, msg[1])
+        elif kind == "view":
+            self.view = msg[1]
+            self._others(w, "view", self.view)
+        elif kind == "answer":
+            future = self._asks.pop(msg[1], None)
+            if future is not None and not future.done():
+                future.set_result(msg[2])
+        elif kind == "hello":
+            w.steer_port = msg[1]
+            w.hello.set()
+        elif kind == "ready":
+            w.ready.set()
+            self.log.info("worker.started", worker=w.index, pid=msg[1])
+
+    def _bind(self, w: WorkerProcess, b: Binding) -> None:
+        if b.expires_at:
+            self.memory.bind(b)
+        else:
+            self.memory.unbind(b.trunk_group, b.username)
+        self._others(w, "bind", b)
+
+    def _others(self, w: WorkerProcess, *msg: Any) -> None:
+        for other in self.workers:
+            if other is not w and other.link is not None:
+                other.link.send(*msg)
+
+    async def ask(self, what: str) -> list[Any]:
+        """Every ready worker's answer (metrics, status or memory); a silent one is skipped."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for w in self.workers:
+            if w.link is not None and w.ready.is_set():
+                request = next(self._ask_ids)
+                future: asyncio.Future[Any] = loop.create_future()
+                self._asks[request] = future
+                w.link.send("ask", request, what)
+                futures.append((request, future))
+        answers = []
+        for request, future in futures:
+            try:
+                answers.append(await asyncio.wait_for(future, ASK_TIMEOUT))
+            except TimeoutError:
+                self._asks.pop(request, None)
+        return answers
+
+    # --- reload and drain ---------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: every worker gets the same validated snapshot, or none does."""
+        self.notifier.reloading()
+        snapshot = self.reloads.load(self.snapshot.config)
+        if snapshot is not None:
+            self.snapshot = snapshot
+            node = snapshot.config.node
+            if node.cdr.path != str(self.cdrs.path):
+                self.cdrs.reopen(node.cdr.path)
+            for w in self.workers:
+                if w.link is not None:
+                    w.link.send("snapshot", snapshot)
+            self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
+        self.notifier.ready(f"{len(self.workers)} workers")
+
+    async def drain(self) -> None:
+        """SIGTERM to every worker (each drains as a lone node does); wait for all."""
+        self.draining_since = time.time()
+        calls = sum(r["node"]["calls"] for r in await self.ask("status"))
+        self.notifier.stopping(f"draining: {calls} calls left")
+        self.log.info("sbc.draining", workers=len(self.workers), calls=calls)
+        self.signal_all(signal.SIGTERM)
+        await asyncio.gather(*(w.proc.wait() for w in self.workers if w.proc is not None))
+        self.log.info("sbc.drained")
+
+    def signal_all(self, sig: int) -> None:
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                os.kill(w.proc.pid, sig)
+
+    async def stop(self) -> None:
+        for http in self.http:
+            http.close()
+        self.signal_all(signal.SIGKILL)
+        for task in list(self._tasks):
+            task.cancel()
+        self.cdrs.close()
+        self.reloads.close()
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def _summary(self) -> str:
+        reports = await self.ask("status")
+        calls = sum(r["node"]["calls"] for r in reports)
+        return f"{len(reports)} workers, {calls} calls up"
+
+    async def _watchdog(self, period: float) -> None:
+        while True:
+            self.notifier.ping(await self._summary())
+            await asyncio.sleep(period)
+
+    async def _metrics(self) -> tuple[int, str, bytes]:
+        values = (
+            self._running(),
+            self._restarts(),
+            self.cdrs.written,
+            len(self.spool.backlog),
+            self.spool.dropped,
+            self.reloads.counts["accepted"],
+            self.reloads.counts["refused"],
+        )
+        own = [(*meta, value) for meta, value in zip(OWN_METRICS, values, strict=True)]
+        text = "".join(aggregate.gauge(name, doc, value, kind) for name, doc, kind, value in own)
+        body = aggregate.merge_metrics(await self.ask("metrics"), text)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", body
+
+    def _restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
+
+    def _running(self) -> int:
+        return sum(1 for w in self.workers if w.proc and w.proc.returncode is None)
+
+    async def status(self) -> dict[str, Any]:
+        reports = await self.ask("status")
+        node = {
+            "pid": os.getpid(),
+            "started": iso(self.started_at),
+            "config": str(self.config_dir),
+            "config_loaded": iso(self.snapshot.loaded_at),
+            "draining_since": iso(self.draining_since),
+            "calls": sum(r["node"]["calls"] for r in reports),
+            "cdr_records": self.cdrs.written,
+            "cdr_path": str(self.cdrs.path.absolute()),
+            "workers": [{k: r["node"][k] for k in ("worker", "pid", "calls")} for r in reports],
+            "worker_restarts": self._restarts(),
+        }
+        return aggregate.merge_status(reports, node)
+
+    async def _status(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", json.dumps(await self.status(), indent=1).encode()
+
+    async def _memory(self) -> tuple[int, str, bytes]:
+        body = {"workers": await self.ask("memory")}
+        return 200, "application/json", json.dumps(body, indent=1).encode()
+
+    def _task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def serve(config_dir: str | Path, log: Any, workers: int, log_level: str) -> int:
+    sup = Supervisor(config_dir, log, workers, log_level)
+    await sup.start()
+    drain, stop = asyncio.Event(), asyncio.Event()
+
+    def terminate() -> None:
+        """The first SIGTERM (or SIGINT) drains every worker; a second one ends them now."""
+        if drain.is_set() and not stop.is_set():
+            log.warning("sbc.drain_aborted")
+            sup.signal_all(signal.SIGTERM)  # a worker's second SIGTERM: exit at once
+            stop.set()
+        drain.set()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGINT, terminate)
+    loop.add_signal_handler(signal.SIGHUP, sup.reload)
+    await drain.wait()
+    await sup.drain()  # a second SIGTERM makes the workers exit at once
+    log.info("sbc.stopping")
+    await sup.stop()
+    return 0

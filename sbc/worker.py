@@ -1,0 +1,254 @@
+"""One worker of a node with ``node.workers`` > 1: a whole call path (sbc.runtime) in its own
+process, and what it shares with the supervisor (sbc.supervisor) over its link (sbc.ipc).
+
+- **Steering.** Each worker binds the SIP port with SO_REUSEPORT. A datagram whose Call-ID
+  another worker owns (sbc.sip.steer) is handed to that worker whole, over loopback UDP to
+  the owner's steering socket (the supervisor tells every worker the others' ports); the
+  owner takes it as if it had read it itself. UDP, not a Unix datagram socket: those queue
+  only ``net.unix.max_dgram_qlen`` (10) datagrams, and a burst of calls is more.
+- **Limits.** Ports and CPS (memory backend) are decided by the supervisor's one store, so a
+  limit holds across workers exactly; each worker mirrors its own grants. With the Redis
+  backend every worker is a node of the fleet (``node_id-wN``).
+- **Registrations** a worker's registrar takes are sent to the supervisor, which keeps them
+  and passes them to the other workers.
+- **Trunk health and our registrations at vendors** are worker 0's (the leader): only it
+  sends OPTIONS pings and REGISTERs; it shares its view (sbc.workview) every second and at
+  once when a trunk changes state, and the others hunt with it.
+- **CDRs** go to the supervisor, which writes the node's one file; the supervisor also asks
+  each worker for its metrics, status and memory report when it serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from typing import Any
+
+from sbc import ipc, workview
+from sbc.call.model import Notice
+from sbc.runtime import Runtime, _first, tune_gc
+from sbc.sip import ids
+from sbc.sip.steer import call_id, owner
+from sbc.sip.transaction import Target
+from sbc.state import Acquire, Bind, Denied, Release, StateCommand
+from sbc.transport import grow_receive_buffer
+
+VIEW_PERIOD = 1.0  # seconds between the leader's views
+
+
+class Steer(asyncio.DatagramProtocol):
+    """The UDP sink in front of the runtime: keep what this worker owns, hand on the rest."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.transport: asyncio.DatagramTransport | None = None  # the Unix datagram socket
+        self.handed = 0  # datagrams handed to their owner
+        self.lost = 0  # datagrams whose owner could not take them (restarting, or full)
+
+    def on_message(self, data: bytes, source: Target) -> None:
+        """A datagram from the network (sbc.transport.UdpEndpoint)."""
+        w = self.worker
+        # REGISTERs by source address, so one worker counts an address's failed attempts
+        # (sbc.lockout); everything else by Call-ID.
+        cid = source.host.encode() if data.startswith(b"REGISTER ") else call_id(data)
+        if cid is None or (k := owner(cid, w.workers)) == w.index:
+            w.runtime.on_message(data, source)
+            return
+        try:
+            w.sock.sendto(f"{source.host} {source.port}\n".encode() + data, w.peers[k])
+            self.handed += 1
+        except (OSError, IndexError):  # the owner is restarting (its calls went with it)
+            self.lost += 1
+
+    def on_transport_error(self, target: Target, detail: str) -> None:
+        self.worker.runtime.on_transport_error(target, detail)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """A datagram another worker read for us (from no one else: a sibling's socket)."""
+        if tuple(addr[:2]) not in self.worker.peers:
+            return
+        nl = data.find(b"\n")
+        host, _, port = data[:nl].decode().partition(" ")
+        self.worker.runtime.on_message(data[nl + 1 :], Target("udp", host, int(port)))
+
+
+class Worker:
+    def __init__(self, index: int, workers: int, node: int, log: Any) -> None:
+        self.index, self.workers, self.node = index, workers, node
+        self.log = log
+        self.leader = index == 0
+        ids.configure(index, workers)
+        self.runtime: Runtime  # set by serve, before it starts
+        self.serving = False
+        self._early: list[ipc.Message] = []  # what came before the runtime was up
+        self.link: ipc.Link | None = None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.peers: list[tuple[str, int]] = []  # every worker's steering socket, by index
+        grow_receive_buffer(self.sock)
+        self.steer = Steer(self)
+        self.started = asyncio.Event()
+        self.lost = asyncio.Event()  # the supervisor is gone: exit
+        self._start: tuple[Any, ...] | None = None
+        self._view_sent = 0.0
+
+    # --- the link -----------------------------------------------------------------------------
+
+    async def connect(self, fd: int) -> tuple[Any, ...]:
+        """Join the supervisor; return its start message: (config directory, snapshot,
+        registrations, the leader's view or None)."""
+        sock = socket.socket(fileno=fd)
+        self.link = await ipc.connect(sock, self.on_message, self.lost.set)
+        self.link.send("hello", self.sock.getsockname()[1])
+        await self.started.wait()
+        assert self._start is not None
+        return self._start
+
+    def on_message(self, msg: ipc.Message) -> None:
+        kind = msg[0]
+        if kind == "start":
+            self._start = msg[2:]
+            self.peers = msg[1]
+            self.started.set()
+        elif kind == "peers":  # a worker was started again, on a new steering port
+            self.peers = msg[1]
+        elif not self.serving:
+            self._early.append(msg)
+        else:
+            self._carry_out(msg)
+
+    def serve(self) -> None:
+        """The runtime is up: take what the supervisor sent meanwhile."""
+        self.serving = True
+        for msg in self._early:
+            self._carry_out(msg)
+        self._early.clear()
+
+    def _carry_out(self, msg: ipc.Message) -> None:
+        kind = msg[0]
+        if kind == "ask":
+            self.answer(msg[1], msg[2])
+        elif kind == "verdict":
+            self.runtime.on_verdict(msg[1], msg[2])
+        elif kind == "bind":
+            self.runtime.apply_binding(msg[1])
+        elif kind == "view":
+            if not self.leader:
+                workview.apply(self.runtime.controller, msg[1])
+        elif kind == "block":
+            now = self.runtime.now()
+            self.runtime.controller.gate.lockout.block(msg[1], msg[2], now + msg[3])
+        elif kind == "snapshot":
+            self.runtime.swap(msg[1])
+
+    def answer(self, request: int, what: str) -> None:
+        rt = self.runtime
+        reply: Any
+        if what == "metrics":
+            reply = rt.metrics.render()
+        elif what == "status":
+            reply = rt.status()
+        else:
+            reply = rt.memory_report()
+        assert self.link is not None
+        self.link.send("answer", request, reply)
+
+    @property
+    def sink(self) -> Steer:
+        return self.steer
+
+    @property
+    def steered(self) -> tuple[int, int]:
+        return self.steer.handed, self.steer.lost
+
+    def send(self, *msg: Any) -> None:
+        if self.link is not None:
+            self.link.send(*msg)
+
+    # --- what the runtime hands over ----------------------------------------------------------
+
+    def state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
+        """The memory backend, shared: the supervisor decides; the verdict comes later."""
+        mem = self.runtime.memory
+        if isinstance(cmd, Acquire):
+            self.send("acquire", cmd)
+            return False, None
+        if isinstance(cmd, Release):
+            mem.release(cmd.lease)
+            self.send("release", cmd)
+        elif isinstance(cmd, Bind):
+            self.send("bind", cmd.binding)  # our registrar already wrote our own store
+        return True, None
+
+    def cdrs(self, records: list[dict[str, Any]]) -> None:
+        self.send("cdrs", records)
+
+    def noticed(self, notices: list[Notice]) -> None:
+        """A lockout this worker started holds on every worker (REGISTERs from one address
+        all come here: sbc.sip.steer; its INVITEs may go anywhere)."""
+        for n in notices:
+            if n.event == "auth.blocked":
+                f = n.fields
+                key = str(f["ip"] if f["scope"] == "source" else f["username"])
+                self.send("block", f["scope"], key, f["block_for"])
+
+    def changed(self, now: float) -> None:
+        """After each pump: the leader shares its view when a trunk or registration changed."""
+        if self.leader and self.runtime.controller.monitor.transitions.total() != self._view_sent:
+            self.share_view()
+
+    def share_view(self) -> None:
+        ctrl = self.runtime.controller
+        self._view_sent = ctrl.monitor.transitions.total()
+        self.send("view", workview.take(ctrl))
+
+    async def keep_sharing(self) -> None:
+        while self.leader:
+            await asyncio.sleep(VIEW_PERIOD)
+            self.share_view()
+
+
+async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
+    """A worker's life: join, serve, drain on SIGTERM, exit when the supervisor is gone."""
+    log = log.bind(worker=index)
+    worker = Worker(index, workers, node, log)
+    config_dir, snapshot, bindings, view = await worker.connect(fd)
+    runtime = Runtime(config_dir, log, snapshot=snapshot, worker=worker)
+    worker.runtime = runtime
+    for b in bindings:
+        runtime.memory.bind(b)
+    loop = asyncio.get_running_loop()
+    await runtime.start()
+    await loop.create_datagram_endpoint(lambda: worker.steer, sock=worker.sock)
+    if view is not None and not worker.leader:
+        workview.apply(runtime.controller, view)
+    worker.serve()
+    task = loop.create_task(worker.keep_sharing())
+    worker.send("ready", os.getpid())
+    tune_gc()
+    drain = asyncio.Event()
+
+    def terminate() -> None:
+        if drain.is_set():
+            worker.lost.set()
+        drain.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGINT, terminate)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the supervisor
+    await _first(drain.wait(), worker.lost.wait())
+    if not worker.lost.is_set():
+        timeout = runtime.controller.snapshot.config.node.drain_timeout
+        await _first(runtime.drain(timeout), worker.lost.wait())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await runtime.stop()
+    return 0

@@ -1,0 +1,126 @@
+"""The pure parts of a node of several workers: which worker owns a message (sbc.sip.steer),
+the ids a worker mints (sbc.sip.ids), and one node's /metrics and /status from its
+workers' (sbc.aggregate)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sbc import aggregate
+from sbc.sip import ids
+from sbc.sip.parser import parse_message
+from sbc.sip.steer import call_id, owner
+
+INVITE = (
+    b"INVITE sip:15551230000@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"
+    b"From: <sip:1@127.0.0.1>;tag=1\r\nTo: <sip:15551230000@127.0.0.1>\r\n"
+    b"{cid}\r\nCSeq: 1 INVITE\r\nContent-Length: 11\r\n\r\n"
+    b"Call-ID: no\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Call-ID: abc@host",
+        b"call-id: abc@host",
+        b"CALL-ID:abc@host",
+        b"i: abc@host",
+        b"Call-Id :  abc@host ",
+        b"cAlL-iD\t: abc@host",
+    ],
+)
+def test_the_call_id_is_found_in_every_spelling_rfc3261_7_3_3(header: bytes) -> None:
+    data = INVITE.replace(b"{cid}", header)
+    assert call_id(data) == b"abc@host"
+    assert str(parse_message(data).call_id) == "abc@host"  # the parser agrees
+
+
+def test_the_body_is_never_read_for_a_call_id() -> None:
+    assert call_id(INVITE.replace(b"{cid}", b"X-Other: 1")) is None
+
+
+def test_a_peers_calls_spread_over_the_workers() -> None:
+    """One sipp UAC, one source socket: the kernel gives all to one worker; the Call-IDs
+    spread them."""
+    spread = Counter(owner(f"{n}-1@127.0.0.1".encode(), 4) for n in range(4000))
+    assert set(spread) == {0, 1, 2, 3}
+    assert min(spread.values()) > 800
+
+
+def test_every_id_a_worker_mints_steers_back_to_it() -> None:
+    try:
+        for worker in range(3):
+            ids.configure(worker, 3)
+            minted = [ids.new_id() for _ in range(200)]
+            assert {owner(i.encode(), 3) for i in minted} == {worker}
+            assert len(set(minted)) == 200
+            assert all(len(i) == 16 for i in minted)
+    finally:
+        ids.configure(0, 1)
+
+
+WORKER = """# HELP sbc_attempts_total Calls offered.
+# TYPE sbc_attempts_total counter
+sbc_attempts_total{{side="ingress",trunk_group="carrier-a"}} {attempts}
+# HELP sbc_calls Calls this node holds.
+# TYPE sbc_calls gauge
+sbc_calls {calls}
+# HELP sbc_trunk_up 1 while up.
+# TYPE sbc_trunk_up gauge
+sbc_trunk_up{{trunk="udp:127.0.0.1:5081",trunk_group="vendor-pool"}} {up}
+# HELP sbc_pdd_seconds Post-dial delay.
+# TYPE sbc_pdd_seconds histogram
+sbc_pdd_seconds_bucket{{le="1.0",side="ingress",trunk_group="carrier-a"}} {attempts}
+sbc_pdd_seconds_bucket{{le="+Inf",side="ingress",trunk_group="carrier-a"}} {attempts}
+sbc_pdd_seconds_count{{side="ingress",trunk_group="carrier-a"}} {attempts}
+sbc_pdd_seconds_sum{{side="ingress",trunk_group="carrier-a"}} 0.5
+"""
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text.decode())
+        for s in fam.samples
+    }
+
+
+def test_counters_and_counts_add_up_and_health_is_the_leaders() -> None:
+    a = WORKER.format(attempts=3, calls=2, up=1).encode()
+    b = WORKER.format(attempts=5, calls=1, up=0).encode()
+    own = aggregate.gauge("sbc_workers", "Workers running.", 2)
+    merged = samples(aggregate.merge_metrics([a, b], own))
+    ingress = (("side", "ingress"), ("trunk_group", "carrier-a"))
+    assert merged[("sbc_attempts_total", ingress)] == 8
+    assert merged[("sbc_calls", ())] == 3
+    assert merged[("sbc_pdd_seconds_count", ingress)] == 8
+    assert merged[("sbc_pdd_seconds_bucket", (("le", "+Inf"), *ingress))] == 8
+    assert merged[("sbc_pdd_seconds_sum", ingress)] == 1.0
+    assert merged[("sbc_workers", ())] == 2
+    up = (("trunk", "udp:127.0.0.1:5081"), ("trunk_group", "vendor-pool"))
+    assert merged[("sbc_trunk_up", up)] == 1  # the highest: every worker has the leader's
+
+
+def test_status_adds_calls_and_cps_per_group_and_keeps_the_leaders_health() -> None:
+    def report(calls: int, health: str) -> dict[str, object]:
+        return {
+            "node": {"calls": calls},
+            "trunk_groups": [
+                {"name": "carrier-a", "calls": calls, "cps": 1, "trunks": [{"health": health}]}
+            ],
+            "capacity_groups": [{"name": "cg", "calls": calls, "cps": 2}],
+            "alarms": [{"scope": "trunk_group", "owner": "carrier-a", "trigger": f"t{calls}"}],
+        }
+
+    merged = aggregate.merge_status([report(2, "up"), report(3, "down")], {"pid": 1})
+    assert merged["node"] == {"pid": 1}
+    assert merged["trunk_groups"] == [
+        {"name": "carrier-a", "calls": 5, "cps": 2, "trunks": [{"health": "up"}]}
+    ]
+    assert merged["capacity_groups"] == [{"name": "cg", "calls": 5, "cps": 4}]
+    assert [a["trigger"] for a in merged["alarms"]] == ["t2", "t3"]
