@@ -15,6 +15,7 @@ duration rounded up to whole seconds (the portals rate per second; increments ar
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -23,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from sbc.call.model import Attempt, Call
@@ -63,7 +66,16 @@ def iso(t: float | None) -> str | None:
     """A wall-clock time as UTC ISO 8601 with milliseconds ('Z' suffix)."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    frac, whole = math.modf(t)  # as datetime.fromtimestamp: microseconds, half to even
+    us = round(frac * 1e6)
+    second = int(whole) + (us >= 1_000_000) - (us < 0)
+    return f"{_second(second)}.{(us % 1_000_000) // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(second: int) -> str:
+    """The date and time of one whole second: a CDR's few times fall in a few seconds."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_time(text: str) -> float:
@@ -199,6 +211,9 @@ def refused(
 # --- I/O: the writer and the export -------------------------------------------------------------
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 class JsonLines:
     """Appends JSON lines to ``path``; follows rotation (rename or delete) by reopening."""
 
@@ -226,7 +241,7 @@ class JsonLines:
         """One record, one line, one write(2): on disk (in the page cache) when this returns."""
         if self._fd < 0 or not self._current():
             self._open()
-        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        line = _encode(record) + b"\n"  # msgspec: compact JSON, several times json's speed
         view = memoryview(line)
         while view:  # a regular file takes it whole; loop only for the pathological case
             n = os.write(self._fd, view)

@@ -31,6 +31,7 @@ class Link(asyncio.Protocol):
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        self._out: list[bytes] = []  # sent together once the loop is through this turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -53,7 +54,14 @@ class Link(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        self.transport.write(HEADER.pack(len(body)) + body)
+        if not self._out:  # one write(2) per loop turn, however many messages it made
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out += (HEADER.pack(len(body)), body)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def close(self) -> None:
         if self.transport is not None:
