@@ -59,7 +59,7 @@ def other(leg: Leg) -> Leg:
     return "b" if leg == "a" else "a"
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Attempt:
     """One B-leg: one INVITE to one trunk."""
 
@@ -92,7 +92,7 @@ class Attempt:
         return self.phase not in LIVE
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Relay:
     """An in-dialog request relayed from one leg to the other, awaiting its response."""
 
@@ -102,14 +102,14 @@ class Relay:
     media: bool = False  # its SDP offer went through rtpengine: the answer must too
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Bye:
     """Our BYE's transaction context: its answer (or timeout) counts down ``call.byes``."""
 
     call: Call
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Call:
     """One call: the caller's leg (its INVITE transaction and UAS dialog) and its attempts.
     Its state moves admitting -> routing -> answered -> ending -> ended; a call refused or
