@@ -378,10 +378,10 @@ class CallController:
                 attempt = ctx
                 if self.media.busy(attempt.call):
                     self.media.later(
-                        attempt.call, lambda now: self.blegs.response(attempt, resp, now)
+                        attempt.call, lambda now: self.blegs.response(attempt, resp, tx, now)
                     )
                 else:  # the common case: nothing in flight, no closure
-                    self.blegs.response(attempt, resp, now)
+                    self.blegs.response(attempt, resp, tx, now)
             case Relay():
                 relay = ctx
                 if self.media.busy(relay.call):

@@ -73,9 +73,12 @@ class Outbox:
         call.byes += 1
         self.send(bye, dialog.destination(), now, ctx=Bye(call))
 
-    def ack(self, ack: Request, target: Target) -> None:
-        """An ACK for a 2xx: outside any transaction (§13.2.2.4)."""
-        self.layer.send_ack(ack, target)
+    def ack(
+        self, ack: Request | bytes, target: Target, tx: ClientTransaction | None = None
+    ) -> None:
+        """An ACK for a 2xx: outside any transaction (§13.2.2.4); ``tx``, the INVITE's,
+        keeps it for the 2xx's retransmissions."""
+        self.layer.send_ack(ack, target, tx)
 
     def via(self, transport: str) -> Via:
         return headers.via(self.snapshot, transport, new_id())

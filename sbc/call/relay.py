@@ -152,9 +152,10 @@ class Relayer:
             "ACK", self.out.via(dialog.peer.transport), None, headers=extra, body=body, cseq=cseq
         )
         answered = call.answered
-        if answered is not None and dialog is answered.dialog:
-            answered.ack = ack
-        self.out.ack(ack, dialog.destination())
+        keep = None  # the answered INVITE's own ACK (late offer) answers its retransmissions
+        if answered is not None and dialog is answered.dialog and cseq == answered.invite.cseq:
+            keep = answered.tx
+        self.out.ack(ack, dialog.destination(), keep)
 
 
 def _dialog(call: Call, leg: Leg) -> Dialog:
