@@ -69,7 +69,9 @@ class BLegs:
         rtpengine first when either side anchors, then the INVITE."""
         trunk = etg.trunks[index]
         target = trunk_target(trunk)
-        invite = headers.b_leg_invite(call, etg, trunk, self.out.snapshot, new_id)
+        invite = headers.b_leg_invite(
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(trunk.protocol)
+        )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
@@ -294,7 +296,7 @@ class BLegs:
 
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
-        headers = [*crossing(resp), ("Contact", str(self.out.contact(call.source.transport)))]
+        headers = [*crossing(resp), ("Contact", self.out.contact_value(call.source.transport))]
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         if resp.status >= 200:
             headers.append(("Allow", ALLOW))

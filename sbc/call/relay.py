@@ -112,7 +112,7 @@ class Relayer:
         call, server = relay.call, relay.server
         extra = crossing(resp)
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
-            extra.append(("Contact", str(self.out.contact(server.source.transport))))
+            extra.append(("Contact", self.out.contact_value(server.source.transport)))
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
             dialog = _dialog(call, relay.to_leg)
             if server.request.body:
