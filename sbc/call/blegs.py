@@ -38,7 +38,7 @@ from sbc.sip.ids import new_id
 from sbc.sip.message import Response, resend
 from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
-from sbc.sip.transaction import ClientTransaction, State
+from sbc.sip.transaction import ClientTransaction, State, settled
 
 
 class Host(CallHost, Protocol):
@@ -221,8 +221,10 @@ class BLegs:
             self.host.fail_caller(call, step.status, now, step.reason, step.headers)
 
     def closed(self, attempt: Attempt) -> None:
-        """A failed attempt's transaction is over: its dialog key is no longer the call's."""
+        """A failed attempt's transaction is over: its dialog key is no longer the call's,
+        and of its INVITE only what the record names is kept (no CANCEL can follow)."""
         if attempt is not attempt.call.answered:
+            attempt.invite = settled(attempt.invite)
             self.host.unbind(attempt.call, (attempt.invite.call_id, attempt.invite.from_.tag or ""))
 
     def response(self, attempt: Attempt, resp: Response, tx: ClientTransaction, now: float) -> None:
@@ -340,6 +342,11 @@ class BLegs:
             return
         call.answered = attempt
         call.state = "answered"
+        # Hunting is over: the trunks not tried, the egress verdicts and the last failure
+        # (a whole response) are no longer anyone's business while the call is up.
+        call.candidates.clear()
+        call.egress.clear()
+        call.last_failure = None
         call.answered_at = now
         call.final_status = resp.status
         call.a_tx.ctx = call
