@@ -566,6 +566,8 @@ class CallController:
         for key in call.keys:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
+        if not self.calls:  # idle: give a peak's tables back (dicts never shrink)
+            self.calls, self.dialogs = {}, {}
         for host in call.hosts:
             self.dialog_hosts[host] -= 1
             if not self.dialog_hosts[host]:

@@ -26,11 +26,9 @@ The four state machines, with the RFC's names:
 Retransmit timers (A, E, G and the 2xx timer) only run on unreliable transports; D, I, J, K
 are zero on reliable ones (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 
-A transaction lets go of what it can no longer resend as soon as it cannot: the request's
-bytes once the INVITE leaves Calling (Timer A stops) or a non-INVITE has its final answer,
-the 2xx once its ACK came, and, once a final answer is sent or received, the request is
-cut down to its identity (``settled``). A held call's transactions (which the call keeps
-referring to) so cost a few hundred bytes, not its INVITE and its 200 OK.
+A transaction drops what it can no longer resend (request bytes out of Calling/Trying, a
+2xx once ACKed) and, with a final answer, cuts its request to its identity (``settled``):
+a held call, which keeps referring to its transactions, does not keep its INVITE and 200.
 """
 
 from __future__ import annotations
@@ -95,17 +93,8 @@ class ClientTransaction:
     """One request we sent and the responses to it."""
 
     __slots__ = (
-        "ack",
-        "ctx",
-        "data",
-        "interval",
-        "invite",
-        "key",
-        "quiet",
-        "request",
-        "state",
-        "target",
-    )
+        "ack", "ctx", "data", "interval", "invite", "key", "quiet", "request", "state", "target",
+    )  # fmt: skip
 
     def __init__(self, request: Request, target: Target, data: bytes, ctx: Any) -> None:
         self.request = request
@@ -465,6 +454,8 @@ class TransactionLayer:
         tx.data, tx.ack = b"", None  # the TU may keep the object (an attempt's ``tx``)
         if self._client.get(tx.key) is tx:
             del self._client[tx.key]
+            if not self._client:  # idle: give a peak's table back (dicts never shrink)
+                self._client = {}
             host = tx.target.host
             self._asked[host] -= 1
             if not self._asked[host]:
@@ -592,6 +583,8 @@ class TransactionLayer:
         tx.last = None  # the TU may keep the object (a call's ``a_tx``)
         if self._server.get(tx.key) is tx:
             del self._server[tx.key]
+            if not self._server:  # idle: give a peak's table back (dicts never shrink)
+                self._server = {}
         if tx.dialog_key is not None and self._accepted.get(tx.dialog_key) is tx:
             del self._accepted[tx.dialog_key]
         tx.dialog_key = None
