@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class HuntState:
     rr: dict[str, int] = field(default_factory=dict)
     current: dict[str, list[int]] = field(default_factory=dict)

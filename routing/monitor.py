@@ -31,7 +31,7 @@ PROBE_TIMEOUT = 5.0  # seconds a ping may take at most: a dead trunk is down wit
 # interval * down_after + this
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Probe:
     """One OPTIONS ping; the caller puts its transaction in ``tx``."""
 

@@ -69,7 +69,7 @@ class CompiledPlan:
         self.triggers = [CompiledTrigger(t, expiry(t.expires)) for t in plan.triggers]
 
 
-@dataclass
+@dataclass(slots=True)
 class Selection:
     """The routing decision for one call, with the reasons, step by step."""
 

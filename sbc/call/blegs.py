@@ -38,7 +38,7 @@ from sbc.sip.ids import new_id
 from sbc.sip.message import Response, resend
 from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
-from sbc.sip.transaction import State
+from sbc.sip.transaction import ClientTransaction, State, settled
 
 
 class Host(CallHost, Protocol):
@@ -69,7 +69,9 @@ class BLegs:
         rtpengine first when either side anchors, then the INVITE."""
         trunk = etg.trunks[index]
         target = trunk_target(trunk)
-        invite = headers.b_leg_invite(call, etg, trunk, self.out.snapshot, new_id)
+        invite = headers.b_leg_invite(
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(trunk.protocol)
+        )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
@@ -189,6 +191,7 @@ class BLegs:
         attempt.phase = Phase.FAILED
         attempt.ended_at = now
         self._timers.cancel(attempt.timer_c)
+        attempt.timer_c = None
         if attempt.status is None:
             attempt.status = status
         if not attempt.outcome:
@@ -218,11 +221,15 @@ class BLegs:
             self.host.fail_caller(call, step.status, now, step.reason, step.headers)
 
     def closed(self, attempt: Attempt) -> None:
-        """A failed attempt's transaction is over: its dialog key is no longer the call's."""
+        """A failed attempt's transaction is over: its dialog key is no longer the call's,
+        and of its INVITE only what the record names is kept (no CANCEL can follow)."""
         if attempt is not attempt.call.answered:
+            attempt.invite = settled(attempt.invite)
             self.host.unbind(attempt.call, (attempt.invite.call_id, attempt.invite.from_.tag or ""))
 
-    def response(self, attempt: Attempt, resp: Response, now: float) -> None:
+    def response(self, attempt: Attempt, resp: Response, tx: ClientTransaction, now: float) -> None:
+        """A response to the attempt's INVITE (``tx``: its transaction, which keeps our ACK
+        for a 2xx while it is Accepted; the attempt may have let go of it)."""
         call = attempt.call
         status = resp.status
         if attempt.done:  # an attempt we left: clean it up, never relay
@@ -231,10 +238,10 @@ class BLegs:
                     self.send_cancel(attempt, now)
             elif status < 300:
                 if attempt is call.answered:  # a retransmitted 2xx: ACK again, if we have one
-                    if attempt.ack is not None and attempt.dialog is not None:
-                        self.out.ack(attempt.ack, attempt.dialog.destination())
+                    if tx.ack is not None and attempt.dialog is not None:
+                        self.out.ack(tx.ack, attempt.dialog.destination())
                 else:
-                    self.ack_and_bye(attempt, resp, now)
+                    self.ack_and_bye(attempt, resp, tx, now)
             else:
                 self.closed(attempt)
                 self.host.maybe_end(call, now)
@@ -261,7 +268,7 @@ class BLegs:
                 self.relay_to_a(call, resp, now)
             return
         if status < 300:
-            self._on_answer(attempt, resp, now)
+            self._on_answer(attempt, resp, tx, now)
             return
         if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
             return
@@ -291,7 +298,7 @@ class BLegs:
 
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
-        headers = [*crossing(resp), ("Contact", str(self.out.contact(call.source.transport)))]
+        headers = [*crossing(resp), ("Contact", self.out.contact_value(call.source.transport))]
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         if resp.status >= 200:
             headers.append(("Allow", ALLOW))
@@ -311,13 +318,15 @@ class BLegs:
         dialog = attempt.dialog
         assert dialog is not None
         if call.ack_wait.pop("a", None) is not None:
-            self._ack(attempt, now, b"")
+            self._ack(attempt, attempt.tx, b"")
         self.out.bye(call, dialog, attempt.target.transport, now)
         call.answered_at = None
         call.hangup = "sbc"
         self.host.fail_caller(call, 503, now, "Media Unavailable")
 
-    def _on_answer(self, attempt: Attempt, resp: Response, now: float) -> None:
+    def _on_answer(
+        self, attempt: Attempt, resp: Response, tx: ClientTransaction, now: float
+    ) -> None:
         call = attempt.call
         attempt.dialog = Dialog.as_uac(
             attempt.invite, resp, attempt.target, attempt.trunk_group.nat
@@ -327,18 +336,27 @@ class BLegs:
         attempt.outcome = "answered"
         attempt.phase = Phase.ANSWERED
         self._timers.cancel(attempt.timer_c)
+        attempt.timer_c = None
         if call.cancelled or call.answered is not None:
-            self.ack_and_bye(attempt, resp, now)
+            self.ack_and_bye(attempt, resp, tx, now)
             return
         call.answered = attempt
         call.state = "answered"
+        # Hunting is over: the trunks not tried, the egress verdicts and the last failure
+        # (a whole response) are no longer anyone's business while the call is up.
+        call.candidates.clear()
+        call.egress.clear()
+        call.last_failure = None
         call.answered_at = now
         call.final_status = resp.status
         call.a_tx.ctx = call
         if call.a_invite.body:
-            self._ack(attempt, now, b"")
+            self._ack(attempt, tx, b"")
         else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
             call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
+        # Answered: what a BYE, a re-INVITE or the record needs is in the dialog and in the
+        # INVITE's identity, which its transaction kept when it settled (Accepted).
+        attempt.invite = tx.request
         if attempt.anchored and resp.body and not call.unanchored:
             if not call.a_invite.body:
                 call.late_offer = "b"
@@ -367,7 +385,9 @@ class BLegs:
         self.host.stats.completion(egress.name, "egress", egress.capacity_group, b_pdd, now)
         self.out.notice("call.answer", call, attempt=attempt.n, trunk_group=egress.name, pdd=pdd)
 
-    def _ack(self, attempt: Attempt, now: float, body: bytes) -> None:
+    def _ack(self, attempt: Attempt, tx: ClientTransaction | None, body: bytes) -> None:
+        """ACK the attempt's 2xx; ``tx`` (its INVITE's) keeps it for that 2xx's
+        retransmissions until Timer M (§13.2.2.4)."""
         dialog = attempt.dialog
         assert dialog is not None
         ack = dialog.request(
@@ -378,19 +398,20 @@ class BLegs:
             body=body,
             headers=[("Content-Type", "application/sdp")] if body else (),
         )
-        attempt.ack = ack
-        self.out.ack(ack, dialog.destination())
+        self.out.ack(ack, dialog.destination(), tx)
 
-    def ack_and_bye(self, attempt: Attempt, resp: Response, now: float) -> None:
+    def ack_and_bye(
+        self, attempt: Attempt, resp: Response, tx: ClientTransaction, now: float
+    ) -> None:
         """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
         if attempt.dialog is None:
             attempt.dialog = Dialog.as_uac(
                 attempt.invite, resp, attempt.target, attempt.trunk_group.nat
             )
-        if attempt.ack is not None:
-            self.out.ack(attempt.ack, attempt.dialog.destination())
+        if tx.ack is not None:  # a retransmission of that 2xx
+            self.out.ack(tx.ack, attempt.dialog.destination())
             return
-        self._ack(attempt, now, b"")
+        self._ack(attempt, tx, b"")
         self.out.bye(attempt.call, attempt.dialog, attempt.target.transport, now)
         self.closed(attempt)
 

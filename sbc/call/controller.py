@@ -379,10 +379,10 @@ class CallController:
                 attempt = ctx
                 if self.media.busy(attempt.call):
                     self.media.later(
-                        attempt.call, lambda now: self.blegs.response(attempt, resp, now)
+                        attempt.call, lambda now: self.blegs.response(attempt, resp, tx, now)
                     )
                 else:  # the common case: nothing in flight, no closure
-                    self.blegs.response(attempt, resp, now)
+                    self.blegs.response(attempt, resp, tx, now)
             case Relay():
                 relay = ctx
                 if self.media.busy(relay.call):
@@ -569,6 +569,8 @@ class CallController:
         for key in call.keys:
             if self.dialogs.get(key, (None,))[0] is call:
                 del self.dialogs[key]
+        if not self.calls:  # idle: give a peak's tables back (dicts never shrink)
+            self.calls, self.dialogs = {}, {}
         for host in call.hosts:
             self.dialog_hosts[host] -= 1
             if not self.dialog_hosts[host]:

@@ -82,7 +82,12 @@ def contact(snap: Snapshot, transport: str, user: str = "sbc") -> NameAddr:
 
 
 def b_leg_invite(
-    call: Call, etg: TrunkGroup, trunk: Trunk, snap: Snapshot, new_id: Callable[[], str]
+    call: Call,
+    etg: TrunkGroup,
+    trunk: Trunk,
+    snap: Snapshot,
+    new_id: Callable[[], str],
+    our_contact: NameAddr | None = None,
 ) -> Request:
     """The INVITE of one attempt to ``trunk``: a new Call-ID, From tag and branch; ANI and
     DNIS as the call routes them, then the egress trunk group's manipulations; the caller's
@@ -121,7 +126,7 @@ def b_leg_invite(
         call_id=new_id(),
         cseq=1,
         max_forwards=mf,
-        contact=contact(snap, trunk.protocol),
+        contact=our_contact or contact(snap, trunk.protocol),
         headers=out.headers,
         body=a.body,
     )

@@ -117,7 +117,6 @@ def new_call(
         ingress=tg,
         source=src,
         a_tx=tx,
-        a_invite=req,
         a_dialog=Dialog.as_uas(req, new_id(), src, tg.nat),
         ani=admitted.ani,
         dnis=sel.dnis,

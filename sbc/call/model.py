@@ -59,7 +59,7 @@ def other(leg: Leg) -> Leg:
     return "b" if leg == "a" else "a"
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Attempt:
     """One B-leg: one INVITE to one trunk."""
 
@@ -68,15 +68,14 @@ class Attempt:
     trunk_group: TrunkGroup
     trunk: int
     target: Target
-    invite: Request
+    invite: Request  # cut to its identity (sbc.sip.transaction.settled) once it is answered
     started: float
-    tx: ClientTransaction | None = None
+    tx: ClientTransaction | None = None  # its INVITE's; while Accepted, its ``ack`` is ours
     dialog: Dialog | None = None
     phase: Phase = Phase.CALLING
     cancel: Cancel = Cancel.NONE
     status: int | None = None
     outcome: Outcome = ""
-    ack: Request | None = None
     challenged: bool = False  # we answered the trunk's 401/407 once; a second one is final
     b_side: Side = ng.UNMANAGED  # the vendor side's media profile (and NAT source)
     anchored: bool = False  # its media goes through rtpengine
@@ -92,7 +91,7 @@ class Attempt:
         return self.phase not in LIVE
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Relay:
     """An in-dialog request relayed from one leg to the other, awaiting its response."""
 
@@ -102,14 +101,14 @@ class Relay:
     media: bool = False  # its SDP offer went through rtpengine: the answer must too
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Bye:
     """Our BYE's transaction context: its answer (or timeout) counts down ``call.byes``."""
 
     call: Call
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Call:
     """One call: the caller's leg (its INVITE transaction and UAS dialog) and its attempts.
     Its state moves admitting -> routing -> answered -> ending -> ended; a call refused or
@@ -119,8 +118,7 @@ class Call:
     snap: Snapshot
     ingress: TrunkGroup
     source: Target
-    a_tx: ServerTransaction
-    a_invite: Request
+    a_tx: ServerTransaction  # the caller's INVITE; its ``request`` is ``a_invite``
     a_dialog: Dialog
     ani: str
     dnis: str
@@ -168,6 +166,12 @@ class Call:
     b_dialog_kept: Dialog | None = None  # the answered attempt's dialog, once released
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     max_duration: TimerHandle | None = None  # cancelled when the call ends
+
+    @property
+    def a_invite(self) -> Request:
+        """The caller's INVITE: whole until the caller has its final answer, then only its
+        identity (From, To, Request-URI, Call-ID, CSeq), which is all the record needs."""
+        return self.a_tx.request
 
     @property
     def b_dialog(self) -> Dialog | None:

@@ -28,6 +28,10 @@ class Outbox:
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, records)
+        # Our Contact by (transport, user), and its header value, for the snapshot it was
+        # made from: the same for every call, so not rebuilt and re-rendered per message.
+        self._contacts: dict[tuple[str, str], tuple[NameAddr, str]] = {}
+        self._contacts_of: Snapshot | None = None
 
     def notice(self, event: str, call: Call | None, **fields: Any) -> None:
         """Something worth a log line; call lines carry the call's id."""
@@ -73,12 +77,29 @@ class Outbox:
         call.byes += 1
         self.send(bye, dialog.destination(), now, ctx=Bye(call))
 
-    def ack(self, ack: Request, target: Target) -> None:
-        """An ACK for a 2xx: outside any transaction (§13.2.2.4)."""
-        self.layer.send_ack(ack, target)
+    def ack(
+        self, ack: Request | bytes, target: Target, tx: ClientTransaction | None = None
+    ) -> None:
+        """An ACK for a 2xx: outside any transaction (§13.2.2.4); ``tx``, the INVITE's,
+        keeps it for the 2xx's retransmissions."""
+        self.layer.send_ack(ack, target, tx)
 
     def via(self, transport: str) -> Via:
         return headers.via(self.snapshot, transport, new_id())
 
     def contact(self, transport: str, user: str = "sbc") -> NameAddr:
-        return headers.contact(self.snapshot, transport, user)
+        return self._contact(transport, user)[0]
+
+    def contact_value(self, transport: str) -> str:
+        """Our Contact as a header value (a response's, RFC 3261 §12.1.1)."""
+        return self._contact(transport, "sbc")[1]
+
+    def _contact(self, transport: str, user: str) -> tuple[NameAddr, str]:
+        snap = self.snapshot
+        if self._contacts_of is not snap:  # a reload may move our address
+            self._contacts, self._contacts_of = {}, snap
+        found = self._contacts.get((transport, user))
+        if found is None:
+            na = headers.contact(snap, transport, user)
+            found = self._contacts[(transport, user)] = (na, str(na))
+        return found

@@ -32,7 +32,7 @@ from sbc.sip.transaction import Target
 REGISTER_RETRY = 30.0  # seconds between attempts while a vendor registration fails
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Registration:
     """One registration at a vendor's registrar."""
 

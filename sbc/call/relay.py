@@ -112,7 +112,7 @@ class Relayer:
         call, server = relay.call, relay.server
         extra = crossing(resp)
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
-            extra.append(("Contact", str(self.out.contact(server.source.transport))))
+            extra.append(("Contact", self.out.contact_value(server.source.transport)))
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
             dialog = _dialog(call, relay.to_leg)
             if server.request.body:
@@ -152,9 +152,10 @@ class Relayer:
             "ACK", self.out.via(dialog.peer.transport), None, headers=extra, body=body, cseq=cseq
         )
         answered = call.answered
-        if answered is not None and dialog is answered.dialog:
-            answered.ack = ack
-        self.out.ack(ack, dialog.destination())
+        keep = None  # the answered INVITE's own ACK (late offer) answers its retransmissions
+        if answered is not None and dialog is answered.dialog and cseq == answered.invite.cseq:
+            keep = answered.tx
+        self.out.ack(ack, dialog.destination(), keep)
 
 
 def _dialog(call: Call, leg: Leg) -> Dialog:

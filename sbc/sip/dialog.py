@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -9,7 +10,11 @@ from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
 from sbc.sip.transaction import Target
 
+# Methods whose requests carry our Contact (a target refresh or a dialog-forming request).
+_WITH_CONTACT = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
+
+@functools.lru_cache(maxsize=4096)  # few hosts (trunks, peers), asked for each in-dialog request
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -104,9 +109,7 @@ class Dialog:
             to=self.remote,
             call_id=self.call_id,
             cseq=cseq,
-            contact=contact
-            if method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER")
-            else None,
+            contact=contact if method in _WITH_CONTACT else None,
             routes=self.route_set,
             headers=headers,
             body=body,

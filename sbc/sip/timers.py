@@ -39,7 +39,9 @@ class TimerHeap:
     checks its object's state and ignores a stale timer, so most timers are simply left to
     run out; a long one (Max Call Duration, Timer C) is cancelled when its object ends, so the
     heap does not keep an ended call alive for hours. Cancelled entries drop their object at
-    once and leave the heap when they reach its top, or when they are half of it."""
+    once and leave the heap when they reach its top, or when they are a third of it (checked
+    on cancel and after firing: every answered call cancels its Timer C, 180 s out, and a
+    held call's live entry, if any, must not keep that dead one in the heap)."""
 
     __slots__ = ("_cancelled", "_heap", "_owner", "_seq")
 
@@ -63,8 +65,13 @@ class TimerHeap:
             return
         entry[2], entry[3], entry[4] = None, "", None
         self._cancelled += 1
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop cancelled entries once they are a third of the heap: O(n) every n/3
+        cancellations, so O(1) per cancel, and at most half as many dead entries as live."""
         heap = self._heap
-        if self._cancelled > 64 and 2 * self._cancelled > len(heap):
+        if self._cancelled > 64 and 3 * self._cancelled > len(heap):
             heap[:] = [e for e in heap if e[3]]
             heapq.heapify(heap)
             self._cancelled = 0
@@ -87,3 +94,4 @@ class TimerHeap:
             obj, owner = entry[2], entry[4]
             entry[2], entry[3], entry[4] = None, "", None  # fired: a later cancel() is a no-op
             getattr(owner, "_timer_" + kind)(obj, now)
+        self._compact()

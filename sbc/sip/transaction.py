@@ -25,6 +25,10 @@ The four state machines, with the RFC's names:
 
 Retransmit timers (A, E, G and the 2xx timer) only run on unreliable transports; D, I, J, K
 are zero on reliable ones (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
+
+A transaction drops what it can no longer resend (request bytes out of Calling/Trying, a
+2xx once ACKed) and, with a final answer, cuts its request to its identity (``settled``):
+a held call, which keeps referring to its transactions, does not keep its INVITE and 200.
 """
 
 from __future__ import annotations
@@ -89,17 +93,8 @@ class ClientTransaction:
     """One request we sent and the responses to it."""
 
     __slots__ = (
-        "ack",
-        "ctx",
-        "data",
-        "interval",
-        "invite",
-        "key",
-        "quiet",
-        "request",
-        "state",
-        "target",
-    )
+        "ack", "ctx", "data", "interval", "invite", "key", "quiet", "request", "state", "target",
+    )  # fmt: skip
 
     def __init__(self, request: Request, target: Target, data: bytes, ctx: Any) -> None:
         self.request = request
@@ -110,7 +105,9 @@ class ClientTransaction:
         self.state = State.CALLING if self.invite else State.TRYING
         self.key = (request.branch, request.method)
         self.interval = 0.0  # current retransmit interval (Timers A and E)
-        self.ack: bytes | None = None  # the ACK for a non-2xx final, resent on retransmissions
+        # The ACK resent to retransmitted finals while the transaction lasts: ours for a
+        # non-2xx (§17.1.1.3), the TU's for a 2xx (§13.2.2.4, ``send_ack`` with ``tx``).
+        self.ack: bytes | None = None
         self.quiet = False  # set by the TU to stop retransmitting while still matching responses
 
 
@@ -221,6 +218,17 @@ def response_target(req: Request, source: Target) -> Target:
     if source.reliable or "rport" in via.params:
         return source
     return Target(source.transport, source.host, via.port or 5060)
+
+
+def settled(req: Request) -> Request:
+    """What a transaction (and the call) still needs of a request once it has its final
+    answer: method, Call-ID, CSeq, From, To and Request-URI (matching, counters, records),
+    without its header list, Vias, Contacts or body."""
+    return Request(
+        headers=[], body=b"", vias=[], from_=req.from_, to=req.to, call_id=req.call_id,
+        cseq=req.cseq, cseq_method=req.cseq_method, max_forwards=req.max_forwards,
+        method=req.method, uri=req.uri, ruri=req.ruri,
+    )  # fmt: skip
 
 
 def server_key(req: Request) -> tuple[Any, ...]:
@@ -340,9 +348,16 @@ class TransactionLayer:
                 self._arm(now + self.timers.timeout, invite, "cancel_timeout")
         return tx
 
-    def send_ack(self, ack: Request, target: Target) -> None:
-        """An ACK for a 2xx: the TU's job, outside any transaction (§13.2.2.4)."""
-        self._out.append((ack.to_bytes(), target))
+    def send_ack(
+        self, ack: Request | bytes, target: Target, tx: ClientTransaction | None = None
+    ) -> None:
+        """An ACK for a 2xx: the TU's job, outside any transaction (§13.2.2.4). With ``tx``,
+        the INVITE's transaction keeps its bytes while it is Accepted (``tx.ack``), for the
+        TU to answer retransmissions of that 2xx with (it ends with Timer M)."""
+        data = ack if isinstance(ack, bytes) else ack.to_bytes()
+        if tx is not None and tx.state is State.ACCEPTED:
+            tx.ack = data
+        self._out.append((data, target))
         self.sent[("ACK", 0)] += 1
 
     def _receive_response(self, resp: Response, source: Target, now: float) -> None:
@@ -360,10 +375,12 @@ class TransactionLayer:
             if status < 200:
                 if st in (State.CALLING, State.PROCEEDING):
                     tx.state = State.PROCEEDING
+                    tx.data = b""  # Timer A retransmits only in Calling
                     self.events.append(ResponseReceived(resp, tx, now))
             elif status < 300:
                 if st in (State.CALLING, State.PROCEEDING):
                     tx.state = State.ACCEPTED
+                    tx.data, tx.request = b"", settled(tx.request)
                     self._arm(now + self.timers.timeout, tx, "accepted_end")  # Timer M
                     self.events.append(ResponseReceived(resp, tx, now))
                 elif st is State.ACCEPTED:  # 2xx retransmission or fork: the TU ACKs again
@@ -371,6 +388,7 @@ class TransactionLayer:
             elif st in (State.CALLING, State.PROCEEDING):
                 tx.state = State.COMPLETED
                 tx.ack = make_ack(tx.request, resp).to_bytes()
+                tx.data, tx.request = b"", settled(tx.request)
                 self._out.append((tx.ack, tx.target))
                 self.sent[("ACK", 0)] += 1
                 wait = 0.0 if tx.target.reliable else self.timers.d  # Timer D
@@ -384,6 +402,7 @@ class TransactionLayer:
                 tx.state = State.PROCEEDING
             else:
                 tx.state = State.COMPLETED
+                tx.data, tx.request = b"", settled(tx.request)
                 wait = 0.0 if tx.target.reliable else self.timers.t4  # Timer K
                 self._arm(now + wait, tx, "completed_end")
             self.events.append(ResponseReceived(resp, tx, now))
@@ -432,8 +451,11 @@ class TransactionLayer:
 
     def _terminate_client(self, tx: ClientTransaction) -> None:
         tx.state = State.TERMINATED
+        tx.data, tx.ack = b"", None  # the TU may keep the object (an attempt's ``tx``)
         if self._client.get(tx.key) is tx:
             del self._client[tx.key]
+            if not self._client:  # idle: give a peak's table back (dicts never shrink)
+                self._client = {}
             host = tx.target.host
             self._asked[host] -= 1
             if not self._asked[host]:
@@ -464,7 +486,9 @@ class TransactionLayer:
                 return
             accepted = self._accepted.pop((req.call_id, req.cseq, req.from_.tag), None)
             if accepted is not None:
-                accepted.acked = True
+                # Confirmed: no more 2xx retransmissions; the transaction stays Accepted
+                # only to absorb INVITE retransmissions until Timer L (RFC 6026 §8.7).
+                accepted.acked, accepted.last = True, None
             self.events.append(RequestReceived(req, source, None, now))
             return
         tx = self._server.get(key)
@@ -508,10 +532,11 @@ class TransactionLayer:
             if not tx.invite:
                 tx.state = State.PROCEEDING
             return
+        req = tx.request = settled(tx.request)  # the TU has answered: nothing more to read
         if tx.invite:
             if status < 300:
                 tx.state = State.ACCEPTED
-                tx.dialog_key = (tx.request.call_id, tx.request.cseq, tx.request.from_.tag)
+                tx.dialog_key = (req.call_id, req.cseq, req.from_.tag)
                 self._accepted[tx.dialog_key] = tx
                 tx.interval = self.timers.t1
                 self._arm(now + tx.interval, tx, "retransmit_2xx")
@@ -555,10 +580,14 @@ class TransactionLayer:
 
     def _terminate_server(self, tx: ServerTransaction) -> None:
         tx.state = State.TERMINATED
+        tx.last = None  # the TU may keep the object (a call's ``a_tx``)
         if self._server.get(tx.key) is tx:
             del self._server[tx.key]
+            if not self._server:  # idle: give a peak's table back (dicts never shrink)
+                self._server = {}
         if tx.dialog_key is not None and self._accepted.get(tx.dialog_key) is tx:
             del self._accepted[tx.dialog_key]
+        tx.dialog_key = None
 
     def _arm(self, when: float, obj: Any, kind: str) -> None:
         self._timers.arm(when, obj, kind)
