@@ -101,3 +101,24 @@ def merge_status(reports: list[dict[str, Any]], node: dict[str, Any]) -> dict[st
     alarms = {tuple(sorted(a.items())): a for r in reports for a in r["alarms"]}
     out["alarms"] = [alarms[k] for k in sorted(alarms)]
     return out
+
+
+def merge_memory(reports: list[dict[str, Any]], own_rss_kb: int) -> dict[str, Any]:
+    """Workers' /memory reports as the node's: every count summed (RSS with the
+    supervisor's own), and each worker's report as it is under ``workers``."""
+    out = _sum([{k: v for k, v in r.items() if k != "gc"} for r in reports])
+    out["rss_kb"] = out.get("rss_kb", 0) + own_rss_kb
+    out["supervisor_rss_kb"] = own_rss_kb
+    out["workers"] = reports
+    return out
+
+
+def _sum(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = _sum([out.get(k, {}), v])
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, ipc
+from sbc import aggregate, ipc, memory
 from sbc.cdr import JsonLines, Spool, iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
@@ -324,7 +324,7 @@ class Supervisor:
         return 200, "application/json", json.dumps(await self.status(), indent=1).encode()
 
     async def _memory(self) -> tuple[int, str, bytes]:
-        body = {"workers": await self.ask("memory")}
+        body = aggregate.merge_memory(await self.ask("memory"), memory.rss_kb())
         return 200, "application/json", json.dumps(body, indent=1).encode()
 
     def _task(self, coro: Any) -> None:

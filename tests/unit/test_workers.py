@@ -124,3 +124,12 @@ def test_status_adds_calls_and_cps_per_group_and_keeps_the_leaders_health() -> N
     ]
     assert merged["capacity_groups"] == [{"name": "cg", "calls": 5, "cps": 4}]
     assert [a["trigger"] for a in merged["alarms"]] == ["t2", "t3"]
+
+
+def test_memory_sums_every_count_and_keeps_each_workers_report() -> None:
+    a = {"rss_kb": 100, "calls": 2, "live_objects": {"Call": 2}, "gc": {"counts": [1, 2, 3]}}
+    b = {"rss_kb": 50, "calls": 1, "live_objects": {"Call": 1, "Attempt": 1}}
+    merged = aggregate.merge_memory([a, b], 10)
+    assert merged["rss_kb"] == 160 and merged["supervisor_rss_kb"] == 10
+    assert merged["calls"] == 3 and merged["live_objects"] == {"Call": 3, "Attempt": 1}
+    assert merged["workers"] == [a, b]
