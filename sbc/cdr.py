@@ -72,7 +72,7 @@ def iso(t: float | None) -> str | None:
     return f"{_second(second)}.{(us % 1_000_000) // 1000:03d}Z"
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4)  # few survivors: each pins its arena
 def _second(second: int) -> str:
     """The date and time of one whole second: a CDR's few times fall in a few seconds."""
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
