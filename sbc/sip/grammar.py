@@ -4,11 +4,15 @@ Each parser sits under the ABNF it implements. They work on already-unfolded hea
 (the parser turns ``CRLF 1*WSP`` into one SP, §7.3.1) and use str methods and character sets,
 not regular expressions, because they run for every message on the hot path. Any deviation
 raises ``SipError(400)``; nothing else may escape.
+
+Uri, NameAddr and Via are values: the parser shares one parsed object between the messages
+that carry the same header text, and ``str()`` of a Uri or NameAddr is computed once and kept.
+Never assign to their fields or change their ``params``; build a new one instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sbc.sip.errors import SipError
 
@@ -117,6 +121,7 @@ class Uri:
     params: str = ""  # ";a=b;lr" as received, without the leading ";"
     headers: str = ""  # "a=b&c=d" as received, without the leading "?"
     opaque: str = ""
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_sip(self) -> bool:
@@ -134,6 +139,12 @@ class Uri:
         return None
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = self._format()
+        return text
+
+    def _format(self) -> str:
         if not self.is_sip:
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
@@ -211,7 +222,15 @@ def parse_uri(s: str) -> Uri:
             raise _bad("bad URI parameters")
         if "%" in params:
             _check_escapes(params, "URI parameters")
-    host, port = split_hostport(rest)
+    if rest[:1] == "[":
+        host, port = split_hostport(rest)
+    else:  # split_hostport and check_host inlined: a host name or IPv4 address
+        host, sep, p = rest.partition(":")
+        port = parse_port(p) if sep else None
+        if not host:
+            raise _bad("empty host")
+        if not _HOST_CHARS.issuperset(host):
+            raise _bad("bad host")
     return Uri(scheme, user, password, host, port, params, headers)
 
 
@@ -333,6 +352,7 @@ class NameAddr:
     uri: Uri
     params: dict[str, str | None]
     raw_uri: str  # the URI text exactly as received
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tag(self) -> str | None:
@@ -346,11 +366,14 @@ class NameAddr:
         return unquote(self.display) if self.display.startswith('"') else self.display
 
     def __str__(self) -> str:
-        head = f"{self.display} <{self.raw_uri}>" if self.display else f"<{self.raw_uri}>"
-        if not self.params:
-            return head
-        tail = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
-        return head + tail
+        text = self._text
+        if text is None:
+            head = f"{self.display} <{self.raw_uri}>" if self.display else f"<{self.raw_uri}>"
+            params = self.params
+            if params:
+                head += "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+            text = self._text = head
+        return text
 
 
 def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
