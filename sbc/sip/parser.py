@@ -13,7 +13,7 @@ Max-Forwards or a magic-cookie branch, extra octets after the body of a datagram
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TypeVar
 
 from sbc.sip.errors import SipError
 from sbc.sip.grammar import (
@@ -60,26 +60,30 @@ def _digits(value: str, what: str) -> int:
     return int(value)
 
 
-def _unfold(lines: list[str]) -> list[tuple[str, str]]:
-    """(canonical name, value) per header field, continuation lines joined (§7.3.1)."""
-    raw: list[tuple[str, str]] = []
+def _unfold(lines: list[str]) -> list[str]:
+    """The header lines with each continuation line joined to its field (§7.3.1): the
+    field's text, one SP, then the continuation without its surrounding whitespace."""
+    out: list[str] = []
+    joined = -1
     for line in lines:
         if line[:1] in (" ", "\t"):
-            if not raw:
+            if not out:
                 raise SipError(400, "continuation line before any header field")
-            name, value = raw[-1]
-            raw[-1] = (name, value + " " + line.strip(_WSP))
+            if joined != len(out):
+                out[-1] = out[-1].rstrip(_WSP)
+                joined = len(out)
+            out[-1] += " " + line.strip(_WSP)
             continue
-        raw.append((_header_name(line), line[line.find(":") + 1 :].strip(_WSP)))
-    return [(name, value.strip(_WSP)) for name, value in raw]  # a blank continuation
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipError(400, "header line without a name and colon")
+        _header_name(line[:colon])  # line errors come in line order, before any value's
+        out.append(line)
+    return out
 
 
-def _header_name(line: str) -> str:
-    """The canonical name of a header line (compact forms expanded, §7.3.3)."""
-    colon = line.find(":")
-    if colon <= 0:
-        raise SipError(400, "header line without a name and colon")
-    name = line[:colon]
+def _header_name(name: str) -> str:
+    """The canonical name of a header field (compact forms expanded, §7.3.3)."""
     canon = _NAMES.get(name)
     if canon is None:
         name = name.rstrip(_WSP)
@@ -115,6 +119,30 @@ _KIND = {
 }
 
 
+# Header values parsed lately, by their exact text. A response repeats its request's Via,
+# From, To and Call-ID (§8.2.6.2), in-dialog requests their dialog's From and To (§12.2.1.1),
+# a retransmission everything, and Contact, Route and the Request-URI of in-dialog requests
+# (our own Contact) are often the same for every call of a peer: those are parsed once.
+# Only values that parsed are kept, so a message is refused exactly when the parser would.
+# The parsed objects are then shared between messages (grammar.py: never mutate them). Each
+# map is emptied when full, so it stays small; the churning ones (Via branches, From tags)
+# cannot evict the steady ones.
+_RECENT_MAX = 512
+_VIAS: dict[str, Via] = {}
+_ADDRS: dict[str, NameAddr] = {}  # From, To
+_CONTACTS: dict[str, NameAddr] = {}
+_ROUTES: dict[str, NameAddr] = {}  # Route, Record-Route: brackets required
+_URIS: dict[str, Uri] = {}  # Request-URI
+_T = TypeVar("_T")
+
+
+def _keep(cache: dict[str, _T], text: str, parsed: _T) -> _T:
+    if len(cache) >= _RECENT_MAX:
+        cache.clear()
+    cache[text] = parsed
+    return parsed
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one whole message: a UDP datagram, or one message cut from a stream."""
     start = 0
@@ -131,15 +159,11 @@ def parse_message(data: bytes) -> Request | Response:
     lines = head.split("\r\n")
     first = lines[0]
     del lines[0]
-    # Header fields in one pass. Folded messages (rare) are unfolded first. A malformed
-    # header line is reported before any malformed value, wherever it is (the verdicts of
-    # the two-pass parser this replaces): so a value's error waits until every line's name
-    # has been checked.
-    fields: Iterable[tuple[str, str]]
+    # Header fields in one pass; folded ones (rare) are joined first. A malformed header
+    # line is reported before any malformed value, wherever it is (the verdicts of the
+    # two-pass parser this replaced), so a value's error waits until every line is checked.
     if "\r\n " in head or "\r\n\t" in head:
-        fields = _unfold(lines)
-    else:
-        fields = ((_header_name(ln), ln[ln.find(":") + 1 :].strip(_WSP)) for ln in lines)
+        lines = _unfold(lines)
 
     headers: list[tuple[str, str]] = []
     vias: list[Via] = []
@@ -154,9 +178,15 @@ def parse_message(data: bytes) -> Request | Response:
     content_type = False
     late: SipError | None = None
     append = headers.append
-    for name, value in fields:
+    for line in lines:
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipError(400, "header line without a name and colon")
+        name = line[:colon]
+        name = _NAMES.get(name) or _header_name(name)
         if late is not None:
             continue
+        value = line[colon + 1 :].strip(_WSP)
         kind = _KIND.get(name)
         if kind is None:
             append((name, value))
@@ -164,18 +194,18 @@ def parse_message(data: bytes) -> Request | Response:
         try:
             if kind == _VIA:
                 for part in split_list(value):
-                    via = parse_via(part)
+                    via = _VIAS.get(part) or _keep(_VIAS, part, parse_via(part))
                     vias.append(via)
                     append(("Via", via.raw))
                 continue
             if kind == _FROM:
                 if from_ is not None:
                     raise SipError(400, "more than one From")
-                from_ = parse_name_addr(value)
+                from_ = _ADDRS.get(value) or _keep(_ADDRS, value, parse_name_addr(value))
             elif kind == _TO:
                 if to is not None:
                     raise SipError(400, "more than one To")
-                to = parse_name_addr(value)
+                to = _ADDRS.get(value) or _keep(_ADDRS, value, parse_name_addr(value))
             elif kind == _CALL_ID:
                 if call_id is not None:
                     raise SipError(400, "more than one Call-ID")
@@ -192,8 +222,11 @@ def parse_message(data: bytes) -> Request | Response:
                     append((name, value))
                     continue
                 brackets = kind != _CONTACT
+                cache = _ROUTES if brackets else _CONTACTS
                 for part in split_list(value):
-                    na = parse_name_addr(part, require_brackets=brackets)
+                    na = cache.get(part) or _keep(
+                        cache, part, parse_name_addr(part, require_brackets=brackets)
+                    )
                     if kind == _CONTACT:
                         contacts.append(na)
                     elif kind == _RECORD_ROUTE:
@@ -288,7 +321,7 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipError(400, "bad method")
     if "\t" in uri_text:
         raise SipError(400, "whitespace in Request-URI")
-    ruri = parse_uri(uri_text)
+    ruri = _URIS.get(uri_text) or _keep(_URIS, uri_text, parse_uri(uri_text))
     if ruri.is_sip and ruri.headers:
         raise SipError(400, "headers in the Request-URI")  # RFC 4475 §3.1.2.10
     if cseq_method != method:
