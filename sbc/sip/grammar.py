@@ -414,12 +414,15 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
         if not raw_uri or not _WS.isdisjoint(raw_uri) or "," in raw_uri or "?" in raw_uri:
             raise _bad("addr-spec with ',', '?' or whitespace must be in <>")
     uri = parse_uri(raw_uri)
-    params: dict[str, str | None] = {}
+    params = _NO_PARAMS
     if rest:
         if rest[0] != ";":
             raise _bad("junk after address")
         params = parse_params(rest[1:])
     return NameAddr(display, uri, params, raw_uri)
+
+
+_NO_PARAMS: dict[str, str | None] = {}  # one for every parsed address without parameters
 
 
 def split_list(value: str) -> list[str]:

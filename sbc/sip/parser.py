@@ -133,6 +133,9 @@ _ADDRS: dict[str, NameAddr] = {}  # From, To
 _CONTACTS: dict[str, NameAddr] = {}
 _ROUTES: dict[str, NameAddr] = {}  # Route, Record-Route: brackets required
 _URIS: dict[str, Uri] = {}  # Request-URI
+# Whole lines of the headers we only keep (User-Agent, Allow, P-Asserted-Identity, ...):
+# a held message shares the (name, value) pair with every other that has the same line.
+_FIELDS: dict[str, tuple[str, str]] = {}
 _T = TypeVar("_T")
 
 
@@ -179,6 +182,11 @@ def parse_message(data: bytes) -> Request | Response:
     late: SipError | None = None
     append = headers.append
     for line in lines:
+        field = _FIELDS.get(line)
+        if field is not None:  # a line that parsed before, as a header we only keep
+            if late is None:
+                append(field)
+            continue
         colon = line.find(":")
         if colon <= 0:
             raise SipError(400, "header line without a name and colon")
@@ -189,7 +197,7 @@ def parse_message(data: bytes) -> Request | Response:
         value = line[colon + 1 :].strip(_WSP)
         kind = _KIND.get(name)
         if kind is None:
-            append((name, value))
+            append(_keep(_FIELDS, line, (name, value)))
             continue
         try:
             if kind == _VIA:
