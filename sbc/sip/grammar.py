@@ -4,11 +4,15 @@ Each parser sits under the ABNF it implements. They work on already-unfolded hea
 (the parser turns ``CRLF 1*WSP`` into one SP, §7.3.1) and use str methods and character sets,
 not regular expressions, because they run for every message on the hot path. Any deviation
 raises ``SipError(400)``; nothing else may escape.
+
+Uri, NameAddr and Via are values: the parser shares one parsed object between the messages
+that carry the same header text, and ``str()`` of a Uri or NameAddr is computed once and kept.
+Never assign to their fields or change their ``params``; build a new one instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sbc.sip.errors import SipError
 
@@ -117,6 +121,7 @@ class Uri:
     params: str = ""  # ";a=b;lr" as received, without the leading ";"
     headers: str = ""  # "a=b&c=d" as received, without the leading "?"
     opaque: str = ""
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_sip(self) -> bool:
@@ -134,6 +139,12 @@ class Uri:
         return None
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = self._format()
+        return text
+
+    def _format(self) -> str:
         if not self.is_sip:
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
@@ -152,6 +163,9 @@ class Uri:
         return "".join(out)
 
 
+_SCHEMES = {"sip": "sip", "sips": "sips", "tel": "tel"}
+
+
 def parse_uri(s: str) -> Uri:
     """absoluteURI / SIP-URI / SIPS-URI.
 
@@ -159,12 +173,17 @@ def parse_uri(s: str) -> Uri:
     userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
     """
     colon = s.find(":")
-    if colon <= 0:
-        raise _bad("URI without scheme")
-    scheme = s[:colon]
-    if not (scheme[0].isascii() and scheme[0].isalpha()) or not _SCHEME_CHARS.issuperset(scheme):
-        raise _bad("bad URI scheme")
-    scheme = scheme.lower()
+    if colon == 3 and s.startswith("sip"):  # the usual spelling: one shared scheme string
+        scheme = "sip"
+    else:
+        if colon <= 0:
+            raise _bad("URI without scheme")
+        scheme = s[:colon]
+        if not (scheme[0].isascii() and scheme[0].isalpha()) or not _SCHEME_CHARS.issuperset(
+            scheme
+        ):
+            raise _bad("bad URI scheme")
+        scheme = _SCHEMES.get(scheme) or scheme.lower()
     rest = s[colon + 1 :]
     if not rest:
         raise _bad("empty URI")
@@ -203,7 +222,15 @@ def parse_uri(s: str) -> Uri:
             raise _bad("bad URI parameters")
         if "%" in params:
             _check_escapes(params, "URI parameters")
-    host, port = split_hostport(rest)
+    if rest[:1] == "[":
+        host, port = split_hostport(rest)
+    else:  # split_hostport and check_host inlined: a host name or IPv4 address
+        host, sep, p = rest.partition(":")
+        port = parse_port(p) if sep else None
+        if not host:
+            raise _bad("empty host")
+        if not _HOST_CHARS.issuperset(host):
+            raise _bad("bad host")
     return Uri(scheme, user, password, host, port, params, headers)
 
 
@@ -254,6 +281,30 @@ def parse_params(s: str) -> dict[str, str | None]:
     generic-param = token [ EQUAL gen-value ] ; gen-value = token / host / quoted-string
     Names are lowercased; quoted values keep their quotes so they serialize unchanged.
     """
+    if '"' in s:
+        return _parse_params_quoted(s)
+    # No quoted-string: every ";" separates parameters and every first "=" a value, so str
+    # methods do what the scan below does, several times faster (this runs for each Via,
+    # From, To and Contact of every message).
+    params: dict[str, str | None] = {}
+    for item in s.split(";"):
+        name, eq, value = item.partition("=")
+        name = name.strip(" \t")
+        if not name or not TOKEN_CHARS.issuperset(name):
+            raise _bad("bad parameter name")
+        if eq:
+            value = value.strip(" \t")
+            if not value or not _PARAM_VALUE_CHARS.issuperset(value):
+                raise _bad("bad parameter value")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def _parse_params_quoted(s: str) -> dict[str, str | None]:
+    """parse_params for text holding a quote: a ";" or "=" inside a quoted value is not a
+    separator, so scan."""
     params: dict[str, str | None] = {}
     i = 0
     n = len(s)
@@ -301,6 +352,7 @@ class NameAddr:
     uri: Uri
     params: dict[str, str | None]
     raw_uri: str  # the URI text exactly as received
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tag(self) -> str | None:
@@ -314,11 +366,14 @@ class NameAddr:
         return unquote(self.display) if self.display.startswith('"') else self.display
 
     def __str__(self) -> str:
-        head = f"{self.display} <{self.raw_uri}>" if self.display else f"<{self.raw_uri}>"
-        if not self.params:
-            return head
-        tail = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
-        return head + tail
+        text = self._text
+        if text is None:
+            head = f"{self.display} <{self.raw_uri}>" if self.display else f"<{self.raw_uri}>"
+            params = self.params
+            if params:
+                head += "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+            text = self._text = head
+        return text
 
 
 def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
@@ -359,12 +414,15 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
         if not raw_uri or not _WS.isdisjoint(raw_uri) or "," in raw_uri or "?" in raw_uri:
             raise _bad("addr-spec with ',', '?' or whitespace must be in <>")
     uri = parse_uri(raw_uri)
-    params: dict[str, str | None] = {}
+    params = _NO_PARAMS
     if rest:
         if rest[0] != ";":
             raise _bad("junk after address")
         params = parse_params(rest[1:])
     return NameAddr(display, uri, params, raw_uri)
+
+
+_NO_PARAMS: dict[str, str | None] = {}  # one for every parsed address without parameters
 
 
 def split_list(value: str) -> list[str]:
@@ -412,6 +470,11 @@ class Via:
         return self.params.get("branch")
 
 
+# One shared string per usual transport rather than a fresh upper-cased copy per Via.
+_TRANSPORTS = {t: t.upper() for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")}
+_TRANSPORTS.update({t.lower(): u for t, u in _TRANSPORTS.items()})
+
+
 def parse_via(value: str) -> Via:
     """via-parm = sent-protocol LWS sent-by *( SEMI via-params )
 
@@ -428,10 +491,12 @@ def parse_via(value: str) -> Via:
         if parts[1].strip(" \t") != "2.0":
             raise SipError(505, "Via protocol version is not 2.0")
         rest = parts[2].lstrip(" \t")
-    sp = 0
-    n = len(rest)
-    while sp < n and rest[sp] not in " \t":
-        sp += 1
+    sp = rest.find(" ")
+    if sp < 0:
+        sp = len(rest)
+    tab = rest.find("\t", 0, sp)
+    if tab >= 0:
+        sp = tab
     transport = rest[:sp]
     if not is_token(transport):
         raise _bad("bad Via transport")
@@ -449,4 +514,4 @@ def parse_via(value: str) -> Via:
         check_host(host)
         port = parse_port(p.strip(" \t")) if sep else None
     params = parse_params(ptext) if semi >= 0 else {}
-    return Via(transport.upper(), host, port, params, raw)
+    return Via(_TRANSPORTS.get(transport) or transport.upper(), host, port, params, raw)

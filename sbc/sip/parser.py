@@ -13,6 +13,8 @@ Max-Forwards or a magic-cookie branch, extra octets after the body of a datagram
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sbc.sip.errors import SipError
 from sbc.sip.grammar import (
     NameAddr,
@@ -47,7 +49,6 @@ KNOWN_METHODS = frozenset(
         "UPDATE",
     ]
 )
-_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
 _DIGITS = frozenset("0123456789")
 _WSP = " \t"
 _CSEQ_LIMIT = 2**31  # §8.1.1.5: a 32-bit unsigned integer less than 2**31
@@ -57,6 +58,92 @@ def _digits(value: str, what: str) -> int:
     if not value or not _DIGITS.issuperset(value) or len(value) > 10:
         raise SipError(400, f"bad {what}")
     return int(value)
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """The header lines with each continuation line joined to its field (§7.3.1): the
+    field's text, one SP, then the continuation without its surrounding whitespace."""
+    out: list[str] = []
+    joined = -1
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not out:
+                raise SipError(400, "continuation line before any header field")
+            if joined != len(out):
+                out[-1] = out[-1].rstrip(_WSP)
+                joined = len(out)
+            out[-1] += " " + line.strip(_WSP)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipError(400, "header line without a name and colon")
+        _header_name(line[:colon])  # line errors come in line order, before any value's
+        out.append(line)
+    return out
+
+
+def _header_name(name: str) -> str:
+    """The canonical name of a header field (compact forms expanded, §7.3.3)."""
+    canon = _NAMES.get(name)
+    if canon is None:
+        name = name.rstrip(_WSP)
+        canon = CANONICAL.get(name.lower())
+        if canon is None:
+            if not is_token(name):
+                raise SipError(400, "bad header name")
+            canon = name
+    return canon
+
+
+# The names as usually spelled (canonical case, compact forms in either case), so most lines
+# need neither rstrip nor lower; anything else goes through CANONICAL.
+_NAMES: dict[str, str] = {c: c for c in CANONICAL.values()}
+_NAMES.update((k, v) for k, v in CANONICAL.items() if len(k) == 1)
+_NAMES.update((k.upper(), v) for k, v in CANONICAL.items() if len(k) == 1)
+# What the value loop does per name; any other name is only kept.
+_VIA, _FROM, _TO, _CALL_ID, _CSEQ, _MAX_FORWARDS, _CONTENT_LENGTH = range(1, 8)
+_CONTACT, _RECORD_ROUTE, _ROUTE, _CONTENT_TYPE, _DATE = range(8, 13)
+_KIND = {
+    "Via": _VIA,
+    "From": _FROM,
+    "To": _TO,
+    "Call-ID": _CALL_ID,
+    "CSeq": _CSEQ,
+    "Max-Forwards": _MAX_FORWARDS,
+    "Content-Length": _CONTENT_LENGTH,
+    "Contact": _CONTACT,
+    "Record-Route": _RECORD_ROUTE,
+    "Route": _ROUTE,
+    "Content-Type": _CONTENT_TYPE,
+    "Date": _DATE,
+}
+
+
+# Header values parsed lately, by their exact text. A response repeats its request's Via,
+# From, To and Call-ID (§8.2.6.2), in-dialog requests their dialog's From and To (§12.2.1.1),
+# a retransmission everything, and Contact, Route and the Request-URI of in-dialog requests
+# (our own Contact) are often the same for every call of a peer: those are parsed once.
+# Only values that parsed are kept, so a message is refused exactly when the parser would.
+# The parsed objects are then shared between messages (grammar.py: never mutate them). Each
+# map is emptied when full, so it stays small; the churning ones (Via branches, From tags)
+# cannot evict the steady ones.
+_RECENT_MAX = 512
+_VIAS: dict[str, Via] = {}
+_ADDRS: dict[str, NameAddr] = {}  # From, To
+_CONTACTS: dict[str, NameAddr] = {}
+_ROUTES: dict[str, NameAddr] = {}  # Route, Record-Route: brackets required
+_URIS: dict[str, Uri] = {}  # Request-URI
+# Whole lines of the headers we only keep (User-Agent, Allow, P-Asserted-Identity, ...):
+# a held message shares the (name, value) pair with every other that has the same line.
+_FIELDS: dict[str, tuple[str, str]] = {}
+_T = TypeVar("_T")
+
+
+def _keep(cache: dict[str, _T], text: str, parsed: _T) -> _T:
+    if len(cache) >= _RECENT_MAX:
+        cache.clear()
+    cache[text] = parsed
+    return parsed
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -74,26 +161,12 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipError(400, "bare CR or LF in the header section")
     lines = head.split("\r\n")
     first = lines[0]
-
-    # Unfold (§7.3.1) and split header fields.
-    raw: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not raw:
-                raise SipError(400, "continuation line before any header field")
-            name, value = raw[-1]
-            raw[-1] = (name, value + " " + line.strip(_WSP))
-            continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise SipError(400, "header line without a name and colon")
-        name = line[:colon].rstrip(" \t")
-        canon = CANONICAL.get(name.lower())
-        if canon is None:
-            if not is_token(name):
-                raise SipError(400, "bad header name")
-            canon = name
-        raw.append((canon, line[colon + 1 :].strip(" \t")))
+    del lines[0]
+    # Header fields in one pass; folded ones (rare) are joined first. A malformed header
+    # line is reported before any malformed value, wherever it is (the verdicts of the
+    # two-pass parser this replaced), so a value's error waits until every line is checked.
+    if "\r\n " in head or "\r\n\t" in head:
+        lines = _unfold(lines)
 
     headers: list[tuple[str, str]] = []
     vias: list[Via] = []
@@ -105,53 +178,93 @@ def parse_message(data: bytes) -> Request | Response:
     cseq_text: str | None = None
     max_forwards: int | None = None
     content_length: int | None = None
-    seen: set[str] = set()
-    for name, value in raw:
-        value = value.strip(" \t")
-        if name in _SINGLE:
-            if name in seen:
-                raise SipError(400, f"more than one {name}")
-            seen.add(name)
-        if name == "Via":
-            for part in split_list(value):
-                via = parse_via(part)
-                vias.append(via)
-                headers.append(("Via", via.raw))
+    content_type = False
+    late: SipError | None = None
+    append = headers.append
+    for line in lines:
+        field = _FIELDS.get(line)
+        if field is not None:  # a line that parsed before, as a header we only keep
+            if late is None:
+                append(field)
             continue
-        if name == "Content-Length":
-            content_length = _digits(value, "Content-Length")
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipError(400, "header line without a name and colon")
+        name = line[:colon]
+        name = _NAMES.get(name) or _header_name(name)
+        if late is not None:
             continue
-        if name == "From":
-            from_ = parse_name_addr(value)
-        elif name == "To":
-            to = parse_name_addr(value)
-        elif name == "Call-ID":
-            # callid = word [ "@" word ]: any visible characters, no whitespace
-            if not value or " " in value or "\t" in value:
-                raise SipError(400, "bad Call-ID")
-            call_id = value
-        elif name == "CSeq":
-            cseq_text = value
-        elif name == "Max-Forwards":
-            max_forwards = _digits(value, "Max-Forwards")
-            if max_forwards > 255:
-                raise SipError(400, "Max-Forwards above 255")
-        elif name in ("Contact", "Record-Route", "Route"):
-            if name == "Contact" and value == "*":
-                headers.append((name, value))
+        value = line[colon + 1 :].strip(_WSP)
+        kind = _KIND.get(name)
+        if kind is None:
+            append(_keep(_FIELDS, line, (name, value)))
+            continue
+        try:
+            if kind == _VIA:
+                for part in split_list(value):
+                    via = _VIAS.get(part) or _keep(_VIAS, part, parse_via(part))
+                    vias.append(via)
+                    append(("Via", via.raw))
                 continue
-            for part in split_list(value):
-                na = parse_name_addr(part, require_brackets=name != "Contact")
-                if name == "Contact":
-                    contacts.append(na)
-                elif name == "Record-Route":
-                    record_routes.append(na)
-                headers.append((name, part.strip(" \t")))
+            if kind == _FROM:
+                if from_ is not None:
+                    raise SipError(400, "more than one From")
+                from_ = _ADDRS.get(value) or _keep(_ADDRS, value, parse_name_addr(value))
+            elif kind == _TO:
+                if to is not None:
+                    raise SipError(400, "more than one To")
+                to = _ADDRS.get(value) or _keep(_ADDRS, value, parse_name_addr(value))
+            elif kind == _CALL_ID:
+                if call_id is not None:
+                    raise SipError(400, "more than one Call-ID")
+                # callid = word [ "@" word ]: any visible characters, no whitespace
+                if not value or " " in value or "\t" in value:
+                    raise SipError(400, "bad Call-ID")
+                call_id = value
+            elif kind == _CSEQ:
+                if cseq_text is not None:
+                    raise SipError(400, "more than one CSeq")
+                cseq_text = value
+            elif kind >= _CONTACT and kind <= _ROUTE:
+                if kind == _CONTACT and value == "*":
+                    append((name, value))
+                    continue
+                brackets = kind != _CONTACT
+                cache = _ROUTES if brackets else _CONTACTS
+                for part in split_list(value):
+                    na = cache.get(part) or _keep(
+                        cache, part, parse_name_addr(part, require_brackets=brackets)
+                    )
+                    if kind == _CONTACT:
+                        contacts.append(na)
+                    elif kind == _RECORD_ROUTE:
+                        record_routes.append(na)
+                    append((name, part.strip(_WSP)))
+                continue
+            elif kind == _MAX_FORWARDS:
+                if max_forwards is not None:
+                    raise SipError(400, "more than one Max-Forwards")
+                max_forwards = _digits(value, "Max-Forwards")
+                if max_forwards > 255:
+                    raise SipError(400, "Max-Forwards above 255")
+            elif kind == _CONTENT_LENGTH:
+                if content_length is not None:
+                    raise SipError(400, "more than one Content-Length")
+                content_length = _digits(value, "Content-Length")
+                continue
+            elif kind == _CONTENT_TYPE:
+                if content_type:
+                    raise SipError(400, "more than one Content-Type")
+                content_type = True
+            elif not value.endswith(" GMT"):  # Date
+                # SIP-date = rfc1123-date, whose only zone is "GMT" (§25.1, RFC 4475 §3.1.2.11)
+                raise SipError(400, "Date not in GMT")
+        except SipError as e:
+            late = e
             continue
-        elif name == "Date" and not value.endswith(" GMT"):
-            # SIP-date = rfc1123-date, whose only zone is "GMT" (§25.1, RFC 4475 §3.1.2.11)
-            raise SipError(400, "Date not in GMT")
-        headers.append((name, value))
+        append((name, value))
+    if late is not None:
+        raise late
 
     if from_ is None or to is None or call_id is None or cseq_text is None or not vias:
         raise SipError(400, "missing Via, From, To, Call-ID or CSeq")
@@ -216,7 +329,7 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipError(400, "bad method")
     if "\t" in uri_text:
         raise SipError(400, "whitespace in Request-URI")
-    ruri = parse_uri(uri_text)
+    ruri = _URIS.get(uri_text) or _keep(_URIS, uri_text, parse_uri(uri_text))
     if ruri.is_sip and ruri.headers:
         raise SipError(400, "headers in the Request-URI")  # RFC 4475 §3.1.2.10
     if cseq_method != method:
