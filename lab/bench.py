@@ -31,6 +31,9 @@ from pathlib import Path
 
 import harness
 
+from sbc import native
+from sbc.config.loader import load_config
+
 TICKS = os.sysconf("SC_CLK_TCK")
 KAMAILIO_PORT = 5065
 SCENARIO = "uac_bench.xml"
@@ -221,12 +224,14 @@ def main() -> int:
         print(bench_hold.report(result))
         return 0
     rates = [int(r) for r in args.rates.split(",")]
+    workers = load_config(harness.LAB_CONFIG).node.workers or os.cpu_count()
     work = Path(tempfile.mkdtemp(prefix="sbc-bench-"))
     out = args.out or harness.ROOT / "lab" / "out" / time.strftime("bench-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"# sbc bench: {args.seconds:g} s per step, sbc log level {args.log_level}, "
-        f"{os.cpu_count()} cores, sipp on the same box; pass = < 0.1 % failed, <= 1 % retrans",
+        f"{os.cpu_count()} cores, sipp on the same box; pass = < 0.1 % failed, <= 1 % retrans; "
+        f"sbc: {workers} workers, core {native.mode()}",
         flush=True,
     )
     print(HEADER, flush=True)

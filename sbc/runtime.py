@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import memory, status
+from sbc import memory, native, status
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
@@ -58,8 +58,6 @@ class Worker(Protocol):
     def steered(self) -> tuple[int, int]: ...  # (handed on, lost)
 
     def state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]: ...
-
-    def cdrs(self, records: list[dict[str, Any]]) -> None: ...
 
     def changed(self, now: float) -> None: ...
 
@@ -186,7 +184,9 @@ class Runtime:
                 )
                 self._servers.append(server)
         self.log.info(
-            "sbc.started", listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen]
+            "sbc.started",
+            listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen],
+            core=native.mode(),
         )
         if self.worker is None:
             await self._serve_admin()
@@ -341,9 +341,8 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     def write_cdrs(self, records: list[dict[str, Any]]) -> None:
-        if self.worker is not None:
-            self.worker.cdrs(records)
-            return
+        # Workers too: each record is one write(2) to a file opened O_APPEND, so the node's
+        # workers share one CDR file whole-line by whole-line (sbc.cdr.JsonLines).
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
 
@@ -409,15 +408,14 @@ class Runtime:
         snapshot = self.reloads.load(self.controller.snapshot.config)
         if snapshot is None:
             return False
-        node = snapshot.config.node
-        if node.cdr.path != str(self.cdrs.path):
-            self.cdrs.reopen(node.cdr.path)
         self.swap(snapshot)
         return True
 
     def swap(self, snapshot: Snapshot) -> None:
         """Serve with ``snapshot`` from now on (validated by whoever built it)."""
         self.controller.snapshot = snapshot
+        if snapshot.config.node.cdr.path != str(self.cdrs.path):
+            self.cdrs.reopen(snapshot.config.node.cdr.path)
         if snapshot.config.node.rtpengine:
             if self.media is None:  # the first rtpengine: a client of its own
                 self.media = media_client(snapshot, self.log, self.metrics.observe_rtpengine)
@@ -443,26 +441,7 @@ class Runtime:
     # --- audit, metrics, status ---------------------------------------------------------------
 
     def gauges(self) -> list[tuple[str, str, float]]:
-        if self.worker is not None:  # the supervisor adds the node's own (CDRs, reloads)
-            handed, lost = self.worker.steered
-            return [
-                (
-                    "sbc_steered_total",
-                    "Datagrams handed to the worker that owns their Call-ID.",
-                    float(handed),
-                ),
-                (
-                    "sbc_steer_lost_total",
-                    "Datagrams whose owner could not take them (restarting, or its queue full).",
-                    float(lost),
-                ),
-                (
-                    "sbc_draining",
-                    "1 while the node drains after SIGTERM.",
-                    1.0 if self.draining_since is not None else 0.0,
-                ),
-            ]
-        return [
+        out = [
             (
                 "sbc_draining",
                 "1 while the node drains after SIGTERM.",
@@ -479,7 +458,22 @@ class Runtime:
                 "CDR records lost: the file was unwritable and the backlog full.",
                 float(self.spool.dropped),
             ),
-            *self.reloads.gauges(),
+        ]
+        if self.worker is None:
+            return [*out, *self.reloads.gauges()]
+        handed, lost = self.worker.steered  # the supervisor adds its own (reloads, workers)
+        return [
+            *out,
+            (
+                "sbc_steered_total",
+                "Datagrams handed to the worker that owns their Call-ID.",
+                float(handed),
+            ),
+            (
+                "sbc_steer_lost_total",
+                "Datagrams whose owner could not take them (restarting, or its queue full).",
+                float(lost),
+            ),
         ]
 
     def _metrics(self) -> tuple[int, str, bytes]:

@@ -10,7 +10,7 @@ The supervisor holds no call. It keeps:
   ports, CPS and capacity groups hold exactly across workers; a worker's leases go back the
   moment it dies (the Redis backend needs none of this: each worker is a fleet node);
 - **registrations**, passed on to every worker, and to a restarted one whole;
-- **the node's files and endpoints**: one CDR file, one audit log, /metrics, /status and
+- **the node's endpoints and audit log**: /metrics, /status and
   /memory merged from the workers' (sbc.aggregate), and systemd's notifications;
 - **reload and drain**: SIGHUP validates the directory once and hands every worker the same
   snapshot, or refuses it and changes nothing; SIGTERM drains every worker and waits.
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, ipc, memory
-from sbc.cdr import JsonLines, Spool, iso
+from sbc import aggregate, ipc, memory, native
+from sbc.cdr import iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
@@ -47,9 +47,6 @@ RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd+ death in a minute
 OWN_METRICS = (  # the supervisor's own, after the workers' merged (name, help, type)
     ("sbc_workers", "Workers running.", "gauge"),
     ("sbc_worker_restarts", "Workers started again after dying.", "counter"),
-    ("sbc_cdr_records", "CDR records written.", "counter"),
-    ("sbc_cdr_backlog", "CDR records waiting for a writable file.", "gauge"),
-    ("sbc_cdr_dropped", "CDR records lost: file unwritable, backlog full.", "counter"),
     ("sbc_config_reloads_accepted", "Reloads swapped in.", "counter"),
     ("sbc_config_reloads_refused", "Reloads refused (invalid config).", "counter"),
 )
@@ -79,8 +76,6 @@ class Supervisor:
         self.snapshot = Snapshot.build(load_config(self.config_dir))
         node = self.snapshot.config.node
         self.memory = MemoryStore()
-        self.cdrs = JsonLines(node.cdr.path)
-        self.spool = Spool(self.cdrs)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
         self.workers = [WorkerProcess(i) for i in range(workers)]
@@ -113,7 +108,7 @@ class Supervisor:
                 await http.start(*hp)
                 self.http.append(http)
         self.reloads.loaded(self.snapshot.config)
-        self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid())
+        self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())
         self.notifier.ready(await self._summary())
         if self.notifier.watchdog:
             self._task(self._watchdog(self.notifier.watchdog))
@@ -138,7 +133,8 @@ class Supervisor:
         bindings = list(self.memory.bindings.values())
         if w.link is not None:
             peers = self._peers()
-            w.link.send("start", peers, str(self.config_dir), self.snapshot, bindings, self.view)
+            snap = (self.snapshot.config, self.snapshot.loaded_at)
+            w.link.send("start", peers, str(self.config_dir), snap, bindings, self.view)
             self._others(w, "peers", peers)
 
     def _peers(self) -> list[tuple[str, int]]:
@@ -180,9 +176,6 @@ class Supervisor:
             rel: Release = msg[1]
             self.memory.release(rel.lease)
             w.leases.discard(rel.lease)
-        elif kind == "cdrs":
-            for event, fields in self.spool.write(msg[1]):
-                self.log.error(event, **fields)
         elif kind == "bind":
             self._bind(w, msg[1])
         elif kind == "view":
@@ -238,12 +231,9 @@ class Supervisor:
         snapshot = self.reloads.load(self.snapshot.config)
         if snapshot is not None:
             self.snapshot = snapshot
-            node = snapshot.config.node
-            if node.cdr.path != str(self.cdrs.path):
-                self.cdrs.reopen(node.cdr.path)
             for w in self.workers:
                 if w.link is not None:
-                    w.link.send("snapshot", snapshot)
+                    w.link.send("snapshot", (snapshot.config, snapshot.loaded_at))
             self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
         self.notifier.ready(f"{len(self.workers)} workers")
 
@@ -268,7 +258,6 @@ class Supervisor:
         self.signal_all(signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
-        self.cdrs.close()
         self.reloads.close()
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -287,9 +276,6 @@ class Supervisor:
         values = (
             self._running(),
             self._restarts(),
-            self.cdrs.written,
-            len(self.spool.backlog),
-            self.spool.dropped,
             self.reloads.counts["accepted"],
             self.reloads.counts["refused"],
         )
@@ -313,8 +299,8 @@ class Supervisor:
             "config_loaded": iso(self.snapshot.loaded_at),
             "draining_since": iso(self.draining_since),
             "calls": sum(r["node"]["calls"] for r in reports),
-            "cdr_records": self.cdrs.written,
-            "cdr_path": str(self.cdrs.path.absolute()),
+            "cdr_records": sum(r["node"]["cdr_records"] for r in reports),
+            "cdr_path": str(Path(self.snapshot.config.node.cdr.path).absolute()),
             "workers": [{k: r["node"][k] for k in ("worker", "pid", "calls")} for r in reports],
             "worker_restarts": self._restarts(),
         }

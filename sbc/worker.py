@@ -14,14 +14,16 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
 - **Trunk health and our registrations at vendors** are worker 0's (the leader): only it
   sends OPTIONS pings and REGISTERs; it shares its view (sbc.workview) every second and at
   once when a trunk changes state, and the others hunt with it.
-- **CDRs** go to the supervisor, which writes the node's one file; the supervisor also asks
-  each worker for its metrics, status and memory report when it serves them.
+- **CDRs**: each worker appends its records to the node's one file itself (one write(2)
+  per record, O_APPEND: lines never interleave). The supervisor asks each worker for its
+  metrics, status and memory report when it serves them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -29,6 +31,8 @@ from typing import Any
 
 from sbc import ipc, workview
 from sbc.call.model import Notice
+from sbc.config.schema import Config
+from sbc.config.snapshot import Snapshot
 from sbc.runtime import Runtime, _first, tune_gc
 from sbc.sip import ids
 from sbc.sip.steer import call_id, owner
@@ -107,8 +111,9 @@ class Worker:
         sock = socket.socket(fileno=fd)
         self.link = await ipc.connect(sock, self.on_message, self.lost.set)
         self.link.send("hello", self.sock.getsockname()[1])
-        await self.started.wait()
-        assert self._start is not None
+        await _first(self.started.wait(), self.lost.wait())
+        if self._start is None:
+            raise SystemExit(0)  # the supervisor went away before it started us
         return self._start
 
     def on_message(self, msg: ipc.Message) -> None:
@@ -146,7 +151,7 @@ class Worker:
             now = self.runtime.now()
             self.runtime.controller.gate.lockout.block(msg[1], msg[2], now + msg[3])
         elif kind == "snapshot":
-            self.runtime.swap(msg[1])
+            self.runtime.swap(rebuild(msg[1]))
 
     def answer(self, request: int, what: str) -> None:
         rt = self.runtime
@@ -187,9 +192,6 @@ class Worker:
             self.send("bind", cmd.binding)  # our registrar already wrote our own store
         return True, None
 
-    def cdrs(self, records: list[dict[str, Any]]) -> None:
-        self.send("cdrs", records)
-
     def noticed(self, notices: list[Notice]) -> None:
         """A lockout this worker started holds on every worker (REGISTERs from one address
         all come here: sbc.sip.steer; its INVITEs may go anywhere)."""
@@ -215,12 +217,19 @@ class Worker:
             self.share_view()
 
 
+def rebuild(snap: tuple[Config, float]) -> Snapshot:
+    """The supervisor's snapshot: its config, indexed here (the index is not sent: compiled
+    by mypyc, it does not pickle), with the supervisor's load time."""
+    config, loaded_at = snap
+    return dataclasses.replace(Snapshot.build(config), loaded_at=loaded_at)
+
+
 async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     """A worker's life: join, serve, drain on SIGTERM, exit when the supervisor is gone."""
     log = log.bind(worker=index)
     worker = Worker(index, workers, node, log)
-    config_dir, snapshot, bindings, view = await worker.connect(fd)
-    runtime = Runtime(config_dir, log, snapshot=snapshot, worker=worker)
+    config_dir, snap, bindings, view = await worker.connect(fd)
+    runtime = Runtime(config_dir, log, snapshot=rebuild(snap), worker=worker)
     worker.runtime = runtime
     for b in bindings:
         runtime.memory.bind(b)

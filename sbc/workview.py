@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from routing.health import TrunkHealth
 from sbc.call.headers import trunk_target
 from sbc.call.registration import Registration
 
@@ -18,16 +19,20 @@ if TYPE_CHECKING:
 
 
 def take(ctrl: CallController) -> dict[str, Any]:
-    """What the leader knows: {"health": {key: TrunkHealth}, "registered": {key: up}}."""
+    """What the leader knows, in plain tuples (they cross a pipe):
+    {"health": {key: (up, failures, successes, last_error)}, "registered": {key: up}}."""
     return {
-        "health": dict(ctrl.monitor.health.trunks),
+        "health": {
+            key: (h.up, h.failures, h.successes, h.last_error)
+            for key, h in ctrl.monitor.health.trunks.items()
+        },
         "registered": {key: reg.up for key, reg in ctrl.registrations.by_key.items()},
     }
 
 
 def apply(ctrl: CallController, view: dict[str, Any]) -> None:
     """Hunt with the leader's view from now on."""
-    ctrl.monitor.health.trunks = dict(view["health"])
+    ctrl.monitor.health.trunks = {key: TrunkHealth(*h) for key, h in view["health"].items()}
     regs = ctrl.registrations.by_key
     by_name = {tg.name: tg for tg in ctrl.snapshot.config.trunk_groups}
     for key, up in view["registered"].items():
