@@ -142,6 +142,7 @@ class Supervisor:
 
     async def _watch(self, w: WorkerProcess, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
+        w.ready.clear()  # scrapes skip it until it is back, instead of waiting for it
         if w.link is not None:
             w.link.close()
         for lease in w.leases:  # its calls are gone: so are their ports
