@@ -32,7 +32,7 @@ MODULES = (
     *(f"sbc/call/{m}.py" for m in ("relay", "ending", "registration", "host", "controller")),
     *(f"routing/{m}.py" for m in ("plan", "select", "hunting", "health", "monitor")),
     *(f"sbc/{m}.py" for m in ("edge", "lockout", "stats", "admission", "manipulate")),
-    *(f"sbc/{m}.py" for m in ("cdr", "executor")),
+    *(f"sbc/{m}.py" for m in ("cdr", "executor", "transport", "runtime", "worker")),
 )
 
 _mode = "pure"

@@ -101,7 +101,7 @@ class Worker:
         self.started = asyncio.Event()
         self.lost = asyncio.Event()  # the supervisor is gone: exit
         self._start: tuple[Any, ...] | None = None
-        self._view_sent = 0.0
+        self._view_sent = 0  # transitions shared so far
 
     # --- the link -----------------------------------------------------------------------------
 
