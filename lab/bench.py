@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from sbc.config.loader import load_config
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KAMAILIO_PORT = 5065
+ADMIN = "http://127.0.0.1:9091"  # config/lab's node.admin.listen
 SCENARIO = "uac_bench.xml"
 PATHS = {
     "direct": "127.0.0.1:5083",
@@ -146,6 +148,27 @@ def step(
     }
 
 
+def settle(path: str, timeout: float = 60.0) -> None:
+    """Start each step from an idle proxy: a saturated step leaves calls, transactions and
+    retransmissions behind that would count against the next. The sbc says when it holds
+    nothing (/memory); Kamailio's tm keeps a finished transaction 5 s (its wait timer)."""
+    if path == "kamailio":
+        time.sleep(6)
+        return
+    if path != "sbc":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(ADMIN + "/memory", timeout=5) as resp:
+                m = json.loads(resp.read())
+        except OSError:
+            m = None
+        if m is not None and not m["calls"] and not sum(m["transactions"].values()):
+            return
+        time.sleep(0.5)
+
+
 def knee(rows: list[dict[str, float | str]]) -> int:
     """The highest rate at which this path and every lower step passed: a rate that passes
     above one that failed is luck, not capacity."""
@@ -250,6 +273,7 @@ def main() -> int:
 
     def ramp(path: str, pid: int | None) -> None:
         for r in rates:
+            settle(path)
             row = step(r, args.seconds, path, pid, work / f"{path}-{r}")
             rows.append(row)
             print(line(row), flush=True)
