@@ -4,7 +4,7 @@ Every module listed in sbc/native.py (already mypy --strict) becomes a C extensi
 to its source; Python loads the extension first. sbc/native.py also records each source's
 SHA-256, so a source edited since (or SBC_PURE=1) runs as plain Python, never stale C.
 
-    .venv/bin/python lab/compile.py          # compile (about a minute on 2 cores)
+    .venv/bin/python lab/compile.py          # compile (about 1.5 minutes on 2 cores)
     .venv/bin/python lab/compile.py --if-needed   # only when a source changed
     .venv/bin/python lab/compile.py --clean  # remove the extensions: pure Python again
 """
