@@ -272,6 +272,9 @@ def main() -> int:
     rows: list[dict[str, float | str]] = []
 
     def ramp(path: str, pid: int | None) -> None:
+        # Warm-up, not counted: the first calls through a fresh path (sockets, caches,
+        # sipp's own start) once cost a direct step 321 retransmissions.
+        step(100, 2, path, pid, work / f"{path}-warmup")
         for r in rates:
             settle(path)
             row = step(r, args.seconds, path, pid, work / f"{path}-{r}")
