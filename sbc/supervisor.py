@@ -39,7 +39,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
 from sbc.notify import Notifier
 from sbc.reloads import Reloads
-from sbc.state import Acquire, Binding, Release
+from sbc.state import Acquire, Binding
 from sbc.state.memory import MemoryStore
 
 ASK_TIMEOUT = 2.0  # seconds a worker has to answer a scrape
@@ -174,9 +174,8 @@ class Supervisor:
             assert w.link is not None
             w.link.send("verdict", cmd.token, denied)
         elif kind == "release":
-            rel: Release = msg[1]
-            self.memory.release(rel.lease)
-            w.leases.discard(rel.lease)
+            self.memory.release(msg[1])
+            w.leases.discard(msg[1])
         elif kind == "bind":
             self._bind(w, msg[1])
         elif kind == "view":
@@ -216,12 +215,15 @@ class Supervisor:
                 self._asks[request] = future
                 w.link.send("ask", request, what)
                 futures.append((request, future))
+        if futures:  # one deadline for all of them, not one each
+            await asyncio.wait([f for _, f in futures], timeout=ASK_TIMEOUT)
         answers = []
         for request, future in futures:
-            try:
-                answers.append(await asyncio.wait_for(future, ASK_TIMEOUT))
-            except TimeoutError:
+            if future.done():
+                answers.append(future.result())
+            else:
                 self._asks.pop(request, None)
+                future.cancel()
         return answers
 
     # --- reload and drain ---------------------------------------------------------------------

@@ -181,13 +181,11 @@ class Worker:
 
     def state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """The memory backend, shared: the supervisor decides; the verdict comes later."""
-        mem = self.runtime.memory
         if isinstance(cmd, Acquire):
             self.send("acquire", cmd)
             return False, None
-        if isinstance(cmd, Release):
-            mem.release(cmd.lease)
-            self.send("release", cmd)
+        if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
+            self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):
             self.send("bind", cmd.binding)  # our registrar already wrote our own store
         return True, None
