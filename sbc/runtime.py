@@ -34,7 +34,7 @@ from sbc.notify import Notifier
 from sbc.reloads import Reloads
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Denied, StateCommand
+from sbc.state import Bind, Denied, StateCommand
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
 from sbc.transport import TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
@@ -329,6 +329,9 @@ class Runtime:
     def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """A state-store command: the memory store decides at once, Redis maybe later."""
         if self.redis is not None:
+            if self.worker is not None and isinstance(cmd, Bind):
+                self.redis.submit(cmd, now)  # the fleet's copy; our siblings hear it at once
+                return self.worker.state(cmd, now)
             return self.redis.submit(cmd, now)
         if self.worker is not None:
             return self.worker.state(cmd, now)
@@ -355,6 +358,12 @@ class Runtime:
                 reply = None
         now = self.now()
         self.controller.on_media(cmd.token, reply, now)
+        self._pump(now)
+
+    def on_bound(self, token: int) -> None:
+        """Every sibling worker holds a binding we took: the REGISTER may be answered."""
+        now = self.now()
+        self.controller.on_bound(token, now)
         self._pump(now)
 
     def on_verdict(self, token: int, denied: Denied | None) -> None:

@@ -9,7 +9,8 @@ The supervisor holds no call. It keeps:
 - **the limits**: one memory store (sbc.state.memory) decides every worker's Acquire, so
   ports, CPS and capacity groups hold exactly across workers; a worker's leases go back the
   moment it dies (the Redis backend needs none of this: each worker is a fleet node);
-- **registrations**, passed on to every worker, and to a restarted one whole;
+- **registrations**, passed on to every worker (the REGISTER's 200 waits until all hold
+  it), and to a restarted one whole;
 - **the node's endpoints and audit log**: /metrics, /status and
   /memory merged from the workers' (sbc.aggregate), and systemd's notifications;
 - **reload and drain**: SIGHUP validates the directory once and hands every worker the same
@@ -85,6 +86,9 @@ class Supervisor:
         self.http: list[HttpServer] = []
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._ask_ids = itertools.count(1)
+        # bindings being shared: ack id -> (the worker that took it, its token, who must
+        # still say they hold it)
+        self._binds: dict[int, tuple[WorkerProcess, int, set[int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- workers ------------------------------------------------------------------------------
@@ -147,6 +151,7 @@ class Supervisor:
             w.link.close()
         for lease in w.leases:  # its calls are gone: so are their ports
             self.memory.release(lease)
+        self._held(w.index, None)  # siblings' REGISTERs no longer wait for it
         released, w.leases = len(w.leases), set()
         if self.draining_since is not None:
             return
@@ -177,7 +182,9 @@ class Supervisor:
             self.memory.release(msg[1])
             w.leases.discard(msg[1])
         elif kind == "bind":
-            self._bind(w, msg[1])
+            self._bind(w, msg[1], msg[2])
+        elif kind == "held":
+            self._held(w.index, msg[1])
         elif kind == "view":
             self.view = msg[1]
             self._others(w, "view", self.view)
@@ -192,12 +199,36 @@ class Supervisor:
             w.ready.set()
             self.log.info("worker.started", worker=w.index, pid=msg[1])
 
-    def _bind(self, w: WorkerProcess, b: Binding) -> None:
+    def _bind(self, w: WorkerProcess, b: Binding, token: int) -> None:
+        """A worker's registrar took a binding: every sibling must hold it before the
+        REGISTER's 200 goes out, or the PBX's first INVITE, steered by its Call-ID to a
+        sibling, would meet an unknown source."""
         if b.expires_at:
             self.memory.bind(b)
         else:
             self.memory.unbind(b.trunk_group, b.username)
-        self._others(w, "bind", b)
+        ack = next(self._ask_ids)
+        waiting = {o.index for o in self.workers if o is not w and o.link is not None}
+        self._binds[ack] = (w, token, waiting)
+        self._others(w, "bind", b, ack)
+        # A sibling that hangs must not hold the REGISTER for ever: answer it anyway.
+        asyncio.get_running_loop().call_later(ASK_TIMEOUT, self._bound, ack)
+        if not waiting:
+            self._bound(ack)
+
+    def _held(self, index: int, ack: int | None) -> None:
+        """Worker ``index`` holds binding ``ack`` (None: it died, so it holds nothing)."""
+        for key in [ack] if ack is not None else list(self._binds):
+            entry = self._binds.get(key)
+            if entry is not None:
+                entry[2].discard(index)
+                if not entry[2]:
+                    self._bound(key)
+
+    def _bound(self, ack: int) -> None:
+        entry = self._binds.pop(ack, None)
+        if entry is not None and entry[0].link is not None:
+            entry[0].link.send("bound", entry[1])
 
     def _others(self, w: WorkerProcess, *msg: Any) -> None:
         for other in self.workers:

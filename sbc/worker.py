@@ -10,7 +10,8 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   limit holds across workers exactly; each worker mirrors its own grants. With the Redis
   backend every worker is a node of the fleet (``node_id-wN``).
 - **Registrations** a worker's registrar takes are sent to the supervisor, which keeps them
-  and passes them to the other workers.
+  and passes them to the other workers; the REGISTER's 200 waits until every one of them
+  holds the binding, since the PBX's next INVITE may be steered to any of them.
 - **Trunk health and our registrations at vendors** are worker 0's (the leader): only it
   sends OPTIONS pings and REGISTERs; it shares its view (sbc.workview) every second and at
   once when a trunk changes state, and the others hunt with it.
@@ -142,8 +143,11 @@ class Worker:
             self.answer(msg[1], msg[2])
         elif kind == "verdict":
             self.runtime.on_verdict(msg[1], msg[2])
-        elif kind == "bind":
+        elif kind == "bind":  # a sibling's registration: say we hold it (Supervisor._bind)
             self.runtime.apply_binding(msg[1])
+            self.send("held", msg[2])
+        elif kind == "bound":
+            self.runtime.on_bound(msg[1])
         elif kind == "view":
             if not self.leader:
                 workview.apply(self.runtime.controller, msg[1])
@@ -186,8 +190,9 @@ class Worker:
             return False, None
         if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
             self.send("release", cmd.lease)
-        elif isinstance(cmd, Bind):
-            self.send("bind", cmd.binding)  # our registrar already wrote our own store
+        elif isinstance(cmd, Bind):  # our registrar already wrote our own store
+            self.send("bind", cmd.binding, cmd.token)
+            return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
 
     def noticed(self, notices: list[Notice]) -> None:

@@ -297,6 +297,10 @@ class CallController:
         """The state store's verdict on an Acquire (sbc.call.intake)."""
         self.intake.acquired(token, denied, now)
 
+    def on_bound(self, token: int, now: float) -> None:
+        """The state store shared a registration's binding (sbc.state.Bind)."""
+        self.gate.bound(token, now)
+
     def candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
         return hunt.candidates(snap, names, self.hunt, self._usable)
 

@@ -30,6 +30,9 @@ class Gate:
         self.dialog_hosts = dialog_hosts  # the controller's: hosts of live calls' legs
         self.drops = edge.Drops()  # messages dropped unanswered, by reason
         self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
+        # REGISTERs whose 200 waits for their binding to be shared (Bind.token)
+        self.held: dict[int, tuple[ServerTransaction, Answer]] = {}
+        self._tokens = 0
 
     def screen(self, data: bytes, source: Target, now: float) -> bool:
         """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
@@ -191,7 +194,9 @@ class Gate:
             return
         answer = self.registrar.register(snap, req, src, now + self.out.wall_offset)
         if answer.binding is not None:
-            self.out.commands.append(Bind(answer.binding))
+            self._tokens += 1
+            self.held[self._tokens] = (tx, answer)
+            self.out.commands.append(Bind(answer.binding, self._tokens))
             self.out.notice(
                 "registrar." + answer.why,
                 None,
@@ -201,9 +206,17 @@ class Gate:
                 source=str(src),
                 expires=max(0, round(answer.binding.expires_at - now - self.out.wall_offset)),
             )
+            return  # answered when bound
         elif answer.status >= 300 and answer.why != "challenge":
             self._refused(req, src, answer, snap)
             if self._auth_failed(answer, src, now):
                 self.out.discard(tx)
                 return
         self.out.respond(tx, answer.status, now, answer.reason, headers=answer.headers)
+
+    def bound(self, token: int, now: float) -> None:
+        """The binding of a held REGISTER is known to every worker: answer it now."""
+        held = self.held.pop(token, None)
+        if held is not None:
+            tx, answer = held
+            self.out.respond(tx, answer.status, now, answer.reason, headers=answer.headers)

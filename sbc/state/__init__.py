@@ -77,9 +77,12 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Bind:
-    """A binding changed (registered, refreshed, or removed when expires_at is 0): share it."""
+    """A binding changed (registered, refreshed, or removed when expires_at is 0): share it.
+    The REGISTER's answer waits for ``token`` to be bound (``CallController.on_bound``): a
+    PBX's first INVITE may land on another worker, which must know the binding by then."""
 
     binding: Binding
+    token: int = 0
 
 
 @dataclass(frozen=True, slots=True)

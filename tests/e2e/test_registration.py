@@ -116,6 +116,18 @@ def test_pbx_registers_with_digest_then_calls_from_its_contact(
     assert [e["trunk_group"] for e in start] == ["pbx"]
 
 
+def test_each_new_binding_is_known_to_every_worker_before_its_200(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    """The INVITE right after the 200 is steered by its Call-ID, so about half of these land
+    on the worker that did not take the REGISTER: the 200 waits until that one holds the
+    binding too (sbc.supervisor, ``_bind``), so no INVITE meets an unknown source."""
+    results = [pbx("s3cret", 5090 + i, tmp_path / str(i)) for i in range(6)]
+    assert [(r.returncode, r.received(403), r.count("SuccessfulCall")) for r in results] == [
+        (0, 0, 1)
+    ] * 6, next(r.output for r in results if r.returncode)
+
+
 def test_wrong_password_is_refused(sbc: harness.Sbc, tmp_path: Path) -> None:
     r = pbx("wrong", 5078, tmp_path)
     assert r.received(401) == 1 and r.received(403) == 1, r.counts
