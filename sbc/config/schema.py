@@ -366,6 +366,21 @@ class Monitoring(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     up_after: Annotated[int, d("Answered pings before a down trunk is up again."), Meta(ge=1)] = 2
 
 
+class SessionTimer(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """RFC 4028 session timers on this trunk group's legs."""
+
+    expires: Annotated[
+        int,
+        d("Session-Expires we ask for on this trunk group's legs, seconds; 0 = not asked."),
+        Meta(ge=0, le=86400),
+    ] = 0
+    min_se: Annotated[
+        int,
+        d("Smallest Session-Expires we accept (Min-SE, RFC 4028 section 5; at least 90)."),
+        Meta(ge=90, le=86400),
+    ] = 90
+
+
 Hunting = Literal["load-balance", "failover", "weighted"]
 
 
@@ -426,6 +441,24 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     triggers: Annotated[list[MetricTrigger], d("Metric triggers on this trunk group.")] = field(
         default_factory=list
     )
+    session_timer: Annotated[SessionTimer, d("RFC 4028 session timers.")] = field(
+        default_factory=SessionTimer
+    )
+    redirects: Annotated[
+        Literal["follow", "relay", "fail"],
+        d("A vendor's 3xx: follow its Contacts as attempts, relay it to the caller, or fail."),
+    ] = "follow"
+    refer: Annotated[
+        Literal["reject", "relay"],
+        d("REFER from this trunk group's peers: answered 403 (reject) or relayed to the far leg."),
+    ] = "reject"
+    trusted: Annotated[
+        bool,
+        d("RFC 3325 trust: P-Asserted-Identity and Privacy cross only between trusted trunk groups."),
+    ] = False
+    ani_from_pai: Annotated[
+        bool, d("Take the caller's number from P-Asserted-Identity (trusted trunk groups only).")
+    ] = False
 
 
 class Filter(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
