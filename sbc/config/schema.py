@@ -454,7 +454,9 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = "reject"
     trusted: Annotated[
         bool,
-        d("RFC 3325 trust: P-Asserted-Identity and Privacy cross only between trusted trunk groups."),
+        d(
+            "RFC 3325 trust: P-Asserted-Identity and Privacy cross only between trusted trunk groups."
+        ),
     ] = False
     ani_from_pai: Annotated[
         bool, d("Take the caller's number from P-Asserted-Identity (trusted trunk groups only).")
