@@ -115,6 +115,7 @@ def _attempt(a: Attempt, wall: float, call_end: float | None) -> dict[str, Any]:
         "start": iso(a.started + wall),
         "provisional": iso(a.provisional_at + wall) if a.provisional_at is not None else None,
         "end": iso(end + wall) if end is not None else None,
+        "redirected_by": a.redirected_by,
     }
 
 

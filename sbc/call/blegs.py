@@ -25,12 +25,13 @@ from media.ng import Side
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, media
+from sbc.call import headers, hunt, media, redirect
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
 from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
+from sbc.call.redirect import Redirect
 from sbc.config.schema import TrunkGroup
 from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
@@ -64,16 +65,20 @@ class BLegs:
         """The call is over: its long timers go (the heap must not keep it alive)."""
         self._timers.cancel(call.max_duration)
 
-    def originate(self, call: Call, etg: TrunkGroup, index: int, now: float) -> None:
-        """A new attempt to trunk ``index`` of ``etg``: the caller's offer goes through
-        rtpengine first when either side anchors, then the INVITE."""
+    def originate(
+        self, call: Call, etg: TrunkGroup, index: int, now: float, to: Redirect | None = None
+    ) -> None:
+        """A new attempt to trunk ``index`` of ``etg`` (or where a 3xx pointed, ``to``): the
+        caller's offer goes through rtpengine first when either side anchors, then the
+        INVITE."""
         trunk = etg.trunks[index]
-        target = trunk_target(trunk)
+        target = to.target if to is not None else trunk_target(trunk)
         invite = headers.b_leg_invite(
-            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(trunk.protocol)
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to
         )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
+        attempt.redirected_by = to.by if to is not None else None
         attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
         call.attempts.append(attempt)
         call.current = attempt
@@ -186,6 +191,7 @@ class BLegs:
         *,
         timeout: bool = False,
         response: Response | None = None,
+        advance: bool | None = None,
     ) -> None:
         call = attempt.call
         attempt.phase = Phase.FAILED
@@ -214,6 +220,7 @@ class BLegs:
             timeout=timeout,
             rang=attempt.provisional_at is not None,
             response=response,
+            advance=advance,
         ):
             self.host.hunt_on(call, now)
         else:
@@ -273,8 +280,30 @@ class BLegs:
         if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
             return
         attempt.outcome = "cancelled" if call.cancelled else "code"
+        advance = self._redirected(attempt, resp) if status < 400 and not call.cancelled else None
         status = manipulate.sip_code(call.snap.rules[attempt.trunk_group.name], status)
-        self.failed(attempt, status, resp.reason, now, response=resp)
+        self.failed(attempt, status, resp.reason, now, response=resp, advance=advance)
+
+    def _redirected(self, attempt: Attempt, resp: Response) -> bool:
+        """A 3xx: hunt on (to its Contacts first, when followed) or relay it (see
+        sbc.call.redirect)."""
+        call, etg = attempt.call, attempt.trunk_group
+        if etg.redirects == "relay":
+            return False
+        if etg.redirects == "follow":
+            found = redirect.targets(etg, resp, attempt.n, call.followed)
+            if found:
+                attempt.outcome = "redirected"
+                call.followed += len(found)
+                call.redirects[:0] = found
+                self.out.notice(
+                    "call.redirected",
+                    call,
+                    attempt=attempt.n,
+                    status=resp.status,
+                    to=[str(r.target) for r in found],
+                )
+        return True
 
     def _authenticate(self, attempt: Attempt, resp: Response, now: float) -> bool:
         """Answer a trunk's 401/407 with its credentials: the same INVITE again with CSeq + 1

@@ -331,7 +331,7 @@ class CallController:
             fwd = step.forwarding
             self.out.notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
             hunt.forward(call, fwd, self.candidates(call.snap, [fwd.trunk_group]))
-        self.blegs.originate(call, step.trunk_group, step.index, now)
+        self.blegs.originate(call, step.trunk_group, step.index, now, step.redirect)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
         """No final answer (Timer B/F: 408) or no way to send (503) for one of our requests."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sbc import manipulate
 from sbc.call.model import Call
+from sbc.call.redirect import Redirect
 from sbc.config.schema import Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.grammar import NameAddr, Uri, Via
@@ -88,15 +89,17 @@ def b_leg_invite(
     snap: Snapshot,
     new_id: Callable[[], str],
     our_contact: NameAddr | None = None,
+    dest: Redirect | None = None,
 ) -> Request:
     """The INVITE of one attempt to ``trunk``: a new Call-ID, From tag and branch; ANI and
     DNIS as the call routes them, then the egress trunk group's manipulations; the caller's
     allowed headers (redirection history only with diversion_routing, our own forwarding
-    on top as RFC 5806 §3 asks); Max-Forwards one less than the caller's, at most 70."""
-    target = trunk_target(trunk)
+    on top as RFC 5806 §3 asks); Max-Forwards one less than the caller's, at most 70.
+    ``dest``: a 3xx's Contact, whose address and user the Request-URI takes instead."""
+    target = dest.target if dest is not None else trunk_target(trunk)
     a = call.a_invite
     host, params = target.uri_host, target.uri_params
-    local_host, _ = local(snap, trunk.protocol)
+    local_host, _ = local(snap, target.transport)
     carried = crossing(a)
     if not call.ingress.diversion_routing:  # redirection history only where enabled
         carried = [(n, v) for n, v in carried if n not in REDIRECTION]
@@ -110,7 +113,7 @@ def b_leg_invite(
         etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
     )
     host = out.host or host
-    ruri = Uri("sip", out.ruri_user, None, host, target.port, params)
+    ruri = Uri("sip", dest.user if dest else out.ruri_user, None, host, target.port, params)
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
     from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
@@ -120,13 +123,13 @@ def b_leg_invite(
     return make_request(
         "INVITE",
         ruri,
-        via=via(snap, trunk.protocol, new_id()),
+        via=via(snap, target.transport, new_id()),
         from_=from_,
         to=to,
         call_id=new_id(),
         cseq=1,
         max_forwards=mf,
-        contact=our_contact or contact(snap, trunk.protocol),
+        contact=our_contact or contact(snap, target.transport),
         headers=out.headers,
         body=a.body,
     )

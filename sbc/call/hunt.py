@@ -22,6 +22,7 @@ from routing.hunting import HuntState, hunt_order
 from sbc.admission import limit_refusal, static_refusal
 from sbc.call.headers import DIVERSION_REASON, crossing
 from sbc.call.model import Call
+from sbc.call.redirect import Redirect
 from sbc.config.schema import Forwarding, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Response
@@ -43,6 +44,7 @@ class NeedLease:
 class Originate:
     trunk_group: TrunkGroup
     index: int
+    redirect: Redirect | None = None  # a 3xx's Contact (sbc.call.redirect), not the trunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,11 @@ def candidates(
 
 
 def next_step(call: Call) -> Step:
-    """Where the call goes now. An Originate's candidate is taken off the list."""
+    """Where the call goes now. An Originate's candidate is taken off the list; a vendor's
+    redirection comes before the routes left (its trunk group already has the call's port)."""
+    if call.redirects:
+        r = call.redirects.pop(0)
+        return Originate(r.trunk_group, r.index, r)
     while call.candidates:
         etg = call.candidates[0][0]
         if etg.name not in call.egress:
@@ -110,12 +116,20 @@ def forward(call: Call, fwd: Forwarding, found: Candidates) -> None:
 
 
 def failed(
-    call: Call, status: int, *, timeout: bool, rang: bool, response: Response | None
+    call: Call,
+    status: int,
+    *,
+    timeout: bool,
+    rang: bool,
+    response: Response | None,
+    advance: bool | None = None,
 ) -> bool:
     """An attempt failed with ``status`` (``timeout``: no final answer; ``rang``: it had
-    sent 180/183): hunt on? The failure is kept for ``exhausted``."""
+    sent 180/183; ``advance``: decided already, as for a 3xx): hunt on? The failure is
+    kept for ``exhausted``."""
     tg = call.ingress
-    advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
+    if advance is None:
+        advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
     if advance and tg.route_advance.stop_on_18x_failure and rang:
         advance = False
     call.last_failure = (status, response, advance)
@@ -134,5 +148,8 @@ def exhausted(call: Call) -> Exhausted:
     if advance and call.ingress.route_advance.normalize_sip_code:
         return Exhausted(503)
     if response is not None:
-        return Exhausted(status, response.reason, tuple(crossing(response)))
+        headers = crossing(response)
+        if 300 <= response.status < 400:  # redirects: relay; the caller needs the Contacts
+            headers += [("Contact", str(c)) for c in response.contacts]
+        return Exhausted(status, response.reason, tuple(headers))
     return Exhausted(status)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from media import ng
 from media.ng import MediaStats, Side
+from sbc.call.redirect import Redirect
 from sbc.config.schema import Forwarding, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
@@ -32,7 +33,7 @@ Hangup = Literal["", "caller", "callee", "sbc"]
 # the transport, the call was cancelled, rtpengine failed ("" while it is live).
 Outcome = Literal[
     "", "answered", "code", "b_timer", "max_pdd", "timer_c", "timeout", "transport",
-    "cancelled", "media",
+    "cancelled", "media", "redirected",
 ]  # fmt: skip
 
 
@@ -84,6 +85,7 @@ class Attempt:
     ended_at: float | None = None  # when it failed (an answered attempt ends with the call)
     timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
     timer_c_due: float = 0.0  # each provisional pushes it back
+    redirected_by: int | None = None  # the attempt whose 3xx named this target
 
     @property
     def done(self) -> bool:
@@ -166,6 +168,8 @@ class Call:
     b_dialog_kept: Dialog | None = None  # the answered attempt's dialog, once released
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     max_duration: TimerHandle | None = None  # cancelled when the call ends
+    redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
+    followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
 
     @property
     def a_invite(self) -> Request:

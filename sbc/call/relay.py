@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sbc.call.headers import CROSSING, crossing
+from sbc.call import refer
+from sbc.call.headers import CROSSING, crossing, local
 from sbc.call.media import Media, Reply, rejects, sdp_of
-from sbc.call.model import Call, Leg, Relay, other
+from sbc.call.model import Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request, Response, make_response
@@ -42,6 +43,19 @@ class Relayer:
         if call.state != "answered":
             self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
             return
+        extra: list[tuple[str, str]] = []
+        if req.method == "REFER":
+            # A transfer would reach past the B2BUA to a party of the sender's choosing;
+            # only trunk groups with ``refer: relay`` may ask for one, and then it names
+            # us (sbc.call.refer). Refused: 403 (RFC 3515 §2.4.2).
+            far = _far_transport(call, other(leg))
+            found = None
+            if _refer_policy(call, leg) == "relay":
+                found = refer.mapped(req, *local(self.out.snapshot, far))
+            if found is None:
+                self.out.respond(tx, 403, now, "Forbidden", tag=False)
+                return
+            extra = found
         tx.ctx = call
         relay = Relay(call, tx, other(leg))
         if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
@@ -63,17 +77,19 @@ class Relayer:
 
             self.media.offer(call, leg, req.body, send)
             return
-        self._send(relay, req, req.body, now)
+        self._send(relay, req, req.body, now, extra)
 
-    def _send(self, relay: Relay, req: Request, body: bytes, now: float) -> None:
+    def _send(
+        self, relay: Relay, req: Request, body: bytes, now: float, extra: Headers = ()
+    ) -> None:
         call, far = relay.call, relay.to_leg
         dialog = _dialog(call, far)
-        transport = call.source.transport if far == "a" else dialog.peer.transport
+        transport = _far_transport(call, far)
         out = dialog.request(
             req.method,
             self.out.via(transport),
             self.out.contact(transport),
-            headers=crossing(req),
+            headers=[*crossing(req), *extra],
             body=body,
         )
         self.out.send(out, dialog.destination(), now, ctx=relay)
@@ -156,6 +172,18 @@ class Relayer:
         if answered is not None and dialog is answered.dialog and cseq == answered.invite.cseq:
             keep = answered.tx
         self.out.ack(ack, dialog.destination(), keep)
+
+
+def _far_transport(call: Call, far: Leg) -> str:
+    return call.source.transport if far == "a" else _dialog(call, far).peer.transport
+
+
+def _refer_policy(call: Call, leg: Leg) -> str:
+    """The ``refer`` setting of the trunk group the REFER came from."""
+    if leg == "a":
+        return call.ingress.refer
+    answered = call.answered
+    return answered.trunk_group.refer if answered is not None else "reject"
 
 
 def _dialog(call: Call, leg: Leg) -> Dialog:

@@ -1,0 +1,82 @@
+"""A vendor's 3xx (RFC 3261 §8.1.3.4, §21.3): where the call may go next. Pure.
+
+``redirects`` on the egress trunk group says what a redirection means:
+
+- ``follow`` (the default): its Contacts become further attempts, tried before the next
+  route, highest q first (§20.10: equal q in the order given), at most ``MAX_TARGETS`` of
+  them, and at most ``MAX_FOLLOWED`` for the whole call, so two vendors redirecting to each
+  other cannot loop it. Only Contacts at a host of that trunk group's trunks are followed:
+  a 3xx must not steer our traffic (and its cost) to an address nobody configured.
+- ``relay``: the 3xx is the caller's final answer, its Contacts with it.
+- ``fail``: a route-advance failure, as a 503 would be.
+
+    caller            sbc               vendor A            vendor A' (same trunk group)
+      |--INVITE------->|--INVITE--------->|                   |
+      |                |<-------------302-|  Contact: <sip:15551230000@10.0.0.7:5082>
+      |                |--ACK------------>|                   |
+      |                |--INVITE------------------------------>|  attempt 2, R-URI from
+      |<---------200---|<----------------------------------200-|  the Contact
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sbc.config.schema import TrunkGroup
+from sbc.sip.message import Response
+from sbc.sip.transaction import Target
+
+MAX_TARGETS = 5  # Contacts followed from one 3xx
+MAX_FOLLOWED = 5  # redirected attempts in one call
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """One attempt a 3xx asked for: to ``target``, Request-URI user ``user``, on trunk
+    ``index`` of ``trunk_group`` (its credentials and media profile)."""
+
+    trunk_group: TrunkGroup
+    index: int
+    target: Target
+    user: str
+    by: int  # the attempt whose 3xx named it
+
+
+def _q(value: str | None) -> float:
+    try:
+        return float(value) if value is not None else 1.0
+    except ValueError:
+        return 0.0
+
+
+def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Redirect]:
+    """The attempts a 3xx from trunk group ``etg`` leads to (``followed``: redirected
+    attempts the call made so far)."""
+    room = min(MAX_TARGETS, MAX_FOLLOWED - followed)
+    if room <= 0:
+        return []
+    hosts = {t.ip: i for i, t in enumerate(etg.trunks) if t.type == "ip"}
+    ordered = sorted(enumerate(resp.contacts), key=lambda c: (-_q(c[1].params.get("q")), c[0]))
+    out: list[Redirect] = []
+    for _, contact in ordered:
+        uri = contact.uri
+        index = hosts.get(uri.host)
+        if uri.scheme != "sip" or index is None or not uri.user:
+            continue
+        trunk = etg.trunks[index]
+        transport = _param(uri.params, "transport") or trunk.protocol
+        if transport not in ("udp", "tcp"):
+            continue
+        target = Target(transport, uri.host, uri.port or 5060)
+        out.append(Redirect(etg, index, target, uri.user, by))
+        if len(out) == room:
+            break
+    return out
+
+
+def _param(params: str, name: str) -> str:
+    for p in params.split(";"):
+        key, _, value = p.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().lower()
+    return ""

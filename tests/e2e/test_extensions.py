@@ -1,0 +1,104 @@
+"""SIP extensions real trunks use (issue 15), with the real sbc and sipp on loopback.
+
+One sbc on 127.0.0.1:6360; the DNIS picks the route:
+
+A vendor that redirects (lab/sipp/uas_302.xml on :6381) to another UAS (:6382):
+
+    caller :6370          sbc :6360              vendor :6381        vendor' :6382
+     |--INVITE----------->|--INVITE-------------->|                    |
+     |                    |<-------------------302|  Contact: <sip:15559990000@127.0.0.1:6382>
+     |                    |--ACK----------------->|                    |
+     |                    |--INVITE (R-URI 15559990000@127.0.0.1:6382)->|  attempt 2
+     |<---------------200-|<-----------------------------------------200|
+     |--ACK, BYE--------->|--ACK, BYE---------------------------------->|
+
+A caller that tries a blind transfer (lab/sipp/uac_refer.xml), with `refer: reject`:
+
+    caller :6371          sbc :6360              vendor :6382
+     |--INVITE, ACK------>|--INVITE, ACK--------->|
+     |--REFER------------>|                       |  Refer-To: <sip:2000@192.0.2.9>
+     |<---------------403-|                       |  (never crosses)
+     |--BYE-------------->|--BYE----------------->|
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import harness
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PORT = 6360
+CONFIG = """
+node:
+  listen: [{address: 127.0.0.1, port: 6360, transport: udp}]
+relationships: [{name: carrier-a}, {name: vendor-x}]
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1, port: 6370}, {ip: 127.0.0.1, port: 6371}]}
+  - {name: redirector, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 6381}]}
+  - {name: plain, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 6382}]}
+routeplans:
+  - name: default
+    routes:
+      - {prefix: "1", trunk_groups: [redirector]}
+      - {prefix: "2", trunk_groups: [plain]}
+"""
+
+
+@pytest.fixture(scope="module")
+def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
+    root = tmp_path_factory.mktemp("ext")
+    (root / "config").mkdir()
+    (root / "config" / "sbc.yaml").write_text(CONFIG)
+    target = ["-key", "target", "15559990000@127.0.0.1:6382"]
+    with (
+        harness.sipp_servers("uas_302.xml", [6381], root / "redirector", extra=target),
+        harness.sipp_servers("uas", [6382], root / "plain"),
+    ):
+        proc = harness.start_sbc(root / "sbc", root / "config", port=PORT)
+        yield proc
+        assert proc.alive(), "sbc died during the tests"
+        assert proc.stop() == 0
+
+
+def caller(scenario: str, dnis: str, port: int, workdir: Path) -> harness.SippResult:
+    return harness.run_sipp(
+        scenario, calls=1, rate=1, port=port, workdir=workdir,
+        remote=f"127.0.0.1:{PORT}", extra=["-s", dnis], timeout=20,
+    )  # fmt: skip
+
+
+def test_a_302_is_followed_to_the_uas_it_names(sbc: harness.Sbc, tmp_path: Path) -> None:
+    r = caller("uac", "15551230000", 6370, tmp_path)
+    assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+    (end,) = sbc.wait_events("call.end", 1)
+    cdr_path = sbc.log_path.parent / "cdr" / "cdr.jsonl"
+    cid = str(end["call_id"])
+    assert harness.wait_for(lambda: cid in cdr_path.read_text())
+    (rec,) = [json.loads(x) for x in cdr_path.read_text().splitlines() if cid in x]
+    attempts = [(a["trunk"], a["status"], a["outcome"], a["redirected_by"]) for a in rec["attempts"]]
+    assert attempts == [
+        ("127.0.0.1:6381", 302, "redirected", None),
+        ("127.0.0.1:6382", 200, "answered", 1),
+    ]
+    assert rec["dnis_routed"] == "15559990000"  # the Contact's user
+    (moved,) = sbc.events("call.redirected")
+    assert moved["to"] == ["udp:127.0.0.1:6382"]
+
+
+def test_refer_is_answered_403_and_never_reaches_the_vendor(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    before = len(sbc.events("call.end"))
+    r = caller("uac_refer.xml", "25551230000", 6371, tmp_path)
+    assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+    assert r.received(403) == 1
+    (end,) = sbc.wait_events("call.end", before + 1)[before:]
+    assert end["hangup"] == "caller" and end["status"] == 200
