@@ -83,7 +83,9 @@ def test_a_302_is_followed_to_the_uas_it_names(sbc: harness.Sbc, tmp_path: Path)
     cid = str(end["call_id"])
     assert harness.wait_for(lambda: cid in cdr_path.read_text())
     (rec,) = [json.loads(x) for x in cdr_path.read_text().splitlines() if cid in x]
-    attempts = [(a["trunk"], a["status"], a["outcome"], a["redirected_by"]) for a in rec["attempts"]]
+    attempts = [
+        (a["trunk"], a["status"], a["outcome"], a["redirected_by"]) for a in rec["attempts"]
+    ]
     assert attempts == [
         ("127.0.0.1:6381", 302, "redirected", None),
         ("127.0.0.1:6382", 200, "answered", 1),

@@ -39,9 +39,7 @@ trunk_groups:
 
 
 def moved(b_inv: Request, *contacts: str) -> Response:
-    return make_response(
-        b_inv, 302, to_tag="r1", headers=[("Contact", c) for c in contacts]
-    )
+    return make_response(b_inv, 302, to_tag="r1", headers=[("Contact", c) for c in contacts])
 
 
 def test_a_302_is_followed_to_its_contacts_in_q_order(tmp_path: Path) -> None:
