@@ -329,7 +329,9 @@ class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = 0
     b_timer: Annotated[
         int,
-        d("Seconds to wait for 100 Trying before trying the next trunk (1-10)."),
+        d(
+            "Seconds to wait for 100 Trying before trying the next trunk (1-10); termination trunk groups only, smaller than max_pdd."
+        ),
         Meta(ge=0, le=10),
     ] = 0
 
@@ -373,14 +375,19 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A set of trunks managed as one: identification, limits, routing and media policy."""
 
     name: Annotated[str, d("Unique name.")]
-    relationship: Annotated[str, d("The relationship this trunk group belongs to.")] = ""
+    relationship: Annotated[
+        str, d("The relationship this trunk group belongs to; it must be in relationships.")
+    ] = ""
     direction: Annotated[
         Literal["origination", "termination"],
         d("origination: they send us calls; termination: we send calls to them."),
     ]
-    relationship_type: Annotated[Literal["customer", "vendor"], d("customer or vendor.")] = (
-        "customer"
-    )
+    relationship_type: Annotated[
+        Literal["customer", "vendor"],
+        d(
+            "customer (origination) or vendor (termination); when written it must agree with direction."
+        ),
+    ] = "customer"
     status: Annotated[
         Status, d("A disabled trunk group refuses calls (403) and is skipped in hunting.")
     ] = "enabled"
@@ -414,9 +421,9 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     nat: Annotated[bool, d("Send to the address packets came from, not the one they claim.")] = (
         False
     )
-    route_advance: Annotated[RouteAdvance, d("Route advance policy.")] = field(
-        default_factory=RouteAdvance
-    )
+    route_advance: Annotated[
+        RouteAdvance, d("Route advance policy for calls from this (origination) trunk group.")
+    ] = field(default_factory=RouteAdvance)
     hunting: Annotated[Hunting, d("How calls spread over this trunk group's trunks.")] = (
         "load-balance"
     )
@@ -518,9 +525,9 @@ class MediaProfile(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         True
     )
     codecs: Annotated[Codecs, d("Codec filtering.")] = field(default_factory=Codecs)
-    transcoding: Annotated[bool, d("Let rtpengine transcode to a codec the far side accepts.")] = (
-        False
-    )
+    transcoding: Annotated[
+        bool, d("Let rtpengine transcode to a codec the far side accepts; needs codecs.allow.")
+    ] = False
     srtp: Annotated[bool, d("RTP/SAVP with SDES toward this side.")] = False
 
 
