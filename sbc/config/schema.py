@@ -322,10 +322,18 @@ class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ports: Annotated[int, d("Concurrent calls."), Meta(ge=0)] = 0
     cps: Annotated[int, d("New calls per second."), Meta(ge=0)] = 0
     max_pdd: Annotated[
-        int, d("Seconds to wait for 180/183 before trying the next trunk."), Meta(ge=0)
+        int,
+        d(
+            "Seconds to wait for 180/183: from each INVITE to this termination trunk group (then the next trunk), or from the caller's INVITE on this origination one until a first ring (then hunting ends)."
+        ),
+        Meta(ge=0),
     ] = 0
     max_call_duration: Annotated[
-        int, d("Seconds after answer before both legs get BYE."), Meta(ge=0)
+        int,
+        d(
+            "Seconds after answer before both legs get BYE; set on both of a call's trunk groups, the shorter."
+        ),
+        Meta(ge=0),
     ] = 0
     b_timer: Annotated[
         int,
@@ -405,7 +413,10 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         str, d("Capacity group whose limits this trunk group also counts against.")
     ] = ""
     time_of_day: Annotated[
-        list[TimeWindow], d("Windows in which calls are accepted; empty = always.")
+        list[TimeWindow],
+        d(
+            "Windows in which calls are accepted (origination) or sent (termination); empty = always."
+        ),
     ] = field(default_factory=list)
     routeplan: Annotated[str, d("Routeplan for calls from this (origination) trunk group.")] = ""
     media_profile: Annotated[str, d("Media profile for calls on this trunk group.")] = ""
