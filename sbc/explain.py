@@ -91,6 +91,9 @@ def explain(
         if static_refusal(snap, etg) is not None:
             out.append(f"  -  {name}: skipped (disabled)")
             continue
+        if time_refusal(etg, wall) is not None:
+            out.append(f"  -  {name}: skipped (outside its time of day)")
+            continue
         order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], hunt)
         sent = manipulate.outbound(etg, snap.rules[name], ani, called, "", [])
         monitoring = (

@@ -8,15 +8,18 @@
 
 The timers read the phase: the B-timer gives up on an attempt still CALLING (no 100:
 the trunk is not there), Max PDD on one not yet RINGING, Timer C (RFC 3261 §16.6 item 11)
-on any live one, restarted by each provisional. A CANCEL may only follow a provisional
-(§9.1): leaving an attempt that has none makes its cancel PENDING, sent with its first
-provisional, if any ever comes. A 401/407 is answered once (a new INVITE, CSeq + 1): the
-attempt is CALLING again, since its CANCEL must now wait for the new INVITE's provisional.
+on any live one, restarted by each provisional. Max PDD has two sources: the termination
+trunk group's counts from each INVITE we send it (then hunting goes on), the origination
+trunk group's from the caller's INVITE until the caller hears ringing (then it ends).
+A CANCEL may only follow a provisional (§9.1): leaving an attempt that has none makes its
+cancel PENDING, sent with its first provisional, if any ever comes. A 401/407 is answered
+once (a new INVITE, CSeq + 1): the attempt is CALLING again, since its CANCEL must now wait
+for the new INVITE's provisional.
 """
 
 from __future__ import annotations
 
-from sbc.call.model import LIVE, Attempt, Cancel, Outcome, Phase
+from sbc.call.model import LIVE, Attempt, Call, Cancel, Outcome, Phase
 
 
 def heard(a: Attempt, status: int, now: float) -> bool:
@@ -61,6 +64,34 @@ def b_timer_due(a: Attempt) -> bool:
 def max_pdd_due(a: Attempt) -> bool:
     """Max PDD: no 180/183 yet (one before a digest retry counts)."""
     return a.provisional_at is None and live(a)
+
+
+def max_pdd_at(a: Attempt) -> float | None:
+    """When Max PDD gives up on this attempt: its termination trunk group's Max PDD after
+    its INVITE, or the caller's (``caller_pdd_at``), whichever comes first; None: never."""
+    limit = a.trunk_group.limits.max_pdd
+    dues = [a.started + limit] if limit else []
+    caller = caller_pdd_at(a.call)
+    if caller is not None:
+        dues.append(caller)
+    return min(dues, default=None)
+
+
+def caller_pdd_at(call: Call) -> float | None:
+    """The origination trunk group's Max PDD (the guide: from dialling until the caller
+    hears ringing) runs from the caller's INVITE while no attempt has sent 180/183; past it
+    the call stops hunting. None: no such limit, or the caller has heard ringing."""
+    limit = call.ingress.limits.max_pdd
+    if not limit or any(x.provisional_at is not None for x in call.attempts):
+        return None
+    return call.started + limit
+
+
+def max_call_duration(a: Attempt) -> int:
+    """Seconds the call answered on this attempt may last: the shorter of its origination
+    and termination trunk groups' Max Call Duration (0 on both: no limit)."""
+    limits = [tg.limits.max_call_duration for tg in (a.call.ingress, a.trunk_group)]
+    return min((x for x in limits if x), default=0)
 
 
 def live(a: Attempt) -> bool:

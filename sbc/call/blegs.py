@@ -124,8 +124,9 @@ class BLegs:
         limits = etg.limits
         if limits.b_timer:
             self._timers.arm(now + limits.b_timer, attempt, "b_timer", self)
-        if limits.max_pdd:
-            self._timers.arm(now + limits.max_pdd, attempt, "max_pdd", self)
+        pdd_due = ladder.max_pdd_at(attempt)
+        if pdd_due is not None:
+            self._timers.arm(pdd_due, attempt, "max_pdd", self)
         self.out.notice(
             "call.attempt",
             call,
@@ -165,6 +166,9 @@ class BLegs:
 
     def _timer_max_pdd(self, attempt: Attempt, now: float) -> None:
         if ladder.max_pdd_due(attempt):
+            caller_due = ladder.caller_pdd_at(attempt.call)
+            if caller_due is not None and now >= caller_due:  # the caller's: no more hunting
+                hunt.stop(attempt.call)
             self.give_up(attempt, "max_pdd", 408, now)
 
     def give_up(self, attempt: Attempt, outcome: Outcome, status: int, now: float) -> None:
@@ -404,7 +408,7 @@ class BLegs:
             self.media.vendor_sdp(attempt, resp, relay_2xx)
         else:
             self.relay_to_a(call, resp, now)
-        limit = call.ingress.limits.max_call_duration
+        limit = ladder.max_call_duration(attempt)
         if limit:
             call.max_duration = self._timers.arm(now + limit, call, "max_duration", self)
         pdd = round((call.first_provisional_at or now) - call.started, 3)

@@ -301,8 +301,8 @@ class CallController:
         """The state store shared a registration's binding (sbc.state.Bind)."""
         self.gate.bound(token, now)
 
-    def candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates:
-        return hunt.candidates(snap, names, self.hunt, self._usable)
+    def candidates(self, snap: Snapshot, names: list[str], now: float) -> hunt.Candidates:
+        return hunt.candidates(snap, names, self.hunt, self._usable, now + self.wall_offset)
 
     def _usable(self, tg: TrunkGroup, index: int) -> bool:
         """An IP trunk that monitoring has not taken down, or a registration trunk whose
@@ -330,7 +330,7 @@ class CallController:
                 break
             fwd = step.forwarding
             self.out.notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
-            hunt.forward(call, fwd, self.candidates(call.snap, [fwd.trunk_group]))
+            hunt.forward(call, fwd, self.candidates(call.snap, [fwd.trunk_group], now))
         self.blegs.originate(call, step.trunk_group, step.index, now, step.redirect)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from routing.hunting import HuntState, hunt_order
-from sbc.admission import limit_refusal, static_refusal
+from sbc.admission import limit_refusal, static_refusal, time_refusal
 from sbc.call.headers import DIVERSION_REASON, crossing
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
@@ -69,13 +69,15 @@ def candidates(
     names: list[str],
     state: HuntState,
     usable: Callable[[TrunkGroup, int], bool],
+    wall: float,
 ) -> Candidates:
     """Every usable trunk of the egress trunk groups, in route order, each group's trunks
-    in its hunting order. Disabled trunk groups and relationships are left out."""
+    in its hunting order. Disabled trunk groups and relationships are left out, and so is a
+    trunk group outside every one of its time_of_day windows at wall-clock time ``wall``."""
     out: Candidates = []
     for name in names:
         etg = snap.trunk_groups[name]
-        if static_refusal(snap, etg) is not None:
+        if static_refusal(snap, etg) is not None or time_refusal(etg, wall) is not None:
             continue
         order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], state)
         out += [(etg, i) for i in order if usable(etg, i)]
@@ -103,6 +105,14 @@ def next_step(call: Call) -> Step:
     if fwd is None or (call.last_failure is not None and not call.last_failure[2]):
         return exhausted(call)
     return Forward(fwd)
+
+
+def stop(call: Call) -> None:
+    """The caller will wait no longer (its Max PDD): no route left, no forwarding; the
+    failure that ends the current attempt is what the caller hears."""
+    call.candidates.clear()
+    call.redirects.clear()
+    call.forward = None
 
 
 def forward(call: Call, fwd: Forwarding, found: Candidates) -> None:

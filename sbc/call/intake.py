@@ -46,7 +46,7 @@ class Host(CallHost, Protocol):
     @property
     def wall_offset(self) -> float: ...
 
-    def candidates(self, snap: Snapshot, names: list[str]) -> hunt.Candidates: ...
+    def candidates(self, snap: Snapshot, names: list[str], now: float) -> hunt.Candidates: ...
 
 
 class Intake:
@@ -79,7 +79,7 @@ class Intake:
         sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
         for trigger in sel.triggers:
             self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
-        found_trunks = self.host.candidates(snap, sel.trunk_groups)
+        found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
         self.host.calls[call.id] = call
         self.host.bind(call, (req.call_id, call.a_dialog.local_tag), "a")

@@ -83,6 +83,20 @@ class _Located:
                 return origin.file, line
         return "", 0
 
+    def written(self, path: Path_) -> bool:
+        """Does a file write the key at ``path`` (a list section's item and keys below it),
+        rather than leave it to its default?"""
+        origin = self.origins.get(path[:2])
+        if origin is None:
+            return False
+        node = origin.node
+        for step in path[2:]:
+            found = _child(node, step)
+            if found is None:
+                return False
+            node = found[1]
+        return True
+
     def error(self, path: Path_, message: str) -> ConfigError:
         """An error at ``path``, with list items numbered as they are in their own file."""
         file, line = self.locate(path)
@@ -279,6 +293,7 @@ def _cross_check(config: Config, located: _Located) -> None:
     for i, cg in enumerate(config.capacity_groups):
         _metric_triggers(cg.triggers, located, ("capacity_groups", i), CAPACITY_METRICS)
     _check_trunk_groups(config, located)
+    _check_meaning(config, located)
     _check_routeplans(config, located)
 
 
@@ -373,6 +388,60 @@ def _check_trunk_groups(config: Config, located: _Located) -> None:
                         f"username {t.username!r} is already a registration trunk of {other!r}",
                     )
                 accounts[t.username] = tg.name
+
+
+# What a relationship type means here: who sends the calls decides everything the call path
+# does with a trunk group (routeplan, limits, hunting), so the type can only agree with it.
+RELATIONSHIP_TYPE = {"origination": "customer", "termination": "vendor"}
+
+
+def _check_meaning(config: Config, located: _Located) -> None:
+    """Fields the schema accepts but the call path would never act on, refused rather than
+    ignored: each message says where the field does take effect."""
+    relationships = {r.name for r in config.relationships}
+    for i, tg in enumerate(config.trunk_groups):
+        p: Path_ = ("trunk_groups", i)
+        if tg.relationship and tg.relationship not in relationships:
+            known = ", ".join(sorted(relationships)) or "none"
+            raise located.error(
+                (*p, "relationship"),
+                f"unknown relationship {tg.relationship!r} (relationships defines: {known})",
+            )
+        wanted = RELATIONSHIP_TYPE[tg.direction]
+        if located.written((*p, "relationship_type")) and tg.relationship_type != wanted:
+            raise located.error(
+                (*p, "relationship_type"),
+                f"{tg.relationship_type!r} on a {tg.direction} trunk group: here an origination "
+                "trunk group is a customer's and a termination one a vendor's (direction "
+                f"decides how calls are handled); write {wanted!r} or leave it out",
+            )
+        limits = tg.limits
+        if tg.direction == "origination" and limits.b_timer:
+            raise located.error(
+                (*p, "limits", "b_timer"),
+                "the B-timer waits for a vendor's 100 Trying to an INVITE we send: it takes "
+                "effect on termination trunk groups only",
+            )
+        if limits.b_timer and limits.max_pdd and limits.b_timer >= limits.max_pdd:
+            raise located.error(
+                (*p, "limits", "b_timer"),
+                f"must be smaller than max_pdd ({limits.max_pdd}): a B-timer of "
+                f"{limits.b_timer} s could never fire before Max PDD",
+            )
+        if tg.direction == "termination" and located.written((*p, "route_advance")):
+            raise located.error(
+                (*p, "route_advance"),
+                "route advance is the caller's policy: it takes effect on the origination "
+                "trunk group a call comes in on, over every vendor's answer; here it would "
+                "never be read",
+            )
+    for i, mp in enumerate(config.media_profiles):
+        if mp.transcoding and not mp.codecs.allow:
+            raise located.error(
+                ("media_profiles", i, "transcoding"),
+                "needs codecs.allow on this profile: transcoding offers the allowed codecs "
+                "an offer lacks, and this profile allows every codec",
+            )
 
 
 def _check_routeplans(config: Config, located: _Located) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sbc.admission import within
 from sbc.config.loader import ConfigError
 from sbc.config.schema import TimeWindow
+from sbc.explain import explain
 from sbc.sip.message import Request, Response, make_response
 from sbc.state import Scope
 from sbc.state.memory import MemoryStore
@@ -143,6 +144,25 @@ def test_time_of_day_window(tmp_path: Path) -> None:
     assert lab.events("call.refused")[-1]["reason"] == "time_of_day"
 
 
+def test_a_termination_trunk_group_outside_its_time_of_day_is_skipped(tmp_path: Path) -> None:
+    """vendor-1 takes calls 08:00-20:00 New York time: at noon the call goes to it, at
+    21:00 hunting leaves it out and the call goes to vendor-2."""
+    tod = (
+        ', time_of_day: [{days: [mon, tue, wed, thu, fri], start: "08:00", end: "20:00",'
+        " timezone: America/New_York}]"
+    )
+    lab = lab_with(tmp_path, ingress().replace("limits: {ports: 1}", "limits: {}" + tod))
+    lab.ctrl.wall_offset = datetime(2026, 11, 23, 17, 0, tzinfo=UTC).timestamp() - lab.now
+    ((_, first),) = b_legs(lab.feed(invite(branch="z9hG4bKt1"), CALLER))
+    lab.ctrl.wall_offset += 9 * 3600
+    data = invite(branch="z9hG4bKt2").replace(b"a-leg-1@10.1.1.1", b"a-leg-2@10.1.1.1")
+    ((_, second),) = b_legs(lab.feed(data, CALLER))
+    assert (first, second) == (V1, V2)
+    at = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # Monday 21:00 in New York
+    lines, attempted = explain(lab.ctrl.snapshot, "127.0.0.1", "15551230000", at=at)
+    assert attempted and "  -  vendor-1: skipped (outside its time of day)" in lines
+
+
 @pytest.mark.parametrize(
     ("utc", "expected"),
     [
@@ -210,12 +230,24 @@ def test_memory_store_is_all_or_nothing_and_scales_by_share() -> None:
     assert granted == [True, True, True, False, False]  # ceil(5 * 0.5)
 
 
-def test_max_call_duration_ends_the_call_with_bye_on_both_legs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("caller", "vendor"),
+    [
+        ("{max_call_duration: 60}", "{ports: 1}"),  # the origination trunk group's
+        ("{}", "{ports: 1, max_call_duration: 60}"),  # the termination trunk group's
+        ("{max_call_duration: 90}", "{ports: 1, max_call_duration: 60}"),  # the shorter
+        ("{max_call_duration: 60}", "{ports: 1, max_call_duration: 90}"),
+    ],
+)
+def test_max_call_duration_ends_the_call_with_bye_on_both_legs(
+    tmp_path: Path, caller: str, vendor: str
+) -> None:
     """caller        sbc          vendor
     |<------200----|<------200---|   answered at t
     |<------BYE----|-------BYE-->|   t + max_call_duration, Reason: ... Max Call Duration
-    """
-    lab = lab_with(tmp_path, ingress("{max_call_duration: 60}"))
+    (either side's limit acts; with both, the shorter)"""
+    tgs = ingress(caller).replace("limits: {ports: 1}", f"limits: {vendor}")
+    lab = lab_with(tmp_path, tgs)
     out = lab.feed(invite(branch="z9hG4bKm1"), CALLER)
     ((b_inv, vendor),) = b_legs(out)
     ok = make_response(b_inv, 200, to_tag="v", headers=[("Contact", "<sip:v@127.0.0.1:5081>")])

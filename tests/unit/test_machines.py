@@ -62,7 +62,7 @@ trunk_groups:
     assert [a.trunk_group.name for a in call.attempts] == ["vendor-1"]  # its lease granted
     call.egress.clear()
     call.candidates = hunt.candidates(
-        call.snap, ["vendor-1", "vendor-2"], lab.ctrl.hunt, lambda tg, i: True
+        call.snap, ["vendor-1", "vendor-2"], lab.ctrl.hunt, lambda tg, i: True, 0.0
     )
     step = hunt.next_step(call)
     assert isinstance(step, hunt.NeedLease) and step.trunk_group.name == "vendor-1"
@@ -210,3 +210,59 @@ def test_stop_on_18x_failure_relays_a_failure_after_ringing(tmp_path: Path, stop
     hunted = [m for m in only(out, V2) if isinstance(m, Request)]
     finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
     assert (len(hunted), finals) == ((0, [503]) if stop else (1, []))
+
+
+CALLER_PDD_TGS = """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}], limits: {max_pdd: 5}}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5081}], limits: {max_pdd: 3}}
+  - {name: vendor-2, relationship: vendor-x, direction: termination, hunting: failover,
+     trunks: [{ip: 127.0.0.1, port: 5082}, {ip: 127.0.0.1, port: 5083}]}
+"""
+V3 = Target("udp", "127.0.0.1", 5083)
+
+
+def test_the_callers_max_pdd_ends_hunting_when_no_ring_came_in_time(tmp_path: Path) -> None:
+    """caller      sbc         vendor-1 (max_pdd 3)   vendor-2 (5082, then 5083)
+    |--INVITE-->|--INVITE-->|                        t=0
+    |           |<--100-----|
+    |           |--CANCEL-->|--INVITE--------------> t=3: vendor-1's Max PDD
+    |           |<--100------------------------------|
+    |<--503-----|--CANCEL--------------------------->  t=5: carrier-a's Max PDD (from the
+                                                       caller's INVITE): 5083 is never tried"""
+    lab = lab_with(tmp_path, CALLER_PDD_TGS)
+    out = lab.feed(invite(), CALLER)
+    (b1,) = [m for m, t in out if t == V1 and isinstance(m, Request)]
+    lab.feed(make_response(b1, 100), V1)
+    out = lab.advance(3.0)
+    assert [m.method for m in only(out, V1)] == ["CANCEL"]  # type: ignore[union-attr]
+    (b2,) = only(out, V2)
+    assert isinstance(b2, Request) and b2.method == "INVITE"
+    lab.feed(make_response(b2, 100), V2)
+    out = lab.advance(1.9)
+    assert only(out, V2) == [] and only(out, CALLER) == []  # (V1 gets its CANCEL again)
+    out = lab.advance(0.1)
+    assert [m.method for m in only(out, V2)] == ["CANCEL"]  # type: ignore[union-attr]
+    assert only(out, V3) == []
+    assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
+    (call,) = lab.ctrl.calls.values()
+    assert [a.outcome for a in call.attempts] == ["max_pdd", "max_pdd"]
+
+
+def test_the_callers_max_pdd_is_met_by_a_ring_from_an_earlier_attempt(tmp_path: Path) -> None:
+    """vendor-1 rings, then fails with 503: the caller has heard ringing, so only the
+    vendors' own Max PDD applies to the attempts that follow (vendor-2 has none)."""
+    lab = lab_with(tmp_path, CALLER_PDD_TGS)
+    out = lab.feed(invite(), CALLER)
+    (b1,) = [m for m, t in out if t == V1 and isinstance(m, Request)]
+    lab.feed(make_response(b1, 180, to_tag="v1"), V1)
+    lab.advance(1.0)
+    out = lab.feed(make_response(b1, 503, to_tag="v1"), V1)
+    (b2,) = only(out, V2)
+    lab.feed(make_response(b2, 100), V2)  # type: ignore[arg-type]
+    out = lab.advance(10.0)
+    assert only(out, V2) == [] and only(out, CALLER) == []
+    (call,) = lab.ctrl.calls.values()
+    assert ladder.live(call.attempts[1]) and ladder.caller_pdd_at(call) is None

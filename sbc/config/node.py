@@ -1,0 +1,209 @@
+"""The ``node`` section of the config contract: this SBC's sockets, timers, state store,
+media, records and endpoints (shared/CONFIG.md). See sbc.config.schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, field
+
+from sbc.config.base import Base, Transport, d
+
+
+class Listen(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A socket the SBC serves SIP on."""
+
+    address: Annotated[str, d("IP address to bind.")] = "127.0.0.1"
+    port: Annotated[int, d("Port to bind."), Meta(ge=1, le=65535)] = 5060
+    transport: Annotated[Transport, d("udp, tcp or tls.")] = "udp"
+
+
+class StateBackend(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Where counters and registrations live."""
+
+    backend: Annotated[Literal["memory", "redis"], d("memory (one node) or redis (fleet).")] = (
+        "memory"
+    )
+    url: Annotated[str, d("Redis URL, e.g. redis://127.0.0.1:6379/0.")] = ""
+    lease_ttl: Annotated[
+        int,
+        d(
+            "Seconds a node's port leases outlive its last heartbeat: a dead node's ports come back within it."
+        ),
+        Meta(ge=2, le=3600),
+    ] = 30
+    timeout: Annotated[
+        float, d("Seconds to wait for Redis before deciding on local limits."), Meta(gt=0, le=5)
+    ] = 0.5
+    node_id: Annotated[str, d("This node's name in the fleet; empty = hostname:pid.")] = ""
+
+
+class RtpEngineNode(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One rtpengine ng control socket."""
+
+    address: Annotated[str, d("host:port of rtpengine's ng listener.")] = "127.0.0.1:2223"
+    weight: Annotated[int, d("Share of new calls this node gets."), Meta(ge=0)] = 1
+
+
+class MediaConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How the SBC talks to rtpengine, and what a call does when no node answers."""
+
+    on_failure: Annotated[
+        Literal["reject", "unanchored"],
+        d("No rtpengine node answers: reject the call with 503, or let media flow unanchored."),
+    ] = "reject"
+    timeout: Annotated[
+        float, d("Seconds to wait for one ng reply before retrying."), Meta(gt=0, le=5)
+    ] = 0.5
+    retries: Annotated[int, d("Retries of one ng command (same cookie)."), Meta(ge=0, le=5)] = 2
+    down_for: Annotated[
+        float, d("Seconds a node that stopped answering is left out of use."), Meta(gt=0)
+    ] = 30.0
+    ping_interval: Annotated[
+        float, d("Seconds between ng pings to every node; 0 disables."), Meta(ge=0)
+    ] = 10.0
+
+
+class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Where call detail records are written."""
+
+    path: Annotated[str, d("JSON-lines CDR file, relative to the working directory.")] = (
+        "cdr/cdr.jsonl"
+    )
+
+
+class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The Prometheus endpoint."""
+
+    listen: Annotated[str, d("host:port for /metrics; empty disables it.")] = ""
+
+
+class AdminConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The local admin endpoint that `sbc status` reads (JSON over HTTP)."""
+
+    listen: Annotated[
+        str, d("host:port of the admin endpoint (keep it on loopback); empty disables it.")
+    ] = ""
+
+
+class AuditConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The audit log of configuration loads and reloads."""
+
+    path: Annotated[
+        str, d("JSON-lines audit file, relative to the working directory; empty = log only.")
+    ] = "audit/audit.jsonl"
+
+
+class SipTimers(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """RFC 3261 §17 timer base values."""
+
+    t1: Annotated[float, d("T1 in seconds (RTT estimate)."), Meta(gt=0)] = 0.5
+    t2: Annotated[float, d("T2 in seconds (max retransmit interval)."), Meta(gt=0)] = 4.0
+    t4: Annotated[float, d("T4 in seconds (max network lifetime)."), Meta(gt=0)] = 5.0
+    timer_c: Annotated[
+        float,
+        d(
+            "Timer C (RFC 3261 16.6): seconds a B-leg may stay with a provisional and no final answer before it is CANCELled and hunting goes on; each provisional restarts it; 0 = off."
+        ),
+        Meta(ge=0),
+    ] = 180.0
+
+
+Algorithm = Literal["SHA-256", "MD5"]
+
+
+class LockoutConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Shutting out password guessers: past the failures, no answer at all until the block ends."""
+
+    failures: Annotated[
+        int,
+        d(
+            "Failed authentications a source IP may have within the window; one more blocks it. 0 = off."
+        ),
+        Meta(ge=0),
+    ] = 5
+    window: Annotated[float, d("Seconds over which failures are counted."), Meta(gt=0)] = 60.0
+    block_for: Annotated[
+        float,
+        d("Seconds a blocked source (or account) gets no answer to REGISTER or INVITE."),
+        Meta(gt=0),
+    ] = 300.0
+    account_failures: Annotated[
+        int,
+        d(
+            "Failures one account may have within the window, from any sources; one more blocks the account except from its registered address. 0 = off."
+        ),
+        Meta(ge=0),
+    ] = 20
+
+
+class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Digest authentication of registration trunks (RFC 3261 §22, RFC 8760)."""
+
+    realm: Annotated[str, d("Digest realm; empty = switch_ip.")] = ""
+    algorithms: Annotated[
+        list[Algorithm], d("Challenges offered, most preferred first."), Meta(min_length=1)
+    ] = field(default_factory=lambda: ["SHA-256", "MD5"])
+    nonce_lifetime: Annotated[
+        int, d("Seconds a nonce is accepted; older ones get stale=true."), Meta(ge=10)
+    ] = 300
+    secret: Annotated[
+        str, d("Nonce signing key; set the same on every node of a fleet. Empty = random.")
+    ] = ""
+    min_expires: Annotated[
+        int, d("Shortest registration accepted; shorter gets 423 (RFC 3261 §10.3)."), Meta(ge=1)
+    ] = 60
+    max_expires: Annotated[int, d("Longest registration granted."), Meta(ge=1)] = 3600
+    default_expires: Annotated[
+        int, d("Registration lifetime when the REGISTER names none."), Meta(ge=1)
+    ] = 3600
+    lockout: Annotated[
+        LockoutConfig, d("Per source IP and per account lockout after failed authentications.")
+    ] = field(default_factory=LockoutConfig)
+
+
+class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """This SBC node: sockets, identity, backends."""
+
+    listen: Annotated[list[Listen], d("Sockets to serve SIP on.")] = field(
+        default_factory=lambda: [Listen()]
+    )
+    workers: Annotated[
+        int,
+        d(
+            "Worker processes sharing the SIP sockets (SO_REUSEPORT), each running the whole call path; 0 = one per CPU core, 1 = a single process with no supervisor."
+        ),
+        Meta(ge=0, le=64),
+    ] = 0
+    switch_ip: Annotated[str, d("Address peers are told to send to (Via, Contact, SDP).")] = (
+        "127.0.0.1"
+    )
+    unknown_source: Annotated[
+        Literal["drop", "reject"],
+        d("What to do with requests no trunk group claims: drop silently or reject with 403."),
+    ] = "drop"
+    state: Annotated[StateBackend, d("State store backend.")] = field(default_factory=StateBackend)
+    rtpengine: Annotated[list[RtpEngineNode], d("rtpengine nodes for media anchoring.")] = field(
+        default_factory=list
+    )
+    media: Annotated[MediaConfig, d("rtpengine client behaviour.")] = field(
+        default_factory=MediaConfig
+    )
+    cdr: Annotated[CdrConfig, d("CDR output.")] = field(default_factory=CdrConfig)
+    metrics: Annotated[MetricsConfig, d("Prometheus metrics endpoint.")] = field(
+        default_factory=MetricsConfig
+    )
+    timers: Annotated[SipTimers, d("SIP transaction timers.")] = field(default_factory=SipTimers)
+    registrar: Annotated[RegistrarConfig, d("Registration trunks' digest authentication.")] = field(
+        default_factory=RegistrarConfig
+    )
+    admin: Annotated[AdminConfig, d("Local admin endpoint for `sbc status`.")] = field(
+        default_factory=AdminConfig
+    )
+    audit: Annotated[AuditConfig, d("Audit log of configuration changes.")] = field(
+        default_factory=AuditConfig
+    )
+    drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
+    drain_retry_after: Annotated[
+        int, d("Retry-After (seconds) on the 503 new calls get while draining."), Meta(ge=0)
+    ] = 60
