@@ -43,10 +43,10 @@ from routing.hunting import HuntState
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
 from sbc.alarms import Alarms
 from sbc.call import attempt as ladder
-from sbc.call import ending, headers, hunt, indialog, registration
+from sbc.call import ending, headers, hunt, indialog, redirect, registration
 from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
-from sbc.call.headers import ALLOW, trunk_target
+from sbc.call.headers import trunk_target
 from sbc.call.intake import Intake
 from sbc.call.media import Media
 from sbc.call.model import (
@@ -62,6 +62,7 @@ from sbc.call.model import (
     ports_in_use,
 )
 from sbc.call.outbox import Outbox
+from sbc.call.redirect import Redirect
 from sbc.call.registration import Action as RegistrationAction
 from sbc.call.registration import Registration, Registrations
 from sbc.call.relay import Relayer
@@ -70,7 +71,6 @@ from sbc.config.snapshot import Snapshot
 from sbc.registrar import Registrar
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response
-from sbc.sip.parser import KNOWN_METHODS
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import (
     AckNotReceived,
@@ -266,7 +266,6 @@ class CallController:
         if req.method == "CANCEL":
             self._on_cancel(tx, req, now)
             return
-        snap = self.snapshot
         src = ev.source
         if req.method == "INVITE":
             self.intake.invite(tx, req, src, now)
@@ -274,24 +273,7 @@ class CallController:
         if req.method == "REGISTER":
             self.gate.register(tx, req, src, now)
             return
-        if not self.gate.known(src, now):
-            self.gate.unknown_source(tx, req, src, now)
-        elif req.method == "OPTIONS" and self.draining:
-            # Going away: a peer's monitoring should take us out of its hunting now.
-            retry = str(snap.config.node.drain_retry_after)
-            self.out.respond(tx, 503, now, headers=[("Retry-After", retry)])
-        elif req.method == "OPTIONS":
-            # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
-            self.out.respond(
-                tx,
-                200,
-                now,
-                headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
-            )
-        elif req.method in KNOWN_METHODS:
-            self.out.respond(tx, 405, now, headers=[("Allow", ALLOW)])
-        else:
-            self.out.respond(tx, 501, now, headers=[("Allow", ALLOW)])
+        self.gate.outside_call(tx, req, src, now, self.draining)
 
     def on_acquired(self, token: int, denied: Denied | None, now: float) -> None:
         """The state store's verdict on an Acquire (sbc.call.intake)."""
@@ -302,15 +284,25 @@ class CallController:
         self.gate.bound(token, now)
 
     def candidates(self, snap: Snapshot, names: list[str], now: float) -> hunt.Candidates:
-        return hunt.candidates(snap, names, self.hunt, self._usable, now + self.wall_offset)
+        wall = now + self.wall_offset
 
-    def _usable(self, tg: TrunkGroup, index: int) -> bool:
-        """An IP trunk that monitoring has not taken down, or a registration trunk whose
-        registration at the vendor is up."""
+        def usable(tg: TrunkGroup, index: int) -> bool:
+            """An IP trunk that monitoring has not taken down, a registration trunk whose
+            registration at the vendor is up, or a PBX's account with a live binding."""
+            t = tg.trunks[index]
+            if t.type == "ip":
+                return not tg.monitoring.enabled or self.monitor.is_up(trunk_target(t).key)
+            if tg.direction == "origination":
+                return self.registrar.store.binding_of(tg.name, t.username, wall) is not None
+            return self.registrations.is_up(tg.name, index)
+
+        return hunt.candidates(snap, names, self.hunt, usable, wall)
+
+    def registered(self, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
+        """Where a call to a PBX's account goes (sbc.call.redirect.registered)."""
         t = tg.trunks[index]
-        if t.type == "ip":
-            return not tg.monitoring.enabled or self.monitor.is_up(trunk_target(t).key)
-        return self.registrations.is_up(tg.name, index)
+        b = self.registrar.store.binding_of(tg.name, t.username, now + self.wall_offset)
+        return redirect.registered(tg, index, b) if b is not None else None
 
     # --- hunting ------------------------------------------------------------------------------
 
@@ -327,11 +319,17 @@ class CallController:
                 self.fail_caller(call, step.status, now, step.reason, step.headers)
                 return
             if isinstance(step, hunt.Originate):
-                break
+                dest, etg = step.redirect, step.trunk_group
+                if dest is None and etg.direction == "origination":  # a registered PBX
+                    dest = self.registered(etg, step.index, now)
+                    if dest is None:  # unregistered since routing
+                        call.last_failure, call.reason = (480, None, False), "not_registered"
+                        continue
+                self.blegs.originate(call, etg, step.index, now, dest)
+                return
             fwd = step.forwarding
             self.out.notice("call.forwarded", call, to=fwd.forward_to, trunk_group=fwd.trunk_group)
             hunt.forward(call, fwd, self.candidates(call.snap, [fwd.trunk_group], now))
-        self.blegs.originate(call, step.trunk_group, step.index, now, step.redirect)
 
     def _on_failure(self, ev: TransactionTimedOut | TransportFailed) -> None:
         """No final answer (Timer B/F: 408) or no way to send (503) for one of our requests."""

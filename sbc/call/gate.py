@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections import Counter
 
 from sbc import edge
+from sbc.call.headers import ALLOW
 from sbc.call.outbox import Outbox
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
 from sbc.sip.message import Request
+from sbc.sip.parser import KNOWN_METHODS
 from sbc.sip.transaction import ServerTransaction, Target
 from sbc.state import Bind
 
@@ -92,6 +94,25 @@ class Gate:
         else:
             self.out.discard(tx)
             self.dropped("in_dialog", source, now, tx.request.method)
+
+    def outside_call(
+        self, tx: ServerTransaction, req: Request, src: Target, now: float, draining: bool
+    ) -> None:
+        """A request outside any dialog that is neither INVITE nor REGISTER."""
+        if not self.known(src, now):
+            self.unknown_source(tx, req, src, now)
+        elif req.method == "OPTIONS" and draining:
+            # Going away: a peer's monitoring should take us out of its hunting now.
+            retry = str(self.out.snapshot.config.node.drain_retry_after)
+            self.out.respond(tx, 503, now, headers=[("Retry-After", retry)])
+        elif req.method == "OPTIONS":
+            # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
+            headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")]
+            self.out.respond(tx, 200, now, headers=headers)
+        elif req.method in KNOWN_METHODS:
+            self.out.respond(tx, 405, now, headers=[("Allow", ALLOW)])
+        else:
+            self.out.respond(tx, 501, now, headers=[("Allow", ALLOW)])
 
     def unknown_source(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         policy = self.out.snapshot.config.node.unknown_source

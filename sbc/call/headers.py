@@ -95,7 +95,7 @@ def b_leg_invite(
     DNIS as the call routes them, then the egress trunk group's manipulations; the caller's
     allowed headers (redirection history only with diversion_routing, our own forwarding
     on top as RFC 5806 §3 asks); Max-Forwards one less than the caller's, at most 70.
-    ``dest``: a 3xx's Contact, whose address and user the Request-URI takes instead."""
+    ``dest``: a 3xx's Contact or a registered contact, the Request-URI instead."""
     target = dest.target if dest is not None else trunk_target(trunk)
     a = call.a_invite
     host, params = target.uri_host, target.uri_params
@@ -113,7 +113,7 @@ def b_leg_invite(
         etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
     )
     host = out.host or host
-    ruri = Uri("sip", dest.user if dest else out.ruri_user, None, host, target.port, params)
+    ruri = dest.ruri if dest else Uri("sip", out.ruri_user, None, host, target.port, params)
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
     from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))

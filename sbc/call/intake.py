@@ -81,6 +81,10 @@ class Intake:
             self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
+        if not found_trunks and any(
+            snap.trunk_groups[n].direction == "origination" for n in sel.trunk_groups
+        ):
+            call.reason = "not_registered"  # a DID of a PBX that holds no registration
         self.host.calls[call.id] = call
         self.host.bind(call, (req.call_id, call.a_dialog.local_tag), "a")
         self.out.notice(
@@ -176,6 +180,10 @@ class Intake:
 
     def _admitted(self, call: Call, now: float) -> None:
         call.state = "routing"
+        if not call.candidates and call.forward is None and call.reason == "not_registered":
+            self.out.notice("call.not_registered", call, dnis=call.dnis)
+            self.host.fail_caller(call, 480, now, "Temporarily Unavailable")
+            return
         if not call.candidates and call.forward is None:
             self.out.notice("call.no_route", call, dnis=call.dnis, routeplan=call.ingress.routeplan)
             call.reason = "no_route"

@@ -1,4 +1,7 @@
-"""A vendor's 3xx (RFC 3261 §8.1.3.4, §21.3): where the call may go next. Pure.
+"""Attempts to somewhere other than a trunk's configured address. Pure.
+
+Calls to a PBX that registered with us go to its binding (``registered``); and a vendor's
+3xx (RFC 3261 §8.1.3.4, §21.3) says where the call may go next (``targets``).
 
 ``redirects`` on the egress trunk group says what a redirection means:
 
@@ -23,8 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sbc.config.schema import TrunkGroup
+from sbc.sip.errors import SipError
+from sbc.sip.grammar import Uri, parse_uri
 from sbc.sip.message import Response
 from sbc.sip.transaction import Target
+from sbc.state import Binding
 
 MAX_TARGETS = 5  # Contacts followed from one 3xx
 MAX_FOLLOWED = 5  # redirected attempts in one call
@@ -32,14 +38,16 @@ MAX_FOLLOWED = 5  # redirected attempts in one call
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
-    """One attempt a 3xx asked for: to ``target``, Request-URI user ``user``, on trunk
-    ``index`` of ``trunk_group`` (its credentials and media profile)."""
+    """An attempt to somewhere other than a trunk's own address, on trunk ``index`` of
+    ``trunk_group`` (its credentials and media profile): sent to ``target`` with Request-URI
+    ``ruri``. What a 3xx asked for (``by``: the attempt whose 3xx named it), or a registered
+    PBX's contact (``by`` None; sbc.call.controller)."""
 
     trunk_group: TrunkGroup
     index: int
     target: Target
-    user: str
-    by: int  # the attempt whose 3xx named it
+    ruri: Uri
+    by: int | None = None
 
 
 def _q(value: str | None) -> float:
@@ -68,7 +76,9 @@ def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Red
         if transport not in ("udp", "tcp"):
             continue
         target = Target(transport, uri.host, uri.port or 5060)
-        out.append(Redirect(etg, index, target, uri.user, by))
+        # The Contact is the new Request-URI (§8.1.3.4), without its header parameters.
+        ruri = Uri("sip", uri.user, None, uri.host, uri.port, uri.params)
+        out.append(Redirect(etg, index, target, ruri, by))
         if len(out) == room:
             break
     return out
@@ -80,3 +90,18 @@ def _param(params: str, name: str) -> str:
         if key.strip().lower() == name:
             return value.strip().lower()
     return ""
+
+
+def registered(etg: TrunkGroup, index: int, b: Binding) -> Redirect | None:
+    """A call to a PBX's account ``index`` of ``etg``, whose binding is ``b``: sent to the
+    address its REGISTER came from (what NAT leaves us; RFC 5626 §3 reasons so), with its
+    registered Contact as the Request-URI (RFC 3261 §16.5). None for a Contact we cannot
+    use (not sip:)."""
+    try:
+        contact = parse_uri(b.contact)
+    except SipError:
+        return None
+    if contact.scheme != "sip":
+        return None
+    ruri = Uri("sip", contact.user, None, contact.host, contact.port, contact.params)
+    return Redirect(etg, index, Target(b.transport, b.host, b.port), ruri)

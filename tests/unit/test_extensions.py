@@ -8,9 +8,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from sbc.cdr import from_call
+from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import CALLER, V1, V2, Lab, b_legs, invite, lab_with, only, request
+from tests.helpers import (
+    CALLER,
+    TGS,
+    V1,
+    V2,
+    Lab,
+    b_legs,
+    invite,
+    lab_with,
+    only,
+    register,
+    request,
+)
 
 ONE_ROUTE = """
 node:
@@ -174,3 +187,51 @@ def test_refer_relay_names_us_in_refer_to_and_refuses_an_attended_transfer() -> 
     out = lab.feed(attended, CALLER)
     assert [m.status for m in only(out, CALLER)] == [403]  # type: ignore[union-attr]
     assert only(out, vendor) == []
+
+
+PBX_DID = """
+node:
+  listen: [{address: 127.0.0.1, port: 5060, transport: udp}]
+relationships: [{name: carrier-a}, {name: vendor-x}]
+routeplans:
+  - name: default
+    numbering: [{number: "15557770000", trunk_group: pbx}]
+    routes: [{prefix: "", trunk_groups: [vendor-1, vendor-2]}]
+"""
+PBX = Target("udp", "10.9.9.9", 5077)
+
+
+def pbx_lab(tmp_path: Path, register_it: bool) -> Lab:
+    lab = lab_with(tmp_path, TGS, base=PBX_DID)
+    if register_it:
+        (challenge,) = only(lab.feed(register(), PBX), PBX)
+        assert isinstance(challenge, Response)
+        params = pick_challenge(challenge.get_all("WWW-Authenticate"))
+        assert params is not None
+        auth = authorization(params, "REGISTER", "sip:127.0.0.1", "pbx1", "s3cret")
+        (ok,) = only(lab.feed(register(cseq=2, auth=auth), PBX), PBX)
+        assert isinstance(ok, Response) and ok.status == 200
+    return lab
+
+
+def test_a_did_of_a_registered_pbx_goes_to_its_binding(tmp_path: Path) -> None:
+    """carrier       sbc                    PBX (registered from 10.9.9.9:5077)
+    |--INVITE------>|                       |   DID 15557770000: numbering -> pbx
+    |               |--INVITE-------------->|   R-URI: its Contact sip:pbx1@10.9.9.9:5077
+    |<-------200----|<------------------200-|   To: the DID
+    """
+    lab = pbx_lab(tmp_path, register_it=True)
+    ((b_inv, to),) = b_legs(lab.feed(invite(user="15557770000"), CALLER))
+    assert to == PBX and b_inv.uri == "sip:pbx1@10.9.9.9:5077"
+    assert b_inv.to.uri.user == "15557770000"
+    ok = make_response(b_inv, 200, to_tag="p1", headers=[("Contact", "<sip:pbx1@10.9.9.9:5077>")])
+    assert [m.status for m in only(lab.feed(ok, PBX), CALLER)] == [200]  # type: ignore[union-attr]
+
+
+def test_a_did_of_a_pbx_with_no_binding_gets_480_and_says_why(tmp_path: Path) -> None:
+    lab = pbx_lab(tmp_path, register_it=False)
+    out = lab.feed(invite(user="15557770000"), CALLER)
+    assert b_legs(out) == []
+    assert [m.status for m in only(out, CALLER) if m.status >= 200] == [480]  # type: ignore[union-attr]
+    (record,) = lab.ctrl.cdrs
+    assert record["reason"] == "not_registered" and record["status"] == 480
