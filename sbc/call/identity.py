@@ -83,8 +83,8 @@ def cross(headers: Headers, sender: bool, receiver: bool, host: str) -> Headers:
         elif n == PRIVACY:
             if inside or "none" in values:
                 out.append((n, v))
-            elif rest := _unapplied(tokens):
-                out.append((n, ";".join(rest)))
+            elif (rest := _unapplied(tokens)) and not any(m == PRIVACY for m, _ in out):
+                out.append((n, ";".join(rest)))  # what is left of all of them, once
         elif n == "Subject" and user_applied:
             continue  # RFC 3323 §5.3
         else:

@@ -97,6 +97,8 @@ def test_at_the_boundary_we_apply_privacy_and_remove_what_we_applied() -> None:
     assert cross([("Privacy", "user;session;critical")], False, True) == [
         ("Privacy", "session;critical")
     ]
+    two = [("Privacy", "user"), ("Privacy", "session")]
+    assert cross(two, True, False) == [("Privacy", "session")]
     subject = ("Subject", "call me")
     assert cross([("Privacy", "user"), subject], True, False) == []  # RFC 3323 §5.3
     assert cross([("Privacy", "user"), subject], True, True) == [("Privacy", "user"), subject]
