@@ -127,7 +127,6 @@ def from_call(call: Call, wall: float, media: dict[str, Any] | None) -> dict[str
     ended = call.ended_at if call.ended_at is not None else call.started
     duration = round(ended - call.answered_at, 3) if call.answered_at is not None else 0.0
     pdd_from = call.first_provisional_at or call.answered_at
-    a_from = call.a_invite.from_.uri
     a_ruri = call.a_invite.ruri
     return {
         "call_id": call.id,
@@ -135,7 +134,7 @@ def from_call(call: Call, wall: float, media: dict[str, Any] | None) -> dict[str
         "relationship": call.ingress.relationship,
         "trunk_group": call.ingress.name,
         "source": str(call.source),
-        "ani": _user(a_from.user, a_from.opaque),
+        "ani": call.received_ani,
         "dnis": _user(a_ruri.user, a_ruri.opaque) if a_ruri is not None else "",
         "ani_routed": routed.invite.from_.uri.user if routed is not None else None,
         "dnis_routed": (

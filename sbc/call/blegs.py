@@ -25,7 +25,7 @@ from media.ng import Side
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, media, redirect
+from sbc.call import headers, hunt, identity, media, redirect
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
@@ -331,7 +331,8 @@ class BLegs:
 
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
-        headers = [*crossing(resp), ("Contact", self.out.contact_value(call.source.transport))]
+        headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
+        headers.append(("Contact", self.out.contact_value(call.source.transport)))
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         if resp.status >= 200:
             headers.append(("Allow", ALLOW))

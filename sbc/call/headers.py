@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sbc import manipulate
+from sbc.call import identity
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
 from sbc.config.schema import Trunk, TrunkGroup
@@ -27,6 +28,8 @@ CROSSING = frozenset(
         "P-Preferred-Identity",
         "Remote-Party-ID",
         "Privacy",
+        "Identity",  # RFC 8224: end to end, as received; Date is what it is checked against
+        "Date",
         "Diversion",
         "History-Info",
         "CC-Diversion",
@@ -100,7 +103,7 @@ def b_leg_invite(
     a = call.a_invite
     host, params = target.uri_host, target.uri_params
     local_host, _ = local(snap, target.transport)
-    carried = crossing(a)
+    carried = identity.outbound(call, etg, crossing(a), local_host)  # RFC 3325, RFC 3323
     if not call.ingress.diversion_routing:  # redirection history only where enabled
         carried = [(n, v) for n, v in carried if n not in REDIRECTION]
     elif call.diversion is not None:
@@ -117,6 +120,7 @@ def b_leg_invite(
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
     from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
+    from_ = identity.anonymous(from_) if identity.hides_from(call, etg) else from_
     to_uri = Uri("sip", out.dnis, None, host)
     to = NameAddr(None, to_uri, {}, str(to_uri))
     mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70

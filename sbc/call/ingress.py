@@ -26,6 +26,7 @@ from media.ng import Side
 from routing.select import Selection, select
 from sbc import manipulate
 from sbc.admission import Refusal, static_refusal, time_refusal
+from sbc.call import identity
 from sbc.call.model import Call
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
@@ -85,7 +86,7 @@ def admit(
         return Refused(refusal)
     if req.max_forwards == 0:
         return TooManyHops()
-    ani = req.from_.uri.user if req.from_.uri.is_sip else req.from_.uri.opaque
+    ani = identity.ani(tg, req)  # From's user, or the PAI's with ani_from_pai
     rules = snap.rules[tg.name]
     if rules:
         ani = manipulate.apply(rules, "ani", ani)
@@ -126,6 +127,7 @@ def new_call(
         a_side=Side(snap.media[tg.name], src.host if tg.nat else ""),
         a_tag=req.from_.tag or req.call_id,
         diversion=(admitted.dialled, "unconditional") if forwarded else None,
+        received_ani=identity.ani(tg, req),
     )
     tx.ctx = call
     return call

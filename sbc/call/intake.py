@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
-from sbc.call import hunt, ingress
+from sbc.call import hunt, identity, ingress
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
 from sbc.call.model import Call, LeaseRequest
@@ -126,7 +126,7 @@ class Intake:
                     relationship=tg.relationship,
                     trunk_group=tg.name,
                     source=str(tx.source),
-                    ani=req.from_.uri.user or req.from_.uri.opaque,
+                    ani=identity.ani(tg, req),
                     dnis=(ruri.user or ruri.opaque) if ruri is not None else "",
                     at=now + self.host.wall_offset,
                     status=refusal.status,

@@ -167,6 +167,7 @@ class Call:
     refused: bool = False  # by admission (a limit): the CDR's disposition says so
     b_dialog_kept: Dialog | None = None  # the answered attempt's dialog, once released
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
+    received_ani: str = ""  # as the caller sent it: From's user, or its PAI's (ani_from_pai)
     max_duration: TimerHandle | None = None  # cancelled when the call ends
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sbc.call import refer
-from sbc.call.headers import CROSSING, crossing, local
+from sbc.call import identity, refer
+from sbc.call.headers import crossing, local
 from sbc.call.media import Media, Reply, rejects, sdp_of
 from sbc.call.model import Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
@@ -89,7 +89,7 @@ class Relayer:
             req.method,
             self.out.via(transport),
             self.out.contact(transport),
-            headers=[*crossing(req), *extra],
+            headers=[*identity.in_dialog(call, far, crossing(req)), *extra],
             body=body,
         )
         self.out.send(out, dialog.destination(), now, ctx=relay)
@@ -126,7 +126,7 @@ class Relayer:
         self, relay: Relay, resp: Response, tx: ClientTransaction, now: float, body: bytes
     ) -> None:
         call, server = relay.call, relay.server
-        extra = crossing(resp)
+        extra = identity.in_dialog(call, other(relay.to_leg), crossing(resp))
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
             extra.append(("Contact", self.out.contact_value(server.source.transport)))
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
@@ -163,7 +163,8 @@ class Relayer:
         self.send_ack(call, dialog, cseq, req, req.body)
 
     def send_ack(self, call: Call, dialog: Dialog, cseq: int, req: Request, body: bytes) -> None:
-        extra = [(n, v) for n, v in req.headers if n in CROSSING]
+        to_leg: Leg = "a" if dialog is call.a_dialog else "b"
+        extra = identity.in_dialog(call, to_leg, crossing(req))
         ack = dialog.request(
             "ACK", self.out.via(dialog.peer.transport), None, headers=extra, body=body, cseq=cseq
         )

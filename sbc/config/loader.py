@@ -338,6 +338,8 @@ def _check_trunk_groups(config: Config, located: _Located) -> None:
             raise located.error((*p, "routeplan"), f"unknown routeplan {tg.routeplan!r}")
         if tg.direction == "origination" and not tg.routeplan:
             raise located.error((*p, "routeplan"), "an origination trunk group needs a routeplan")
+        if tg.ani_from_pai and not tg.trusted:  # RFC 3325 §5: an untrusted PAI asserts nothing
+            raise located.error((*p, "ani_from_pai"), "needs trusted: true")
         if tg.media_profile and tg.media_profile not in profiles:
             raise located.error(
                 (*p, "media_profile"), f"unknown media profile {tg.media_profile!r}"
