@@ -25,13 +25,14 @@ from media.ng import Side
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, identity, media, redirect
+from sbc.call import headers, hunt, identity, media, redirect, sessiontimer
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
 from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.call.redirect import Redirect
+from sbc.call.sessiontimer import SessionTimers
 from sbc.config.schema import TrunkGroup
 from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
@@ -55,15 +56,19 @@ class Host(CallHost, Protocol):
 
 
 class BLegs:
-    def __init__(self, out: Outbox, media_: Media, host: Host, timers: TimerHeap) -> None:
+    def __init__(
+        self, out: Outbox, media_: Media, host: Host, timers: TimerHeap, sessions: SessionTimers
+    ) -> None:
         self.out = out
         self.media = media_
         self.host = host
         self._timers = timers  # the controller's: B-timer, Max PDD, Timer C, Max Call Duration
+        self.sessions = sessions  # RFC 4028 on both legs
 
     def ended(self, call: Call) -> None:
         """The call is over: its long timers go (the heap must not keep it alive)."""
         self._timers.cancel(call.max_duration)
+        self.sessions.ended(call)
 
     def originate(
         self, call: Call, etg: TrunkGroup, index: int, now: float, to: Redirect | None = None
@@ -283,6 +288,8 @@ class BLegs:
             return
         if status in (401, 407) and not call.cancelled and self._authenticate(attempt, resp, now):
             return
+        if status == 422 and not call.cancelled and self._longer_session(attempt, resp, now):
+            return
         attempt.outcome = "cancelled" if call.cancelled else "code"
         advance = self._redirected(attempt, resp) if status < 400 and not call.cancelled else None
         status = manipulate.sip_code(call.snap.rules[attempt.trunk_group.name], status)
@@ -329,6 +336,20 @@ class BLegs:
         self.out.notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
         return True
 
+    def _longer_session(self, attempt: Attempt, resp: Response, now: float) -> bool:
+        """A vendor's 422 (RFC 4028 §7.4): the INVITE again, once, with the Session-Expires
+        it asked for and CSeq + 1."""
+        wanted = sessiontimer.retry_headers(resp, attempt.trunk_group.session_timer)
+        if wanted is None or attempt.stretched:
+            return False
+        attempt.stretched = True
+        invite = attempt.invite
+        via = self.out.via(attempt.target.transport)
+        attempt.invite = resend(invite, via, invite.cseq + 1, list(wanted))
+        attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
+        self.out.notice("call.attempt_422", attempt.call, attempt=attempt.n, asked=wanted[0][1])
+        return True
+
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
         headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
@@ -336,6 +357,8 @@ class BLegs:
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         if resp.status >= 200:
             headers.append(("Allow", ALLOW))
+            headers += sessiontimer.answer_headers(call.sessions.get("a"))
+            sessiontimer.sent(call, "a", resp.body if body is None else body)
         self.out.respond(
             call.a_tx,
             resp.status,
@@ -409,6 +432,12 @@ class BLegs:
             self.media.vendor_sdp(attempt, resp, relay_2xx)
         else:
             self.relay_to_a(call, resp, now)
+        b = sessiontimer.as_uac(resp, attempt.trunk_group.session_timer)
+        if b is not None:
+            b.update = sessiontimer.allows_update(resp)
+            call.sessions["b"] = b
+            sessiontimer.sent(call, "b", attempt.invite.body if call.a_invite.body else b"")
+        self.sessions.start(call, now)
         limit = ladder.max_call_duration(attempt)
         if limit:
             call.max_duration = self._timers.arm(now + limit, call, "max_duration", self)

@@ -66,6 +66,7 @@ from sbc.call.redirect import Redirect
 from sbc.call.registration import Action as RegistrationAction
 from sbc.call.registration import Registration, Registrations
 from sbc.call.relay import Relayer
+from sbc.call.sessiontimer import Refresh, SessionTimers
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.registrar import Registrar
@@ -91,7 +92,7 @@ from sbc.stats import Stats
 
 # What our client transactions carry as their ``ctx``: what each request was for (a CANCEL
 # carries nothing; its INVITE's transaction decides).
-Context = Attempt | Relay | Bye | Registration | Probe | None
+Context = Attempt | Relay | Bye | Registration | Probe | Refresh | None
 
 
 class CallController:
@@ -113,8 +114,9 @@ class CallController:
         self.monitor = Monitor(self._timers)  # OPTIONS pings and trunk health; survives reloads
         self.leader = True  # False in workers but the first: they neither ping nor register
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
-        self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack)
-        self.blegs = BLegs(self.out, self.media, self, self._timers)
+        self.sessions = SessionTimers(self.out, self, self._timers)  # RFC 4028, per leg
+        self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack, self.sessions)
+        self.blegs = BLegs(self.out, self.media, self, self._timers, self.sessions)
         self.intake = Intake(self.out, self)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised
@@ -285,18 +287,8 @@ class CallController:
 
     def candidates(self, snap: Snapshot, names: list[str], now: float) -> hunt.Candidates:
         wall = now + self.wall_offset
-
-        def usable(tg: TrunkGroup, index: int) -> bool:
-            """An IP trunk that monitoring has not taken down, a registration trunk whose
-            registration at the vendor is up, or a PBX's account with a live binding."""
-            t = tg.trunks[index]
-            if t.type == "ip":
-                return not tg.monitoring.enabled or self.monitor.is_up(trunk_target(t).key)
-            if tg.direction == "origination":
-                return self.registrar.store.binding_of(tg.name, t.username, wall) is not None
-            return self.registrations.is_up(tg.name, index)
-
-        return hunt.candidates(snap, names, self.hunt, usable, wall)
+        up = hunt.Usable(self.monitor.is_up, self.registrations.is_up, self.registrar.store, wall)
+        return hunt.candidates(snap, names, self.hunt, up, wall)
 
     def registered(self, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
         """Where a call to a PBX's account goes (sbc.call.redirect.registered)."""
@@ -352,6 +344,8 @@ class CallController:
                 self.out.respond(ctx.server, status, ev.at)
             case Bye():
                 self._bye_done(ctx.call, ev.at)
+            case Refresh():
+                self.sessions.failed(ctx, ev.at)
             case Registration():
                 self._registered(self.registrations.on_failure(ctx, why, ev.at), ev.at)
             case Probe():
@@ -395,6 +389,8 @@ class CallController:
                     self.relayer.response(relay, resp, tx, now)
             case Bye() if resp.status >= 200:
                 self._bye_done(ctx.call, now)
+            case Refresh():
+                self.sessions.response(ctx, resp, tx, now)
             case Registration():
                 self._registered(self.registrations.on_response(ctx, resp, now), now)
             case Probe() if resp.status >= 200:

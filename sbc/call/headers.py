@@ -14,7 +14,7 @@ from sbc import manipulate
 from sbc.call import identity
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
-from sbc.config.schema import Trunk, TrunkGroup
+from sbc.config.schema import SessionTimer, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
@@ -113,7 +113,12 @@ def b_leg_invite(
         here = f"<sip:{number}@{local_host}>;reason={reason};counter=1"
         carried = [("Diversion", here), *carried]
     out = manipulate.outbound(
-        etg, call.snap.rules[etg.name], call.ani, call.dnis, host, [*carried, ("Allow", ALLOW)]
+        etg,
+        call.snap.rules[etg.name],
+        call.ani,
+        call.dnis,
+        host,
+        [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer)],
     )
     host = out.host or host
     ruri = dest.ruri if dest else Uri("sip", out.ruri_user, None, host, target.port, params)
@@ -137,6 +142,19 @@ def b_leg_invite(
         headers=out.headers,
         body=a.body,
     )
+
+
+def session_offer(cfg: SessionTimer) -> list[tuple[str, str]]:
+    """What our INVITE to a vendor says of session timers (RFC 4028 §7.1): we support
+    them, and ask for one when the trunk group sets ``session_timer.expires``."""
+    if not cfg.expires:
+        return [("Supported", "timer")]
+    interval = max(cfg.expires, cfg.min_se)
+    return [
+        ("Supported", "timer"),
+        ("Session-Expires", str(interval)),
+        ("Min-SE", str(cfg.min_se)),
+    ]
 
 
 def options(snap: Snapshot, target: Target, new_id: Callable[[], str]) -> Request:

@@ -18,15 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from routing.health import Key
 from routing.hunting import HuntState, hunt_order
 from sbc.admission import limit_refusal, static_refusal, time_refusal
-from sbc.call.headers import DIVERSION_REASON, crossing
+from sbc.call.headers import DIVERSION_REASON, crossing, trunk_target
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
 from sbc.config.schema import Forwarding, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Response
 from sbc.state import Scope
+from sbc.state.memory import MemoryStore
 
 Candidates = list[tuple[TrunkGroup, int]]  # (egress trunk group, trunk index), in order
 
@@ -62,6 +64,26 @@ class Exhausted:
 
 
 Step = NeedLease | Originate | Forward | Exhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Usable:
+    """May a trunk be tried now? An IP trunk that monitoring has not taken down, a
+    registration trunk whose registration at the vendor is up, or a PBX's account with a
+    live binding (sbc.call.redirect.registered)."""
+
+    trunk_up: Callable[[Key], bool]
+    registered_at_vendor: Callable[[str, int], bool]
+    bindings: MemoryStore
+    wall: float
+
+    def __call__(self, tg: TrunkGroup, index: int) -> bool:
+        t = tg.trunks[index]
+        if t.type == "ip":
+            return not tg.monitoring.enabled or self.trunk_up(trunk_target(t).key)
+        if tg.direction == "origination":
+            return self.bindings.binding_of(tg.name, t.username, self.wall) is not None
+        return self.registered_at_vendor(tg.name, index)
 
 
 def candidates(

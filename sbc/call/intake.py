@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
-from sbc.call import hunt, identity, ingress
+from sbc.call import hunt, identity, ingress, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
 from sbc.call.model import Call, LeaseRequest
@@ -76,11 +76,18 @@ class Intake:
                 self._trigger(trigger, tg, verdict.ani, verdict.dnis, req.call_id, wall)
             self.refuse(tx, tg, verdict.refusal, now)
             return
+        session = sessiontimer.as_uas(req, tg.session_timer)
+        if isinstance(session, sessiontimer.TooSmall):  # RFC 4028 §9
+            self.out.respond(tx, 422, now, headers=[("Min-SE", str(session.min_se))])
+            return
         sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
         for trigger in sel.triggers:
             self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
+        if session is not None:
+            session.update = sessiontimer.allows_update(req)
+            call.sessions["a"] = session
         if not found_trunks and any(
             snap.trunk_groups[n].direction == "origination" for n in sel.trunk_groups
         ):

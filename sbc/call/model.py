@@ -86,11 +86,26 @@ class Attempt:
     timer_c: TimerHandle | None = None  # RFC 3261 §16.6 item 11, armed by its first provisional
     timer_c_due: float = 0.0  # each provisional pushes it back
     redirected_by: int | None = None  # the attempt whose 3xx named this target
+    stretched: bool = False  # we answered the trunk's 422 once (RFC 4028 §7.4)
 
     @property
     def done(self) -> bool:
         """No longer live: answered, failed or given up."""
         return self.phase not in LIVE
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One leg's session timer (RFC 4028; sbc.call.sessiontimer)."""
+
+    leg: Leg
+    interval: int  # seconds
+    ours: bool  # we refresh it; else its peer must
+    peer_supports: bool  # the peer named the extension: our answers Require it
+    update: bool = False  # the peer allows UPDATE, the cheaper refresh
+    sdp: bytes = b""  # what we last sent on the leg: a re-INVITE refresh sends it again
+    handle: TimerHandle | None = None
+    call: Call | None = None  # set while the call is up (the timer handlers need it)
 
 
 @dataclass(slots=True, eq=False)
@@ -169,6 +184,7 @@ class Call:
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     received_ani: str = ""  # as the caller sent it: From's user, or its PAI's (ani_from_pai)
     max_duration: TimerHandle | None = None  # cancelled when the call ends
+    sessions: dict[Leg, Session] = field(default_factory=dict)  # session timers, by leg
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
 

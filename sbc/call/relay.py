@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sbc.call import identity, refer
+from sbc.call import identity, refer, sessiontimer
 from sbc.call.headers import crossing, local
 from sbc.call.media import Media, Reply, rejects, sdp_of
 from sbc.call.model import Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
+from sbc.call.sessiontimer import SessionTimers
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction
@@ -30,11 +31,16 @@ from sbc.sip.transaction import ClientTransaction, ServerTransaction
 
 class Relayer:
     def __init__(
-        self, out: Outbox, media: Media, media_lost: Callable[[Call, float], None]
+        self,
+        out: Outbox,
+        media: Media,
+        media_lost: Callable[[Call, float], None],
+        sessions: SessionTimers,
     ) -> None:
         self.out = out
         self.media = media
         self.media_lost = media_lost  # hang the call up: an ACK's answer could not be anchored
+        self.sessions = sessions  # a successful re-INVITE or UPDATE refreshes both legs
 
     def request(
         self, call: Call, leg: Leg, tx: ServerTransaction, req: Request, now: float
@@ -89,9 +95,14 @@ class Relayer:
             req.method,
             self.out.via(transport),
             self.out.contact(transport),
-            headers=[*identity.in_dialog(call, far, crossing(req)), *extra],
+            headers=[
+                *identity.in_dialog(call, far, crossing(req)),
+                *extra,
+                *_timer(call, far, req),
+            ],
             body=body,
         )
+        sessiontimer.sent(call, far, body)
         self.out.send(out, dialog.destination(), now, ctx=relay)
 
     def response(self, relay: Relay, resp: Response, tx: ClientTransaction, now: float) -> None:
@@ -138,6 +149,11 @@ class Relayer:
                 self.out.ack(ack, dialog.destination())
             else:  # the ACK brings the answer: hold ours for it
                 call.ack_wait[other(relay.to_leg)] = (dialog, tx.request.cseq, dialog.destination())
+        if server.request.method in ("INVITE", "UPDATE") and 200 <= resp.status < 300:
+            near = other(relay.to_leg)
+            extra += sessiontimer.answer_headers(call.sessions.get(near))
+            sessiontimer.sent(call, near, body)
+            self.sessions.refreshed(call, now)  # RFC 4028 §10: both sessions live on
         answer = make_response(server.request, resp.status, resp.reason, headers=extra, body=body)
         self.out.relay_response(server, answer, now)
 
@@ -173,6 +189,13 @@ class Relayer:
         if answered is not None and dialog is answered.dialog and cseq == answered.invite.cseq:
             keep = answered.tx
         self.out.ack(ack, dialog.destination(), keep)
+
+
+def _timer(call: Call, far: Leg, req: Request) -> Headers:
+    """A re-INVITE or UPDATE we send on ``far`` says that leg's session timer (RFC 4028 §8)."""
+    if req.method in ("INVITE", "UPDATE"):
+        return sessiontimer.request_headers(call.sessions.get(far))
+    return []
 
 
 def _far_transport(call: Call, far: Leg) -> str:

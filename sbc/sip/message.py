@@ -272,8 +272,9 @@ def make_request(
 
 def resend(req: Request, via: Via, cseq: int, headers: list[tuple[str, str]]) -> Request:
     """``req`` again with a new top Via and CSeq and ``headers`` added (replacing any earlier
-    credentials): the retry with credentials after a 401/407 (RFC 3261 §22.2, §8.1.3.5)."""
-    drop = ("Via", "Authorization", "Proxy-Authorization")
+    credentials, and any header of those names): the retry with credentials after a 401/407
+    (RFC 3261 §22.2, §8.1.3.5), or with a larger Session-Expires after a 422 (RFC 4028)."""
+    drop = {"Via", "Authorization", "Proxy-Authorization", *(n for n, _ in headers)}
     hdrs: list[tuple[str, str]] = [("Via", via.raw)]
     for n, v in req.headers:
         if n in drop:

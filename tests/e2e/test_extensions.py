@@ -19,11 +19,22 @@ A caller that tries a blind transfer (lab/sipp/uac_refer.xml), with `refer: reje
      |--REFER------------>|                       |  Refer-To: <sip:2000@192.0.2.9>
      |<---------------403-|                       |  (never crosses)
      |--BYE-------------->|--BYE----------------->|
+
+A caller that asks for a 90 s session timer, refreshed by itself, and then goes quiet
+(lab/sipp/uac_timer.xml): sbc hangs up both legs before the interval ends (RFC 4028 §10).
+
+    caller :6372          sbc :6360              vendor :6382
+     |--INVITE----------->|--INVITE--------------->|  Session-Expires: 90;refresher=uac
+     |<-200 SE: 90;refresher=uac, Require: timer---|
+     |--ACK-------------->|--ACK------------------>|
+     |      ... 90 - 30 s, no UPDATE or re-INVITE ...
+     |<---------------BYE-|--BYE------------------>|  hangup sbc, reason session_timer
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +50,8 @@ node:
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1, port: 6370}, {ip: 127.0.0.1, port: 6371}]}
+     trunks: [{ip: 127.0.0.1, port: 6370}, {ip: 127.0.0.1, port: 6371},
+             {ip: 127.0.0.1, port: 6372}]}
   - {name: redirector, relationship: vendor-x, direction: termination,
      trunks: [{ip: 127.0.0.1, port: 6381}]}
   - {name: plain, relationship: vendor-x, direction: termination,
@@ -71,7 +83,7 @@ def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
 def caller(scenario: str, dnis: str, port: int, workdir: Path) -> harness.SippResult:
     return harness.run_sipp(
         scenario, calls=1, rate=1, port=port, workdir=workdir,
-        remote=f"127.0.0.1:{PORT}", extra=["-s", dnis], timeout=20,
+        remote=f"127.0.0.1:{PORT}", extra=["-s", dnis], timeout=120,
     )  # fmt: skip
 
 
@@ -104,3 +116,23 @@ def test_refer_is_answered_403_and_never_reaches_the_vendor(
     assert r.received(403) == 1
     (end,) = sbc.wait_events("call.end", before + 1)[before:]
     assert end["hangup"] == "caller" and end["status"] == 200
+
+
+def test_a_caller_that_stops_refreshing_its_session_timer_is_hung_up(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    before = len(sbc.events("call.end"))
+    started = time.monotonic()
+    r = caller("uac_timer.xml", "25551230000", 6372, tmp_path)
+    took = time.monotonic() - started
+    assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+    assert 55 < took < 90 + 32, took  # BYE at 90 - min(32, 90/3) s after the answer
+    (end,) = sbc.wait_events("call.end", before + 1)[before:]
+    assert (end["hangup"], end["status"]) == ("sbc", 200)
+    cdr_path = sbc.log_path.parent / "cdr" / "cdr.jsonl"
+    cid = str(end["call_id"])
+    assert harness.wait_for(lambda: cid in cdr_path.read_text())
+    (rec,) = [json.loads(x) for x in cdr_path.read_text().splitlines() if cid in x]
+    assert rec["reason"] == "session_timer" and rec["hangup"] == "sbc"
+    # sipp 3.6 logs a failed check_it in its error log (in r.output), but lets the call go on
+    assert "regexp match" not in r.output, r.output  # "Failed regexp match: ..."
