@@ -1,5 +1,6 @@
 """Calls to the DIDs of a registered PBX, with the real sbc and sipp on loopback (ports
-6400-6439: sbc :6400, sipp peers :6410-6419, sipp media :6430-6437).
+6400-6439: sbc :6400, sipp SIP :6410-6411, sipp control :6416-6417, sipp media
+:6430-6437).
 
 The routeplan's numbering gives DID 15557770000 to trunk group ``pbx``, whose trunk is a
 registration account (pbx1). The PBX (lab/sipp/pbx_register.xml, answering calls with its
@@ -34,6 +35,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import harness
 import pytest
@@ -42,9 +44,10 @@ pytestmark = pytest.mark.e2e
 
 PORT = 6400
 PBX_PORT, CARRIER_PORT = 6410, 6411
-# sipp binds its media sockets at -mp and -mp + 2 (audio, video); the default (6000) is
-# outside this module's ports, so each sipp here gets its own
+# sipp binds media sockets at -mp and -mp + 2 (audio, video) and a control socket at -cp;
+# the defaults (6000, 8888 on 0.0.0.0) are outside this module's ports: each sipp gets its own
 PBX_MEDIA, CARRIER_MEDIA = 6430, 6434
+PBX_CONTROL, CARRIER_CONTROL = 6416, 6417
 CONTACT = "sip:trunk-pbx1@127.0.0.1:6410;line=7f3a"  # what pbx_register.xml registers
 CONFIG = """
 node:
@@ -94,7 +97,7 @@ def registered_pbx(sbc: harness.Sbc, tmp_path: Path) -> Iterator[subprocess.Pope
         *harness.sipp_args("pbx_register.xml", PBX_PORT),
         f"127.0.0.1:{PORT}",
         "-oocsf", str(harness.SCENARIOS / "pbx_answer.xml"),
-        "-mp", str(PBX_MEDIA),
+        "-mp", str(PBX_MEDIA), "-ci", "127.0.0.1", "-cp", str(PBX_CONTROL),
         "-m", "1",
         "-s", "pbx1", "-au", "pbx1", "-ap", "s3cret",
         "-trace_msg", "-trace_err", "-trace_counts",
@@ -118,16 +121,18 @@ def registered_pbx(sbc: harness.Sbc, tmp_path: Path) -> Iterator[subprocess.Pope
 def carrier(scenario: str, dnis: str, workdir: Path) -> harness.SippResult:
     return harness.run_sipp(
         scenario, calls=1, rate=1, port=CARRIER_PORT, workdir=workdir,
-        remote=f"127.0.0.1:{PORT}", extra=["-s", dnis, "-mp", str(CARRIER_MEDIA)], timeout=20,
+        remote=f"127.0.0.1:{PORT}", timeout=20,
+        extra=["-s", dnis, "-mp", str(CARRIER_MEDIA), "-ci", "127.0.0.1",
+               "-cp", str(CARRIER_CONTROL)],
     )  # fmt: skip
 
 
-def cdr(sbc: harness.Sbc, end: dict[str, object]) -> dict[str, object]:
+def cdr(sbc: harness.Sbc, end: dict[str, object]) -> dict[str, Any]:
     path = sbc.log_path.parent / "cdr" / "cdr.jsonl"
     cid = str(end["call_id"])
     assert harness.wait_for(lambda: path.exists() and cid in path.read_text())
     (rec,) = [json.loads(x) for x in path.read_text().splitlines() if cid in x]
-    return rec  # type: ignore[no-any-return]
+    return dict(rec)
 
 
 def test_a_did_of_a_registered_pbx_reaches_its_binding_with_its_contact(
@@ -142,7 +147,7 @@ def test_a_did_of_a_registered_pbx_reaches_its_binding_with_its_contact(
     (end,) = sbc.wait_events("call.end", before + 1)[before:]
     rec = cdr(sbc, end)
     assert (rec["trunk_group"], rec["dnis"], rec["status"]) == ("carrier-a", "15557770000", 200)
-    attempts = [(a["trunk_group"], a["trunk"], a["status"], a["outcome"]) for a in rec["attempts"]]  # type: ignore[attr-defined]
+    attempts = [(a["trunk_group"], a["trunk"], a["status"], a["outcome"]) for a in rec["attempts"]]
     assert attempts == [("pbx", f"127.0.0.1:{PBX_PORT}", 200, "answered")]
 
     # the PBX's side, from its own message log once its sipp is done
