@@ -32,12 +32,13 @@ from sbc.call.media import Media
 from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.call.redirect import Redirect
+from sbc.call.reliable import Reliable
 from sbc.call.sessiontimer import SessionTimers
 from sbc.config.schema import TrunkGroup
 from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.ids import new_id
-from sbc.sip.message import Response, resend
+from sbc.sip.message import Response, make_response, resend
 from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ClientTransaction, State, settled
@@ -64,11 +65,13 @@ class BLegs:
         self.host = host
         self._timers = timers  # the controller's: B-timer, Max PDD, Timer C, Max Call Duration
         self.sessions = sessions  # RFC 4028 on both legs
+        self.reliable = Reliable(out, timers, out.layer.timers.t1)  # RFC 3262 on both legs
 
     def ended(self, call: Call) -> None:
         """The call is over: its long timers go (the heap must not keep it alive)."""
         self._timers.cancel(call.max_duration)
         self.sessions.ended(call)
+        self.reliable.ended(call)
 
     def originate(
         self, call: Call, etg: TrunkGroup, index: int, now: float, to: Redirect | None = None
@@ -268,6 +271,8 @@ class BLegs:
             self._restart_timer_c(attempt, now)
             if status == 100 or call.cancelled:
                 return
+            if not self.reliable.vendor_provisional(attempt, resp, now):
+                return  # a reliable one seen already: PRACKed, relayed
             if call.first_provisional_at is None:
                 call.first_provisional_at = now
             if attempt.anchored and resp.body and not call.unanchored:
@@ -355,19 +360,35 @@ class BLegs:
         headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
         headers.append(("Contact", self.out.contact_value(call.source.transport)))
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
+        body = resp.body if body is None else body
         if resp.status >= 200:
             headers.append(("Allow", ALLOW))
             headers += sessiontimer.answer_headers(call.sessions.get("a"))
-            sessiontimer.sent(call, "a", resp.body if body is None else body)
-        self.out.respond(
-            call.a_tx,
-            resp.status,
-            now,
-            resp.reason,
-            headers=headers,
-            to_tag=call.a_dialog.local_tag,
-            body=resp.body if body is None else body,
-        )
+            sessiontimer.sent(call, "a", body)
+        rel = self.reliable
+        if resp.status < 200 and rel.reliably(call, resp, body):
+
+            def go(now: float) -> None:
+                if call.state == "routing" and not call.cancelled:
+                    with_rseq = [*headers, *rel.headers(call)]
+                    answer = make_response(
+                        call.a_invite, resp.status, resp.reason,
+                        to_tag=call.a_dialog.local_tag, headers=with_rseq, body=body,
+                    )  # fmt: skip
+                    rel.send(call, call.a_tx, answer, now)
+
+            if not rel.hold(call, go, False):
+                go(now)
+            return
+
+        def respond(now: float) -> None:
+            self.out.respond(
+                call.a_tx, resp.status, now, resp.reason,
+                headers=headers, to_tag=call.a_dialog.local_tag, body=body,
+            )  # fmt: skip
+
+        if not (200 <= resp.status < 300 and rel.hold(call, respond, True)):
+            respond(now)
 
     def _media_lost(self, call: Call, attempt: Attempt, now: float) -> None:
         """The vendor answered but rtpengine could not anchor it, and on_failure is reject:
@@ -389,6 +410,9 @@ class BLegs:
             attempt.invite, resp, attempt.target, attempt.trunk_group.nat
         )
         self.host.expect(attempt.call, attempt.dialog.target_host)
+        early = attempt.early
+        if early is not None and early.remote.tag == resp.to.tag:  # its PRACKs used CSeqs
+            attempt.dialog.local_cseq = early.local_cseq
         attempt.status = resp.status
         attempt.outcome = "answered"
         attempt.phase = Phase.ANSWERED

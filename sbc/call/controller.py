@@ -115,8 +115,10 @@ class CallController:
         self.leader = True  # False in workers but the first: they neither ping nor register
         self.media = Media(self.out)  # rtpengine commands in flight, in order per call
         self.sessions = SessionTimers(self.out, self, self._timers)  # RFC 4028, per leg
-        self.relayer = Relayer(self.out, self.media, self._media_lost_on_ack, self.sessions)
         self.blegs = BLegs(self.out, self.media, self, self._timers, self.sessions)
+        self.relayer = Relayer(
+            self.out, self.media, self._media_lost_on_ack, self.sessions, self.blegs.reliable
+        )
         self.intake = Intake(self.out, self)
         self.stats = Stats()  # per trunk group totals and 5-minute windows
         self.alarms = Alarms()  # metric triggers raised

@@ -148,10 +148,10 @@ def session_offer(cfg: SessionTimer) -> list[tuple[str, str]]:
     """What our INVITE to a vendor says of session timers (RFC 4028 §7.1): we support
     them, and ask for one when the trunk group sets ``session_timer.expires``."""
     if not cfg.expires:
-        return [("Supported", "timer")]
+        return [("Supported", "100rel, timer")]  # and reliable provisionals (RFC 3262)
     interval = max(cfg.expires, cfg.min_se)
     return [
-        ("Supported", "timer"),
+        ("Supported", "100rel, timer"),
         ("Session-Expires", str(interval)),
         ("Min-SE", str(cfg.min_se)),
     ]

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
-from sbc.call import hunt, identity, ingress, sessiontimer
+from sbc.call import hunt, identity, ingress, reliable, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
-from sbc.call.model import Call, LeaseRequest
+from sbc.call.model import Call, LeaseRequest, ReliableLeg
 from sbc.call.outbox import Outbox
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
@@ -88,6 +88,9 @@ class Intake:
         if session is not None:
             session.update = sessiontimer.allows_update(req)
             call.sessions["a"] = session
+        supports, requires = reliable.wanted(req)
+        if supports:
+            call.reliable = ReliableLeg(supports, requires)
         if not found_trunks and any(
             snap.trunk_groups[n].direction == "origination" for n in sel.trunk_groups
         ):

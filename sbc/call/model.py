@@ -8,6 +8,7 @@ are closed sets (``Literal``), so a misspelt state is a type error, not a silent
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class Attempt:
     timer_c_due: float = 0.0  # each provisional pushes it back
     redirected_by: int | None = None  # the attempt whose 3xx named this target
     stretched: bool = False  # we answered the trunk's 422 once (RFC 4028 §7.4)
+    rseq: int | None = None  # the last reliable provisional we PRACKed (RFC 3262 §4)
+    early: Dialog | None = None  # the early dialog of that provisional: our PRACKs use it
 
     @property
     def done(self) -> bool:
@@ -106,6 +109,22 @@ class Session:
     sdp: bytes = b""  # what we last sent on the leg: a re-INVITE refresh sends it again
     handle: TimerHandle | None = None
     call: Call | None = None  # set while the call is up (the timer handlers need it)
+
+
+@dataclass(slots=True, eq=False)
+class ReliableLeg:
+    """The caller's leg under RFC 3262 (sbc.call.reliable): what it accepts, our RSeq, and
+    the provisional awaiting its PRACK."""
+
+    supports: bool
+    requires: bool
+    rseq: int = field(default_factory=lambda: 1 + secrets.randbelow(2**31 - 1))  # §3
+    pending: Response | None = None  # sent, not yet PRACKed
+    interval: float = 0.0
+    given_up: float = 0.0  # when retransmitting stops (64*T1 after the first send)
+    handle: TimerHandle | None = None
+    waiting: list[Callable[[float], None]] = field(default_factory=list)  # what waits for the PRACK
+    call: Call | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -185,6 +204,7 @@ class Call:
     received_ani: str = ""  # as the caller sent it: From's user, or its PAI's (ani_from_pai)
     max_duration: TimerHandle | None = None  # cancelled when the call ends
     sessions: dict[Leg, Session] = field(default_factory=dict)  # session timers, by leg
+    reliable: ReliableLeg | None = None  # the caller takes 100rel (RFC 3262)
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
 

@@ -23,6 +23,7 @@ from sbc.call.headers import crossing, local
 from sbc.call.media import Media, Reply, rejects, sdp_of
 from sbc.call.model import Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
+from sbc.call.reliable import Reliable
 from sbc.call.sessiontimer import SessionTimers
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request, Response, make_response
@@ -36,16 +37,24 @@ class Relayer:
         media: Media,
         media_lost: Callable[[Call, float], None],
         sessions: SessionTimers,
+        reliable: Reliable,
     ) -> None:
         self.out = out
         self.media = media
         self.media_lost = media_lost  # hang the call up: an ACK's answer could not be anchored
         self.sessions = sessions  # a successful re-INVITE or UPDATE refreshes both legs
+        self.reliable = reliable  # the caller's PRACKs
 
     def request(
         self, call: Call, leg: Leg, tx: ServerTransaction, req: Request, now: float
     ) -> None:
         """``req`` came in on ``leg``: send it on the other one."""
+        if req.method == "PRACK":  # hop by hop (RFC 3262): ours, never relayed
+            if leg == "a":
+                self.reliable.prack(call, tx, req, now)
+            else:  # we send the vendor no reliable provisionals
+                self.out.respond(tx, 481, now, tag=False)
+            return
         if call.state != "answered":
             self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
             return

@@ -353,7 +353,9 @@ def parse_message(data: bytes) -> Request | Response:
 
 
 SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(("timer",))  # RFC 4028: sbc.call.sessiontimer
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
+    ("timer", "100rel")
+)  # sbc.call.sessiontimer, .reliable
 _SESSION_METHODS = frozenset(("INVITE", "UPDATE", "ACK", "PRACK"))
 _SDP_TYPES = ("application/sdp", "multipart/mixed")
 _SDP_ACCEPT = ("application/sdp", "application/*", "*/*")

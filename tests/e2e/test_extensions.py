@@ -29,6 +29,21 @@ A caller that asks for a 90 s session timer, refreshed by itself, and then goes 
      |--ACK-------------->|--ACK------------------>|
      |      ... 90 - 30 s, no UPDATE or re-INVITE ...
      |<---------------BYE-|--BYE------------------>|  hangup sbc, reason session_timer
+
+Reliable provisionals (RFC 3262), PRACK hop by hop (lab/sipp/uac_100rel.xml, uas_100rel.xml):
+
+    caller :6373          sbc :6360                  vendor :6383
+     |--INVITE----------->|--INVITE------------------->|  Supported: 100rel
+     |  Require: 100rel   |<--183 RSeq: 1, SDP---------|  Require: 100rel
+     |                    |--PRACK RAck: 1 1 INVITE---->|
+     |<--183 RSeq: n------|<------------------200 PRACK-|
+     |--PRACK RAck: n 1 INVITE->|                       |
+     |<--200 PRACK--------|<-----------------200 INVITE-|  (held for the caller's PRACK)
+     |<--200 INVITE-------|                            |
+     |--ACK, BYE--------->|--ACK, BYE----------------->|
+
+A caller without 100rel (:6374, lab/sipp/uac.xml) to the same vendor: sbc PRACKs the
+vendor's 183 itself and relays it as an ordinary 183.
 """
 
 from __future__ import annotations
@@ -51,16 +66,20 @@ relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
      trunks: [{ip: 127.0.0.1, port: 6370}, {ip: 127.0.0.1, port: 6371},
-             {ip: 127.0.0.1, port: 6372}]}
+             {ip: 127.0.0.1, port: 6372}, {ip: 127.0.0.1, port: 6373},
+             {ip: 127.0.0.1, port: 6374}]}
   - {name: redirector, relationship: vendor-x, direction: termination,
      trunks: [{ip: 127.0.0.1, port: 6381}]}
   - {name: plain, relationship: vendor-x, direction: termination,
      trunks: [{ip: 127.0.0.1, port: 6382}]}
+  - {name: reliable, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 6383}]}
 routeplans:
   - name: default
     routes:
       - {prefix: "1", trunk_groups: [redirector]}
       - {prefix: "2", trunk_groups: [plain]}
+      - {prefix: "3", trunk_groups: [reliable]}
 """
 
 
@@ -73,6 +92,7 @@ def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
     with (
         harness.sipp_servers("uas_302.xml", [6381], root / "redirector", extra=target),
         harness.sipp_servers("uas", [6382], root / "plain"),
+        harness.sipp_servers("uas_100rel.xml", [6383], root / "reliable"),
     ):
         proc = harness.start_sbc(root / "sbc", root / "config", port=PORT)
         yield proc
@@ -136,3 +156,22 @@ def test_a_caller_that_stops_refreshing_its_session_timer_is_hung_up(
     assert rec["reason"] == "session_timer" and rec["hangup"] == "sbc"
     # sipp 3.6 logs a failed check_it in its error log (in r.output), but lets the call go on
     assert "regexp match" not in r.output, r.output  # "Failed regexp match: ..."
+
+
+def test_prack_on_both_legs_for_a_caller_that_requires_100rel(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    r = caller("uac_100rel.xml", "35551230000", 6373, tmp_path)
+    assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+    assert "regexp match" not in r.output, r.output  # the caller's 183 carried an RSeq
+    assert (r.received(183), r.received(200)) == (1, 3)  # 183; 200 PRACK, INVITE, BYE
+
+
+def test_a_caller_without_100rel_gets_the_vendors_reliable_183_plainly(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    before = len(sbc.events("call.end"))
+    r = caller("uac", "35551230001", 6374, tmp_path)
+    assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+    (end,) = sbc.wait_events("call.end", before + 1)[before:]
+    assert [(a["trunk_group"], a["status"]) for a in end["attempts"]] == [("reliable", 200)]  # type: ignore[attr-defined]

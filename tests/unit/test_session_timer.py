@@ -73,7 +73,7 @@ def test_a_caller_that_stops_refreshing_gets_bye_on_both_legs(tmp_path: Path) ->
     lab = timer_lab(tmp_path)
     a_ok, b_inv = answer(lab, timed_invite(90))
     assert a_ok.get("Session-Expires") == "90;refresher=uac" and a_ok.get("Require") == "timer"
-    assert b_inv.get("Supported") == "timer" and b_inv.get("Session-Expires") is None
+    assert b_inv.get("Supported") == "100rel, timer" and b_inv.get("Session-Expires") is None
     assert byes(lab.advance(59.0)) == []
     assert sorted(byes(lab.advance(1.5)), key=str) == [CALLER, V1]
     (expired,) = lab.events("call.session_expired")

@@ -1,0 +1,172 @@
+"""Reliable provisional responses (RFC 3262, 100rel), on each leg on its own. Pure.
+
+sbc is a B2BUA, so PRACK is hop by hop. Toward a vendor we are the UAC: our INVITE says
+``Supported: 100rel``, and every reliable provisional it sends (``Require: 100rel`` with
+an RSeq) gets our PRACK in the early dialog it names, whatever the caller supports (§4).
+Toward the caller we are the UAS: a caller that requires 100rel gets every 18x reliably,
+one that supports it gets the reliable ones and those with SDP; each carries our own RSeq,
+is retransmitted from T1 doubling until its PRACK comes (at most 64*T1, §3), and the next
+reliable provisional, or a 2xx after one with SDP, waits for that PRACK.
+
+    caller             sbc                      vendor
+      |--INVITE-------->|--INVITE--------------->|  Supported: 100rel
+      |  Require: 100rel|<--183 RSeq: 7, SDP-----|  Require: 100rel
+      |                 |--PRACK RAck: 7 1 INVITE>|
+      |<--183 RSeq: 1---|<-------------200 PRACK-|
+      |--PRACK RAck: 1 1 INVITE->|               |
+      |<--200 PRACK-----|                        |
+      |<--200 INVITE----|<--------------200 INVITE|
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sbc.call.model import Attempt, Call, ReliableLeg
+from sbc.call.outbox import Outbox
+from sbc.sip.dialog import Dialog
+from sbc.sip.message import Message, Request, Response
+from sbc.sip.timers import TimerHeap
+from sbc.sip.transaction import ServerTransaction
+
+
+def _tokens(msg: Message, name: str) -> set[str]:
+    return {t.strip(" \t").lower() for v in msg.get_all(name) for t in v.split(",")}
+
+
+def wanted(req: Request) -> tuple[bool, bool]:
+    """(supports, requires) 100rel, from the caller's INVITE."""
+    required = "100rel" in _tokens(req, "Require")
+    return required or "100rel" in _tokens(req, "Supported"), required
+
+
+def rseq_of(resp: Response) -> int | None:
+    """The RSeq of a reliable provisional (§7.1), or None for an unreliable one."""
+    if resp.status == 100 or resp.status >= 200 or "100rel" not in _tokens(resp, "Require"):
+        return None
+    value = (resp.get("RSeq") or "").strip(" \t")
+    return int(value) if value.isdigit() and len(value) < 11 else None
+
+
+class Reliable:
+    """Sends and retransmits the caller's reliable provisionals; PRACKs the vendor's."""
+
+    def __init__(self, out: Outbox, timers: TimerHeap, t1: float = 0.5) -> None:
+        self.out = out
+        self._timers = timers
+        self.t1 = t1
+
+    # --- toward the vendor: we PRACK ----------------------------------------------------------
+
+    def vendor_provisional(self, attempt: Attempt, resp: Response, now: float) -> bool:
+        """A provisional from the vendor: PRACK it if it is reliable (§4). False for one to
+        drop: a retransmission or one out of order (its PRACK is already under way)."""
+        rseq = rseq_of(resp)
+        if rseq is None:
+            return True
+        last = attempt.rseq
+        if last is not None and rseq != last + 1:
+            return False  # §4: a retransmission (<= last) or out of order (> last + 1)
+        attempt.rseq = rseq
+        early = attempt.early
+        if early is None or early.remote.tag != resp.to.tag:
+            early = attempt.early = Dialog.as_uac(
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+            )
+        invite = attempt.invite
+        prack = early.request(
+            "PRACK",
+            self.out.via(attempt.target.transport),
+            None,
+            headers=[("RAck", f"{rseq} {invite.cseq} INVITE")],
+        )
+        self.out.send(prack, early.destination(), now, ctx=None)
+        return True
+
+    # --- toward the caller: we are PRACKed ----------------------------------------------------
+
+    def reliably(self, call: Call, resp: Response, body: bytes) -> bool:
+        """Should this 18x reach the caller reliably?"""
+        c = call.reliable
+        if c is None or resp.status == 100:
+            return False
+        return c.requires or (c.supports and (rseq_of(resp) is not None or bool(body)))
+
+    def hold(self, call: Call, send: Callable[[float], None], final_2xx: bool) -> bool:
+        """Must ``send`` wait for the PRACK of the provisional in flight? The next reliable
+        provisional does (§3), and so does a 2xx after one with SDP."""
+        c = call.reliable
+        if c is None or c.pending is None:
+            return False
+        if final_2xx and not c.pending.body:
+            return False
+        c.waiting.append(send)
+        return True
+
+    def send(self, call: Call, tx: ServerTransaction, resp: Response, now: float) -> None:
+        """Send ``resp`` (built with ``headers``) and keep it until its PRACK."""
+        c = call.reliable
+        assert c is not None
+        c.pending, c.call = resp, call
+        c.interval = self.t1
+        c.given_up = now + 64 * self.t1
+        self.out.relay_response(tx, resp, now)
+        c.handle = self._timers.arm(now + c.interval, c, "again", self)
+
+    def headers(self, call: Call) -> list[tuple[str, str]]:
+        """Require and the next RSeq, for a provisional about to go reliably."""
+        c = call.reliable
+        assert c is not None
+        c.rseq += 1
+        return [("Require", "100rel"), ("RSeq", str(c.rseq))]
+
+    def _timer_again(self, c: ReliableLeg, now: float) -> None:
+        c.handle = None
+        call = c.call
+        if c.pending is None or call is None or call.cancelled:
+            return
+        if call.state not in ("routing", "answered"):  # (answered: its 2xx may be waiting)
+            return
+        if now >= c.given_up:  # §3: never PRACKed; the call goes on (the 2xx is not held)
+            c.pending = None
+            self._release(c, now)
+            return
+        self.out.relay_response(call.a_tx, c.pending, now)
+        c.interval *= 2
+        c.handle = self._timers.arm(now + c.interval, c, "again", self)
+
+    def prack(self, call: Call, tx: ServerTransaction, req: Request, now: float) -> None:
+        """The caller's PRACK: 200 if its RAck names the provisional we await (§3), else
+        481; what waited for it goes out."""
+        c = call.reliable
+        rack = (req.get("RAck") or "").split()
+        pending = c.pending if c is not None else None
+        if (
+            c is None
+            or pending is None
+            or len(rack) != 3
+            or rack[0] != str(c.rseq)
+            or rack[1] != str(call.a_invite.cseq)
+            or rack[2].upper() != "INVITE"
+        ):
+            self.out.respond(tx, 481, now, tag=False)
+            return
+        self.out.respond(tx, 200, now, tag=False)
+        self._timers.cancel(c.handle)
+        c.handle, c.pending = None, None
+        self._release(c, now)
+
+    def _release(self, c: ReliableLeg, now: float) -> None:
+        waiting, c.waiting = c.waiting, []
+        for i, send in enumerate(waiting):
+            send(now)
+            if c.pending is not None:  # it sent a reliable one again: the rest wait
+                c.waiting.extend(waiting[i + 1 :])
+                return
+
+    def ended(self, call: Call) -> None:
+        c = call.reliable
+        if c is not None:
+            self._timers.cancel(c.handle)
+            c.handle, c.call, c.pending = None, None, None
+            c.waiting.clear()
