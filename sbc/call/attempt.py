@@ -21,11 +21,16 @@ from __future__ import annotations
 
 from sbc.call.model import LIVE, Attempt, Call, Cancel, Outcome, Phase
 
+# What the guide's Max PDD and "stop route advance on 180/183" count as the caller hearing
+# ringing: 180, 181 (being forwarded) and 182 (queued) ring or play early media, as 183
+# does; 199 (RFC 6228, an early dialog ended) and 100 do not.
+RINGING = frozenset((180, 181, 182, 183))
+
 
 def heard(a: Attempt, status: int, now: float) -> bool:
     """A provisional from the vendor. True: send the CANCEL now (one was pending)."""
     if a.phase in LIVE:
-        if status in (180, 183):
+        if status in RINGING:
             if a.provisional_at is None:  # its first ring, whichever INVITE it answers
                 a.provisional_at = now
             a.phase = Phase.RINGING

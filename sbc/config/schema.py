@@ -118,7 +118,7 @@ class Limits(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     max_pdd: Annotated[
         int,
         d(
-            "Seconds to wait for 180/183: from each INVITE to this termination trunk group (then the next trunk), or from the caller's INVITE on this origination one until a first ring (then hunting ends)."
+            "Seconds to wait for ringing (180, 181, 182 or 183; not 199): from each INVITE to this termination trunk group (then the next trunk), or from the caller's INVITE on this origination one until a first ring (then hunting ends)."
         ),
         Meta(ge=0),
     ] = 0
@@ -156,7 +156,7 @@ class RouteAdvance(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     normalize_sip_code: Annotated[
         bool, d("Send 503 to the caller when every route failed on advance codes.")
     ] = True
-    stop_on_18x_failure: Annotated[bool, d("After a 180/183 a failure is final: no advance.")] = (
+    stop_on_18x_failure: Annotated[bool, d("After a 180-183 a failure is final: no advance.")] = (
         False
     )
 

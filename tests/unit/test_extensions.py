@@ -235,3 +235,30 @@ def test_a_did_of_a_pbx_with_no_binding_gets_480_and_says_why(tmp_path: Path) ->
     assert [m.status for m in only(out, CALLER) if m.status >= 200] == [480]  # type: ignore[union-attr]
     (record,) = lab.ctrl.cdrs
     assert record["reason"] == "not_registered" and record["status"] == 480
+
+
+def test_181_and_182_count_as_ringing_for_max_pdd_and_199_crosses_without(
+    tmp_path: Path,
+) -> None:
+    """vendor-1 has max_pdd 2 s: a 181 or 182 stops it (the caller hears progress), a 199
+    (RFC 6228) crosses to the caller but does not, and the call moves on to vendor-2."""
+    for status, moves_on in ((181, False), (182, False), (199, True)):
+        (tmp_path / str(status)).mkdir()
+        lab = lab_with(
+            tmp_path / str(status),
+            """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-1, relationship: vendor-x, direction: termination, limits: {max_pdd: 2},
+     trunks: [{ip: 127.0.0.1, port: 5081}]}
+  - {name: vendor-2, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 10.0.0.2, port: 5082}]}
+""",
+            base=ONE_ROUTE,
+        )
+        ((b1, t1),) = b_legs(lab.feed(invite(), CALLER))
+        out = lab.feed(make_response(b1, status, to_tag="v1"), t1)
+        assert [m.status for m in only(out, CALLER)] == [status]  # type: ignore[union-attr]
+        later = b_legs(lab.advance(2.5))
+        assert bool(later) == moves_on, status
