@@ -56,7 +56,12 @@ class Relayer:
                 self.out.respond(tx, 481, now, tag=False)
             return
         if call.state != "answered":
-            self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
+            early = _early(call, req)
+            if early is None:
+                self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
+                return
+            tx.ctx = call  # RFC 3311 §5: an UPDATE (or INFO) in the early dialog crosses
+            self._send(Relay(call, tx, other(leg), early=early), req, req.body, now)
             return
         extra: list[tuple[str, str]] = []
         if req.method == "REFER":
@@ -98,8 +103,8 @@ class Relayer:
         self, relay: Relay, req: Request, body: bytes, now: float, extra: Headers = ()
     ) -> None:
         call, far = relay.call, relay.to_leg
-        dialog = _dialog(call, far)
-        transport = _far_transport(call, far)
+        dialog = relay.early if far == "b" and relay.early is not None else _dialog(call, far)
+        transport = call.source.transport if far == "a" else dialog.peer.transport
         out = dialog.request(
             req.method,
             self.out.via(transport),
@@ -162,7 +167,8 @@ class Relayer:
             near = other(relay.to_leg)
             extra += sessiontimer.answer_headers(call.sessions.get(near))
             sessiontimer.sent(call, near, body)
-            self.sessions.refreshed(call, now)  # RFC 4028 §10: both sessions live on
+            if call.state == "answered":
+                self.sessions.refreshed(call, now)  # RFC 4028 §10: both sessions live on
         answer = make_response(server.request, resp.status, resp.reason, headers=extra, body=body)
         self.out.relay_response(server, answer, now)
 
@@ -198,6 +204,18 @@ class Relayer:
         if answered is not None and dialog is answered.dialog and cseq == answered.invite.cseq:
             keep = answered.tx
         self.out.ack(ack, dialog.destination(), keep)
+
+
+def _early(call: Call, req: Request) -> Dialog | None:
+    """The vendor's early dialog an UPDATE or INFO before the answer crosses to (or from):
+    the current attempt's, once a provisional named it. An offer in it needs rtpengine on
+    an anchored attempt, which is not built yet: None (491) then."""
+    attempt = call.current
+    if call.state != "routing" or req.method not in ("UPDATE", "INFO") or attempt is None:
+        return None
+    if attempt.done or attempt.early is None or (req.body and attempt.anchored):
+        return None
+    return attempt.early
 
 
 def _timer(call: Call, far: Leg, req: Request) -> Headers:

@@ -59,20 +59,21 @@ class Reliable:
     # --- toward the vendor: we PRACK ----------------------------------------------------------
 
     def vendor_provisional(self, attempt: Attempt, resp: Response, now: float) -> bool:
-        """A provisional from the vendor: PRACK it if it is reliable (§4). False for one to
+        """A provisional from the vendor: remember the early dialog it names (an UPDATE
+        before the answer uses it), and PRACK it if it is reliable (§4). False for one to
         drop: a retransmission or one out of order (its PRACK is already under way)."""
+        early = attempt.early
+        if resp.to.tag and (early is None or early.remote.tag != resp.to.tag):
+            early = attempt.early = Dialog.as_uac(
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+            )
         rseq = rseq_of(resp)
-        if rseq is None:
+        if rseq is None or early is None:
             return True
         last = attempt.rseq
         if last is not None and rseq != last + 1:
             return False  # §4: a retransmission (<= last) or out of order (> last + 1)
         attempt.rseq = rseq
-        early = attempt.early
-        if early is None or early.remote.tag != resp.to.tag:
-            early = attempt.early = Dialog.as_uac(
-                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
-            )
         invite = attempt.invite
         prack = early.request(
             "PRACK",

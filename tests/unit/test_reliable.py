@@ -111,3 +111,34 @@ def test_a_prack_for_nothing_we_sent_gets_481(tmp_path: Path) -> None:
         extra="RAck: 1 1 INVITE\r\n",
     )  # fmt: skip
     assert [m.status for m in only(lab.feed(wrong, CALLER), CALLER)] == [481]  # type: ignore[union-attr]
+
+
+def test_update_before_the_answer_crosses_both_ways_rfc3311(tmp_path: Path) -> None:
+    """caller            sbc                    vendor
+    |                  |<--180 (tag v1)---------|
+    |<--180------------|                        |
+    |--UPDATE (early)->|--UPDATE (To tag v1)--->|   CSeq 2 on the vendor's early dialog
+    |<---------200-----|<------------------200--|
+    |                  |<--UPDATE (early)-------|
+    |<--UPDATE---------|                        |
+    """
+    lab, b_inv = start(tmp_path, "")
+    early_update = request(
+        "UPDATE", "a-leg-1@10.1.1.1", "caller1", "x", 2, CALLER
+    )  # no provisional yet: nothing to cross to
+    assert only(lab.feed(early_update, CALLER), V1) == []
+    ringing = make_response(
+        b_inv, 180, to_tag="v1", headers=[("Contact", "<sip:v@127.0.0.1:5081>")]
+    )
+    (a180,) = only(lab.feed(ringing, V1), CALLER)
+    assert isinstance(a180, Response) and a180.to.tag
+    update = request("UPDATE", "a-leg-1@10.1.1.1", "caller1", a180.to.tag, 3, CALLER)
+    (b_update,) = only(lab.feed(update, CALLER), V1)
+    assert isinstance(b_update, Request) and b_update.method == "UPDATE"
+    assert b_update.to.tag == "v1" and b_update.cseq == 2 and b_update.uri == "sip:v@127.0.0.1:5081"
+    (ok,) = only(lab.feed(make_response(b_update, 200), V1), CALLER)
+    assert isinstance(ok, Response) and ok.status == 200 and ok.cseq_method == "UPDATE"
+    theirs = request("UPDATE", b_inv.call_id, "v1", b_inv.from_.tag, 1, V1)
+    (a_update,) = only(lab.feed(theirs, V1), CALLER)
+    assert isinstance(a_update, Request) and a_update.method == "UPDATE"
+    assert a_update.call_id == "a-leg-1@10.1.1.1" and a_update.to.tag == "caller1"
