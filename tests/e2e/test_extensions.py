@@ -165,6 +165,9 @@ def test_prack_on_both_legs_for_a_caller_that_requires_100rel(
     assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
     assert "regexp match" not in r.output, r.output  # the caller's 183 carried an RSeq
     assert (r.received(183), r.received(200)) == (1, 3)  # 183; 200 PRACK, INVITE, BYE
+    vendor = sbc.log_path.parent.parent / "reliable"  # it checked our Supported and RAck
+    log = "".join(f.read_text(errors="replace") for f in vendor.glob("*_errors.log"))
+    assert "regexp match" not in log, log
 
 
 def test_a_caller_without_100rel_gets_the_vendors_reliable_183_plainly(
