@@ -87,6 +87,8 @@ def as_uas(req: Request, cfg: SessionTimer) -> Session | TooSmall | None:
     """The caller's leg: the interval and refresher we answer its INVITE with, a 422, or
     no timer (neither side asked)."""
     asked = parse_se(req.get("Session-Expires"))
+    if asked is None and not cfg.expires:
+        return None  # the usual case, decided without reading more headers
     peer = supports(req)
     floor = max(cfg.min_se, _min_se(req))
     if asked is not None:
