@@ -163,6 +163,23 @@ def delete(call_id: str, from_tag: str, *, branch: str = "") -> dict[str, Any]:
     return cmd
 
 
+def query(call_id: str, from_tag: str) -> dict[str, Any]:
+    """The call's state at rtpengine: its streams' counters and last packet times."""
+    return {"command": "query", "call-id": call_id, "from-tag": from_tag}
+
+
+def last_packet(reply: dict[bytes, Any]) -> int:
+    """The latest ``last packet`` (unix seconds) of any stream in a query reply; 0: none."""
+    latest = 0
+    tags = reply.get(b"tags")
+    for mono in tags.values() if isinstance(tags, dict) else ():
+        for m in (mono.get(b"medias", []) if isinstance(mono, dict) else []) or []:
+            for s in (m.get(b"streams", []) if isinstance(m, dict) else []) or []:
+                if isinstance(s, dict):
+                    latest = max(latest, _int(s.get(b"last packet")))
+    return latest
+
+
 @dataclass(frozen=True, slots=True)
 class MediaStats:
     """What rtpengine counted for a call: RTP totals, and packets/bytes relayed from each

@@ -31,6 +31,7 @@ MODULES = (
     *(f"sbc/call/{m}.py" for m in ("ingress", "intake", "hunt", "attempt", "blegs", "media")),
     *(f"sbc/call/{m}.py" for m in ("relay", "ending", "registration", "host", "controller")),
     *(f"sbc/call/{m}.py" for m in ("identity", "redirect", "refer", "sessiontimer", "reliable")),
+    "sbc/call/mediawatch.py",
     *(f"routing/{m}.py" for m in ("plan", "select", "hunting", "health", "monitor")),
     *(f"sbc/{m}.py" for m in ("edge", "lockout", "stats", "admission", "manipulate")),
     *(f"sbc/{m}.py" for m in ("cdr", "executor", "transport", "runtime", "worker")),

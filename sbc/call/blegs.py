@@ -29,6 +29,7 @@ from sbc.call import headers, hunt, identity, media, redirect, sessiontimer
 from sbc.call.headers import ALLOW, crossing, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
+from sbc.call.mediawatch import MediaWatch
 from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.call.redirect import Redirect
@@ -66,12 +67,14 @@ class BLegs:
         self._timers = timers  # the controller's: B-timer, Max PDD, Timer C, Max Call Duration
         self.sessions = sessions  # RFC 4028 on both legs
         self.reliable = Reliable(out, timers, out.layer.timers.t1)  # RFC 3262 on both legs
+        self.watch = MediaWatch(out, media_, host, timers)  # rtp_timeout
 
     def ended(self, call: Call) -> None:
         """The call is over: its long timers go (the heap must not keep it alive)."""
         self._timers.cancel(call.max_duration)
         self.sessions.ended(call)
         self.reliable.ended(call)
+        self.watch.ended(call)
 
     def originate(
         self, call: Call, etg: TrunkGroup, index: int, now: float, to: Redirect | None = None
@@ -462,6 +465,7 @@ class BLegs:
             call.sessions["b"] = b
             sessiontimer.sent(call, "b", attempt.invite.body if call.a_invite.body else b"")
         self.sessions.start(call, now)
+        self.watch.start(call, now)
         limit = ladder.max_call_duration(attempt)
         if limit:
             call.max_duration = self._timers.arm(now + limit, call, "max_duration", self)

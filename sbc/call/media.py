@@ -50,17 +50,23 @@ class Media:
         self.out = out
         self._tokens = itertools.count(1)
         self._pending: dict[int, tuple[Call, Then, bool]] = {}
+        self._raw: set[int] = set()  # tokens whose ``then`` takes any reply (``ask``)
         self.failures: Counter[str] = Counter()  # unavailable | error
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def ask(self, call: Call, cmd: dict[str, Any], then: Then, cleanup: bool = False) -> None:
+    def ask(
+        self, call: Call, cmd: dict[str, Any], then: Then, cleanup: bool = False, raw: bool = False
+    ) -> None:
         """Send ``cmd``; ``then(reply, now)`` runs with its ok reply (or None). A ``cleanup``
         (a failed attempt's branch delete) holds nothing up, and its error after the call's
-        own delete is expected: rtpengine may run the two in either order."""
+        own delete is expected: rtpengine may run the two in either order. ``raw``: ``then``
+        gets an error reply too (a query's "unknown call" is an answer), and no notice."""
         token = next(self._tokens)
+        if raw:
+            self._raw.add(token)
         self._pending[token] = (call, then, cleanup)
         call.media_busy += not cleanup
         self.out.commands.append(MediaCommand(token, call.id, cmd))
@@ -73,6 +79,10 @@ class Media:
             return
         call, then, cleanup = entry
         call.media_busy -= not cleanup
+        if token in self._raw:
+            self._raw.discard(token)
+            then(reply, now)
+            return
         ok = reply is not None and reply.get(b"result") == b"ok"
         if reply is not None:
             call.media_used = True

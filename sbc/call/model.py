@@ -206,6 +206,7 @@ class Call:
     max_duration: TimerHandle | None = None  # cancelled when the call ends
     sessions: dict[Leg, Session] = field(default_factory=dict)  # session timers, by leg
     reliable: ReliableLeg | None = None  # the caller takes 100rel (RFC 3262)
+    media_watch: TimerHandle | None = None  # its next rtpengine query (sbc.call.mediawatch)
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
 

@@ -62,6 +62,13 @@ class MediaConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ping_interval: Annotated[
         float, d("Seconds between ng pings to every node; 0 disables."), Meta(ge=0)
     ] = 10.0
+    rtp_timeout: Annotated[
+        int,
+        d(
+            "End an answered, anchored call (BYE both legs, reason media_timeout) once rtpengine has relayed no RTP on it for this many seconds, or has dropped it (its own --timeout); checked with ng query. 0 = never."
+        ),
+        Meta(ge=0, le=86400),
+    ] = 0
 
 
 class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

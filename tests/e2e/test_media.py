@@ -270,3 +270,40 @@ def test_rtpengine_stopped_rejects_with_503_or_goes_unanchored_as_configured(
         (config / "sbc.yaml").write_text(CONFIG.replace("ON_FAILURE", "reject"))
         proc.proc.send_signal(signal.SIGHUP)
         rtpengine.start()
+
+
+def test_a_call_whose_rtp_stops_is_hung_up_with_media_timeout(
+    rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    """node.media.rtp_timeout 2 s on a second sbc (:5564), a caller that sends no RTP:
+
+    uac :5574        sbc :5564           rtpengine          uas :5584
+     |--INVITE------->|--offer------------>|                  |
+     |<--200----------|--answer----------->|<-----------200---|
+     |--ACK---------->|   ... 2 s ...      |                  |
+     |                |--query------------>|  no RTP since the answer
+     |<--BYE----------|--------------------------------BYE--->|  reason media_timeout
+    """
+    config = tmp_path / "config"
+    config.mkdir()
+    text = CONFIG.replace("ON_FAILURE", "reject").replace("port: 5560", "port: 5564")
+    text = text.replace("ping_interval: 1}", "ping_interval: 1, rtp_timeout: 2}")
+    text = text.replace("port: 5581}", "port: 5584}")
+    (config / "sbc.yaml").write_text(text)
+    with harness.sipp_servers("uas", [5584], tmp_path / "uas"):
+        sbc = harness.start_sbc(tmp_path / "run", config, port=5564)
+        try:
+            started = time.monotonic()
+            r = harness.run_sipp(
+                "uac_until_bye.xml", calls=1, rate=1, port=5574, workdir=tmp_path,
+                remote="127.0.0.1:5564", extra=["-s", "15551230000", "-mp", "6574"], timeout=30,
+            )  # fmt: skip
+            took = time.monotonic() - started
+            assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+            assert 1.5 < took < 10, took
+            (end,) = sbc.wait_events("call.end", 1)
+            assert end["hangup"] == "sbc"
+            (timeout,) = sbc.events("call.media_timeout")
+            assert timeout["call_id"] == end["call_id"]
+        finally:
+            assert sbc.stop() == 0

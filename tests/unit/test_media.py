@@ -28,8 +28,9 @@ from media import bencode, ng, sdp
 from media.ng import MediaCommand, Side
 from sbc.config.loader import load_config
 from sbc.config.schema import Codecs, MediaConfig, MediaProfile, RtpEngineNode
+from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Request, Response, make_response
-from tests.helpers import CALLER, SDP, V1, V2, Lab, invite, only, sample
+from tests.helpers import CALLER, SDP, V1, V2, Lab, invite, only, request, sample
 
 REWRITTEN = b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 41000 RTP/AVP 0\r\n"
 
@@ -308,3 +309,66 @@ def test_reject_when_the_answer_fails_hangs_up_the_vendor_and_fails_the_caller()
     out = run(lab)
     assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
     assert [m.method for m in only(out, V1)] == ["BYE"]  # type: ignore[union-attr]
+
+
+def watched_call(rtp_timeout: int) -> tuple[Lab, str]:
+    """An anchored call with node.media.rtp_timeout, answered and ACKed; its ng call-id."""
+    lab = media_lab()
+    snap = lab.ctrl.snapshot
+    node = msgspec.structs.replace(
+        snap.config.node,
+        media=msgspec.structs.replace(snap.config.node.media, rtp_timeout=rtp_timeout),
+    )
+    lab.ctrl.snapshot = Snapshot.build(msgspec.structs.replace(snap.config, node=node))
+    lab.feed(invite(), CALLER)
+    call_id = reply(lab).call  # the offer
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request)
+    lab.feed(ok_with_sdp(b1, "v1"), V1)
+    reply(lab)  # the answer
+    (a_ok,) = [m for m in run(lab) if isinstance(m[0], Response) and m[0].status == 200]
+    ack = request("ACK", "a-leg-1@10.1.1.1", "caller1", a_ok[0].to.tag, 1, CALLER)
+    lab.feed(ack, CALLER)
+    return lab, call_id
+
+
+def test_rtp_timeout_ends_a_call_whose_media_stopped() -> None:
+    """rtp_timeout 30 s: a query at 30 s after the answer sees a packet 10 s ago (the next
+    look is 20 s on); at 50 s the last packet is 30 s old: BYE both legs, media_timeout."""
+    lab, call_id = watched_call(30)
+    assert lab.ng == []
+    lab.advance(30.0)
+    (query,) = lab.ng
+    assert query.cmd == {"command": "query", "call-id": call_id, "from-tag": "caller1"}
+    recent = lab.now + lab.ctrl.wall_offset - 10
+    stream = {b"last packet": int(recent), b"flags": [b"RTP"]}
+    lab.ctrl.on_media(
+        lab.ng.pop(0).token,
+        {b"result": b"ok", b"tags": {b"caller1": {b"medias": [{b"streams": [stream]}]}}},
+        lab.now,
+    )
+    assert lab.run() == [] and lab.ng == []
+    lab.advance(19.0)
+    assert lab.ng == []
+    lab.advance(1.5)
+    assert [c.cmd["command"] for c in lab.ng] == ["query"]
+    lab.ctrl.on_media(
+        lab.ng.pop(0).token,
+        {b"result": b"ok", b"tags": {b"caller1": {b"medias": [{b"streams": [stream]}]}}},
+        lab.now,
+    )
+    byes = [t for m, t in lab.run() if isinstance(m, Request) and m.method == "BYE"]
+    assert sorted(byes, key=str) == [CALLER, V1]
+    (call,) = lab.ctrl.calls.values()
+    assert call.reason == "media_timeout" and call.hangup == "sbc"
+
+
+def test_a_call_rtpengine_dropped_ends_and_an_absent_rtpengine_ends_none() -> None:
+    lab, _ = watched_call(30)
+    lab.advance(30.0)
+    lab.ctrl.on_media(lab.ng.pop(0).token, None, lab.now)  # no node answered
+    assert lab.run() == []
+    lab.advance(30.0)
+    gone = {b"result": b"error", b"error-reason": b"Unknown call-id"}
+    lab.ctrl.on_media(lab.ng.pop(0).token, gone, lab.now)
+    assert len([m for m, _ in lab.run() if isinstance(m, Request) and m.method == "BYE"]) == 2
