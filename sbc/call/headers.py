@@ -118,7 +118,7 @@ def b_leg_invite(
         call.ani,
         call.dnis,
         host,
-        [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer)],
+        [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer, bool(a.body))],
     )
     host = out.host or host
     ruri = dest.ruri if dest else Uri("sip", out.ruri_user, None, host, target.port, params)
@@ -144,14 +144,18 @@ def b_leg_invite(
     )
 
 
-def session_offer(cfg: SessionTimer) -> list[tuple[str, str]]:
-    """What our INVITE to a vendor says of session timers (RFC 4028 §7.1): we support
-    them, and ask for one when the trunk group sets ``session_timer.expires``."""
+def session_offer(cfg: SessionTimer, early_offer: bool) -> list[tuple[str, str]]:
+    """What our INVITE to a vendor says it supports: session timers (RFC 4028 §7.1),
+    asking for one when the trunk group sets ``session_timer.expires``; and reliable
+    provisionals (RFC 3262) when the INVITE carries the offer, so a reliable 18x brings
+    only an answer: an offer in one would need the answer in our PRACK, which sbc does
+    not build yet (sbc.call.reliable)."""
+    supported = ("Supported", "100rel, timer" if early_offer else "timer")
     if not cfg.expires:
-        return [("Supported", "100rel, timer")]  # and reliable provisionals (RFC 3262)
+        return [supported]
     interval = max(cfg.expires, cfg.min_se)
     return [
-        ("Supported", "100rel, timer"),
+        supported,
         ("Session-Expires", str(interval)),
         ("Min-SE", str(cfg.min_se)),
     ]

@@ -142,3 +142,11 @@ def test_update_before_the_answer_crosses_both_ways_rfc3311(tmp_path: Path) -> N
     (a_update,) = only(lab.feed(theirs, V1), CALLER)
     assert isinstance(a_update, Request) and a_update.method == "UPDATE"
     assert a_update.call_id == "a-leg-1@10.1.1.1" and a_update.to.tag == "caller1"
+
+
+def test_a_late_offer_invite_does_not_offer_100rel_to_the_vendor(tmp_path: Path) -> None:
+    """Without SDP in our INVITE a reliable 18x could carry an offer, whose answer would
+    have to ride our PRACK: so such an INVITE does not say 100rel."""
+    lab = lab_with(tmp_path, TGS, base=ONE_VENDOR)
+    ((b_inv, _),) = b_legs(lab.feed(invite(body=b""), CALLER))
+    assert b_inv.get("Supported") == "timer" and not b_inv.body
