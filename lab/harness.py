@@ -405,6 +405,13 @@ def webhook_server(port: int) -> Iterator[list[tuple[str, dict[str, object]]]]:
         server.server_close()
 
 
+def failed_checks(workdir: Path) -> str:
+    """What sipp's -trace_err logs in ``workdir`` say of failed ``check_it`` regexps: sipp
+    3.6 lets such a call go on (a server answers it), so a test must read this ("" = none)."""
+    text = "".join(f.read_text(errors="replace") for f in workdir.glob("*_errors.log"))
+    return "\n".join(line for line in text.splitlines() if "regexp match" in line)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Poll ``predicate`` every 50 ms until it holds or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

@@ -179,9 +179,7 @@ def test_manipulation_and_e164_reach_the_vendor(sbc: harness.Sbc, tmp_path: Path
     r = calls("75551230000", 3, 5075, tmp_path)
     assert r.returncode == 0 and r.count("SuccessfulCall") == 3, r.output
     # sipp 3.6 answers a call whose check_it failed all the same, and only logs the miss
-    vendor = sbc.log_path.parent.parent / "e164"
-    log = "".join(f.read_text(errors="replace") for f in vendor.glob("*_errors.log"))
-    assert "regexp match" not in log, log
+    assert harness.failed_checks(sbc.log_path.parent.parent / "e164") == ""
 
 
 def test_explain_names_the_trunk_group_and_order_the_call_takes(
