@@ -161,15 +161,22 @@ def test_held_calls_survive_a_strangers_byes_and_reinvites(
         answers = attacker.replies(3.0)
         attacker.close()
         caller.join(timeout=60)
+
+        def received_by_vendor() -> list[str]:
+            return [
+                t.split(" ", 1)[0]
+                for log in uas_logs
+                for d, t in harness.sipp_messages(log)
+                if d == "received"
+            ]
+
+        # The caller's sipp is done once sbc answered its last BYE; the vendor's BYE from
+        # sbc may still be on its way into that sipp's message log: wait for it (bounded).
+        harness.wait_for(lambda: received_by_vendor().count("BYE") >= 5, timeout=5.0)
+        vendor_saw = received_by_vendor()
     assert answers == []
     (r,) = result
     assert r.returncode == 0 and r.count("SuccessfulCall") == 5 and r.count("FailedCall") == 0
-    vendor_saw = [
-        t.split(" ", 1)[0]
-        for log in uas_logs
-        for d, t in harness.sipp_messages(log)
-        if d == "received"
-    ]
     assert sorted(vendor_saw) == sorted(["INVITE", "ACK", "BYE"] * 5), vendor_saw
     ends = [e for e in sbc.events("call.end") if e.get("status") == 200][-5:]
     assert [e["hangup"] for e in ends] == ["caller"] * 5
