@@ -117,6 +117,7 @@ routeplans:
   - name: default
     routes: [{prefix: "", trunk_groups: [vendor-1, vendor-2]}]
 """
+BASE_ONE_VENDOR = BASE.replace("[vendor-1, vendor-2]", "[vendor-1]")  # every call to vendor-1
 
 
 def lab_with(tmp_path: Path, trunk_groups: str, extra: str = "", base: str = BASE) -> Lab:

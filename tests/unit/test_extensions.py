@@ -25,15 +25,6 @@ from tests.helpers import (
     request,
 )
 
-ONE_ROUTE = """
-node:
-  listen: [{address: 127.0.0.1, port: 5060, transport: udp}]
-relationships: [{name: carrier-a}, {name: vendor-x}]
-routeplans:
-  - name: default
-    routes: [{prefix: "", trunk_groups: [vendor-1, vendor-2]}]
-"""
-
 
 def redirect_lab(tmp_path: Path, redirects: str) -> Lab:
     return lab_with(
@@ -47,7 +38,6 @@ trunk_groups:
   - {{name: vendor-2, relationship: vendor-x, direction: termination,
      trunks: [{{ip: 10.0.0.2, port: 5082}}]}}
 """,
-        base=ONE_ROUTE,
     )
 
 
@@ -255,7 +245,6 @@ trunk_groups:
   - {name: vendor-2, relationship: vendor-x, direction: termination,
      trunks: [{ip: 10.0.0.2, port: 5082}]}
 """,
-            base=ONE_ROUTE,
         )
         ((b1, t1),) = b_legs(lab.feed(invite(), CALLER))
         out = lab.feed(make_response(b1, status, to_tag="v1"), t1)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import CALLER, SDP, Lab, b_legs, invite, lab_with, only, request
-from tests.unit.test_session_timer import ONE_VENDOR
+from tests.helpers import BASE_ONE_VENDOR, CALLER, SDP, Lab, b_legs, invite, lab_with, only, request
 
 V1 = Target("udp", "127.0.0.1", 5081)
 TGS = """
@@ -23,7 +22,7 @@ trunk_groups:
 
 
 def start(tmp_path: Path, caller_ext: str) -> tuple[Lab, Request]:
-    lab = lab_with(tmp_path, TGS, base=ONE_VENDOR)
+    lab = lab_with(tmp_path, TGS, base=BASE_ONE_VENDOR)
     data = invite().replace(b"Max-Forwards: 70\r\n", f"Max-Forwards: 70\r\n{caller_ext}".encode())
     ((b_inv, _),) = b_legs(lab.feed(data, CALLER))
     assert "100rel" in (b_inv.get("Supported") or "")
@@ -147,6 +146,6 @@ def test_update_before_the_answer_crosses_both_ways_rfc3311(tmp_path: Path) -> N
 def test_a_late_offer_invite_does_not_offer_100rel_to_the_vendor(tmp_path: Path) -> None:
     """Without SDP in our INVITE a reliable 18x could carry an offer, whose answer would
     have to ride our PRACK: so such an INVITE does not say 100rel."""
-    lab = lab_with(tmp_path, TGS, base=ONE_VENDOR)
+    lab = lab_with(tmp_path, TGS, base=BASE_ONE_VENDOR)
     ((b_inv, _),) = b_legs(lab.feed(invite(body=b""), CALLER))
     assert b_inv.get("Supported") == "timer" and not b_inv.body

@@ -9,16 +9,8 @@ from pathlib import Path
 
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import CALLER, Lab, b_legs, invite, lab_with, only, request
+from tests.helpers import BASE_ONE_VENDOR, CALLER, Lab, b_legs, invite, lab_with, only, request
 
-ONE_VENDOR = """
-node:
-  listen: [{address: 127.0.0.1, port: 5060, transport: udp}]
-relationships: [{name: carrier-a}, {name: vendor-x}]
-routeplans:
-  - name: default
-    routes: [{prefix: "", trunk_groups: [vendor-1]}]
-"""
 V1 = Target("udp", "127.0.0.1", 5081)
 
 
@@ -32,7 +24,7 @@ trunk_groups:
   - {{name: vendor-1, relationship: vendor-x, direction: termination,
      session_timer: {vendor_timer}, trunks: [{{ip: 127.0.0.1, port: 5081}}]}}
 """,
-        base=ONE_VENDOR,
+        base=BASE_ONE_VENDOR,
     )
 
 
