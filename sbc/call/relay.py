@@ -68,7 +68,7 @@ class Relayer:
             # A transfer would reach past the B2BUA to a party of the sender's choosing;
             # only trunk groups with ``refer: relay`` may ask for one, and then it names
             # us (sbc.call.refer). Refused: 403 (RFC 3515 §2.4.2).
-            far = _far_transport(call, other(leg))
+            far = _transport(call, other(leg), _dialog(call, other(leg)))
             found = None
             if _refer_policy(call, leg) == "relay":
                 found = refer.mapped(req, *local(self.out.snapshot, far))
@@ -104,7 +104,7 @@ class Relayer:
     ) -> None:
         call, far = relay.call, relay.to_leg
         dialog = relay.early if far == "b" and relay.early is not None else _dialog(call, far)
-        transport = call.source.transport if far == "a" else dialog.peer.transport
+        transport = _transport(call, far, dialog)
         out = dialog.request(
             req.method,
             self.out.via(transport),
@@ -225,8 +225,9 @@ def _timer(call: Call, far: Leg, req: Request) -> Headers:
     return []
 
 
-def _far_transport(call: Call, far: Leg) -> str:
-    return call.source.transport if far == "a" else _dialog(call, far).peer.transport
+def _transport(call: Call, leg: Leg, dialog: Dialog) -> str:
+    """The transport our requests on ``leg`` (through ``dialog``) go over."""
+    return call.source.transport if leg == "a" else dialog.peer.transport
 
 
 def _refer_policy(call: Call, leg: Leg) -> str:

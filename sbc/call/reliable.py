@@ -25,24 +25,20 @@ from collections.abc import Callable
 from sbc.call.model import Attempt, Call, ReliableLeg
 from sbc.call.outbox import Outbox
 from sbc.sip.dialog import Dialog
-from sbc.sip.message import Message, Request, Response
+from sbc.sip.message import Request, Response, option_tags
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ServerTransaction
 
 
-def _tokens(msg: Message, name: str) -> set[str]:
-    return {t.strip(" \t").lower() for v in msg.get_all(name) for t in v.split(",")}
-
-
 def wanted(req: Request) -> tuple[bool, bool]:
     """(supports, requires) 100rel, from the caller's INVITE."""
-    required = "100rel" in _tokens(req, "Require")
-    return required or "100rel" in _tokens(req, "Supported"), required
+    required = "100rel" in option_tags(req, "Require")
+    return required or "100rel" in option_tags(req, "Supported"), required
 
 
 def rseq_of(resp: Response) -> int | None:
     """The RSeq of a reliable provisional (§7.1), or None for an unreliable one."""
-    if resp.status == 100 or resp.status >= 200 or "100rel" not in _tokens(resp, "Require"):
+    if resp.status == 100 or resp.status >= 200 or "100rel" not in option_tags(resp, "Require"):
         return None
     value = (resp.get("RSeq") or "").strip(" \t")
     return int(value) if value.isdigit() and len(value) < 11 else None

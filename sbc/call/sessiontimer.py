@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from sbc.call.model import Call, Headers, Leg, Session
 from sbc.call.outbox import Outbox
 from sbc.config.schema import SessionTimer
-from sbc.sip.message import Message, Request, Response
+from sbc.sip.message import Message, Request, Response, option_tags
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ClientTransaction
 
@@ -54,12 +54,8 @@ class Refresh:
     session: Session
 
 
-def _tokens(msg: Message, name: str) -> set[str]:
-    return {t.strip(" \t").lower() for v in msg.get_all(name) for t in v.split(",")}
-
-
 def supports(msg: Message) -> bool:
-    return "timer" in _tokens(msg, "Supported") or "timer" in _tokens(msg, "Require")
+    return "timer" in option_tags(msg, "Supported") or "timer" in option_tags(msg, "Require")
 
 
 def parse_se(value: str | None) -> tuple[int, str] | None:
@@ -243,7 +239,7 @@ class SessionTimers:
 
 
 def allows_update(msg: Message) -> bool:
-    return "update" in _tokens(msg, "Allow")
+    return "update" in option_tags(msg, "Allow")
 
 
 def sent(call: Call, leg: Leg, body: bytes) -> None:

@@ -270,6 +270,12 @@ def make_request(
     )
 
 
+def option_tags(msg: Message, name: str) -> set[str]:
+    """The comma-separated tokens of every ``name`` header (Supported, Require, Allow),
+    lower-cased: what an extension check compares (RFC 3261 §20.37, §20.32)."""
+    return {t.strip(" \t").lower() for v in msg.get_all(name) for t in v.split(",")}
+
+
 def resend(req: Request, via: Via, cseq: int, headers: list[tuple[str, str]]) -> Request:
     """``req`` again with a new top Via and CSeq and ``headers`` added (replacing any earlier
     credentials, and any header of those names): the retry with credentials after a 401/407
