@@ -170,6 +170,19 @@ def test_refer_relay_names_us_in_refer_to_and_refuses_an_attended_transfer() -> 
     assert b_refer.get("Referred-By") == "<sip:15550001000@127.0.0.1:5060>"
     (accepted,) = only(lab.feed(make_response(b_refer, 202), vendor), CALLER)
     assert isinstance(accepted, Response) and accepted.status == 202
+    # the transfer's progress (RFC 3515 §2.4.5) crosses back, its event and sipfrag intact
+    (call,) = lab.ctrl.calls.values()
+    b = call.b_dialog
+    assert b is not None and b.remote.tag
+    notify = request(
+        "NOTIFY", b.call_id, b.remote.tag, b.local_tag, 1, vendor,
+        body=b"SIP/2.0 100 Trying\r\n",
+        extra="Event: refer\r\nSubscription-State: active;expires=60\r\n",
+    ).replace(b"application/sdp", b"message/sipfrag")  # fmt: skip
+    (a_notify,) = only(lab.feed(notify, vendor), CALLER)
+    assert isinstance(a_notify, Request) and a_notify.method == "NOTIFY"
+    assert a_notify.get("Event") == "refer" and a_notify.body == b"SIP/2.0 100 Trying\r\n"
+    assert a_notify.get("Content-Type") == "message/sipfrag"
     attended = request(
         "REFER", "a-leg-1@10.1.1.1", "caller1", a_tag, 3, CALLER,
         extra="Refer-To: <sip:2000@192.0.2.9?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",

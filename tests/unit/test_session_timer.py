@@ -144,3 +144,13 @@ def test_a_vendors_422_gets_the_invite_again_with_its_min_se(tmp_path: Path) -> 
     assert again.cseq == b_inv.cseq + 1 and again.call_id == b_inv.call_id
     assert (again.get("Session-Expires"), again.get("Min-SE")) == ("1800", "1800")
     assert len(again.get_all("Session-Expires")) == 1
+
+
+def test_a_481_to_our_refresh_ends_the_call(tmp_path: Path) -> None:
+    """RFC 4028 §10: a refresh answered 481 (or 408) means the peer lost the session."""
+    lab = timer_lab(tmp_path, "{expires: 120}")
+    answer(lab, invite(), (("Session-Expires", "120;refresher=uac"),))
+    (upd,) = only(lab.advance(60.0), V1)
+    assert isinstance(upd, Request) and upd.method == "UPDATE"
+    out = lab.feed(make_response(upd, 481), V1)
+    assert sorted(byes(out), key=str) == [CALLER, V1]
