@@ -111,7 +111,7 @@ def caller(scenario: str, dnis: str, port: int, workdir: Path) -> harness.SippRe
 def record(sbc: harness.Sbc, call_id: str) -> dict[str, Any]:
     """The call's CDR, once the sbc has written it."""
     path = sbc.log_path.parent / "cdr" / "cdr.jsonl"
-    assert harness.wait_for(lambda: call_id in path.read_text())
+    assert harness.wait_for(lambda: path.exists() and call_id in path.read_text())
     (rec,) = [json.loads(x) for x in path.read_text().splitlines() if call_id in x]
     return rec  # type: ignore[no-any-return]
 
