@@ -1,14 +1,20 @@
 """systemd's notification protocol (sd_notify(3)): READY, RELOADING, STOPPING, STATUS and
 WATCHDOG datagrams to $NOTIFY_SOCKET. Without that variable (not under systemd) every call
 is a no-op, so `sbc run` behaves the same in a terminal.
+
+Also the signals systemd and a NOC send (SIGTERM, SIGINT, SIGHUP), handled from before the
+node opens its first socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
+from collections.abc import Callable
 
 
 class Notifier:
@@ -46,3 +52,31 @@ class Notifier:
 
     def ping(self, status: str = "") -> None:
         self.send("WATCHDOG=1", *([f"STATUS={status}"] if status else []))
+
+
+class Signals:
+    """SIGTERM/SIGINT and SIGHUP handlers installed before the node starts. Its sockets answer
+    before start() returns, so a peer (or `systemctl reload` racing a start) can already see
+    it up: without a handler that SIGHUP would kill the process (the default action). One
+    that arrives while starting is kept and carried out once ``started()`` is called."""
+
+    def __init__(self, terminate: Callable[[], None], reload: Callable[[], object]) -> None:
+        self._reload = reload
+        self._started = False
+        self._pending = False
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        loop.add_signal_handler(signal.SIGINT, terminate)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _hangup(self) -> None:
+        if self._started:
+            self._reload()
+        else:
+            self._pending = True
+
+    def started(self) -> None:
+        self._started = True
+        if self._pending:
+            self._pending = False
+            self._reload()

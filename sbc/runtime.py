@@ -13,7 +13,6 @@ import asyncio
 import gc
 import json
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
 from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
-from sbc.notify import Notifier
+from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
@@ -540,8 +539,6 @@ def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
 
 async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:
     runtime = Runtime(config_dir, log)
-    await runtime.start()
-    tune_gc()
     stop = stop or asyncio.Event()
     drain = asyncio.Event()
 
@@ -551,10 +548,10 @@ async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = N
             stop.set()
         drain.set()
 
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, terminate)
-    loop.add_signal_handler(signal.SIGINT, terminate)
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    signals = Signals(terminate, runtime.reload)
+    await runtime.start()
+    tune_gc()
+    signals.started()
     await _first(drain.wait(), stop.wait())
     if not stop.is_set():
         timeout = runtime.controller.snapshot.config.node.drain_timeout

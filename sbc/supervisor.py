@@ -38,7 +38,7 @@ from sbc.cdr import iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
-from sbc.notify import Notifier
+from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
 from sbc.state import Acquire, Binding
 from sbc.state.memory import MemoryStore
@@ -355,7 +355,6 @@ class Supervisor:
 
 async def serve(config_dir: str | Path, log: Any, workers: int, log_level: str) -> int:
     sup = Supervisor(config_dir, log, workers, log_level)
-    await sup.start()
     drain, stop = asyncio.Event(), asyncio.Event()
 
     def terminate() -> None:
@@ -366,10 +365,9 @@ async def serve(config_dir: str | Path, log: Any, workers: int, log_level: str) 
             stop.set()
         drain.set()
 
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, terminate)
-    loop.add_signal_handler(signal.SIGINT, terminate)
-    loop.add_signal_handler(signal.SIGHUP, sup.reload)
+    signals = Signals(terminate, sup.reload)
+    await sup.start()
+    signals.started()
     await drain.wait()
     await sup.drain()  # a second SIGTERM makes the workers exit at once
     log.info("sbc.stopping")

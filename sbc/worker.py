@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
 import socket
 from typing import Any
 
@@ -34,6 +33,7 @@ from sbc import ipc, workview
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
+from sbc.notify import Signals
 from sbc.runtime import Runtime, _first, tune_gc
 from sbc.sip import ids
 from sbc.sip.steer import call_id, owner
@@ -236,6 +236,15 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     worker.runtime = runtime
     for b in bindings:
         runtime.memory.bind(b)
+    drain = asyncio.Event()
+
+    def terminate() -> None:
+        if drain.is_set():
+            worker.lost.set()
+        drain.set()
+
+    # Reloads come from the supervisor; a stray SIGHUP must not kill a worker.
+    signals = Signals(terminate, lambda: None)
     loop = asyncio.get_running_loop()
     await runtime.start()
     await loop.create_datagram_endpoint(lambda: worker.steer, sock=worker.sock)
@@ -245,16 +254,7 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     task = loop.create_task(worker.keep_sharing())
     worker.send("ready", os.getpid())
     tune_gc()
-    drain = asyncio.Event()
-
-    def terminate() -> None:
-        if drain.is_set():
-            worker.lost.set()
-        drain.set()
-
-    loop.add_signal_handler(signal.SIGTERM, terminate)
-    loop.add_signal_handler(signal.SIGINT, terminate)
-    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the supervisor
+    signals.started()
     await _first(drain.wait(), worker.lost.wait())
     if not worker.lost.is_set():
         timeout = runtime.controller.snapshot.config.node.drain_timeout

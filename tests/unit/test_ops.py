@@ -4,10 +4,12 @@ audit diff, the Prometheus rendering, drain and shutdown ladders, sd_notify data
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from sbc.alarms import Alarms
 from sbc.config.loader import load_config
 from sbc.config.schema import Config, MetricTrigger, TimeWindow
 from sbc.metrics import Metrics, SbcCollector
-from sbc.notify import Notifier
+from sbc.notify import Notifier, Signals
 from sbc.sip.message import Request, Response, make_response
 from sbc.stats import Stats
 from tests.helpers import CALLER, V1, V2, Lab, invite, only, sample
@@ -533,6 +535,34 @@ def test_notifier_speaks_sd_notify_and_is_silent_without_a_socket(
     monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
     assert Notifier(path).watchdog == 0
     Notifier("").ready()  # not under systemd: nothing, and no error
+
+
+def test_a_sighup_while_starting_is_kept_for_when_the_node_has_started() -> None:
+    """The sockets answer before start() returns; a SIGHUP then must not kill the process
+    (CI saw a supervisor die of one sent right after its first OPTIONS answer)."""
+    reloads: list[int] = []
+    terms: list[int] = []
+
+    async def main() -> None:
+        signals = Signals(lambda: terms.append(1), lambda: reloads.append(1))
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(20):  # let the loop's signal wakeup run the handler
+                await asyncio.sleep(0)
+            assert reloads == []  # still starting: kept, not run
+            signals.started()
+            assert reloads == [1]
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        finally:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())
+    assert reloads == [1, 1] and terms == [1]
 
 
 def test_the_two_systemd_units_differ_only_in_the_instance() -> None:
