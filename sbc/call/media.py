@@ -153,20 +153,58 @@ class Media:
 
         self.ask(call, cmd, rewritten)
 
-    def offer(self, call: Call, sender: Leg, body: bytes, then: Then) -> None:
+    def offer(
+        self, call: Call, sender: Leg, body: bytes, then: Then, early: Attempt | None = None
+    ) -> None:
         """A new offer in the dialog (re-INVITE, UPDATE; hold, resume, codec change), or
-        the offer in a 2xx to an offerless re-INVITE, from ``sender`` to the other leg."""
+        the offer in a 2xx to an offerless re-INVITE, from ``sender`` to the other leg.
+        ``early``: an UPDATE before the answer, in that attempt's early dialog and branch."""
         far: Leg = "b" if sender == "a" else "a"
-        flags = ng.offer_flags(call.side(sender), call.side(far), sdp.codecs(body))
-        self.ask(call, ng.offer(call.id, call.tag(sender), body, flags, to_tag=call.tag(far)), then)
+        codecs = sdp.codecs(body)
+        flags = ng.offer_flags(_side(call, sender, early), _side(call, far, early), codecs)
+        cmd = ng.offer(
+            call.id,
+            _tag(call, sender, early),
+            body,
+            flags,
+            to_tag=_tag(call, far, early),
+            branch=early.branch if early is not None else "",
+        )
+        self.ask(call, cmd, then)
 
-    def answer(self, call: Call, sender: Leg, offerer: Leg, body: bytes, then: Then) -> None:
+    def answer(
+        self,
+        call: Call,
+        sender: Leg,
+        offerer: Leg,
+        body: bytes,
+        then: Then,
+        early: Attempt | None = None,
+    ) -> None:
         """``sender``'s answer to the offer ``offerer`` made."""
-        flags = ng.answer_flags(call.side(sender), call.side(offerer))
-        cmd = ng.answer(call.id, call.tag(offerer), call.tag(sender), body, flags)
+        flags = ng.answer_flags(_side(call, sender, early), _side(call, offerer, early))
+        cmd = ng.answer(
+            call.id,
+            _tag(call, offerer, early),
+            _tag(call, sender, early),
+            body,
+            flags,
+            branch=early.branch if early is not None else "",
+        )
         self.ask(call, cmd, then)
 
     def delete(self, call: Call, then: Then) -> None:
         """The call ended: free its ports (the reply carries its counters)."""
         call.media_deleted = True
         self.ask(call, ng.delete(call.id, call.a_tag), then)
+
+
+def _tag(call: Call, leg: Leg, early: Attempt | None) -> str:
+    """A leg's monologue at rtpengine; before the answer the vendor's is the early dialog's."""
+    if leg == "b" and early is not None:
+        return (early.early.remote.tag or "") if early.early is not None else ""
+    return call.tag(leg)
+
+
+def _side(call: Call, leg: Leg, early: Attempt | None) -> ng.Side:
+    return early.b_side if leg == "b" and early is not None else call.side(leg)

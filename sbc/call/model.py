@@ -135,7 +135,7 @@ class Relay:
     server: ServerTransaction
     to_leg: Leg  # where we sent it
     media: bool = False  # its SDP offer went through rtpengine: the answer must too
-    early: Dialog | None = None  # before the answer: the vendor's early dialog it used
+    early: Attempt | None = None  # before the answer: the attempt whose early dialog it used
 
 
 @dataclass(slots=True, eq=False)

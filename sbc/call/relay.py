@@ -11,7 +11,9 @@
 With anchored media an offer (hold, resume, codec change) goes through rtpengine first, and
 the answer on its way back; a re-INVITE without an offer gets rtpengine's offer from the far
 side's 2xx and its answer from the ACK (late offer, RFC 3264 §3). A request that arrives
-before the call is answered gets 491, after it ended 481 (the BYE is the controller's).
+before the call is answered gets 491, after it ended 481 (the BYE is the controller's);
+only an UPDATE or INFO crosses in the early dialog (RFC 3311 §5), its offer through the
+attempt's own rtpengine branch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from sbc.call import identity, refer, sessiontimer
 from sbc.call.headers import crossing, local
 from sbc.call.media import Media, Reply, rejects, sdp_of
-from sbc.call.model import Call, Headers, Leg, Relay, other
+from sbc.call.model import Attempt, Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
 from sbc.call.reliable import Reliable
 from sbc.call.sessiontimer import SessionTimers
@@ -61,7 +63,11 @@ class Relayer:
                 self.out.respond(tx, 481 if call.state in ("ending", "ended") else 491, now)
                 return
             tx.ctx = call  # RFC 3311 §5: an UPDATE (or INFO) in the early dialog crosses
-            self._send(Relay(call, tx, other(leg), early=early), req, req.body, now)
+            relay = Relay(call, tx, other(leg), early=early)
+            if req.body and early.anchored and not call.unanchored:
+                self._offer(relay, leg, req, now)
+            else:
+                self._send(relay, req, req.body, now)
             return
         extra: list[tuple[str, str]] = []
         if req.method == "REFER":
@@ -79,31 +85,39 @@ class Relayer:
         tx.ctx = call
         relay = Relay(call, tx, other(leg))
         if req.method in ("INVITE", "UPDATE") and req.body and call.anchored:
-            relay.media = True  # a new offer: rtpengine rewrites it for the far side
-
-            def send(reply: Reply, now: float) -> None:
-                body = sdp_of(reply)
-                if body is None:
-                    if rejects(call):  # the call goes on with its current media
-                        self.out.respond(tx, 503, now, "Media Unavailable", tag=False)
-                        return
-                    call.unanchored = True
-                    relay.media = False
-                    body = req.body
-                if call.state == "answered":
-                    self._send(relay, req, body, now)
-                else:
-                    self.out.respond(tx, 481, now, tag=False)
-
-            self.media.offer(call, leg, req.body, send)
+            self._offer(relay, leg, req, now)
             return
         self._send(relay, req, req.body, now, extra)
+
+    def _offer(self, relay: Relay, leg: Leg, req: Request, now: float) -> None:
+        """A new offer from ``leg``: rtpengine rewrites it for the far side first."""
+        call, tx, early = relay.call, relay.server, relay.early
+        relay.media = True
+
+        def send(reply: Reply, now: float) -> None:
+            body = sdp_of(reply)
+            if body is None:
+                if rejects(call) or early is not None:  # the call goes on with its media
+                    self.out.respond(tx, 503, now, "Media Unavailable", tag=False)
+                    return
+                call.unanchored = True
+                relay.media = False
+                body = req.body
+            if early is not None and (early.done or call.current is not early):
+                self.out.respond(tx, 481, now, tag=False)  # that early dialog is gone
+            elif early is not None or call.state == "answered":
+                self._send(relay, req, body, now)
+            else:
+                self.out.respond(tx, 481, now, tag=False)
+
+        self.media.offer(call, leg, req.body, send, early)
 
     def _send(
         self, relay: Relay, req: Request, body: bytes, now: float, extra: Headers = ()
     ) -> None:
         call, far = relay.call, relay.to_leg
-        dialog = relay.early if far == "b" and relay.early is not None else _dialog(call, far)
+        early = relay.early.early if relay.early is not None else None
+        dialog = early if far == "b" and early is not None else _dialog(call, far)
         transport = _transport(call, far, dialog)
         out = dialog.request(
             req.method,
@@ -126,7 +140,8 @@ class Relayer:
         call, server = relay.call, relay.server
         to_leg, from_leg = relay.to_leg, other(relay.to_leg)
         method = server.request.method
-        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and call.anchored:
+        anchored = relay.media if relay.early is not None else call.anchored
+        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and anchored:
 
             def respond(reply: Reply, now: float) -> None:
                 body = sdp_of(reply)
@@ -139,7 +154,7 @@ class Relayer:
                 self._respond(relay, resp, tx, now, body)
 
             if relay.media:  # the answer to the offer rtpengine rewrote
-                self.media.answer(call, to_leg, from_leg, resp.body, respond)
+                self.media.answer(call, to_leg, from_leg, resp.body, respond, relay.early)
                 return
             if not server.request.body and resp.status >= 200:  # re-INVITE without offer
                 call.late_offer = to_leg
@@ -206,16 +221,15 @@ class Relayer:
         self.out.ack(ack, dialog.destination(), keep)
 
 
-def _early(call: Call, req: Request) -> Dialog | None:
-    """The vendor's early dialog an UPDATE or INFO before the answer crosses to (or from):
-    the current attempt's, once a provisional named it. An offer in it needs rtpengine on
-    an anchored attempt, which is not built yet: None (491) then."""
+def _early(call: Call, req: Request) -> Attempt | None:
+    """The attempt whose early dialog an UPDATE or INFO before the answer crosses to (or
+    from): the current one, once a provisional named its dialog."""
     attempt = call.current
     if call.state != "routing" or req.method not in ("UPDATE", "INFO") or attempt is None:
         return None
-    if attempt.done or attempt.early is None or (req.body and attempt.anchored):
+    if attempt.done or attempt.early is None:
         return None
-    return attempt.early
+    return attempt
 
 
 def _timer(call: Call, far: Leg, req: Request) -> Headers:

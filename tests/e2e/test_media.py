@@ -7,6 +7,7 @@ first digit of the DNIS picks the callee:
     1... -> echo    5581  stock lab uas with -rtp_echo
     2... -> hold    5582  uas_hold.xml (answers two re-INVITEs) with -rtp_echo
     3... -> refuse  5583  answers 503, then -> echo (the attempt's media branch is deleted)
+    4... -> early   5585  uas_early_update.xml: 183 with SDP, answers an UPDATE before its 200
 
 The early-offer ladder, with rtpengine's commands (ng) beside the SIP:
 
@@ -58,12 +59,15 @@ trunk_groups:
      trunks: [{ip: 127.0.0.1, port: 5582}]}
   - {name: refuse, relationship: vendor-x, direction: termination, media_profile: anchored,
      trunks: [{ip: 127.0.0.1, port: 5583}]}
+  - {name: early, relationship: vendor-x, direction: termination, media_profile: anchored,
+     trunks: [{ip: 127.0.0.1, port: 5585}]}
 routeplans:
   - name: r
     routes:
       - {prefix: "1", trunk_groups: [echo]}
       - {prefix: "2", trunk_groups: [hold]}
       - {prefix: "3", trunk_groups: [refuse, echo]}
+      - {prefix: "4", trunk_groups: [early]}
 """
 RTP_PORTS = range(41000, 42000)  # harness.Rtpengine's port range
 
@@ -209,6 +213,44 @@ def test_hold_and_resume_reinvites_are_anchored_and_media_flows(
     assert len(invites) == 3
     assert "a=sendonly" in invites[1] and "a=sendonly" not in invites[2]
     assert all(sdp_ports(i)[0] in RTP_PORTS for i in invites)
+    assert rtpengine.calls() == []
+
+
+def test_an_update_before_the_answer_is_anchored_on_both_legs(
+    sbc: tuple[harness.Sbc, Path], rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    """RFC 3311 §5 through rtpengine: the offer in the early UPDATE and its answer are
+    rewritten on the attempt's branch, so each side only ever sees rtpengine's ports.
+
+    uac :5576           sbc                  rtpengine            uas :5585
+     |--INVITE(sdp)------>|--offer-------------->|                    |
+     |                    |--INVITE(sdp')---------------------------->|
+     |                    |<---------------------------183(sdp)-------|
+     |<--183(sdp')--------|--answer------------->|                    |
+     |--UPDATE(sendonly)->|--offer (branch 1)--->|                    |
+     |                    |--UPDATE(sdp')---------------------------->|
+     |                    |<---------------------------200(recvonly)--|
+     |<--200(sdp')--------|--answer (branch 1)-->|                    |
+     |                    |<---------------------------200 INVITE-----|
+     |<--200--------------|                      |                    |
+     |--ACK, BYE--------->|--ACK, BYE---------------------------------->|
+    """
+    proc, _ = sbc
+    before = len(proc.events("call.end"))
+    uas_dir = tmp_path / "uas"
+    with harness.sipp_servers("uas_early_update.xml", [5585], uas_dir, extra=["-trace_msg"]):
+        result = caller("uac_early_update.xml", "45551230000", 1, 5576, tmp_path / "uac")
+    assert result.count("SuccessfulCall") == 1, result.output
+    (end,) = wait_ended(proc, before, 1)
+    assert end["status"] == 200, end
+    (update,) = received(messages(uas_dir, "uas_early_update"), "UPDATE ")
+    assert "a=sendonly" in update and sdp_ports(update)[0] in RTP_PORTS
+    oks = [
+        m
+        for m in received(messages(tmp_path / "uac", "uac_early_update"), "SIP/2.0 200")
+        if "CSeq: 2 UPDATE" in m
+    ]
+    assert len(oks) == 1 and "a=recvonly" in oks[0] and sdp_ports(oks[0])[0] in RTP_PORTS
     assert rtpengine.calls() == []
 
 

@@ -372,3 +372,81 @@ def test_a_call_rtpengine_dropped_ends_and_an_absent_rtpengine_ends_none() -> No
     gone = {b"result": b"error", b"error-reason": b"Unknown call-id"}
     lab.ctrl.on_media(lab.ng.pop(0).token, gone, lab.now)
     assert len([m for m, _ in lab.run() if isinstance(m, Request) and m.method == "BYE"]) == 2
+
+
+def test_an_update_with_an_offer_before_the_answer_goes_through_the_attempts_branch() -> None:
+    """RFC 3311 §5 on an anchored attempt: the early UPDATE's offer and its answer are
+    rewritten on that attempt's rtpengine branch, both ways.
+
+    caller              sbc                              vendor
+      |                   |<--183(sdp, tag v1)-------------|  [answer to-tag=v1]
+      |<--183(sdp')-------|                                |
+      |--UPDATE(sdp)----->|  [offer caller1->v1 .1]        |
+      |                   |--UPDATE(sdp')----------------->|
+      |                   |<--------------------200(sdp)---|  [answer caller1<-v1 .1]
+      |<--200(sdp')-------|                                |
+      |                   |<--UPDATE(sdp)------------------|  [offer v1->caller1 .1]
+      |<--UPDATE(sdp')----|                                |
+      |--200(sdp)-------->|  [answer v1<-caller1 .1]       |
+      |                   |--200(sdp')-------------------->|
+    """
+    lab = media_lab()
+    lab.feed(invite(), CALLER)
+    branch = reply(lab).cmd["via-branch"]
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request)
+    early = make_response(
+        b1, 183, to_tag="v1", headers=[("Contact", "<sip:v@127.0.0.1:5081>")], body=SDP
+    )
+    lab.feed(early, V1)
+    reply(lab)
+    (a183,) = only(run(lab), CALLER)
+    assert isinstance(a183, Response) and a183.status == 183
+
+    update = request("UPDATE", "a-leg-1@10.1.1.1", "caller1", a183.to.tag, 2, CALLER, body=SDP)
+    assert only(lab.feed(update, CALLER), V1) == []  # waits for rtpengine
+    offer = reply(lab, b"v=0\r\nm=audio 41010 RTP/AVP 0\r\n").cmd
+    assert (offer["command"], offer["from-tag"], offer["to-tag"]) == ("offer", "caller1", "v1")
+    assert offer["via-branch"] == branch
+    (b_update,) = only(run(lab), V1)
+    assert isinstance(b_update, Request) and b_update.method == "UPDATE"
+    assert b_update.to.tag == "v1" and b"41010" in b_update.body
+    lab.feed(ok_with_sdp(b_update, "v1"), V1)
+    answer = reply(lab, b"v=0\r\nm=audio 41012 RTP/AVP 0\r\n").cmd
+    assert (answer["command"], answer["from-tag"], answer["to-tag"]) == ("answer", "caller1", "v1")
+    assert answer["via-branch"] == branch
+    (a_ok,) = only(run(lab), CALLER)
+    assert isinstance(a_ok, Response) and a_ok.status == 200 and b"41012" in a_ok.body
+
+    theirs = request("UPDATE", b1.call_id, "v1", b1.from_.tag, 1, V1, body=SDP)
+    lab.feed(theirs, V1)
+    offer = reply(lab, b"v=0\r\nm=audio 41014 RTP/AVP 0\r\n").cmd
+    assert (offer["from-tag"], offer["to-tag"], offer["via-branch"]) == ("v1", "caller1", branch)
+    (a_update,) = only(run(lab), CALLER)
+    assert isinstance(a_update, Request) and b"41014" in a_update.body
+    lab.feed(ok_with_sdp(a_update, "caller1"), CALLER)
+    answer = reply(lab, b"v=0\r\nm=audio 41016 RTP/AVP 0\r\n").cmd
+    assert (answer["command"], answer["from-tag"], answer["to-tag"]) == ("answer", "v1", "caller1")
+    (b_ok,) = only(run(lab), V1)
+    assert isinstance(b_ok, Response) and b_ok.status == 200 and b"41016" in b_ok.body
+
+
+def test_an_early_update_rtpengine_cannot_rewrite_gets_503_and_the_call_goes_on() -> None:
+    lab = media_lab("unanchored")
+    lab.feed(invite(), CALLER)
+    reply(lab)
+    (b1,) = only(run(lab), V1)
+    assert isinstance(b1, Request)
+    lab.feed(make_response(b1, 183, to_tag="v1", body=SDP), V1)
+    reply(lab)
+    (a183,) = only(run(lab), CALLER)
+    assert isinstance(a183, Response)
+    update = request("UPDATE", "a-leg-1@10.1.1.1", "caller1", a183.to.tag, 2, CALLER, body=SDP)
+    lab.feed(update, CALLER)
+    reply(lab, None)  # no rtpengine answered
+    out = run(lab)
+    assert only(out, V1) == []
+    assert [m.status for m in only(out, CALLER)] == [503]  # type: ignore[union-attr]
+    lab.feed(ok_with_sdp(b1, "v1"), V1)  # the vendor answers: the call is up as before
+    assert reply(lab).cmd["command"] == "answer"
+    assert [m.status for m in only(run(lab), CALLER)] == [200]  # type: ignore[union-attr]
