@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from sbc.config.loader import ConfigError, load_config
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     src = exp.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="DIR", help="read node.cdr.path (and its rotations)")
     src.add_argument("--file", metavar="F", action="append", help="a CDR file (repeatable)")
+    src.add_argument("--database", metavar="DSN", help="table cdr of node.cdr.database")
     exp.add_argument("--from", dest="start", metavar="ISO-TIME", help="default: the beginning")
     exp.add_argument("--to", dest="end", metavar="ISO-TIME", help="default: now")
     exp.add_argument("--format", default="csv", choices=["csv", "jsonl"])
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return _status(args.config, args.admin, args.json)
     if args.command == "cdr":
-        return _cdr_export(args.config, args.file, args.start, args.end, args.format)
+        return _cdr_export(args.config, args.file, args.start, args.end, args.format, args.database)
 
     if args.command == "explain":
         from datetime import datetime
@@ -181,7 +183,12 @@ def _status(config_dir: str | None, admin: str | None, raw: bool) -> int:
 
 
 def _cdr_export(
-    config_dir: str | None, files: list[str] | None, start: str | None, end: str | None, fmt: str
+    config_dir: str | None,
+    files: list[str] | None,
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    database: str | None = None,
 ) -> int:
     from pathlib import Path
 
@@ -211,9 +218,12 @@ def _cdr_export(
         print(f"sbc cdr export: --from/--to: {e}", file=sys.stderr)
         return 2
     try:
-        records = cdr.select_records(cdr.read(paths), lo, hi)
+        records = _records(database, paths, lo, hi)
     except OSError as e:
         print(f"sbc cdr export: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the database driver's errors are its own classes
+        print(f"sbc cdr export: {database}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if fmt == "csv":
         sys.stdout.write(cdr.to_csv(records))
@@ -221,6 +231,18 @@ def _cdr_export(
         for rec in records:
             sys.stdout.write(json.dumps(rec, separators=(",", ":")) + "\n")
     return 0
+
+
+def _records(
+    database: str | None, paths: list[Path], lo: float | None, hi: float | None
+) -> list[dict[str, Any]]:
+    from sbc import cdr
+
+    if database:
+        from sbc.cdrship import fetch
+
+        return asyncio.run(fetch(database, lo, hi))
+    return cdr.select_records(cdr.read(paths), lo, hi)
 
 
 if __name__ == "__main__":

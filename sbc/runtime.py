@@ -24,6 +24,7 @@ from sbc import memory, native, status
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
+from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
@@ -134,6 +135,7 @@ class Runtime:
         node = snapshot.config.node
         self.cdrs = JsonLines(node.cdr.path)
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
+        self.shipping = Shipping(log)  # the file into PostgreSQL; a supervisor's job if any
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         self.http: list[HttpServer] = []
         self.started_at = time.time()
@@ -214,6 +216,8 @@ class Runtime:
                 await http.start(*hp)
                 self.http.append(http)
         self.reloads.loaded(self.controller.snapshot.config)
+        if self.worker is None:
+            self.shipping.apply(node.cdr.path, node.cdr.database)
 
     async def _memory_keeper(self, period: float = 10.0) -> None:
         """Every ``period`` s: once a busy node is quiet again, give the allocator's free
@@ -237,6 +241,7 @@ class Runtime:
         return f"{calls} calls up"
 
     async def stop(self) -> None:
+        self.shipping.stop()
         for http in self.http:
             http.close()
         for task in list(self._tasks):
@@ -424,6 +429,8 @@ class Runtime:
         self.controller.snapshot = snapshot
         if snapshot.config.node.cdr.path != str(self.cdrs.path):
             self.cdrs.reopen(snapshot.config.node.cdr.path)
+        if self.worker is None and self.loop is not None:
+            self.shipping.apply(snapshot.config.node.cdr.path, snapshot.config.node.cdr.database)
         if snapshot.config.node.rtpengine:
             if self.media is None:  # the first rtpengine: a client of its own
                 self.media = media_client(snapshot, self.log, self.metrics.observe_rtpengine)
@@ -504,6 +511,7 @@ class Runtime:
             "calls": len(self.controller.calls),
             "cdr_records": self.cdrs.written,
             "cdr_path": str(self.cdrs.path.absolute()),  # relative paths: our cwd's
+            "cdr_database": self.shipping.status(),
         }
         if self.worker is not None:
             node["worker"] = self.worker.index

@@ -35,6 +35,7 @@ from typing import Any
 
 from sbc import aggregate, ipc, memory, native
 from sbc.cdr import iso
+from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
@@ -84,6 +85,7 @@ class Supervisor:
         self.started_at = time.time()
         self.draining_since: float | None = None
         self.http: list[HttpServer] = []
+        self.shipping = Shipping(log)  # the node's one CDR file into PostgreSQL
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._ask_ids = itertools.count(1)
         # bindings being shared: ack id -> (the worker that took it, its token, who must
@@ -112,6 +114,7 @@ class Supervisor:
                 await http.start(*hp)
                 self.http.append(http)
         self.reloads.loaded(self.snapshot.config)
+        self.shipping.apply(node.cdr.path, node.cdr.database)
         self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())
         self.notifier.ready(await self._summary())
         if self.notifier.watchdog:
@@ -269,6 +272,7 @@ class Supervisor:
                 if w.link is not None:
                     w.link.send("snapshot", (snapshot.config, snapshot.loaded_at))
             self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
+            self.shipping.apply(snapshot.config.node.cdr.path, snapshot.config.node.cdr.database)
         self.notifier.ready(f"{len(self.workers)} workers")
 
     async def drain(self) -> None:
@@ -287,6 +291,7 @@ class Supervisor:
                 os.kill(w.proc.pid, sig)
 
     async def stop(self) -> None:
+        self.shipping.stop()
         for http in self.http:
             http.close()
         self.signal_all(signal.SIGKILL)
@@ -335,6 +340,7 @@ class Supervisor:
             "calls": sum(r["node"]["calls"] for r in reports),
             "cdr_records": sum(r["node"]["cdr_records"] for r in reports),
             "cdr_path": str(Path(self.snapshot.config.node.cdr.path).absolute()),
+            "cdr_database": self.shipping.status(),
             "workers": [{k: r["node"][k] for k in ("worker", "pid", "calls")} for r in reports],
             "worker_restarts": self._restarts(),
         }

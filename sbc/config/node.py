@@ -77,6 +77,12 @@ class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     path: Annotated[str, d("JSON-lines CDR file, relative to the working directory.")] = (
         "cdr/cdr.jsonl"
     )
+    database: Annotated[
+        str,
+        d(
+            "PostgreSQL DSN (e.g. postgresql://sbc@/sbc?host=/run/postgresql): every record also lands in table `cdr`, shipped from the file, which stays the spool; empty = file only."
+        ),
+    ] = ""
 
 
 class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
