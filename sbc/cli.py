@@ -21,12 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="serve SIP with the configuration in DIR")
     run.add_argument("--config", required=True, metavar="DIR")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format", default="json", choices=["json", "console"], help="console: for a terminal"
+    )
     wk = sub.add_parser("worker")  # started by `sbc run` itself (sbc.supervisor), not by hand
     wk.add_argument("--fd", type=int, required=True)
     wk.add_argument("--index", type=int, required=True)
     wk.add_argument("--workers", type=int, required=True)
     wk.add_argument("--node", type=int, required=True)
     wk.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    wk.add_argument("--log-format", default="json", choices=["json", "console"])
     check = sub.add_parser("check", help="validate the configuration in DIR and exit")
     check.add_argument("--config", required=True, metavar="DIR")
     sub.add_parser("schema", help="print the configuration's JSON Schema")
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sbc import log as logmod
 
-    log = logmod.setup(args.log_level)
+    log = logmod.setup(args.log_level, args.log_format)
     try:
         import uvloop
 
@@ -129,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         if workers > 1:
             from sbc import supervisor
 
-            return asyncio.run(supervisor.serve(args.config, log, workers, args.log_level))
+            return asyncio.run(
+                supervisor.serve(args.config, log, workers, args.log_level, args.log_format)
+            )
         from sbc.runtime import serve
 
         return asyncio.run(serve(args.config, log))

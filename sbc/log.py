@@ -1,10 +1,21 @@
-"""structlog JSON lines on stdout, one per event, with the call's id on every call line."""
+"""structlog lines on stdout, one per event, with the call's id on every call line.
+
+``json`` (the default) is one JSON object per line, encoded by msgspec. Under systemd, when
+stdout is the journal's stream (``$JOURNAL_STREAM`` names its device and inode,
+systemd.exec(5)), each line starts with its syslog priority, ``<3>`` error, ``<4>``
+warning, ``<6>`` info, ``<7>`` debug (sd-daemon(3)), so ``journalctl -p warning`` shows what
+needs a look and the JSON stays intact after the prefix. ``console`` is for people at a
+terminal: aligned, key=value, coloured when stdout is a tty.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 LEVELS = {
@@ -13,18 +24,57 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+PRIORITY = {"debug": b"<7>", "info": b"<6>", "warning": b"<4>", "error": b"<3>", "critical": b"<2>"}
+FORMATS = ("json", "console")
 
 
-def setup(level: str = "info") -> structlog.typing.FilteringBoundLogger:
+def journal_stream(out: TextIO) -> bool:
+    """Whether ``out`` is the stream systemd connected to the journal."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class JsonLine:
+    """The event as one JSON line (msgspec; a value it cannot encode is written as its
+    str()), with the journal's priority prefix when ``journal``."""
+
+    def __init__(self, journal: bool) -> None:
+        self.journal = journal
+        self.encoder = msgspec.json.Encoder(enc_hook=str)
+
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> bytes:
+        line = self.encoder.encode(event)
+        if self.journal:
+            return PRIORITY.get(str(event.get("level", "")), b"<6>") + line
+        return line
+
+
+def setup(
+    level: str = "info", fmt: str = "json", out: TextIO | None = None
+) -> structlog.typing.FilteringBoundLogger:
+    out = out if out is not None else sys.stdout
+    head: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    factory: Any
+    if fmt == "console":
+        render: Any = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        factory = structlog.WriteLoggerFactory(file=out)
+    else:
+        render = JsonLine(journal_stream(out))
+        factory = structlog.BytesLoggerFactory(file=out.buffer)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*head, render],
         # Below the level, a log call is a no-op method: nothing is rendered.
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()

@@ -71,10 +71,13 @@ class WorkerProcess:
 
 
 class Supervisor:
-    def __init__(self, config_dir: str | Path, log: Any, workers: int, log_level: str) -> None:
+    def __init__(
+        self, config_dir: str | Path, log: Any, workers: int, log_level: str, log_format: str
+    ) -> None:
         self.config_dir = Path(config_dir)
         self.log = log
         self.log_level = log_level
+        self.log_format = log_format
         self.snapshot = Snapshot.build(load_config(self.config_dir))
         node = self.snapshot.config.node
         self.memory = MemoryStore()
@@ -129,6 +132,7 @@ class Supervisor:
             sys.executable, "-m", "sbc.cli", "worker", "--fd", str(theirs.fileno()),
             "--index", str(w.index), "--workers", str(len(self.workers)),
             "--node", str(os.getpid()), "--log-level", self.log_level,
+            "--log-format", self.log_format,
             pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
         )  # fmt: skip
         theirs.close()
@@ -359,8 +363,10 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
 
-async def serve(config_dir: str | Path, log: Any, workers: int, log_level: str) -> int:
-    sup = Supervisor(config_dir, log, workers, log_level)
+async def serve(
+    config_dir: str | Path, log: Any, workers: int, log_level: str, log_format: str = "json"
+) -> int:
+    sup = Supervisor(config_dir, log, workers, log_level, log_format)
     drain, stop = asyncio.Event(), asyncio.Event()
 
     def terminate() -> None:
