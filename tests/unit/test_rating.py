@@ -1,0 +1,196 @@
+"""Rate decks and billing arithmetic (routing.ratedeck, routing.rating), with fake time."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from routing.ratedeck import Columns, DeckCache, DeckError, parse, parse_effective
+from routing.rating import Tariff, billed_seconds, lcr_order, over_ceiling, rate_call
+
+COLS = Columns("Code", "Rate", "Effective Date", "Destination")
+T0 = parse_effective("2026-12-01T00:00:00")
+DAY = 86400.0
+
+
+def deck(text: str, now: float = T0):  # type: ignore[no-untyped-def]
+    return parse("d", "d.csv", text, COLS, now)
+
+
+def tariff(text: str, first: int = 60, nxt: int = 6, digits: int = 4) -> Tariff:
+    return Tariff(deck(text), "USD", digits, first, nxt, False)
+
+
+HEAD = "Code,Rate,Effective Date,Destination\n"
+
+
+def test_issue_example_61s_at_one_cent_billed_66s_costs_0_0110() -> None:
+    t = tariff(HEAD + "1,0.0100,,USA\n")
+    r = rate_call(t, "15551230000", T0, 61.0)
+    assert r is not None
+    assert (r.prefix, r.billed_seconds, str(r.amount), str(r.rate)) == ("1", 66, "0.0110", "0.0100")
+
+
+@pytest.mark.parametrize(
+    ("duration", "first", "nxt", "delay", "billed"),
+    [
+        (0.0, 60, 6, False, 0),
+        (0.2, 60, 6, False, 60),
+        (60.0, 60, 6, False, 60),
+        (60.001, 60, 6, False, 66),
+        (58.5, 60, 6, True, 60),
+        (60.0, 60, 6, True, 66),
+        (13.0, 6, 6, False, 18),
+        (13.2, 1, 1, False, 14),
+    ],
+)
+def test_increments(duration: float, first: int, nxt: int, delay: bool, billed: int) -> None:
+    assert billed_seconds(duration, first, nxt, delay) == billed
+
+
+def test_rounding_half_up_per_deck() -> None:
+    t = tariff(HEAD + "44,0.0125,,UK\n", first=1, nxt=1, digits=2)
+    r = rate_call(t, "4420", T0, 60.0)  # 0.0125 -> 0.01 at 2 digits (half up of 0.0125)
+    assert r is not None and r.amount == Decimal("0.01") and str(r.amount) == "0.01"
+    t = tariff(HEAD + "44,0.015,,UK\n", first=1, nxt=1, digits=2)
+    assert str(rate_call(t, "4420", T0, 60.0).amount) == "0.02"  # type: ignore[union-attr]
+
+
+def test_longest_prefix_wins_and_unrated_is_none() -> None:
+    d = deck(HEAD + "1,0.01,,USA\n1212,0.02,,NYC\n44,0.03,,UK\n")
+    assert d.lookup("12125550000", T0).prefix == "1212"  # type: ignore[union-attr]
+    assert d.lookup("13105550000", T0).prefix == "1"  # type: ignore[union-attr]
+    assert d.lookup("33123", T0) is None
+
+
+def test_effective_date_switches_at_the_right_second() -> None:
+    d = deck(HEAD + "1,0.0100,2026-12-01,USA\n1,0.0200,2026-12-10T12:00:00Z,USA\n")
+    switch = parse_effective("2026-12-10T12:00:00Z")
+    assert str(d.lookup("1555", switch - 1).rate) == "0.0100"  # type: ignore[union-attr]
+    assert str(d.lookup("1555", switch).rate) == "0.0200"  # type: ignore[union-attr]
+    assert d.lookup("1555", T0 - 1) is None  # before any rate is in force
+
+
+def test_a_future_rate_gives_way_to_a_shorter_code() -> None:
+    d = deck(HEAD + "1,0.01,,USA\n1212,0.02,2027-01-01,NYC\n")
+    assert d.lookup("12125550000", T0).prefix == "1"  # type: ignore[union-attr]
+    assert d.lookup("12125550000", parse_effective("2027-01-01")).prefix == "1212"  # type: ignore[union-attr]
+
+
+def test_orphan_rates_until_its_day_passes_then_unrated(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text(HEAD + "1,0.01,,USA\n44,0.03,,UK\n")
+    cache = DeckCache()
+    cache.load("d", str(f), COLS, 2, T0)
+    f.write_text(HEAD + "1,0.01,,USA\n")  # 44 dropped from the reloaded deck
+    reloaded = cache.load("d", str(f), COLS, 2, T0 + 10)
+    assert reloaded.orphans == 1
+    assert reloaded.lookup("4420", T0 + 10 + 2 * DAY - 1).prefix == "44"  # type: ignore[union-attr]
+    assert reloaded.lookup("4420", T0 + 10 + 2 * DAY) is None  # expired: unrated
+    # a later reload (the code still missing) keeps the first orphaning's expiry
+    f.write_text(HEAD + "1,0.011,,USA\n")
+    again = cache.load("d", str(f), COLS, 2, T0 + DAY)
+    assert again.lookup("4420", T0 + 10 + 2 * DAY) is None
+    assert again.lookup("4420", T0 + DAY).prefix == "44"  # type: ignore[union-attr]
+
+
+def test_no_orphans_when_orphan_after_days_is_0(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text(HEAD + "44,0.03,,UK\n")
+    cache = DeckCache()
+    cache.load("d", str(f), COLS, 0, T0)
+    f.write_text(HEAD + "1,0.01,,USA\n")
+    assert cache.load("d", str(f), COLS, 0, T0).lookup("4420", T0) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        (HEAD + "1,0.01,,USA\n1x,0.01,,USA\n", 3, "Code"),
+        (HEAD + "1,abc,,USA\n", 2, "Rate"),
+        (HEAD + "1,-1,,USA\n", 2, "Rate"),
+        (HEAD + "1,0.01,01/12/2026,USA\n", 2, "Effective Date"),
+        (HEAD + "1,0.01\n", 2, ""),
+        ("Prefix,Rate\n1,0.01\n", 1, "Code"),
+        (HEAD + "1,0.01,,A\n1,0.02,,B\n", 3, "Code"),
+    ],
+)
+def test_bad_rows_name_line_and_column(text: str, line: int, column: str) -> None:
+    with pytest.raises(DeckError) as e:
+        deck(text)
+    assert (e.value.file, e.value.line, e.value.column) == ("d.csv", line, column)
+
+
+def test_lcr_cheapest_first_unrated_last_ties_in_route_order() -> None:
+    a = deck(HEAD + "1,0.010,,USA\n").lookup("1", T0)
+    b = deck(HEAD + "1,0.005,,USA\n").lookup("1", T0)
+    c = deck(HEAD + "1,0.005,,USA\n").lookup("1", T0)
+    order = lcr_order(["none", "a", "b", "c"], {"none": None, "a": a, "b": b, "c": c})
+    assert order == ["b", "c", "a", "none"]
+
+
+def test_margin_guard() -> None:
+    cost = deck(HEAD + "1,0.010,,USA\n").lookup("1", T0)
+    revenue = deck(HEAD + "1,0.008,,USA\n").lookup("1", T0)
+    assert over_ceiling("revenue", cost, revenue)
+    assert not over_ceiling("revenue", cost, None)  # nothing to compare
+    assert not over_ceiling("0.01", cost, None) and over_ceiling("0.009", cost, None)
+    assert over_ceiling("revenue", None, revenue)  # unknown cost under a guard
+    assert not over_ceiling("", None, None)
+
+
+CONFIG = """
+node: {workers: 1}
+relationships: [{name: carrier-a}, {name: vendor-x}]
+rate_decks:
+  - name: v
+    file: rates/v.csv
+    columns: {prefix: Code, rate: Rate, effective: "Effective Date", description: Destination}
+    increment: {first: 60, next: 6}
+trunk_groups:
+  - {name: in, relationship: carrier-a, direction: origination, routeplan: rp,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: out, relationship: vendor-x, direction: termination, rate_deck: v,
+     trunks: [{ip: 127.0.0.1, port: 5081}]}
+routeplans:
+  - {name: rp, routes: [{prefix: "", trunk_groups: [out], order: lcr}]}
+"""
+
+
+def _check(tmp_path: Path, csv_text: str, yaml_text: str = CONFIG) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from sbc.cli import main
+
+    (tmp_path / "rates").mkdir(exist_ok=True)
+    (tmp_path / "rates" / "v.csv").write_text(csv_text)
+    (tmp_path / "sbc.yaml").write_text(yaml_text)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["check", "--config", str(tmp_path)])
+    return rc, err.getvalue()
+
+
+def test_check_names_the_csv_file_line_and_column(tmp_path: Path) -> None:
+    assert _check(tmp_path, HEAD + "1,0.01,,USA\n") == (0, "")
+    rc, err = _check(tmp_path, HEAD + "1,0.01,,USA\n44,0.0x,,UK\n")
+    assert rc == 1
+    assert f"{tmp_path / 'rates' / 'v.csv'}:3: Rate: rate '0.0x': not a number" in err
+
+
+def test_check_refuses_unknown_decks_bad_ceilings_and_balances_with_workers(
+    tmp_path: Path,
+) -> None:
+    rc, err = _check(tmp_path, HEAD, CONFIG.replace("rate_deck: v", "rate_deck: w"))
+    assert rc == 1 and "trunk_groups[1].rate_deck: unknown rate deck 'w'" in err
+    rc, err = _check(tmp_path, HEAD, CONFIG.replace("rate_deck: v", "rate_deck: v, max_cost: x"))
+    assert rc == 1 and "max_cost: 'x': write revenue or a rate per minute" in err
+    with_balance = CONFIG.replace("{name: carrier-a}", "{name: carrier-a, balance: {}}")
+    assert _check(tmp_path, HEAD, with_balance)[0] == 0
+    rc, err = _check(tmp_path, HEAD, with_balance.replace("workers: 1", "workers: 2"))
+    assert rc == 1 and "relationships[0].balance: balances are kept in one process" in err
+    rc, err = _check(tmp_path, HEAD, CONFIG.replace("rates/v.csv", "rates/none.csv"))
+    assert rc == 1 and "rate_decks[0].file: cannot read" in err
