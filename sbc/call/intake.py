@@ -83,6 +83,15 @@ class Intake:
         sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
         for trigger in sel.triggers:
             self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
+        for name in sel.guarded:
+            self.host.refusals[(name, "max_cost")] += 1
+            self.out.notice(
+                "call.egress_skipped",
+                None,
+                sip_call_id=req.call_id,
+                trunk_group=name,
+                reason="max_cost",
+            )
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
         if session is not None:

@@ -21,7 +21,6 @@ from routing.ratedeck import DECKS, Columns, DeckError, RateDeck
 from sbc.config.schema import Config, RateDeckConfig
 
 
-
 class Locator(Protocol):
     """The loader's map from a config path to its file and line."""
 

@@ -194,3 +194,59 @@ def test_check_refuses_unknown_decks_bad_ceilings_and_balances_with_workers(
     assert rc == 1 and "relationships[0].balance: balances are kept in one process" in err
     rc, err = _check(tmp_path, HEAD, CONFIG.replace("rates/v.csv", "rates/none.csv"))
     assert rc == 1 and "rate_decks[0].file: cannot read" in err
+
+
+LCR = """
+node: {workers: 1}
+relationships: [{name: carrier-a}, {name: vendor-x}]
+rate_decks:
+  - {name: dear, file: dear.csv}
+  - {name: cheap, file: cheap.csv}
+  - {name: sell, file: sell.csv}
+trunk_groups:
+  - {name: in, relationship: carrier-a, direction: origination, routeplan: rp,
+     rate_deck: sell, trunks: [{ip: 127.0.0.1}]}
+  - {name: dear, relationship: vendor-x, direction: termination, rate_deck: dear,
+     trunks: [{ip: 127.0.0.1, port: 5081}]}
+  - {name: cheap, relationship: vendor-x, direction: termination, rate_deck: cheap,
+     trunks: [{ip: 127.0.0.1, port: 5082}]}
+  - {name: none, relationship: vendor-x, direction: termination,
+     trunks: [{ip: 127.0.0.1, port: 5083}]}
+routeplans:
+  - {name: rp, routes: [{prefix: "1", trunk_groups: [none, dear, cheap], order: lcr}]}
+"""
+
+
+def _lcr(tmp_path: Path, yaml_text: str = LCR):  # type: ignore[no-untyped-def]
+    from sbc.config.loader import load_config
+    from sbc.config.snapshot import Snapshot
+
+    for name, rate in (("dear", "0.010"), ("cheap", "0.005"), ("sell", "0.008")):
+        (tmp_path / f"{name}.csv").write_text(f"prefix,rate,description\n1,{rate},USA\n")
+    (tmp_path / "sbc.yaml").write_text(yaml_text)
+    return Snapshot.build(load_config(tmp_path))
+
+
+def test_explain_shows_each_candidates_rate_and_the_lcr_order(tmp_path: Path) -> None:
+    from sbc.explain import explain
+
+    lines, ok = explain(_lcr(tmp_path), "127.0.0.1:5070", "15551230000")
+    text = "\n".join(lines)
+    assert ok
+    assert "rating: revenue deck sell: code 1 rate 0.008/min (USA)" in text
+    assert "dear: cost deck dear: code 1 rate 0.010/min" in text
+    assert "cheap: cost deck cheap: code 1 rate 0.005/min" in text
+    assert "none: cost no rate deck" in text
+    attempts = [ln.split()[1] for ln in lines if ln.startswith("  ") and ". " in ln[:6]]
+    assert attempts == ["cheap", "dear", "none"]
+
+
+def test_explain_margin_guard_skips_a_vendor_dearer_than_revenue(tmp_path: Path) -> None:
+    from sbc.explain import explain
+
+    guarded = LCR.replace("rate_deck: dear,", "rate_deck: dear, max_cost: revenue,")
+    lines, _ = explain(_lcr(tmp_path, guarded), "127.0.0.1:5070", "15551230000")
+    text = "\n".join(lines)
+    assert "-> skipped (max_cost revenue)" in text
+    attempts = [ln.split()[1] for ln in lines if ln.startswith("  ") and ". " in ln[:6]]
+    assert attempts == ["cheap", "none"]
