@@ -19,8 +19,10 @@ import itertools
 from collections import Counter
 from typing import Any, Protocol
 
+from routing.rating import ZERO, first_increment
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
+from sbc.balance import Book
 from sbc.call import hunt, identity, ingress, reliable, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
@@ -55,6 +57,7 @@ class Intake:
         self.host = host
         self._tokens = itertools.count(1)  # Acquire tokens, never on the wire
         self._leases: dict[int, LeaseRequest] = {}
+        self.balances = Book()  # relationships' balances (sbc.balance; the ledger: runtime)
 
     def invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.out.snapshot
@@ -92,8 +95,18 @@ class Intake:
                 trunk_group=name,
                 reason="max_cost",
             )
+        policy = snap.balances.get(tg.relationship) if snap.balances else None
+        first = ZERO
+        if policy is not None:  # sbc.balance: the credit left, less calls up
+            tariff = snap.tariffs.get(tg.name)
+            first = first_increment(tariff, sel.dnis, wall) if tariff is not None else ZERO
+            if not self.balances.admit(tg.relationship, policy, first):
+                self.refuse(tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now)
+                return
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
+        if first:
+            self.balances.reserve(tg.relationship, call.id, first)
         if session is not None:
             session.update = sessiontimer.allows_update(req)
             call.sessions["a"] = session

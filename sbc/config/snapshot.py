@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from routing.rating import Tariff
 from routing.select import CompiledPlan
 from sbc.config.decks import load_deck
-from sbc.config.schema import CapacityGroup, Config, MediaProfile, TrunkGroup
+from sbc.config.schema import Balance, CapacityGroup, Config, MediaProfile, TrunkGroup
 from sbc.manipulate import Rules, compile_rules
 from sbc.state import Scope
 
@@ -54,6 +54,7 @@ class Snapshot:
     media: dict[str, MediaProfile | None] = field(default_factory=dict)  # trunk group -> profile
     # trunk group -> its rate deck with the deck's terms (only trunk groups that have one)
     tariffs: dict[str, Tariff] = field(default_factory=dict)
+    balances: dict[str, Balance] = field(default_factory=dict)  # relationship -> its policy
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -107,6 +108,8 @@ class Snapshot:
                 snap.tariffs[tg.name] = decks[tg.rate_deck]
         for rel in config.relationships:
             snap.relationship_status[rel.name] = rel.status
+            if rel.balance is not None:
+                snap.balances[rel.name] = rel.balance
         for listen in config.node.listen:
             snap.listen_ports.setdefault(listen.transport, listen.port)
         return snap
