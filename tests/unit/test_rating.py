@@ -250,3 +250,105 @@ def test_explain_margin_guard_skips_a_vendor_dearer_than_revenue(tmp_path: Path)
     assert "-> skipped (max_cost revenue)" in text
     attempts = [ln.split()[1] for ln in lines if ln.startswith("  ") and ". " in ln[:6]]
     assert attempts == ["cheap", "none"]
+
+
+def _rated_lab(tmp_path: Path, vendor_deck: str):  # type: ignore[no-untyped-def]
+    import msgspec
+
+    from sbc.config.loader import load_config
+    from tests.helpers import Lab
+
+    text = Path("config/lab/sbc.yaml").read_text()
+    (tmp_path / "sell.csv").write_text(HEAD + "1,0.0100,,USA\n")
+    (tmp_path / "buy.csv").write_text(HEAD + vendor_deck)
+    cols = '{prefix: Code, rate: Rate, effective: "Effective Date", description: Destination}'
+    (tmp_path / "sbc.yaml").write_text(
+        text
+        + "\nrate_decks:\n"
+        + f"  - {{name: sell, file: sell.csv, columns: {cols}, increment: {{first: 60, next: 6}}}}\n"
+        + f"  - {{name: buy, file: buy.csv, columns: {cols}, increment: {{first: 6, next: 6}},"
+        + " rounding_digits: 5, propagation_delay: true}\n"
+    )
+    config = load_config(tmp_path)
+    tgs = [
+        msgspec.structs.replace(tg, rate_deck="sell" if tg.direction == "origination" else "buy")
+        for tg in config.trunk_groups
+    ]
+    return Lab(msgspec.structs.replace(config, trunk_groups=tgs))
+
+
+def _answered_call(lab, hold: float) -> None:  # type: ignore[no-untyped-def]
+    """caller -INVITE-> sbc -INVITE-> vendor (a 503, then the other trunk answers); the
+    caller ACKs the 200, holds ``hold`` s and hangs up."""
+    from sbc.sip.message import Request, Response, make_response
+    from tests.helpers import CALLER, V1, V2, invite, only
+    from tests.unit.test_ops import WALL, a_bye
+
+    lab.ctrl.wall_offset = WALL
+    out = lab.feed(invite(), CALLER)
+    ((b1, t1),) = [(m, t) for m, t in out if t != CALLER]
+    out = lab.feed(make_response(b1, 503, to_tag="x"), t1)
+    t2 = V2 if t1 == V1 else V1
+    (b2,) = [m for m in only(out, t2) if isinstance(m, Request) and m.method == "INVITE"]
+    ok = make_response(b2, 200, to_tag="y", headers=[("Contact", "<sip:v@127.0.0.1:5082>")])
+    (a_ok,) = only(lab.feed(ok, t2), CALLER)
+    assert isinstance(a_ok, Response)
+    ack = a_bye(a_ok.to.tag).replace(b"BYE sip", b"ACK sip").replace(b"2 BYE", b"1 ACK")
+    lab.feed(ack.replace(b"z9hG4bKb2", b"z9hG4bKack"), CALLER)
+    lab.advance(hold)
+    (b_bye,) = only(lab.feed(a_bye(a_ok.to.tag), CALLER), t2)
+    lab.feed(make_response(b_bye, 200), t2)
+
+
+def test_a_61s_call_through_the_controller_is_billed_66s_and_costs_0_0110(
+    tmp_path: Path,
+) -> None:
+    lab = _rated_lab(tmp_path, "1,0.0060,,USA\n")
+    _answered_call(lab, hold=61.0)
+    (rec,) = lab.ctrl.pop_cdrs()
+    assert rec["duration"] == 61.0
+    assert (rec["rate_status"], rec["rate_deck"], rec["rate"], rec["billed_seconds"]) == (
+        "rated",
+        "sell",
+        "0.0100",
+        66,
+    )
+    # the vendor's deck: 6/6 with propagation delay, 5 digits: 62 s -> 66 s at 0.006
+    assert (rec["revenue"], rec["cost_billed_seconds"], rec["cost"]) == ("0.0110", 66, "0.00660")
+    assert rec["margin"] == "0.00440"
+    failed, answered = rec["attempts"]
+    assert (failed["billed_seconds"], failed["cost"]) == (0, "0.00000")
+    assert (answered["billed_seconds"], answered["cost"]) == (66, "0.00660")
+
+
+def test_a_call_with_no_matching_code_is_unrated(tmp_path: Path) -> None:
+    lab = _rated_lab(tmp_path, "44,0.0060,,UK\n")
+    _answered_call(lab, hold=10.0)
+    (rec,) = lab.ctrl.pop_cdrs()
+    assert rec["rate_status"] == "unrated" and rec["revenue"] == "0.0100"
+    assert rec["cost"] is None and rec["margin"] is None
+    assert rec["attempts"][1]["rate_status"] == "unrated"
+
+
+def test_a_reload_swaps_decks_with_the_snapshot_or_keeps_the_old_ones(tmp_path: Path) -> None:
+    import os
+
+    from sbc.reloads import Reloads
+    from tests.unit.test_balance import Log
+
+    snap = _lcr(tmp_path)
+    log = Log()
+    reloads = Reloads(tmp_path, log, "")
+    cheap = tmp_path / "cheap.csv"
+    cheap.write_text("prefix,rate,description\n1,0.0x,USA\n")
+    os.utime(cheap, ns=(1, 1))  # a new mtime even within the same tick
+    assert reloads.load(snap.config) is None
+    (failed,) = [f for e, f in log.events if e == "config.reload_failed"]
+    assert (failed["file"], failed["line"], failed["field"]) == (str(cheap), 2, "rate")
+    assert str(snap.tariffs["cheap"].deck.lookup("1", 0).rate) == "0.005"  # type: ignore[union-attr]
+    cheap.write_text("prefix,rate,description\n1,0.003,USA\n")
+    os.utime(cheap, ns=(2, 2))
+    new = reloads.load(snap.config)
+    assert new is not None
+    assert str(new.tariffs["cheap"].deck.lookup("1", 0).rate) == "0.003"  # type: ignore[union-attr]
+    assert str(snap.tariffs["cheap"].deck.lookup("1", 0).rate) == "0.005"  # type: ignore[union-attr]
