@@ -265,7 +265,8 @@ def _rated_lab(tmp_path: Path, vendor_deck: str):  # type: ignore[no-untyped-def
     (tmp_path / "sbc.yaml").write_text(
         text
         + "\nrate_decks:\n"
-        + f"  - {{name: sell, file: sell.csv, columns: {cols}, increment: {{first: 60, next: 6}}}}\n"
+        + f"  - {{name: sell, file: sell.csv, columns: {cols},"
+        + " increment: {first: 60, next: 6}}\n"
         + f"  - {{name: buy, file: buy.csv, columns: {cols}, increment: {{first: 6, next: 6}},"
         + " rounding_digits: 5, propagation_delay: true}\n"
     )
