@@ -80,14 +80,6 @@ def rate_call(tariff: Tariff, number: str, setup: float, duration: float) -> Rat
     )
 
 
-def first_increment(tariff: Tariff, number: str, at: float) -> Decimal:
-    """What the first increment of a call to ``number`` costs (what admission reserves)."""
-    found = tariff.deck.lookup(number, at)
-    if found is None:
-        return ZERO
-    return amount(found.rate, tariff.first or tariff.next or 1, tariff.quantum)
-
-
 def lcr_order(names: list[str], rate_of: dict[str, Rate | None]) -> list[str]:
     """Trunk groups by rate, cheapest first; unrated ones last; ties keep route order."""
     inf = Decimal("Infinity")

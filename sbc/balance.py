@@ -6,11 +6,12 @@ calls are charged and rises with payments; at ``warn_at`` the NOC is told once, 
 
 - the balance is ``payments - charges``; a call's charge is its CDR's ``revenue`` (the
   ingress trunk group's deck), accrued when the call ends (``Book.settle``);
-- admission reserves the first increment of each call it lets through and counts every
-  reservation of calls still up (``Book.admit``): a call is refused (403,
-  ``balance_suspended``) when the balance less what is reserved is at or below
-  ``suspend_at``, or would fall below it with this call's first increment; so many calls
-  started at once cannot spend more than the credit's first increments;
+- admission holds, for every call of the relationship still up, what it will cost at
+  least: its first increment until it is answered, then its billed cost so far plus the
+  next increment (``Hold``, recomputed at each admission); a call is refused (403,
+  ``balance_suspended``) when the balance less those holds is at or below
+  ``suspend_at``, or would fall below it with this call's first increment; so many long
+  calls cannot overrun the credit by more than one increment each;
 - the ledger is a JSON-lines file (``node.balance.ledger``): one line per payment (written
   by `sbc balance add`) and per charge (written by the node). At start the book is rebuilt
   from it, each payment counted once by its id and each charge once by its call id; while
@@ -28,19 +29,57 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from routing.rating import Tariff, amount, billed_seconds
 from sbc.config.schema import Balance
 
 ZERO = Decimal(0)
+
+
+class Answered(Protocol):
+    """What a hold reads of its call (sbc.call.model.Call): when it was answered."""
+
+    @property
+    def answered_at(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A call in progress: its rate and its deck's terms, and the call for its answer time
+    (monotonic, as ``now``); without a call (tests) it holds ``first`` for ever."""
+
+    first: Decimal  # its first increment's amount
+    rate: Decimal = ZERO
+    tariff: Tariff | None = None
+    call: Answered | None = None
+
+    def amount(self, now: float) -> Decimal:
+        t = self.tariff
+        answered = self.call.answered_at if self.call is not None else None
+        if t is None or answered is None:
+            return self.first
+        billed = billed_seconds(now - answered, t.first, t.next, t.propagation_delay)
+        return amount(self.rate, billed + t.next, t.quantum)
+
+
+def balance_hold(tariff: Tariff | None, number: str, at: float) -> Hold | None:
+    """The hold of a new call to ``number`` on a trunk group with this deck; None when
+    the call is unrated (it will be charged nothing)."""
+    if tariff is None:
+        return None
+    found = tariff.deck.lookup(number, at)
+    if found is None:
+        return None
+    first = amount(found.rate, tariff.first, tariff.quantum)
+    return Hold(first, found.rate, tariff)
 
 
 @dataclass(slots=True)
 class Account:
     paid: Decimal = ZERO
     charged: Decimal = ZERO
-    reserved: dict[str, Decimal] = field(default_factory=dict)  # call id -> first increment
-    held: Decimal = ZERO  # sum of reserved
+    holds: dict[str, Hold] = field(default_factory=dict)  # call id -> what it holds
     warned: bool = False  # balance.warning said, until a payment lifts it over warn_at
     suspended: bool = False
 
@@ -90,18 +129,22 @@ class Book:
             return True
         return False
 
-    def admit(self, relationship: str, policy: Balance, first: Decimal) -> bool:
+    def held(self, relationship: str, now: float) -> Decimal:
+        """What the relationship's calls in progress hold at ``now``."""
+        holds = self.account(relationship).holds
+        return sum((h.amount(now) for h in holds.values()), ZERO)
+
+    def admit(self, relationship: str, policy: Balance, first: Decimal, now: float) -> bool:
         """May a new call from ``relationship`` start, its first increment costing
-        ``first``? (Then ``reserve`` holds that increment under the call's id.)"""
+        ``first``? (Then ``reserve`` holds it under the call's id.) The cost grows with
+        the calls up: one hold per call, a few Decimal operations each."""
         acc = self.account(relationship)
-        free = acc.balance - acc.held
+        free = acc.balance - self.held(relationship, now) if acc.holds else acc.balance
         floor = Decimal(str(policy.suspend_at))
         return not (free <= floor or free - first < floor)
 
-    def reserve(self, relationship: str, call_id: str, first: Decimal) -> None:
-        acc = self.account(relationship)
-        acc.reserved[call_id] = first
-        acc.held += first
+    def reserve(self, relationship: str, call_id: str, hold: Hold) -> None:
+        self.account(relationship).holds[call_id] = hold
 
     def settle(
         self, relationship: str, policy: Balance | None, call_id: str, revenue: str | None
@@ -112,9 +155,7 @@ class Book:
         if acc is None and policy is None:
             return ZERO, []
         acc = acc or self.account(relationship)
-        held = acc.reserved.pop(call_id, None)
-        if held is not None:
-            acc.held -= held
+        acc.holds.pop(call_id, None)
         amount = Decimal(revenue) if revenue else ZERO
         acc.charged += amount
         return amount, self.events(relationship, policy) if policy is not None else []

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Protocol
 
-from routing.rating import ZERO, first_increment
+from routing.rating import ZERO
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
-from sbc.balance import Book
+from sbc.balance import Book, Hold, balance_hold
 from sbc.call import hunt, identity, ingress, reliable, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
@@ -96,17 +97,17 @@ class Intake:
                 reason="max_cost",
             )
         policy = snap.balances.get(tg.relationship) if snap.balances else None
-        first = ZERO
+        hold: Hold | None = None
         if policy is not None:  # sbc.balance: the credit left, less calls up
-            tariff = snap.tariffs.get(tg.name)
-            first = first_increment(tariff, sel.dnis, wall) if tariff is not None else ZERO
-            if not self.balances.admit(tg.relationship, policy, first):
+            hold = balance_hold(snap.tariffs.get(tg.name), sel.dnis, wall)
+            first = hold.first if hold is not None else ZERO
+            if not self.balances.admit(tg.relationship, policy, first, now):
                 self.refuse(tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now)
                 return
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
-        if first:
-            self.balances.reserve(tg.relationship, call.id, first)
+        if hold is not None:
+            self.balances.reserve(tg.relationship, call.id, replace(hold, call=call))
         if session is not None:
             session.update = sessiontimer.allows_update(req)
             call.sessions["a"] = session
