@@ -80,6 +80,8 @@ class Selection:
     on_failure: Forwarding | None = None  # tried after trunk_groups, with its number
     steps: list[str] = field(default_factory=list)  # only when explaining
     matched: str = ""  # what decided: "route <prefix>", "numbering", "forwarding", ...
+    lcr: bool = False  # the route asks for least-cost order (sbc.lcr)
+    guarded: list[str] = field(default_factory=list)  # left out by a margin guard (sbc.lcr)
 
 
 def _match(m: TriggerMatch | None, number: str) -> bool:
@@ -149,9 +151,11 @@ def select(
         else:
             sel.trunk_groups = list(route.trunk_groups)
             sel.matched = f"route {route.prefix}"
+            sel.lcr = route.order == "lcr"
             if explain:
+                order = " (order: lcr)" if sel.lcr else ""
                 sel.steps.append(
-                    f"route prefix {route.prefix!r} -> {', '.join(route.trunk_groups)}"
+                    f"route prefix {route.prefix!r} -> {', '.join(route.trunk_groups)}{order}"
                 )
     if fwd is not None:  # on_failure
         sel.on_failure = fwd

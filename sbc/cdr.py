@@ -9,7 +9,8 @@ that the path still names the file it holds open, so logrotate's rename (or a de
 followed by a fresh file and no line is lost. ``export`` reads records back for billing.
 
 Times are UTC ISO 8601 with milliseconds; durations are seconds. ``billable`` is the answered
-duration rounded up to whole seconds (the portals rate per second; increments are theirs).
+duration rounded up to whole seconds; ``billed_seconds`` is that after the deck's increments
+and propagation delay, and the money fields are decimal strings (routing.rating).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from routing.rating import Rated, Tariff, rate_call
 
 if TYPE_CHECKING:
     from sbc.call.model import Attempt, Call
@@ -54,9 +57,26 @@ COLUMNS = (
     "hangup",
     "egress_trunk_group",
     "egress_trunk",
+    "rate_status",
+    "rate_deck",
+    "rate_prefix",
+    "rate",
+    "billed_seconds",
+    "revenue",
+    "cost_deck",
+    "cost_prefix",
+    "cost_rate",
+    "cost_billed_seconds",
+    "cost",
+    "margin",
+    "currency",
     "attempts",
     "media",
 )
+
+# A record's rating fields when no deck applies (and in refused records): all empty.
+UNRATED_KEYS = COLUMNS[COLUMNS.index("rate_status") : COLUMNS.index("attempts")]
+NO_RATING: dict[str, Any] = dict.fromkeys(UNRATED_KEYS)
 
 BUSY = frozenset((486, 600))
 NO_ANSWER = frozenset((408, 480))
@@ -104,8 +124,77 @@ def _user(uri_user: str | None, opaque: str) -> str:
     return uri_user if uri_user is not None else opaque
 
 
-def _attempt(a: Attempt, wall: float, call_end: float | None) -> dict[str, Any]:
+def _status(tariff: Tariff | None, rated: Rated | None) -> str | None:
+    return None if tariff is None else ("rated" if rated is not None else "unrated")
+
+
+def _side(rated: Rated | None) -> tuple[str | None, str | None, str | None, int | None, str | None]:
+    if rated is None:
+        return None, None, None, None, None
+    return rated.deck, rated.prefix, str(rated.rate), rated.billed_seconds, str(rated.amount)
+
+
+def rating(call: Call, wall: float, duration: float) -> dict[str, Any]:
+    """The rating fields of a call's record (README, Rating): revenue from the ingress trunk
+    group's deck, cost from the answered (else the last) attempt's egress deck, both on
+    the routed DNIS at the call's setup time; decimal strings, rounded per deck."""
+    tariffs = call.snap.tariffs
+    if not tariffs:
+        return NO_RATING
+    setup = call.started + wall
+    number = call.dnis
+    t_in = tariffs.get(call.ingress.name)
+    revenue = rate_call(t_in, number, setup, duration) if t_in is not None else None
+    leg = call.answered or (call.attempts[-1] if call.attempts else None)
+    t_out = tariffs.get(leg.trunk_group.name) if leg is not None else None
+    cost = rate_call(t_out, number, setup, duration) if t_out is not None else None
+    margin = None
+    if revenue is not None and cost is not None and revenue.currency == cost.currency:
+        quantum = min(t_in.quantum, t_out.quantum)  # type: ignore[union-attr]
+        margin = str((revenue.amount - cost.amount).quantize(quantum))
+    sides = (_status(t_in, revenue), _status(t_out, cost))
+    status = None if sides == (None, None) else ("unrated" if "unrated" in sides else "rated")
+    rd, rp, rr, rb, ra = _side(revenue)
+    cd, cp, cr, cb, ca = _side(cost)
+    currency = revenue.currency if revenue is not None else (cost.currency if cost else None)
+    return {
+        "rate_status": status,
+        "rate_deck": rd,
+        "rate_prefix": rp,
+        "rate": rr,
+        "billed_seconds": rb,
+        "revenue": ra,
+        "cost_deck": cd,
+        "cost_prefix": cp,
+        "cost_rate": cr,
+        "cost_billed_seconds": cb,
+        "cost": ca,
+        "margin": margin,
+        "currency": currency,
+    }
+
+
+def _attempt_rating(a: Attempt, setup: float, duration: float) -> dict[str, Any]:
+    """An attempt's cost: its egress deck's rate, billed only for the answered one."""
+    call = a.call
+    tariff = call.snap.tariffs.get(a.trunk_group.name)
+    if tariff is None:
+        return {}
+    rated = rate_call(tariff, call.dnis, setup, duration if a is call.answered else 0.0)
+    deck, prefix, rate, billed, cost = _side(rated)
+    return {
+        "rate_status": _status(tariff, rated),
+        "rate_deck": deck,
+        "rate_prefix": prefix,
+        "rate": rate,
+        "billed_seconds": billed,
+        "cost": cost,
+    }
+
+
+def _attempt(a: Attempt, wall: float, call_end: float | None, duration: float) -> dict[str, Any]:
     end = a.ended_at if a.ended_at is not None else call_end
+    rated = _attempt_rating(a, a.call.started + wall, duration) if a.call.snap.tariffs else {}
     return {
         "n": a.n,
         "trunk_group": a.trunk_group.name,
@@ -116,6 +205,7 @@ def _attempt(a: Attempt, wall: float, call_end: float | None) -> dict[str, Any]:
         "provisional": iso(a.provisional_at + wall) if a.provisional_at is not None else None,
         "end": iso(end + wall) if end is not None else None,
         "redirected_by": a.redirected_by,
+        **rated,
     }
 
 
@@ -160,7 +250,8 @@ def from_call(call: Call, wall: float, media: dict[str, Any] | None) -> dict[str
         "hangup": call.hangup or ("sbc" if answered is None and not call.cancelled else ""),
         "egress_trunk_group": answered.trunk_group.name if answered is not None else None,
         "egress_trunk": f"{answered.target.host}:{answered.target.port}" if answered else None,
-        "attempts": [_attempt(a, wall, call.ended_at) for a in call.attempts],
+        **rating(call, wall, duration),
+        "attempts": [_attempt(a, wall, call.ended_at, duration) for a in call.attempts],
         "media": media,
     }
 
@@ -203,6 +294,7 @@ def refused(
         "hangup": "sbc",
         "egress_trunk_group": None,
         "egress_trunk": None,
+        **NO_RATING,
         "attempts": [],
         "media": None,
     }

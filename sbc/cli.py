@@ -60,10 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--from", dest="start", metavar="ISO-TIME", help="default: the beginning")
     exp.add_argument("--to", dest="end", metavar="ISO-TIME", help="default: now")
     exp.add_argument("--format", default="csv", choices=["csv", "jsonl"])
+    bal = sub.add_parser("balance", help="relationships' balances (node.balance.ledger)")
+    bal_sub = bal.add_subparsers(dest="balance_command", required=True)
+    add = bal_sub.add_parser("add", help="record a payment or credit (negative: a debit)")
+    add.add_argument("--config", required=True, metavar="DIR")
+    add.add_argument("relationship")
+    add.add_argument("amount", help="a decimal amount in the balance's currency, e.g. 25.00")
+    add.add_argument("memo", nargs="?", default="")
+    show = bal_sub.add_parser("show", help="the balances the ledger holds")
+    show.add_argument("--config", required=True, metavar="DIR")
     args = parser.parse_args(argv)
 
     if args.command == "status":
         return _status(args.config, args.admin, args.json)
+    if args.command == "balance":
+        return _balance(args)
     if args.command == "cdr":
         return _cdr_export(args.config, args.file, args.start, args.end, args.format, args.database)
 
@@ -249,6 +260,55 @@ def _records(
 
         return asyncio.run(fetch(database, lo, hi))
     return cdr.select_records(cdr.read(paths), lo, hi)
+
+
+def _balance(args: argparse.Namespace) -> int:
+    """`sbc balance add|show`: the ledger is node.balance.ledger, relative to the working
+    directory of `sbc run` (as node.cdr.path); a running node picks a payment up within a
+    second."""
+    from decimal import Decimal, InvalidOperation
+
+    from sbc import balance
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"sbc balance: {e}", file=sys.stderr)
+        return 1
+    path = config.node.balance.ledger
+    policies = {r.name: r.balance for r in config.relationships if r.balance is not None}
+    if args.balance_command == "show":
+        accounts = balance.balances(path)
+        for name, policy in policies.items():
+            acc = accounts.get(name) or balance.Account()
+            print(
+                f"{name}: balance {acc.balance} {policy.currency} (payments {acc.paid}, "
+                f"charges {acc.charged}; warn_at {policy.warn_at}, suspend_at {policy.suspend_at})"
+            )
+        return 0
+    if args.relationship not in policies:
+        known = ", ".join(sorted(policies)) or "none"
+        print(
+            f"sbc balance add: relationship {args.relationship!r} keeps no balance "
+            f"(relationships with a balance: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        amount = Decimal(args.amount)
+        if not amount.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        print(f"sbc balance add: amount {args.amount!r} is not a decimal number", file=sys.stderr)
+        return 2
+    try:
+        entry = balance.add_payment(path, args.relationship, str(amount), args.memo)
+    except OSError as e:
+        print(f"sbc balance add: {e}", file=sys.stderr)
+        return 1
+    now = balance.balances(path)[args.relationship].balance
+    print(f"{args.relationship}: payment {entry['amount']} recorded ({entry['id']}); balance {now}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from routing.hunting import HuntState, hunt_order
+from routing.ratedeck import Rate
 from routing.select import select
 from sbc import manipulate
 from sbc.admission import identify, static_refusal, time_refusal
 from sbc.call.headers import trunk_target
 from sbc.config.snapshot import Snapshot
+from sbc.lcr import Arranged, arrange
 
 
 def explain(
@@ -80,6 +82,15 @@ def explain(
         status, reason, label = sel.refusal
         out.append(f"result: {status} {reason} ({label})")
         return out, False
+    if snap.tariffs and sel.trunk_groups:
+        done = arrange(snap, tg.name, sel.trunk_groups, sel.dnis, wall, True)
+        out += _rates(snap, tg.name, sel.trunk_groups, sel.dnis, done)
+        if sel.lcr or done.guarded:
+            kept = done.names if sel.lcr else [n for n in sel.trunk_groups if n in done.names]
+            sel.trunk_groups = kept
+        if not sel.trunk_groups and sel.on_failure is None:
+            out.append("result: 503 Service Unavailable (max_cost)")
+            return out, False
     out.append("attempts, in order (hunting state of a fresh node):")
     hunt = HuntState()
     n = 0
@@ -117,6 +128,32 @@ def explain(
                 f"R-URI user {sent.ruri_user}, From {sent.ani}"
             )
     return out, n > 0
+
+
+def _rates(snap: Snapshot, ingress: str, names: list[str], dnis: str, done: Arranged) -> list[str]:
+    """The rating lines: the call's revenue rate and each candidate's cost rate."""
+    t_in = snap.tariffs.get(ingress)
+
+    def shown(r: Rate | None, deck: str | None) -> str:
+        if deck is None:
+            return "no rate deck"
+        if r is None:
+            return f"deck {deck}: unrated (no code for {dnis})"
+        return f"deck {deck}: code {r.prefix} rate {r.rate}/min ({r.description or '-'})"
+
+    out = [f"rating: revenue {shown(done.revenue, t_in.deck.name if t_in else None)}"]
+    for name in names:
+        t = snap.tariffs.get(name)
+        guard = snap.trunk_groups[name].max_cost
+        note = ""
+        if name in done.guarded:
+            note = f" -> skipped (max_cost {guard})"
+        elif guard:
+            note = f" (max_cost {guard}: within)"
+        out.append(
+            f"  {name}: cost {shown(done.rates.get(name), t.deck.name if t else None)}{note}"
+        )
+    return out
 
 
 def render_status(state: dict[str, Any]) -> list[str]:

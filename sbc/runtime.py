@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
 from sbc import memory, native, status
+from sbc.balance import Keeper
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
@@ -136,6 +137,13 @@ class Runtime:
         self.cdrs = JsonLines(node.cdr.path)
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
         self.shipping = Shipping(log)  # the file into PostgreSQL; a supervisor's job if any
+        self.balances = Keeper(  # relationships' balances and their ledger (sbc.balance)
+            self.controller.intake.balances,
+            node.balance.ledger,
+            log,
+            lambda url, payload: self._spawn(post_json(url, payload, log)),
+            snapshot.balances,
+        )
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         self.http: list[HttpServer] = []
         self.started_at = time.time()
@@ -198,6 +206,7 @@ class Runtime:
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
         self._spawn(self._memory_keeper())
+        self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
 
     async def _serve_admin(self) -> None:
         node = self.controller.snapshot.config.node
@@ -352,6 +361,7 @@ class Runtime:
         # workers share one CDR file whole-line by whole-line (sbc.cdr.JsonLines).
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
+        self.balances.settle(records, self.controller.snapshot.balances)
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None

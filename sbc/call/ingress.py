@@ -25,11 +25,12 @@ from media import sdp
 from media.ng import Side
 from routing.select import Selection, select
 from sbc import manipulate
-from sbc.admission import Refusal, static_refusal, time_refusal
+from sbc.admission import NO_CIRCUIT, Refusal, static_refusal, time_refusal
 from sbc.call import identity
 from sbc.call.model import Call
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.lcr import arrange
 from sbc.sip.dialog import Dialog
 from sbc.sip.message import Request
 from sbc.sip.transaction import ServerTransaction
@@ -95,6 +96,12 @@ def admit(
     if sel.refusal is not None:
         status, reason, label = sel.refusal
         return Refused(Refusal(status, reason, label), tuple(sel.triggers), ani, dnis)
+    if snap.tariffs and sel.trunk_groups:  # least-cost order, margin guard (sbc.lcr)
+        done = arrange(snap, tg.name, sel.trunk_groups, sel.dnis, wall, sel.lcr)
+        sel.trunk_groups, sel.guarded = done.names, done.guarded
+        if not done.names and sel.on_failure is None:
+            refusal = Refusal(503, "Service Unavailable", "max_cost", (NO_CIRCUIT,))
+            return Refused(refusal, tuple(sel.triggers), ani, dnis)
     return Admitted(ani, dnis, sel)
 
 

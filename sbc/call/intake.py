@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Protocol
 
+from routing.rating import ZERO
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
+from sbc.balance import Book, Hold, balance_hold
 from sbc.call import hunt, identity, ingress, reliable, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
@@ -55,6 +58,7 @@ class Intake:
         self.host = host
         self._tokens = itertools.count(1)  # Acquire tokens, never on the wire
         self._leases: dict[int, LeaseRequest] = {}
+        self.balances = Book()  # relationships' balances (sbc.balance; the ledger: runtime)
 
     def invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.out.snapshot
@@ -83,8 +87,27 @@ class Intake:
         sel, ani, dnis = verdict.selection, verdict.ani, verdict.dialled
         for trigger in sel.triggers:
             self._trigger(trigger, tg, ani, dnis, req.call_id, wall)
+        for name in sel.guarded:
+            self.host.refusals[(name, "max_cost")] += 1
+            self.out.notice(
+                "call.egress_skipped",
+                None,
+                sip_call_id=req.call_id,
+                trunk_group=name,
+                reason="max_cost",
+            )
+        policy = snap.balances.get(tg.relationship) if snap.balances else None
+        hold: Hold | None = None
+        if policy is not None:  # sbc.balance: the credit left, less calls up
+            hold = balance_hold(snap.tariffs.get(tg.name), sel.dnis, wall)
+            first = hold.first if hold is not None else ZERO
+            if not self.balances.admit(tg.relationship, policy, first, now):
+                self.refuse(tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now)
+                return
         found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
+        if hold is not None:
+            self.balances.reserve(tg.relationship, call.id, replace(hold, call=call))
         if session is not None:
             session.update = sessiontimer.allows_update(req)
             call.sessions["a"] = session

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
+from routing.ratedeck import DeckError
+from sbc.config import decks
 from sbc.config.schema import (
     LIST_SECTIONS,
     Config,
@@ -194,6 +196,10 @@ def load_config_with_origins(directory: str | Path) -> tuple[Config, _Located]:
     except msgspec.ValidationError as e:
         raise _from_validation_error(str(e), located) from None
     _cross_check(config, located)
+    try:
+        config = decks.check(config, root, located)
+    except DeckError as e:
+        raise ConfigError(e.file, e.line, e.column, e.message) from None
     return config, located
 
 

@@ -85,6 +85,17 @@ class CdrConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = ""
 
 
+class LedgerConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Where relationships' balances are kept."""
+
+    ledger: Annotated[
+        str,
+        d(
+            "JSON-lines ledger of payments and charges, relative to the working directory; the balances are rebuilt from it at start."
+        ),
+    ] = "balance/ledger.jsonl"
+
+
 class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The Prometheus endpoint."""
 
@@ -203,6 +214,9 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         default_factory=MediaConfig
     )
     cdr: Annotated[CdrConfig, d("CDR output.")] = field(default_factory=CdrConfig)
+    balance: Annotated[LedgerConfig, d("Balance ledger (relationships[].balance).")] = field(
+        default_factory=LedgerConfig
+    )
     metrics: Annotated[MetricsConfig, d("Prometheus metrics endpoint.")] = field(
         default_factory=MetricsConfig
     )

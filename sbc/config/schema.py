@@ -62,11 +62,69 @@ class MetricTrigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     webhook: Annotated[str, d("URL to POST the notification to; empty = log only.")] = ""
 
 
+class Balance(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A prepaid or credit balance: payments minus the rated charges of the relationship's
+    calls (their revenue), kept in the ledger (node.balance.ledger)."""
+
+    warn_at: Annotated[
+        float, d("One balance.warning notice (and webhook) when the balance falls to this.")
+    ] = 0.0
+    suspend_at: Annotated[
+        float, d("New calls get 403 (reason balance_suspended) once the balance is this low.")
+    ] = 0.0
+    currency: Annotated[str, d("Currency of the balance (that of the relationship's decks).")] = (
+        "USD"
+    )
+    webhook: Annotated[str, d("URL to POST balance.warning to; empty = log only.")] = ""
+
+
 class Relationship(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A customer or vendor the carrier exchanges traffic with."""
 
     name: Annotated[str, d("Unique name.")]
     status: Annotated[Status, d("A disabled relationship refuses all its calls (403).")] = "enabled"
+    balance: Annotated[Balance | None, d("Balance and credit policy; absent = none kept.")] = None
+
+
+class DeckColumns(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The Ratedeck Mapping: the deck's own CSV headers for our fields."""
+
+    prefix: Annotated[str, d("Header of the code (dialled-number prefix) column.")] = "prefix"
+    rate: Annotated[str, d("Header of the rate per minute column.")] = "rate"
+    effective: Annotated[
+        str, d("Header of the effective date column (ISO date; empty cell = always).")
+    ] = "effective"
+    description: Annotated[str, d("Header of the destination name column.")] = "description"
+
+
+class Increment(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Billing increments in seconds: at least `first`, then steps of `next`."""
+
+    first: Annotated[int, d("Seconds billed at least (60 in 60/6)."), Meta(ge=1)] = 1
+    next: Annotated[int, d("Seconds per step after the first (6 in 60/6)."), Meta(ge=1)] = 1
+
+
+class RateDeckConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A rate deck: codes and per-minute rates in a CSV file, with its billing terms."""
+
+    name: Annotated[str, d("Unique name; trunk groups name it in rate_deck.")]
+    file: Annotated[str, d("CSV file, relative to the config directory.")]
+    columns: Annotated[DeckColumns, d("Which CSV headers hold our fields.")] = field(
+        default_factory=DeckColumns
+    )
+    currency: Annotated[str, d("Currency of the rates.")] = "USD"
+    rounding_digits: Annotated[
+        int, d("Decimal places amounts are rounded to (half up)."), Meta(ge=0, le=10)
+    ] = 4
+    increment: Annotated[Increment, d("Billing increments.")] = field(default_factory=Increment)
+    propagation_delay: Annotated[
+        bool, d("Add one second to every answered call's duration before increments.")
+    ] = False
+    orphan_after_days: Annotated[
+        int,
+        d("Codes missing from a reloaded deck keep their rate this many days; 0 = none."),
+        Meta(ge=0),
+    ] = 0
 
 
 class CapacityGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -273,6 +331,15 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ani_from_pai: Annotated[
         bool, d("Take the caller's number from P-Asserted-Identity (trusted trunk groups only).")
     ] = False
+    rate_deck: Annotated[
+        str, d("Rate deck of this trunk group: cost (termination) or revenue (origination).")
+    ] = ""
+    max_cost: Annotated[
+        str,
+        d(
+            "Margin guard (termination): skip this trunk group when its rate for the DNIS exceeds the call's revenue rate (revenue) or this rate per minute (a number); empty = no guard."
+        ),
+    ] = ""
 
 
 class Filter(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -332,6 +399,10 @@ class Route(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
 
     prefix: Annotated[str, d("DNIS prefix; empty matches everything.")]
     trunk_groups: Annotated[list[str], d("Egress trunk groups, in hunting order.")]
+    order: Annotated[
+        Literal["listed", "lcr"],
+        d("listed: as written; lcr: cheapest rate for the DNIS first, unrated ones last."),
+    ] = "listed"
 
 
 class RoutePlan(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -386,9 +457,17 @@ class Config(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     media_profiles: Annotated[list[MediaProfile], d("Media profiles.")] = field(
         default_factory=list
     )
+    rate_decks: Annotated[list[RateDeckConfig], d("Rate decks.")] = field(default_factory=list)
 
 
-LIST_SECTIONS = ("relationships", "capacity_groups", "trunk_groups", "routeplans", "media_profiles")
+LIST_SECTIONS = (
+    "relationships",
+    "capacity_groups",
+    "trunk_groups",
+    "routeplans",
+    "media_profiles",
+    "rate_decks",
+)
 
 
 def json_schema() -> dict[str, object]:

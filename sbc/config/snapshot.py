@@ -10,8 +10,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from routing.rating import Tariff
 from routing.select import CompiledPlan
-from sbc.config.schema import CapacityGroup, Config, MediaProfile, TrunkGroup
+from sbc.config.decks import load_deck
+from sbc.config.schema import Balance, CapacityGroup, Config, MediaProfile, TrunkGroup
 from sbc.manipulate import Rules, compile_rules
 from sbc.state import Scope
 
@@ -50,6 +52,9 @@ class Snapshot:
     scopes: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
     rules: dict[str, Rules] = field(default_factory=dict)  # trunk group -> manipulations
     media: dict[str, MediaProfile | None] = field(default_factory=dict)  # trunk group -> profile
+    # trunk group -> its rate deck with the deck's terms (only trunk groups that have one)
+    tariffs: dict[str, Tariff] = field(default_factory=dict)
+    balances: dict[str, Balance] = field(default_factory=dict)  # relationship -> its policy
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -88,8 +93,23 @@ class Snapshot:
             snap.media[tg.name] = profiles.get(tg.media_profile)
             # Calls on a trunk group with no limit anywhere take no lease: no round trip.
             snap.limits[tg.name] = tuple(own) if any(x.ports or x.cps for x in own) else ()
+        decks = {}
+        for rd in config.rate_decks:  # parsed by `check` already: the cache hands it over
+            decks[rd.name] = Tariff(
+                load_deck(rd),
+                rd.currency,
+                rd.rounding_digits,
+                rd.increment.first,
+                rd.increment.next,
+                rd.propagation_delay,
+            )
+        for tg in config.trunk_groups:
+            if tg.rate_deck in decks:
+                snap.tariffs[tg.name] = decks[tg.rate_deck]
         for rel in config.relationships:
             snap.relationship_status[rel.name] = rel.status
+            if rel.balance is not None:
+                snap.balances[rel.name] = rel.balance
         for listen in config.node.listen:
             snap.listen_ports.setdefault(listen.transport, listen.port)
         return snap

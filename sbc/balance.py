@@ -1,0 +1,355 @@
+"""Relationships' balances: payments minus rated charges, and the credit check at admission.
+
+The Perimeter guide (Relationship > Balance, Payment): a customer's balance falls as its
+calls are charged and rises with payments; at ``warn_at`` the NOC is told once, at
+``suspend_at`` new calls are refused. Here:
+
+- the balance is ``payments - charges``; a call's charge is its CDR's ``revenue`` (the
+  ingress trunk group's deck), accrued when the call ends (``Book.settle``);
+- admission holds, for every call of the relationship still up, what it will cost at
+  least: its first increment until it is answered, then its billed cost so far plus the
+  next increment (``Hold``, recomputed at each admission); a call is refused (403,
+  ``balance_suspended``) when the balance less those holds is at or below
+  ``suspend_at``, or would fall below it with this call's first increment; so many long
+  calls cannot overrun the credit by more than one increment each;
+- the ledger is a JSON-lines file (``node.balance.ledger``): one line per payment (written
+  by `sbc balance add`) and per charge (written by the node). At start the book is rebuilt
+  from it, each payment counted once by its id and each charge once by its call id; while
+  running, the node reads the lines appended since (payments from the CLI) every second.
+
+One process keeps the book: `sbc check` refuses balances with node.workers other than 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+
+from routing.rating import Tariff, amount, billed_seconds
+from sbc.config.schema import Balance
+
+ZERO = Decimal(0)
+
+
+class Answered(Protocol):
+    """What a hold reads of its call (sbc.call.model.Call): when it was answered."""
+
+    @property
+    def answered_at(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A call in progress: its rate and its deck's terms, and the call for its answer time
+    (monotonic, as ``now``); without a call (tests) it holds ``first`` for ever."""
+
+    first: Decimal  # its first increment's amount
+    rate: Decimal = ZERO
+    tariff: Tariff | None = None
+    call: Answered | None = None
+
+    def amount(self, now: float) -> Decimal:
+        t = self.tariff
+        answered = self.call.answered_at if self.call is not None else None
+        if t is None or answered is None:
+            return self.first
+        billed = billed_seconds(now - answered, t.first, t.next, t.propagation_delay)
+        return amount(self.rate, billed + t.next, t.quantum)
+
+
+def balance_hold(tariff: Tariff | None, number: str, at: float) -> Hold | None:
+    """The hold of a new call to ``number`` on a trunk group with this deck; None when
+    the call is unrated (it will be charged nothing)."""
+    if tariff is None:
+        return None
+    found = tariff.deck.lookup(number, at)
+    if found is None:
+        return None
+    first = amount(found.rate, tariff.first, tariff.quantum)
+    return Hold(first, found.rate, tariff)
+
+
+@dataclass(slots=True)
+class Account:
+    paid: Decimal = ZERO
+    charged: Decimal = ZERO
+    holds: dict[str, Hold] = field(default_factory=dict)  # call id -> what it holds
+    warned: bool = False  # balance.warning said, until a payment lifts it over warn_at
+    suspended: bool = False
+
+    @property
+    def balance(self) -> Decimal:
+        return self.paid - self.charged
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something to log (and post): balance.warning, balance.suspended, balance.restored."""
+
+    name: str
+    relationship: str
+    balance: Decimal
+    threshold: float
+
+
+class Book:
+    """The balances of this node's relationships. Pure: the ledger's I/O is ``Ledger``."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self._payments: set[str] = set()  # payment ids applied (few: one per payment)
+
+    def account(self, relationship: str) -> Account:
+        acc = self.accounts.get(relationship)
+        if acc is None:
+            acc = self.accounts[relationship] = Account()
+        return acc
+
+    def apply(self, entry: dict[str, Any]) -> bool:
+        """A ledger line (a payment, or a charge at start-up); False when not one or seen."""
+        try:
+            rel, amount = str(entry["relationship"]), Decimal(str(entry["amount"]))
+        except (KeyError, InvalidOperation):
+            return False
+        if entry.get("type") == "payment":
+            pid = str(entry.get("id", ""))
+            if pid in self._payments:
+                return False
+            self._payments.add(pid)
+            self.account(rel).paid += amount
+            return True
+        if entry.get("type") == "charge":
+            self.account(rel).charged += amount
+            return True
+        return False
+
+    def held(self, relationship: str, now: float) -> Decimal:
+        """What the relationship's calls in progress hold at ``now``."""
+        holds = self.account(relationship).holds
+        return sum((h.amount(now) for h in holds.values()), ZERO)
+
+    def admit(self, relationship: str, policy: Balance, first: Decimal, now: float) -> bool:
+        """May a new call from ``relationship`` start, its first increment costing
+        ``first``? (Then ``reserve`` holds it under the call's id.) The cost grows with
+        the calls up: one hold per call, a few Decimal operations each."""
+        acc = self.account(relationship)
+        free = acc.balance - self.held(relationship, now) if acc.holds else acc.balance
+        floor = Decimal(str(policy.suspend_at))
+        return not (free <= floor or free - first < floor)
+
+    def reserve(self, relationship: str, call_id: str, hold: Hold) -> None:
+        self.account(relationship).holds[call_id] = hold
+
+    def settle(
+        self, relationship: str, policy: Balance | None, call_id: str, revenue: str | None
+    ) -> tuple[Decimal, list[Event]]:
+        """A call ended: its reservation goes, its revenue is charged. The amount charged
+        (the ledger line to write unless 0) and the events it causes."""
+        acc = self.accounts.get(relationship)
+        if acc is None and policy is None:
+            return ZERO, []
+        acc = acc or self.account(relationship)
+        acc.holds.pop(call_id, None)
+        amount = Decimal(revenue) if revenue else ZERO
+        acc.charged += amount
+        return amount, self.events(relationship, policy) if policy is not None else []
+
+    def events(self, relationship: str, policy: Balance) -> list[Event]:
+        """The threshold crossings since last asked, once each way."""
+        acc = self.account(relationship)
+        out = []
+        bal = acc.balance
+        warn, suspend = Decimal(str(policy.warn_at)), Decimal(str(policy.suspend_at))
+        if bal <= warn and not acc.warned:
+            acc.warned = True
+            out.append(Event("balance.warning", relationship, bal, policy.warn_at))
+        elif bal > warn and acc.warned:
+            acc.warned = False
+        if bal <= suspend and not acc.suspended:
+            acc.suspended = True
+            out.append(Event("balance.suspended", relationship, bal, policy.suspend_at))
+        elif bal > suspend and acc.suspended:
+            acc.suspended = False
+            out.append(Event("balance.restored", relationship, bal, policy.suspend_at))
+        return out
+
+
+def payment(relationship: str, amount: Decimal, memo: str, at: float) -> dict[str, Any]:
+    return {
+        "type": "payment",
+        "id": uuid.uuid4().hex,
+        "relationship": relationship,
+        "amount": str(amount),
+        "memo": memo,
+        "time": at,
+    }
+
+
+def charge(relationship: str, call_id: str, amount: Decimal, at: float) -> dict[str, Any]:
+    return {
+        "type": "charge",
+        "id": call_id,
+        "relationship": relationship,
+        "amount": str(amount),
+        "time": at,
+        "pid": os.getpid(),
+    }
+
+
+class Ledger:
+    """The ledger file: whole lines appended with one write(2) on O_APPEND (as the CDR
+    file), read back from an offset (only whole lines: a line being written waits)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """The entries appended since the last read."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for raw in data[:end].splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+        return out
+
+    def rebuild(self, book: Book) -> int:
+        """Apply the whole file to ``book`` (at start): each charge once per call id."""
+        self.offset = 0
+        charges: set[str] = set()
+        n = 0
+        for entry in self.read_new():
+            if entry.get("type") == "charge":
+                cid = str(entry.get("id", ""))
+                if cid in charges:
+                    continue
+                charges.add(cid)
+            n += book.apply(entry)
+        return n
+
+
+def balances(path: str | Path) -> dict[str, Account]:
+    """The balances the ledger at ``path`` holds (`sbc balance show`)."""
+    book = Book()
+    Ledger(path).rebuild(book)
+    return book.accounts
+
+
+def add_payment(path: str | Path, relationship: str, amount: str, memo: str) -> dict[str, Any]:
+    """`sbc balance add`: one payment (negative: a debit) appended to the ledger."""
+    entry = payment(relationship, Decimal(amount), memo, time.time())
+    Ledger(path).append([entry])
+    return entry
+
+
+class Keeper:
+    """The node's side of the ledger (sbc.runtime): rebuild at start, a charge line per
+    ended call of a relationship with a balance, payments picked up as they are appended,
+    and the threshold events logged (and posted to the balance's webhook)."""
+
+    def __init__(
+        self, book: Book, path: str | Path, log: Any, post: Any, policies: dict[str, Balance]
+    ) -> None:
+        self.book, self.log, self.post = book, log, post
+        self.ledger = Ledger(path)
+        applied = self.ledger.rebuild(book)
+        for rel, policy in policies.items():
+            book.events(rel, policy)  # the thresholds as they stand: said before the restart
+        log.info(
+            "balance.loaded",
+            ledger=str(self.ledger.path),
+            entries=applied,
+            balances={r: str(a.balance) for r, a in book.accounts.items()},
+        )
+
+    def settle(self, records: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
+        """Ended calls' records: release their reservations, charge their revenue."""
+        if not policies and not self.book.accounts:
+            return
+        lines = []
+        now = time.time()
+        for rec in records:
+            rel = rec.get("relationship") or ""
+            policy = policies.get(rel)
+            amount, events = self.book.settle(rel, policy, rec["call_id"], rec.get("revenue"))
+            if amount:
+                lines.append(charge(rel, rec["call_id"], amount, now))
+            self._say(events, policy)
+        try:
+            self.ledger.append(lines)
+        except OSError as e:
+            self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
+
+    def poll(self, policies: dict[str, Balance]) -> None:
+        """Lines appended by others since the last look: payments (`sbc balance add`)."""
+        pid = os.getpid()
+        touched = set()
+        for entry in self.ledger.read_new():
+            if entry.get("pid") == pid:  # our own charge, counted when written
+                continue
+            if self.book.apply(entry):
+                touched.add(str(entry.get("relationship")))
+                if entry.get("type") == "payment":
+                    self.log.info(
+                        "balance.payment",
+                        relationship=entry.get("relationship"),
+                        amount=entry.get("amount"),
+                        memo=entry.get("memo", ""),
+                        balance=str(self.book.account(str(entry["relationship"])).balance),
+                    )
+        for rel in touched:
+            policy = policies.get(rel)
+            if policy is not None:
+                self._say(self.book.events(rel, policy), policy)
+
+    def _say(self, events: list[Event], policy: Balance | None) -> None:
+        for ev in events:
+            fields = {
+                "relationship": ev.relationship,
+                "balance": str(ev.balance),
+                "threshold": ev.threshold,
+            }
+            self.log.warning(ev.name, **fields)
+            if policy is not None and policy.webhook:
+                self.post(policy.webhook, {"event": ev.name, **fields, "time": time.time()})
+
+    async def run(self, policies: Any, period: float = 1.0) -> None:
+        """Poll the ledger every ``period`` s; ``policies()`` gives the snapshot's."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.poll(policies())
+            except OSError as e:
+                self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
