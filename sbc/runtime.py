@@ -13,24 +13,26 @@ import asyncio
 import gc
 import json
 import os
+import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import memory, native, status
+from sbc import control, memory, native, status
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
+from sbc.hep import Capture
 from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
+from sbc.rtpnodes import media_client, rtpengine_nodes
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Bind, Denied, StateCommand
@@ -136,6 +138,9 @@ class Runtime:
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         self.http: list[HttpServer] = []
+        self.control: control.Control | None = None  # the lone node's; else the supervisor's
+        self.hep = Capture(self.controller.blegs.correlation)  # node.hep
+        self.node_name = node.name or socket.gethostname()
         self.started_at = time.time()
         self.draining_since: float | None = None
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
@@ -182,6 +187,7 @@ class Runtime:
                     reuse_port=shared or None,
                 )
                 self._servers.append(server)
+        self.hep.configure(node)
         self.log.info(
             "sbc.started",
             listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen],
@@ -214,6 +220,9 @@ class Runtime:
                 await http.start(*hp)
                 self.http.append(http)
         self.reloads.loaded(self.controller.snapshot.config)
+        if node.control.socket:
+            self.control = control.Control(control.LoneNode(self), node.control.socket, self.log)
+            await self.control.start()
 
     async def _memory_keeper(self, period: float = 10.0) -> None:
         """Every ``period`` s: once a busy node is quiet again, give the allocator's free
@@ -239,6 +248,9 @@ class Runtime:
     async def stop(self) -> None:
         for http in self.http:
             http.close()
+        if self.control is not None:
+            self.control.close()
+        self.hep.configure(None)
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -289,6 +301,8 @@ class Runtime:
         return self.loop.time()
 
     def on_message(self, data: bytes, source: Target) -> None:
+        if self.hep.sender is not None:
+            self.hep.take(data, source, True)
         now = self.now()
         self.layer.receive(data, source, now)
         self._pump(now)
@@ -317,13 +331,20 @@ class Runtime:
             self._idle.set()
         if self.worker is not None:
             self.worker.changed(now)
+        hep = self.hep if self.hep.sender is not None else None
         for data, target in self.layer.datagrams_to_send():
+            if hep is not None:
+                hep.take(data, target, False)
             if target.transport == "udp":
                 if self.udp_out is not None:
                     self.udp_out.send(data, target)
             else:
                 self.tcp.send(data, target)
         self._rearm()
+
+    def pump_now(self) -> None:
+        """Carry out what the controller was asked from outside (`sbc ctl kill`)."""
+        self._pump(self.now())
 
     def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """A state-store command: the memory store decides at once, Redis maybe later."""
@@ -345,6 +366,8 @@ class Runtime:
     def write_cdrs(self, records: list[dict[str, Any]]) -> None:
         # Workers too: each record is one write(2) to a file opened O_APPEND, so the node's
         # workers share one CDR file whole-line by whole-line (sbc.cdr.JsonLines).
+        for record in records:
+            record["node"] = self.node_name
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
 
@@ -422,6 +445,7 @@ class Runtime:
     def swap(self, snapshot: Snapshot) -> None:
         """Serve with ``snapshot`` from now on (validated by whoever built it)."""
         self.controller.snapshot = snapshot
+        self.hep.configure(snapshot.config.node)
         if snapshot.config.node.cdr.path != str(self.cdrs.path):
             self.cdrs.reopen(snapshot.config.node.cdr.path)
         if snapshot.config.node.rtpengine:
@@ -467,6 +491,7 @@ class Runtime:
                 float(self.spool.dropped),
             ),
         ]
+        out += self.hep.gauges()
         if self.worker is None:
             return [*out, *self.reloads.gauges()]
         handed, lost = self.worker.steered  # the supervisor adds its own (reloads, workers)
@@ -511,30 +536,6 @@ class Runtime:
 
     def _status(self) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(self.status(), indent=1).encode()
-
-
-def media_client(
-    snapshot: Snapshot, log: Any, on_rtt: Callable[[str, float], None] | None = None
-) -> NgClient:
-    m = snapshot.config.node.media
-    return NgClient(
-        rtpengine_nodes(snapshot),
-        timeout=m.timeout,
-        retries=m.retries,
-        down_for=m.down_for,
-        ping_interval=m.ping_interval,
-        log=log,
-        on_rtt=on_rtt,
-    )
-
-
-def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
-    out = []
-    for n in snapshot.config.node.rtpengine:
-        hp = host_port(n.address)
-        assert hp is not None  # the loader checked it
-        out.append((hp[0], hp[1], n.weight))
-    return out
 
 
 async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, ipc, memory, native
+from sbc import aggregate, control, ipc, memory, native
 from sbc.cdr import iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
@@ -84,6 +84,8 @@ class Supervisor:
         self.started_at = time.time()
         self.draining_since: float | None = None
         self.http: list[HttpServer] = []
+        self.control: control.Control | None = None
+        self.out_of_service: list[tuple[str, str]] = []  # `sbc ctl trunk disable`, for all
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._ask_ids = itertools.count(1)
         # bindings being shared: ack id -> (the worker that took it, its token, who must
@@ -112,6 +114,11 @@ class Supervisor:
                 await http.start(*hp)
                 self.http.append(http)
         self.reloads.loaded(self.snapshot.config)
+        if node.control.socket:
+            self.control = control.Control(
+                control.SupervisedNode(self), node.control.socket, self.log
+            )
+            await self.control.start()
         self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())
         self.notifier.ready(await self._summary())
         if self.notifier.watchdog:
@@ -139,6 +146,8 @@ class Supervisor:
             peers = self._peers()
             snap = (self.snapshot.config, self.snapshot.loaded_at)
             w.link.send("start", peers, str(self.config_dir), snap, bindings, self.view)
+            if self.out_of_service:
+                w.link.send("oos", self.out_of_service)
             self._others(w, "peers", peers)
 
     def _peers(self) -> list[tuple[str, int]]:
@@ -235,8 +244,9 @@ class Supervisor:
             if other is not w and other.link is not None:
                 other.link.send(*msg)
 
-    async def ask(self, what: str) -> list[Any]:
-        """Every ready worker's answer (metrics, status or memory); a silent one is skipped."""
+    async def ask(self, what: str | tuple[Any, ...]) -> list[Any]:
+        """Every ready worker's answer (metrics, status, memory, or a control question,
+        sbc.control); a silent one is skipped."""
         loop = asyncio.get_running_loop()
         futures = []
         for w in self.workers:
@@ -289,6 +299,8 @@ class Supervisor:
     async def stop(self) -> None:
         for http in self.http:
             http.close()
+        if self.control is not None:
+            self.control.close()
         self.signal_all(signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
