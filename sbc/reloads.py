@@ -25,10 +25,12 @@ class Reloads:
         self.log = log
         self.file = JsonLines(audit_path) if audit_path else None
         self.counts = {"accepted": 0, "refused": 0}
+        self.last_success = 0.0  # wall clock of the last load swapped in (startup's too)
         self.last: dict[str, Any] = {}  # the latest record (`sbc ctl reload` answers with it)
         self.actor: dict[str, Any] = {}  # who asked (`sbc ctl`: the peer's uid), while it runs
 
     def loaded(self, config: Config) -> None:
+        self.last_success = time.time()
         self.record("config.loaded", changes=audit.changes(None, config))
 
     def load(self, old: Config) -> Snapshot | None:
@@ -44,6 +46,7 @@ class Reloads:
             self.record("config.reload_refused", error=error)
             return None
         self.counts["accepted"] += 1
+        self.last_success = time.time()
         self.record("config.reloaded", changes=audit.changes(old, snapshot.config))
         return snapshot
 

@@ -137,6 +137,8 @@ class Runtime:
         self.cdrs = JsonLines(node.cdr.path)
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
+        if worker is None:  # else the supervisor says it once for the node
+            self.metrics.node(self.reloads)
         self.http: list[HttpServer] = []
         self.control: control.Control | None = None  # the lone node's; else the supervisor's
         self.hep = Capture(self.controller.blegs.correlation)  # node.hep

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, control, ipc, memory, native
+from sbc import aggregate, control, ipc, memory, metrics, native
 from sbc.cdr import iso
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
@@ -327,6 +327,7 @@ class Supervisor:
         )
         own = [(*meta, value) for meta, value in zip(OWN_METRICS, values, strict=True)]
         text = "".join(aggregate.gauge(name, doc, value, kind) for name, doc, kind, value in own)
+        text += metrics.node_metrics(self.reloads).decode()
         body = aggregate.merge_metrics(await self.ask("metrics"), text)
         return 200, "text/plain; version=0.0.4; charset=utf-8", body
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,11 +44,13 @@ import harness
 import pytest
 
 from sbc import hep
+from tests.helpers import sample
 
 pytestmark = pytest.mark.e2e
 
 PORT, UAC, UAS_A, UAS_B, HEP = 6700, 6720, 6721, 6722, 6790
 LONE_PORT, LONE_UAC, LONE_UAS = 6710, 6711, 6712
+METRICS, LONE_METRICS = 6701, 6713
 CONFIG = """
 node:
   workers: %(workers)d
@@ -55,6 +59,7 @@ node:
   cdr: {path: cdr/cdr.jsonl}
   audit: {path: audit/audit.jsonl}
   control: {socket: run/control.sock}
+  metrics: {listen: "127.0.0.1:%(metrics)d"}
   hep: {address: "127.0.0.1:%(hep)d", capture_id: 77, password: "h3p"}
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
@@ -154,7 +159,14 @@ def write_config(directory: Path, **values: Any) -> Path:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     workdir = tmp_path_factory.mktemp("ctl")
     config = write_config(
-        workdir / "config", workers=2, name="edge-1", port=PORT, hep=HEP, uas_a=UAS_A, uas_b=UAS_B
+        workdir / "config",
+        workers=2,
+        name="edge-1",
+        port=PORT,
+        hep=HEP,
+        uas_a=UAS_A,
+        uas_b=UAS_B,
+        metrics=METRICS,
     )
     sipp_dir = workdir / "sipp"
     collector = Collector(HEP)
@@ -357,7 +369,7 @@ def test_hep_copies_every_message_of_both_legs_with_one_correlation_id(node: Nod
 def test_lone_node_serves_the_same_control_socket(tmp_path: Path) -> None:
     """``workers: 1``: the runtime serves the socket itself."""
     config = write_config(
-        tmp_path / "config", workers=1, name="lone", port=LONE_PORT, hep=6791,
+        tmp_path / "config", workers=1, name="lone", port=LONE_PORT, hep=6791, metrics=LONE_METRICS,
         uas_a=LONE_UAS, uas_b=LONE_UAS,
     )  # fmt: skip
     with harness.sipp_servers(
@@ -377,6 +389,9 @@ def test_lone_node_serves_the_same_control_socket(tmp_path: Path) -> None:
             assert {(r["hangup"], r["reason"], r["node"]) for r in records} == {
                 ("sbc", "killed", "lone")
             }
+            proc = promtool(scrape(LONE_METRICS))
+            assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
+            assert sample(scrape(LONE_METRICS), "sbc_config_reloads_total", result="accepted") == 0
             code, regs = node.ctl("registrations")
             assert code == 0 and regs == []
             code, record = node.ctl("reload")
@@ -391,3 +406,35 @@ def test_lone_node_serves_the_same_control_socket(tmp_path: Path) -> None:
             assert sbc.alive()
             assert sbc.stop() == 0
             assert not (tmp_path / "run" / "control.sock").exists()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def promtool(text: str) -> subprocess.CompletedProcess[bytes]:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.fail("promtool is not installed (Debian package prometheus): run ./lab/install")
+    return subprocess.run(
+        [tool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+    )
+
+
+def test_metrics_pass_promtool_and_carry_the_node_conventions(node: Node) -> None:
+    """The merged /metrics of a node of workers: promtool's lint passes, and the build,
+    process, GC and reload metrics are there once each."""
+    before = time.time()
+    assert node.ctl("reload")[0] == 0
+    text = scrape(METRICS)
+    proc = promtool(text)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
+    assert sample(text, "sbc_build_info", version="0.1.0") == 1
+    assert sample(text, "sbc_config_reloads_total", result="accepted") >= 1
+    assert sample(text, "sbc_config_reloads_total", result="refused") == 0
+    assert sample(text, "sbc_config_last_reload_success_timestamp_seconds") >= before - 1
+    assert sample(text, "process_resident_memory_bytes") > 0
+    assert sample(text, "python_gc_collections_total", generation="0") >= 0
+    assert sample(text, "sbc_hep_sent_total") > 0 and sample(text, "sbc_hep_dropped_total") == 0
+    assert text.count("# TYPE sbc_build_info ") == 1
