@@ -2,6 +2,8 @@
 `sbc ctl` (sbc.ctl) and a NOC's scripts, in the spirit of Kamailio's jsonrpcs/kamcmd.
 
     calls                       -> [{id, sip_call_id, ingress, egress, ani, dnis, state, age}]
+    call {id}                   -> [{time, direction, peer, leg, sip_call_id, message}]
+                                   its SIP ladder (first lines) from the trace ring (sbc.trace)
     kill {id}                   -> {id, killed}      BYE both legs (or CANCEL/503 in setup)
     trunk {action, trunk_group, trunk}  -> {out_of_service: [...]}   out of hunting at once
     registrations               -> [{trunk_group, username, contact, source, expires_in}]
@@ -81,6 +83,11 @@ def answer(runtime: Any, what: tuple[Any, ...]) -> Any:
     if what[0] == "oos":
         ctrl.out_of_service = set(map(tuple, what[1]))
         return True
+    if what[0] == "trace":
+        call = ctrl.calls.get(what[1])
+        sip_call_id = call.a_invite.call_id if call is not None else what[1]
+        ring = runtime.hep.trace
+        return ring.ladder(sip_call_id) if ring is not None else None
     if what[0] == "outbound":
         return [
             {"trunk_group": tg, "trunk": i, "up": reg.up}
@@ -116,6 +123,7 @@ class Control:
         self.methods: dict[str, Callable[[dict[str, Any], int], Awaitable[Any]]] = {
             "calls": self._calls,
             "kill": self._kill,
+            "call": self._trace,
             "trunk": self._trunk,
             "registrations": self._registrations,
             "reload": self._reload,
@@ -206,6 +214,18 @@ class Control:
     async def _calls(self, params: dict[str, Any], uid: int) -> Any:
         calls = [c for answer in await self.node.ask(("calls",)) for c in answer]
         return sorted(calls, key=lambda c: -c["age"])
+
+    async def _trace(self, params: dict[str, Any], uid: int) -> Any:
+        call_id = params.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            raise RpcError(INVALID_PARAMS, "call needs the call's id or its SIP Call-ID")
+        answers = await self.node.ask(("trace", call_id))
+        if all(a is None for a in answers):
+            raise RpcError(INVALID_PARAMS, "no trace: node.control.trace is 0")
+        ladder = max(answers, key=lambda a: len(a or []))
+        if not ladder:
+            raise RpcError(INVALID_PARAMS, f"no call {call_id!r} in the trace ring")
+        return ladder
 
     async def _kill(self, params: dict[str, Any], uid: int) -> Any:
         call_id = params.get("id")

@@ -22,7 +22,9 @@ def add_parser(sub: Any) -> None:
     where.add_argument("--socket", metavar="PATH", help="the control socket itself")
     ctl.add_argument("--json", action="store_true", help="print the JSON-RPC result")
     what = ctl.add_subparsers(dest="ctl_command", required=True)
-    what.add_parser("calls", help="calls in progress")
+    what.add_parser("calls", help="calls in progress")  # and `call ID`, below
+    one = what.add_parser("call", help="a call's SIP ladder, from the trace ring")
+    one.add_argument("id", help="the call's id while it is up, or its SIP Call-ID")
     kill = what.add_parser("kill", help="end a call: BYE (or CANCEL) both legs")
     kill.add_argument("id", help="the call's id (`sbc ctl calls`)")
     trunk = what.add_parser("trunk", help="take a trunk group or one trunk out of hunting")
@@ -63,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
     cmd = args.ctl_command
     params: dict[str, Any] = {}
-    if cmd == "kill":
+    if cmd in ("kill", "call"):
         params = {"id": args.id}
     elif cmd == "trunk":
         params = {"action": args.action, "trunk_group": args.trunk_group, "trunk": args.trunk}
@@ -92,6 +94,8 @@ def render(cmd: str, result: Any) -> list[str]:
     if cmd == "registrations":
         cols = ("direction", "trunk_group", "username", "contact", "source", "expires_in")
         return table(cols, [[r.get(k) for k in cols] for r in result])
+    if cmd == "call":
+        return [ladder_line(m) for m in result]
     if cmd == "kill":
         return [
             f"call {result['id']}: "
@@ -109,6 +113,15 @@ def render(cmd: str, result: Any) -> list[str]:
             ]
         return [f"reloaded: {result.get('summary', 'no change')}"]
     return [json.dumps(result)]
+
+
+def ladder_line(m: dict[str, Any]) -> str:
+    """``12:00:01.250  a  from udp:10.0.0.1:5060  INVITE sip:...``, as sbc saw it."""
+    import time
+
+    t = time.strftime("%H:%M:%S", time.gmtime(m["time"])) + f".{int(m['time'] % 1 * 1000):03d}"
+    way = "from" if m["direction"] == "in" else "to  "
+    return f"{t}  {m['leg']}  {way} {m['peer']:<24} {m['message']}"
 
 
 def table(cols: tuple[str, ...], rows: list[list[Any]]) -> list[str]:

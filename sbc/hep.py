@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from sbc.config.loader import host_port
 from sbc.sip.steer import call_id
+from sbc.trace import Ring, first_line
 
 if TYPE_CHECKING:
     from sbc.config.node import Node
@@ -200,11 +201,23 @@ class Capture:
         self.key: tuple[str, int, str] = ("", 0, "")
         self.local: dict[str, tuple[str, int]] = {}  # our listening address per transport
         self.sent = self.dropped = 0  # of senders replaced by a reload
+        self.trace: Ring | None = None  # `sbc ctl call` (node.control.trace)
+        self.active = False  # a sender or a trace: the runtime taps every message
 
     def configure(self, node: Node | None) -> None:
-        """Start, keep, change or (None) stop capturing as ``node.hep`` says."""
+        """Start, keep, change or (None) stop capturing as ``node.hep`` and
+        ``node.control.trace`` say."""
         if node is not None:
             self.local = {x.transport: (x.address, x.port) for x in reversed(node.listen)}
+        per_call = node.control.trace if node is not None and node.control.socket else 0
+        if not per_call:
+            self.trace = None
+        elif self.trace is None or self.trace.per_call != per_call:
+            self.trace = Ring(per_call)
+        self._sender(node)
+        self.active = self.sender is not None or self.trace is not None
+
+    def _sender(self, node: Node | None) -> None:
         h = node.hep if node is not None else None
         key = (h.address, h.capture_id, h.password) if h is not None else ("", 0, "")
         if key == self.key:
@@ -221,15 +234,25 @@ class Capture:
 
     def take(self, data: bytes, peer: Target, inbound: bool) -> None:
         """A copy of one message received from or sent to ``peer``."""
+        raw = call_id(data)
+        cid = raw.decode("latin-1") if raw is not None else ""
+        trace = self.trace
+        corr = self.correlation.get(cid, cid)
+        # Inbound, only what opens a call or belongs to one traced already: a stranger's
+        # flood of OPTIONS or REGISTERs does not push real calls out of the ring.
+        if (
+            trace is not None
+            and cid
+            and (not inbound or corr in trace.rings or data.startswith(b"INVITE "))
+        ):
+            where = f"{peer.transport}:{peer.host}:{peer.port}"
+            trace.add(corr, (time.time(), inbound, where, cid, first_line(data)))
         sender = self.sender
         if sender is None:
             return
-        raw = call_id(data)
-        cid = raw.decode("latin-1") if raw is not None else ""
         local = self.local.get(peer.transport) or ("0.0.0.0", 0)
         remote = (peer.host, peer.port)
         src, dst = (remote, local) if inbound else (local, remote)
-        corr = self.correlation.get(cid, cid)
         sender.capture(data, peer.transport, src, dst, time.time(), corr)
 
     def gauges(self) -> list[tuple[str, str, float]]:

@@ -303,7 +303,7 @@ class Runtime:
         return self.loop.time()
 
     def on_message(self, data: bytes, source: Target) -> None:
-        if self.hep.sender is not None:
+        if self.hep.active:
             self.hep.take(data, source, True)
         now = self.now()
         self.layer.receive(data, source, now)
@@ -333,7 +333,7 @@ class Runtime:
             self._idle.set()
         if self.worker is not None:
             self.worker.changed(now)
-        hep = self.hep if self.hep.sender is not None else None
+        hep = self.hep if self.hep.active else None
         for data, target in self.layer.datagrams_to_send():
             if hep is not None:
                 hep.take(data, target, False)

@@ -86,6 +86,13 @@ class ControlConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
         str,
         d("UNIX socket path (mode 0600), relative to the working directory; empty disables it."),
     ] = "control.sock"
+    trace: Annotated[
+        int,
+        d(
+            "SIP messages (first lines) kept per call for `sbc ctl call`, for the last 1000 calls; 0 = none (no per-message cost)."
+        ),
+        Meta(ge=0, le=1000),
+    ] = 32
 
 
 class HepConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -51,6 +51,11 @@ pytestmark = pytest.mark.e2e
 PORT, UAC, UAS_A, UAS_B, HEP = 6700, 6720, 6721, 6722, 6790
 LONE_PORT, LONE_UAC, LONE_UAS = 6710, 6711, 6712
 METRICS, LONE_METRICS = 6701, 6713
+HELD_LADDER = [  # (leg, direction at sbc, method or status) of a held call, `sbc ctl call`
+    ("a", "in", "INVITE"), ("a", "out", "100"), ("b", "out", "INVITE"), ("b", "in", "180"),
+    ("a", "out", "180"), ("b", "in", "200"), ("b", "out", "ACK"), ("a", "out", "200"),
+    ("a", "in", "ACK"),
+]  # fmt: skip
 CONFIG = """
 node:
   workers: %(workers)d
@@ -237,6 +242,16 @@ def test_calls_lists_held_calls_and_kill_ends_them_with_bye_on_both_legs(node: N
         assert {c["id"] for c in calls} == {line.split()[0] for line in lines[1:-1]}
 
         victim = calls[0]
+        code, ladder = node.ctl("call", victim["id"])  # from the trace ring, while it is up
+        assert code == 0, ladder
+        seen = [
+            (m["leg"], m["direction"], m["message"].split()[0 if m["message"][0] != "S" else 1])
+            for m in ladder
+        ]
+        assert sorted(seen) == sorted(HELD_LADDER), seen  # each leg in order; legs interleave
+        for leg in "ab":
+            assert [x for x in seen if x[0] == leg] == [x for x in HELD_LADDER if x[0] == leg]
+        assert {m["sip_call_id"] for m in ladder if m["leg"] == "a"} == {victim["sip_call_id"]}
         code, result = node.ctl("kill", victim["id"])
         assert code == 0 and result == {"id": victim["id"], "killed": True}
         (cdr,) = node.records(1)
@@ -245,6 +260,16 @@ def test_calls_lists_held_calls_and_kill_ends_them_with_bye_on_both_legs(node: N
         b_call_id = cdr["attempts"][0]["b_sip_call_id"]
         assert b_call_id and b_call_id != cdr["sip_call_id"]
         assert cdr["node"] == "edge-1"
+        code, text = node.ctl("call", cdr["sip_call_id"], json_out=False)  # ended: by Call-ID
+        assert code == 0, text
+        byes = [
+            line.split()[1:3]
+            for line in text.splitlines()
+            if line.endswith("SIP/2.0") and " BYE " in line
+        ]
+        assert byes == [["a", "to"], ["b", "to"]] or sorted(byes) == [["a", "to"], ["b", "to"]], (
+            text
+        )
         code, calls = node.ctl("calls")
         assert victim["id"] not in {c["id"] for c in calls} and len(calls) == 9
         code, err = node.ctl("kill", victim["id"])
