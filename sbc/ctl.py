@@ -72,7 +72,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         reply = call(path, cmd, params)
     except (OSError, ValueError) as e:
-        print(f"sbc ctl: no answer from the control socket {path!r}: {e}", file=sys.stderr)
+        hint = (
+            ""
+            if path.startswith("/")
+            else (
+                " (node.control.socket is relative to the working directory of `sbc run`, "
+                "/var/lib/sbc under systemd: run from there, or give --socket)"
+            )
+        )
+        print(f"sbc ctl: no answer from the control socket {path!r}: {e}{hint}", file=sys.stderr)
         return 3
     if "error" in reply:
         print(f"sbc ctl {cmd}: {reply['error'].get('message')}", file=sys.stderr)
