@@ -184,6 +184,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             ),
         ):
             sbc = harness.start_sbc(workdir, config, port=PORT)
+            # Workers answer SIP a moment before the supervisor binds the socket (before
+            # READY=1 to systemd).
+            assert harness.wait_for((workdir / "run" / "control.sock").exists, timeout=10)
             try:
                 yield Node(sbc, workdir, config, collector, PORT, sipp_dir)
             finally:
@@ -401,6 +404,7 @@ def test_lone_node_serves_the_same_control_socket(tmp_path: Path) -> None:
         "uas", [LONE_UAS], tmp_path / "sipp", extra=["-mp", "6760", "-cp", "6733"]
     ):
         sbc = harness.start_sbc(tmp_path, config, port=LONE_PORT)
+        assert harness.wait_for((tmp_path / "run" / "control.sock").exists, timeout=10)
         node = Node(sbc, tmp_path, config, Collector(6791), LONE_PORT, tmp_path / "sipp")
         try:
             with ThreadPoolExecutor(1) as pool:
