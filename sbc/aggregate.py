@@ -15,7 +15,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-HIGHEST = frozenset(("sbc_trunk_up", "sbc_metric_trigger_firing", "sbc_draining"))
+HIGHEST = frozenset(
+    ("sbc_trunk_up", "sbc_metric_trigger_firing", "sbc_draining", "process_max_fds", "python_info")
+)
+LOWEST = frozenset(("process_start_time_seconds",))  # the oldest worker's
 MEAN = frozenset(("sbc_asr_ratio", "sbc_aloc_seconds"))
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
@@ -34,8 +37,9 @@ def merge_metrics(texts: Iterable[bytes], own: str = "") -> bytes:
                 samples.setdefault(key, []).append(s.value)
     out: list[str] = []
     for name, (kind, doc) in families.items():
-        out.append(f"# HELP {name} {_escape_help(doc)}")
-        out.append(f"# TYPE {name} {kind}")
+        head = name + "_total" if kind == "counter" else name  # as prometheus-client writes
+        out.append(f"# HELP {head} {_escape_help(doc)}")
+        out.append(f"# TYPE {head} {kind}")
         for (sample, labels), vals in values[name].items():
             out.append(f"{sample}{_labels(labels)} {_number(_combine(name, sample, vals))}")
     return ("\n".join(out) + "\n" + own).encode()
@@ -46,6 +50,8 @@ def _combine(family: str, sample: str, vals: list[float]) -> float:
         return min(vals)
     if family in HIGHEST:
         return max(vals)
+    if family in LOWEST:
+        return min(vals)
     if family in MEAN:
         return sum(vals) / len(vals)
     return sum(vals)
@@ -77,7 +83,7 @@ def _number(v: float) -> str:
 def gauge(name: str, doc: str, value: float, kind: str = "gauge") -> str:
     """One metric of the supervisor's own, as Prometheus text."""
     sample = name + "_total" if kind == "counter" else name
-    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n{sample} {_number(value)}\n"
+    return f"# HELP {sample} {doc}\n# TYPE {sample} {kind}\n{sample} {_number(value)}\n"
 
 
 def merge_status(reports: list[dict[str, Any]], node: dict[str, Any]) -> dict[str, Any]:

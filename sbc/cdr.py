@@ -72,6 +72,8 @@ COLUMNS = (
     "currency",
     "attempts",
     "media",
+    "b_sip_call_ids",  # each attempt's B-leg Call-ID, '|' between attempts, as in attempts
+    "node",
 )
 
 # A record's rating fields when no deck applies (and in refused records): all empty.
@@ -199,6 +201,7 @@ def _attempt(a: Attempt, wall: float, call_end: float | None, duration: float) -
         "n": a.n,
         "trunk_group": a.trunk_group.name,
         "trunk": f"{a.target.host}:{a.target.port}",
+        "b_sip_call_id": a.invite.call_id,  # joins the vendor's CDR of this attempt
         "status": a.status,
         "outcome": a.outcome,
         "start": iso(a.started + wall),
@@ -412,7 +415,11 @@ def to_csv(records: Iterable[dict[str, Any]]) -> str:
         row = []
         for col in COLUMNS:
             v = rec.get(col)
-            row.append(attempts_cell(v or []) if col == "attempts" else _cell(v))
+            if col == "b_sip_call_ids":
+                cell = "|".join(a.get("b_sip_call_id") or "" for a in rec.get("attempts") or [])
+            else:
+                cell = attempts_cell(v or []) if col == "attempts" else _cell(v)
+            row.append(cell)
         w.writerow(row)
     return buf.getvalue()
 

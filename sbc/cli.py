@@ -1,4 +1,4 @@
-"""`sbc run | check | explain | status | cdr export | schema`: one entry point, exit codes a
+"""`sbc run | check | explain | status | ctl | cdr export | schema`: one entry point, exit codes a
 service manager understands (0 ok, 1 invalid config for check, 2 usage, 3 startup failure or
 no answer from a running node)."""
 
@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("memo", nargs="?", default="")
     show = bal_sub.add_parser("show", help="the balances the ledger holds")
     show.add_argument("--config", required=True, metavar="DIR")
+    from sbc import ctl
+
+    ctl.add_parser(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "ctl":
+        return ctl.main(args)
 
     if args.command == "status":
         return _status(args.config, args.admin, args.json)

@@ -13,10 +13,18 @@ second); PromQL over the counters gives any other window:
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,12 +33,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from sbc import native
 from sbc.edge import REASONS
 from sbc.sip.transaction import Target
 from sbc.stats import WINDOW
 
 if TYPE_CHECKING:
     from sbc.call.controller import CallController
+    from sbc.reloads import Reloads
     from sbc.sip.transaction import TransactionLayer
 
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -197,12 +207,60 @@ class SbcCollector(Collector):
                 yield GaugeMetricFamily(name, doc, value=value)
 
 
+class NodeCollector(Collector):
+    """What the node says once, whatever its workers: sbc_build_info, and its config
+    loads (counted by result, and when the last good one was). Served by a lone runtime, or
+    by the supervisor after its workers' merged metrics."""
+
+    def __init__(self, reloads: Reloads) -> None:
+        self.reloads = reloads
+
+    def collect(self) -> Iterator[Metric]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("sbc")
+        except PackageNotFoundError:  # a source tree that was never installed
+            ours = "unknown"
+        info = GaugeMetricFamily(
+            "sbc_build_info",
+            "sbc's version, the Python running it, and whether its core is mypyc or pure (1).",
+            labels=["version", "python_version", "core"],
+        )
+        info.add_metric([ours, platform.python_version(), native.mode()], 1)
+        yield info
+        reloads = CounterMetricFamily(
+            "sbc_config_reloads",
+            "Config reloads (SIGHUP, `sbc ctl reload`), by result: accepted or refused.",
+            labels=["result"],
+        )
+        for result in ("accepted", "refused"):
+            reloads.add_metric([result], self.reloads.counts[result])
+        yield reloads
+        yield GaugeMetricFamily(
+            "sbc_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded (startup or the last accepted reload), Unix time.",
+            value=self.reloads.last_success,
+        )
+
+
+def node_metrics(reloads: Reloads) -> bytes:
+    """The supervisor's own NodeCollector, as Prometheus text."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(reloads))
+    return generate_latest(registry)
+
+
 class Metrics:
-    """The registry: the collector plus the round-trip histograms the I/O adapters feed."""
+    """The registry: the collector plus the round-trip histograms the I/O adapters feed, the
+    process and Python GC collectors of prometheus-client (process_*, python_gc_*,
+    python_info), and for a lone node (``node``) the NodeCollector."""
 
     def __init__(self, collector: SbcCollector) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
+        for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            self.registry.register(standard)
         self.rtpengine_rtt = Histogram(
             "sbc_rtpengine_rtt_seconds",
             "rtpengine ng round trips that were answered, by command.",
@@ -217,6 +275,9 @@ class Metrics:
             buckets=RTT_BUCKETS,
             registry=self.registry,
         )
+
+    def node(self, reloads: Reloads) -> None:
+        self.registry.register(NodeCollector(reloads))
 
     def observe_rtpengine(self, command: str, seconds: float) -> None:
         self.rtpengine_rtt.labels(command).observe(seconds)

@@ -25,8 +25,12 @@ class Reloads:
         self.log = log
         self.file = JsonLines(audit_path) if audit_path else None
         self.counts = {"accepted": 0, "refused": 0}
+        self.last_success = 0.0  # wall clock of the last load swapped in (startup's too)
+        self.last: dict[str, Any] = {}  # the latest record (`sbc ctl reload` answers with it)
+        self.actor: dict[str, Any] = {}  # who asked (`sbc ctl`: the peer's uid), while it runs
 
     def loaded(self, config: Config) -> None:
+        self.last_success = time.time()
         self.record("config.loaded", changes=audit.changes(None, config))
 
     def load(self, old: Config) -> Snapshot | None:
@@ -42,11 +46,13 @@ class Reloads:
             self.record("config.reload_refused", error=error)
             return None
         self.counts["accepted"] += 1
+        self.last_success = time.time()
         self.record("config.reloaded", changes=audit.changes(old, snapshot.config))
         return snapshot
 
-    def record(self, event: str, **fields: Any) -> None:
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"time": iso(time.time()), "event": event, "directory": str(self.config_dir)}
+        record.update(self.actor)
         record.update(fields)
         if "changes" in fields:
             record["summary"] = audit.summary(fields["changes"])
@@ -58,6 +64,8 @@ class Reloads:
                 self.file.write(record)
             except OSError as e:
                 self.log.error("audit.write_failed", path=str(self.file.path), error=str(e))
+        self.last = record
+        return record
 
     def close(self) -> None:
         if self.file is not None:

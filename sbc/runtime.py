@@ -10,17 +10,16 @@ where it stands, and drains on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
+import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import memory, native, status
+from sbc import control, memory, native, status
 from sbc.balance import Keeper
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
@@ -29,10 +28,12 @@ from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
+from sbc.hep import Capture
 from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
+from sbc.rtpnodes import media_client, rtpengine_nodes
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Bind, Denied, StateCommand
@@ -145,7 +146,12 @@ class Runtime:
             snapshot.balances,
         )
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
+        if worker is None:  # else the supervisor says it once for the node
+            self.metrics.node(self.reloads)
         self.http: list[HttpServer] = []
+        self.control: control.Control | None = None  # the lone node's; else the supervisor's
+        self.hep = Capture(self.controller.blegs.correlation)  # node.hep
+        self.node_name = node.name or socket.gethostname()
         self.started_at = time.time()
         self.draining_since: float | None = None
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
@@ -192,6 +198,7 @@ class Runtime:
                     reuse_port=shared or None,
                 )
                 self._servers.append(server)
+        self.hep.configure(node)
         self.log.info(
             "sbc.started",
             listen=[f"{x.transport}:{x.address}:{x.port}" for x in node.listen],
@@ -227,6 +234,9 @@ class Runtime:
         self.reloads.loaded(self.controller.snapshot.config)
         if self.worker is None:
             self.shipping.apply(node.cdr.path, node.cdr.database)
+        if node.control.socket:
+            self.control = control.Control(control.LoneNode(self), node.control.socket, self.log)
+            await self.control.start()
 
     async def _memory_keeper(self, period: float = 10.0) -> None:
         """Every ``period`` s: once a busy node is quiet again, give the allocator's free
@@ -253,6 +263,9 @@ class Runtime:
         self.shipping.stop()
         for http in self.http:
             http.close()
+        if self.control is not None:
+            self.control.close()
+        self.hep.configure(None)
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -303,6 +316,8 @@ class Runtime:
         return self.loop.time()
 
     def on_message(self, data: bytes, source: Target) -> None:
+        if self.hep.active:
+            self.hep.take(data, source, True)
         now = self.now()
         self.layer.receive(data, source, now)
         self._pump(now)
@@ -331,13 +346,20 @@ class Runtime:
             self._idle.set()
         if self.worker is not None:
             self.worker.changed(now)
+        hep = self.hep if self.hep.active else None
         for data, target in self.layer.datagrams_to_send():
+            if hep is not None:
+                hep.take(data, target, False)
             if target.transport == "udp":
                 if self.udp_out is not None:
                     self.udp_out.send(data, target)
             else:
                 self.tcp.send(data, target)
         self._rearm()
+
+    def pump_now(self) -> None:
+        """Carry out what the controller was asked from outside (`sbc ctl kill`)."""
+        self._pump(self.now())
 
     def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """A state-store command: the memory store decides at once, Redis maybe later."""
@@ -359,6 +381,8 @@ class Runtime:
     def write_cdrs(self, records: list[dict[str, Any]]) -> None:
         # Workers too: each record is one write(2) to a file opened O_APPEND, so the node's
         # workers share one CDR file whole-line by whole-line (sbc.cdr.JsonLines).
+        for record in records:
+            record["node"] = self.node_name
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
         self.balances.settle(records, self.controller.snapshot.balances)
@@ -437,6 +461,7 @@ class Runtime:
     def swap(self, snapshot: Snapshot) -> None:
         """Serve with ``snapshot`` from now on (validated by whoever built it)."""
         self.controller.snapshot = snapshot
+        self.hep.configure(snapshot.config.node)
         if snapshot.config.node.cdr.path != str(self.cdrs.path):
             self.cdrs.reopen(snapshot.config.node.cdr.path)
         if self.worker is None and self.loop is not None:
@@ -484,6 +509,7 @@ class Runtime:
                 float(self.spool.dropped),
             ),
         ]
+        out += self.hep.gauges()
         if self.worker is None:
             return [*out, *self.reloads.gauges()]
         handed, lost = self.worker.steered  # the supervisor adds its own (reloads, workers)
@@ -531,30 +557,6 @@ class Runtime:
         return 200, "application/json", json.dumps(self.status(), indent=1).encode()
 
 
-def media_client(
-    snapshot: Snapshot, log: Any, on_rtt: Callable[[str, float], None] | None = None
-) -> NgClient:
-    m = snapshot.config.node.media
-    return NgClient(
-        rtpengine_nodes(snapshot),
-        timeout=m.timeout,
-        retries=m.retries,
-        down_for=m.down_for,
-        ping_interval=m.ping_interval,
-        log=log,
-        on_rtt=on_rtt,
-    )
-
-
-def rtpengine_nodes(snapshot: Snapshot) -> list[tuple[str, int, int]]:
-    out = []
-    for n in snapshot.config.node.rtpengine:
-        hp = host_port(n.address)
-        assert hp is not None  # the loader checked it
-        out.append((hp[0], hp[1], n.weight))
-    return out
-
-
 async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = None) -> int:
     runtime = Runtime(config_dir, log)
     stop = stop or asyncio.Event()
@@ -568,7 +570,7 @@ async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = N
 
     signals = Signals(terminate, runtime.reload)
     await runtime.start()
-    tune_gc()
+    memory.tune_gc()
     signals.started()
     await _first(drain.wait(), stop.wait())
     if not stop.is_set():
@@ -578,15 +580,6 @@ async def serve(config_dir: str | Path, log: Any, stop: asyncio.Event | None = N
     log.info("sbc.stopping", calls=len(runtime.controller.calls))
     await runtime.stop()
     return 0
-
-
-def tune_gc() -> None:
-    """Calls are short-lived object graphs freed mostly by reference counting: keep the
-    long-lived startup heap out of the cyclic collector and run it less often, so a full
-    collection does not stall the loop while datagrams queue up."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 async def _first(main: Any, interrupt: Any) -> bool:

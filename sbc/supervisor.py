@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, ipc, memory, native
+from sbc import aggregate, control, ipc, memory, metrics, native
 from sbc.cdr import iso
 from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
@@ -89,6 +89,8 @@ class Supervisor:
         self.draining_since: float | None = None
         self.http: list[HttpServer] = []
         self.shipping = Shipping(log)  # the node's one CDR file into PostgreSQL
+        self.control: control.Control | None = None
+        self.out_of_service: list[tuple[str, str]] = []  # `sbc ctl trunk disable`, for all
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._ask_ids = itertools.count(1)
         # bindings being shared: ack id -> (the worker that took it, its token, who must
@@ -118,6 +120,11 @@ class Supervisor:
                 self.http.append(http)
         self.reloads.loaded(self.snapshot.config)
         self.shipping.apply(node.cdr.path, node.cdr.database)
+        if node.control.socket:
+            self.control = control.Control(
+                control.SupervisedNode(self), node.control.socket, self.log
+            )
+            await self.control.start()
         self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())
         self.notifier.ready(await self._summary())
         if self.notifier.watchdog:
@@ -146,6 +153,8 @@ class Supervisor:
             peers = self._peers()
             snap = (self.snapshot.config, self.snapshot.loaded_at)
             w.link.send("start", peers, str(self.config_dir), snap, bindings, self.view)
+            if self.out_of_service:
+                w.link.send("oos", self.out_of_service)
             self._others(w, "peers", peers)
 
     def _peers(self) -> list[tuple[str, int]]:
@@ -242,8 +251,9 @@ class Supervisor:
             if other is not w and other.link is not None:
                 other.link.send(*msg)
 
-    async def ask(self, what: str) -> list[Any]:
-        """Every ready worker's answer (metrics, status or memory); a silent one is skipped."""
+    async def ask(self, what: str | tuple[Any, ...]) -> list[Any]:
+        """Every ready worker's answer (metrics, status, memory, or a control question,
+        sbc.control); a silent one is skipped."""
         loop = asyncio.get_running_loop()
         futures = []
         for w in self.workers:
@@ -298,6 +308,8 @@ class Supervisor:
         self.shipping.stop()
         for http in self.http:
             http.close()
+        if self.control is not None:
+            self.control.close()
         self.signal_all(signal.SIGKILL)
         for task in list(self._tasks):
             task.cancel()
@@ -324,6 +336,7 @@ class Supervisor:
         )
         own = [(*meta, value) for meta, value in zip(OWN_METRICS, values, strict=True)]
         text = "".join(aggregate.gauge(name, doc, value, kind) for name, doc, kind, value in own)
+        text += metrics.node_metrics(self.reloads).decode()
         body = aggregate.merge_metrics(await self.ask("metrics"), text)
         return 200, "text/plain; version=0.0.4; charset=utf-8", body
 

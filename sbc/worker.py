@@ -29,12 +29,12 @@ import os
 import socket
 from typing import Any
 
-from sbc import ipc, workview
+from sbc import control, ipc, memory, workview
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
 from sbc.notify import Signals
-from sbc.runtime import Runtime, _first, tune_gc
+from sbc.runtime import Runtime, _first
 from sbc.sip import ids
 from sbc.sip.steer import call_id, owner
 from sbc.sip.transaction import Target
@@ -156,11 +156,15 @@ class Worker:
             self.runtime.controller.gate.lockout.block(msg[1], msg[2], now + msg[3])
         elif kind == "snapshot":
             self.runtime.swap(rebuild(msg[1]))
+        elif kind == "oos":  # `sbc ctl trunk disable`, for a worker started again
+            self.runtime.controller.out_of_service = {(tg, t) for tg, t in msg[1]}
 
-    def answer(self, request: int, what: str) -> None:
+    def answer(self, request: int, what: str | tuple[Any, ...]) -> None:
         rt = self.runtime
         reply: Any
-        if what == "metrics":
+        if isinstance(what, tuple):  # the control socket's (sbc.control)
+            reply = control.answer(rt, what)
+        elif what == "metrics":
             reply = rt.metrics.render()
         elif what == "status":
             reply = rt.status()
@@ -253,7 +257,7 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     worker.serve()
     task = loop.create_task(worker.keep_sharing())
     worker.send("ready", os.getpid())
-    tune_gc()
+    memory.tune_gc()
     signals.started()
     await _first(drain.wait(), worker.lost.wait())
     if not worker.lost.is_set():

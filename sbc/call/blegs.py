@@ -68,6 +68,7 @@ class BLegs:
         self.sessions = sessions  # RFC 4028 on both legs
         self.reliable = Reliable(out, timers, out.layer.timers.t1)  # RFC 3262 on both legs
         self.watch = MediaWatch(out, media_, host, timers)  # rtp_timeout
+        self.correlation: dict[str, str] = {}  # a live B-leg's Call-ID -> its A-leg's (HEP)
 
     def ended(self, call: Call) -> None:
         """The call is over: its long timers go (the heap must not keep it alive)."""
@@ -75,6 +76,8 @@ class BLegs:
         self.sessions.ended(call)
         self.reliable.ended(call)
         self.watch.ended(call)
+        for a in call.attempts:
+            self.correlation.pop(a.invite.call_id, None)
 
     def originate(
         self, call: Call, etg: TrunkGroup, index: int, now: float, to: Redirect | None = None
@@ -132,6 +135,7 @@ class BLegs:
         attempt.tx = self.out.send(invite, target, now, ctx=attempt)
         self.host.stats.attempt(etg.name, "egress", etg.capacity_group, now)
         self.host.bind(call, (invite.call_id, invite.from_.tag or ""), "b", attempt)
+        self.correlation[invite.call_id] = call.a_invite.call_id
         limits = etg.limits
         if limits.b_timer:
             self._timers.arm(now + limits.b_timer, attempt, "b_timer", self)

@@ -124,11 +124,11 @@ class CallController:
         self.alarms = Alarms()  # metric triggers raised
         self.cdrs: list[dict[str, Any]] = []  # finished calls' records, for the CDR writer
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
+        self.out_of_service: set[tuple[str, str]] = set()  # `sbc ctl trunk disable`; kept
         self._ticking = False
         self.dialog_hosts: Counter[str] = Counter()  # hosts of live calls' legs
         self.gate = Gate(self.out, self.registrar, self.dialog_hosts)  # screen, registrar
-        # Every message meets the edge screen before the parser (sbc.call.gate).
-        layer.accept = self.gate.screen
+        layer.accept = self.gate.screen  # every message meets it before the parser
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -289,7 +289,8 @@ class CallController:
 
     def candidates(self, snap: Snapshot, names: list[str], now: float) -> hunt.Candidates:
         wall = now + self.wall_offset
-        up = hunt.Usable(self.monitor.is_up, self.registrations.is_up, self.registrar.store, wall)
+        store, oos = self.registrar.store, self.out_of_service
+        up = hunt.Usable(self.monitor.is_up, self.registrations.is_up, store, wall, oos)
         return hunt.candidates(snap, names, self.hunt, up, wall)
 
     def registered(self, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
@@ -356,12 +357,7 @@ class CallController:
                 pass
 
     def fail_caller(
-        self,
-        call: Call,
-        status: int,
-        now: float,
-        reason: str | None = None,
-        headers: Headers = (),
+        self, call: Call, status: int, now: float, reason: str | None = None, headers: Headers = ()
     ) -> None:
         ending.fail_caller(self.out, call, status, now, reason, headers)
         self.maybe_end(call, now)
@@ -519,17 +515,25 @@ class CallController:
         delete): zero means a drained node may exit without losing a CDR."""
         return len(self.calls) + self.media.in_flight
 
-    def shutdown(self, now: float) -> None:
-        """The drain timeout passed: BYE both legs of answered calls, 503 to calls in setup
-        (their pending attempt is cancelled). Records say hangup sbc, reason shutdown."""
+    def shutdown(self, now: float) -> None:  # the drain timeout passed
         retry = (("Retry-After", str(self.snapshot.config.node.drain_retry_after)),)
         for call in list(self.calls.values()):
-            if call.state == "answered":
-                call.reason = "shutdown"
-                self.hang_up(call, "sbc", now, reason="shutdown")
-            elif call.state in ("admitting", "routing") and not call.cancelled:
-                call.reason, call.hangup = "shutdown", "sbc"
-                self._abandon(call, 503, now, retry)
+            self.stop(call, "shutdown", now, retry)
+
+    def stop(
+        self, call: Call, reason: str, now: float, headers: tuple[tuple[str, str], ...] = ()
+    ) -> bool:
+        """sbc ends a call (drain, `sbc ctl kill`): BYE both legs of an answered one, 503 to
+        one in setup (its attempt cancelled); hangup sbc, ``reason``. False: ending already."""
+        setup = call.state in ("admitting", "routing") and not call.cancelled
+        if call.state != "answered" and not setup:
+            return False
+        call.reason, call.hangup = reason, "sbc"
+        if setup:
+            self._abandon(call, 503, now, headers)
+        else:
+            self.hang_up(call, "sbc", now, reason=reason)
+        return True
 
     def _on_bye(self, call: Call, leg: Leg, tx: ServerTransaction, now: float) -> None:
         self.out.respond(tx, 200, now)

@@ -76,14 +76,27 @@ class Usable:
     registered_at_vendor: Callable[[str, int], bool]
     bindings: MemoryStore
     wall: float
+    out_of_service: set[tuple[str, str]]  # `sbc ctl trunk disable`: (trunk group, trunk or "")
 
     def __call__(self, tg: TrunkGroup, index: int) -> bool:
         t = tg.trunks[index]
+        oos = self.out_of_service
+        if oos and ((tg.name, "") in oos or (tg.name, trunk_label(tg, index)) in oos):
+            return False
         if t.type == "ip":
             return not tg.monitoring.enabled or self.trunk_up(trunk_target(t).key)
         if tg.direction == "origination":
             return self.bindings.binding_of(tg.name, t.username, self.wall) is not None
         return self.registered_at_vendor(tg.name, index)
+
+
+def trunk_label(tg: TrunkGroup, index: int) -> str:
+    """How `sbc ctl` and the CDR name a trunk: ``host:port`` (an IP trunk) or its username."""
+    t = tg.trunks[index]
+    if t.type != "ip":
+        return t.username
+    target = trunk_target(t)
+    return f"{target.host}:{target.port}"
 
 
 def candidates(

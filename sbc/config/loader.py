@@ -324,6 +324,8 @@ def _check_node(node: Node, located: _Located) -> None:
         listen = getattr(node, section).listen
         if listen and host_port(listen) is None:
             raise located.error(("node", section, "listen"), "must be IP:PORT (IPv6: [IP]:PORT)")
+    if node.hep.address and host_port(node.hep.address) is None:
+        raise located.error(("node", "hep", "address"), "must be IP:PORT (IPv6: [IP]:PORT)")
 
 
 def _check_trunk_groups(config: Config, located: _Located) -> None:

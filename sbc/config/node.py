@@ -96,6 +96,32 @@ class LedgerConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = "balance/ledger.jsonl"
 
 
+class ControlConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The control socket `sbc ctl` talks to (JSON-RPC 2.0, sbc.control)."""
+
+    socket: Annotated[
+        str,
+        d("UNIX socket path (mode 0600), relative to the working directory; empty disables it."),
+    ] = "control.sock"
+    trace: Annotated[
+        int,
+        d(
+            "SIP messages (first lines) kept per call for `sbc ctl call`, for the last 1000 calls; 0 = none (no per-message cost)."
+        ),
+        Meta(ge=0, le=1000),
+    ] = 32
+
+
+class HepConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A HEPv3 copy of every SIP message sent or received, for Homer / heplify (sbc.hep)."""
+
+    address: Annotated[str, d("host:port of the HEP collector (UDP); empty disables capture.")] = ""
+    capture_id: Annotated[
+        int, d("HEP capture agent id (chunk 0x000c)."), Meta(ge=0, le=4294967295)
+    ] = 1
+    password: Annotated[str, d("HEP auth key (chunk 0x000e); empty sends none.")] = ""
+
+
 class MetricsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The Prometheus endpoint."""
 
@@ -230,6 +256,13 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     audit: Annotated[AuditConfig, d("Audit log of configuration changes.")] = field(
         default_factory=AuditConfig
     )
+    control: Annotated[ControlConfig, d("Control socket for `sbc ctl`.")] = field(
+        default_factory=ControlConfig
+    )
+    hep: Annotated[HepConfig, d("HEPv3 capture of all SIP to a collector.")] = field(
+        default_factory=HepConfig
+    )
+    name: Annotated[str, d("This node's name in CDRs (`node`); empty = the host name.")] = ""
     drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
     drain_retry_after: Annotated[
         int, d("Retry-After (seconds) on the 503 new calls get while draining."), Meta(ge=0)
