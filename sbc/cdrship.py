@@ -26,8 +26,9 @@ from typing import Any
 
 from sbc.cdr import rotated
 
-# One row per call; the attempts as JSONB; the whole record too, so nothing a later CDR
-# field adds is lost before a column exists for it. An index on setup time for billing runs.
+# One row per call, money as numeric (the CDR's decimal strings, never floats); the attempts
+# as JSONB; the whole record too, so nothing a later CDR field adds is lost before a column
+# exists for it. An index on setup time for billing runs.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cdr (
     call_id text PRIMARY KEY,
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS cdr (
     hangup text,
     egress_trunk_group text,
     egress_trunk text,
+    rate_status text,
+    revenue numeric,
+    cost numeric,
+    margin numeric,
+    currency text,
+    node text,
     attempts jsonb,
     record jsonb NOT NULL
 );
@@ -58,13 +65,16 @@ CREATE INDEX IF NOT EXISTS cdr_setup_time ON cdr (setup_time);
 INSERT = """
 INSERT INTO cdr (call_id, sip_call_id, relationship, trunk_group, source, ani, dnis,
                  setup_time, answer_time, end_time, duration, billable, disposition, status,
-                 reason, hangup, egress_trunk_group, egress_trunk, attempts, record)
+                 reason, hangup, egress_trunk_group, egress_trunk, rate_status, revenue, cost,
+                 margin, currency, node, attempts, record)
 SELECT r->>'call_id', r->>'sip_call_id', r->>'relationship', r->>'trunk_group',
        r->>'source', r->>'ani', r->>'dnis', (r->>'setup_time')::timestamptz,
        (r->>'answer_time')::timestamptz, (r->>'end_time')::timestamptz,
        (r->>'duration')::double precision, (r->>'billable')::integer, r->>'disposition',
        (r->>'status')::integer, r->>'reason', r->>'hangup', r->>'egress_trunk_group',
-       r->>'egress_trunk', r->'attempts', r
+       r->>'egress_trunk', r->>'rate_status', (r->>'revenue')::numeric,
+       (r->>'cost')::numeric, (r->>'margin')::numeric, r->>'currency', r->>'node',
+       r->'attempts', r
 FROM jsonb_array_elements($1::jsonb) AS r
 ON CONFLICT (call_id) DO NOTHING
 """
