@@ -294,13 +294,15 @@ class Keeper:
 
     def settle(self, records: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
         """Ended calls' records: release their reservations, charge their revenue."""
-        if not policies and not self.book.accounts:
+        if not policies:
             return
         lines = []
         now = time.time()
         for rec in records:
             rel = rec.get("relationship") or ""
             policy = policies.get(rel)
+            if policy is None:  # no balance kept (any more): nothing charged
+                continue
             amount, events = self.book.settle(rel, policy, rec["call_id"], rec.get("revenue"))
             if amount:
                 lines.append(charge(rel, rec["call_id"], amount, now))

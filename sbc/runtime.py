@@ -385,7 +385,10 @@ class Runtime:
             record["node"] = self.node_name
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
-        self.balances.settle(records, self.controller.snapshot.balances)
+        snap = self.controller.snapshot
+        self.balances.settle(records, snap.balances)
+        if snap.tariffs:  # revenue, cost, profit, margin and PPM triggers (sbc.stats)
+            self.controller.stats.rated(records, snap.capacity_of, self.now())
 
     async def _media_command(self, cmd: MediaCommand) -> None:
         reply: dict[bytes, Any] | None = None

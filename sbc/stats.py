@@ -11,13 +11,21 @@ group, B-leg attempts sent to a termination one):
 - completions: answered;  ASR = completions / attempts;
 - minutes: answered seconds of calls that ended, / 60;  ALOC = those seconds / those calls;
 - PDD: INVITE received to first 180/183 (or the answer when there was none), ingress only;
-- ports: calls up (in setup or answered);  CPS: attempts per second.
+- ports: calls up (in setup or answered);  CPS: attempts per second;
+- revenue, cost: the rated amounts (README, Rating) of calls that ended through the trunk
+  group, either side; profit: revenue - cost of the calls rated on both sides; margin: that
+  profit in % of their revenue; PPM: that profit per minute of those calls. Fed by
+  ``rated`` once the call's record is made (money in Decimal; a trigger compares floats).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+ZERO = Decimal(0)
 
 WINDOW = 300  # the guide's longest sample window: five minutes
 PDD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
@@ -69,11 +77,17 @@ class Bucket:
     pdd_sum: float = 0.0
     pdd_n: int = 0
     ports: int = 0  # the peak sampled in this second
+    revenue: Decimal = ZERO
+    cost: Decimal = ZERO
+    profit: Decimal = ZERO  # of calls rated on both sides
+    profit_revenue: Decimal = ZERO  # their revenue
+    profit_seconds: float = 0.0  # their answered seconds
 
     def reset(self, second: int) -> None:
         self.second = second
         self.attempts = self.completions = self.ended = self.pdd_n = self.ports = 0
-        self.seconds = self.pdd_sum = 0.0
+        self.seconds = self.pdd_sum = self.profit_seconds = 0.0
+        self.revenue = self.cost = self.profit = self.profit_revenue = ZERO
 
 
 class Window:
@@ -120,6 +134,15 @@ class Window:
             return float(max((b.ports for b in bs), default=0))
         if kind == "cps":
             return float(max((b.attempts for b in bs), default=0))
+        if kind in ("revenue", "cost", "profit"):
+            return float(sum((getattr(b, kind) for b in bs), ZERO))
+        profit = sum((b.profit for b in bs), ZERO)
+        if kind == "margin":
+            base = sum((b.profit_revenue for b in bs), ZERO)
+            return float(100 * profit / base) if base else None
+        if kind == "ppm":
+            talked = sum(b.profit_seconds for b in bs)
+            return float(profit) * 60 / talked if talked else None
         raise ValueError(kind)
 
 
@@ -172,6 +195,26 @@ class Stats:
         for b in self._buckets(tg, cg, now):
             b.ended += 1
             b.seconds += seconds
+
+    def rated(self, records: list[dict[str, Any]], cgs: dict[str, str], now: float) -> None:
+        """Ended calls' records: their revenue, cost and profit count toward the windows of
+        their ingress and egress trunk groups (``cgs``: trunk group -> capacity group)."""
+        for rec in records:
+            revenue, cost, margin = rec.get("revenue"), rec.get("cost"), rec.get("margin")
+            if revenue is None and cost is None:
+                continue
+            r = Decimal(revenue) if revenue else ZERO
+            c = Decimal(cost) if cost else ZERO
+            for tg in (rec.get("trunk_group"), rec.get("egress_trunk_group")):
+                if not tg:
+                    continue
+                for b in self._buckets(tg, cgs.get(tg, ""), now):
+                    b.revenue += r
+                    b.cost += c
+                    if margin is not None:
+                        b.profit += Decimal(margin)
+                        b.profit_revenue += r
+                        b.profit_seconds += float(rec.get("duration") or 0.0)
 
     def sample(self, ports: dict[tuple[str, str], int], now: float) -> None:
         """Ports in use right now, by (tg|cg, name); scopes not listed have none."""

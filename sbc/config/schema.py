@@ -33,7 +33,21 @@ class TimeWindow(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     timezone: Annotated[str, d("IANA time zone name.")] = "UTC"
 
 
-MetricType = Literal["attempts", "completions", "minutes", "asr", "aloc", "pdd", "ports", "cps"]
+MetricType = Literal[
+    "attempts",
+    "completions",
+    "minutes",
+    "asr",
+    "aloc",
+    "pdd",
+    "ports",
+    "cps",
+    "revenue",
+    "cost",
+    "profit",
+    "margin",
+    "ppm",
+]
 
 
 class MetricTrigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -44,7 +58,7 @@ class MetricTrigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
     type: Annotated[
         MetricType,
         d(
-            "attempts, completions, minutes, asr (%), aloc (minutes), pdd (seconds), ports (peak), cps (peak)."
+            "attempts, completions, minutes, asr (%), aloc (minutes), pdd (seconds), ports (peak), cps (peak); revenue, cost, profit (amounts of rated calls that ended), margin (profit in % of revenue), ppm (profit per minute)."
         ),
     ]
     condition: Annotated[Literal["less_than", "greater_than"], d("less_than or greater_than.")]

@@ -55,6 +55,7 @@ class Snapshot:
     # trunk group -> its rate deck with the deck's terms (only trunk groups that have one)
     tariffs: dict[str, Tariff] = field(default_factory=dict)
     balances: dict[str, Balance] = field(default_factory=dict)  # relationship -> its policy
+    capacity_of: dict[str, str] = field(default_factory=dict)  # trunk group -> capacity group
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
@@ -104,6 +105,7 @@ class Snapshot:
                 rd.propagation_delay,
             )
         for tg in config.trunk_groups:
+            snap.capacity_of[tg.name] = tg.capacity_group
             if tg.rate_deck in decks:
                 snap.tariffs[tg.name] = decks[tg.rate_deck]
         for rel in config.relationships:

@@ -353,3 +353,56 @@ def test_a_reload_swaps_decks_with_the_snapshot_or_keeps_the_old_ones(tmp_path: 
     assert new is not None
     assert str(new.tariffs["cheap"].deck.lookup("1", 0).rate) == "0.003"  # type: ignore[union-attr]
     assert str(snap.tariffs["cheap"].deck.lookup("1", 0).rate) == "0.005"  # type: ignore[union-attr]
+
+
+def test_revenue_cost_profit_margin_and_ppm_over_a_window_and_a_trigger_fires() -> None:
+    import msgspec
+
+    from sbc.alarms import Alarms
+    from sbc.config.schema import Config
+    from sbc.stats import Stats
+
+    stats = Stats()
+    rec = {
+        "trunk_group": "in",
+        "egress_trunk_group": "out",
+        "revenue": "0.0110",
+        "cost": "0.0060",
+        "margin": "0.0050",
+        "duration": 61.0,
+    }
+    unrated_cost = {**rec, "cost": None, "margin": None, "revenue": "0.0100", "duration": 30.0}
+    stats.rated([rec, unrated_cost, {"trunk_group": "in", "revenue": None}], {"in": "cg"}, 100.0)
+    w = stats.window("tg", "in")
+    values = {k: w.value(k, 100.5, 60) for k in ("revenue", "cost", "profit", "margin", "ppm")}
+    assert values["revenue"] == pytest.approx(0.021) and values["cost"] == pytest.approx(0.006)
+    assert values["profit"] == pytest.approx(0.005)
+    assert values["margin"] == pytest.approx(100 * 0.005 / 0.011)  # of calls rated both sides
+    assert values["ppm"] == pytest.approx(0.005 * 60 / 61)
+    assert stats.window("tg", "out").value("cost", 100.5, 60) == pytest.approx(0.006)
+    assert stats.window("cg", "cg").value("revenue", 100.5, 60) == pytest.approx(0.021)
+    assert stats.window("tg", "in").value("margin", 500.0, 60) is None  # nothing in the window
+    config = msgspec.convert(
+        {
+            "trunk_groups": [
+                {
+                    "name": "in",
+                    "direction": "origination",
+                    "triggers": [
+                        {
+                            "name": "low-margin",
+                            "type": "margin",
+                            "condition": "less_than",
+                            "value": 50,
+                            "window": 60,
+                        }
+                    ],
+                }
+            ]
+        },
+        Config,
+    )
+    alarms = Alarms()
+    assert alarms.evaluate(config, stats, 40.0, 0.0) == []  # the window is not whole yet
+    (fired,) = alarms.evaluate(config, stats, 100.5, 0.0)
+    assert fired.firing and fired.value == pytest.approx(100 * 0.005 / 0.011)
