@@ -74,6 +74,8 @@ WARN_EVENTS = frozenset(
         "auth.refused",
         "auth.blocked",
         "edge.dropped",
+        "flood.banned",
+        "tcp.full",
         "call.timer_c",
         "registration.failed",
         "trunk.down",
@@ -81,6 +83,9 @@ WARN_EVENTS = frozenset(
         "metric.trigger",
     )
 )
+
+# Logged by a node's supervisor, once, not by each worker that sees them.
+NODE_EVENTS = frozenset(("flood.banned", "flood.unbanned"))
 
 
 class Runtime:
@@ -372,7 +377,10 @@ class Runtime:
         self._pump(now)
 
     def _log(self, notices: list[Notice]) -> None:
+        worker = self.worker is not None
         for n in notices:
+            if worker and n.event in NODE_EVENTS:
+                continue  # the supervisor logs these once for the node (sbc.worker)
             if n.event in WARN_EVENTS:
                 self.log.warning(n.event, call_id=n.call_id, **n.fields)
             else:

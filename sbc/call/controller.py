@@ -126,9 +126,11 @@ class CallController:
         self.draining = False  # SIGTERM: new calls get 503 + Retry-After
         self._ticking = False
         self.dialog_hosts: Counter[str] = Counter()  # hosts of live calls' legs
-        self.gate = Gate(self.out, self.registrar, self.dialog_hosts)  # screen, registrar
+        # the screen, the registrar, the lockout and the flood bans
+        self.gate = Gate(self.out, self.registrar, self.dialog_hosts, self._timers)
         # Every message meets the edge screen before the parser (sbc.call.gate).
         layer.accept = self.gate.screen
+        layer.server_header = snapshot.config.node.server_header
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class CallController:
     @snapshot.setter
     def snapshot(self, snap: Snapshot) -> None:
         self.out.snapshot = snap
+        self.layer.server_header = snap.config.node.server_header
 
     @property
     def notices(self) -> list[Notice]:
