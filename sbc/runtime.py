@@ -146,7 +146,9 @@ class Runtime:
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
-        self.tcp = TcpPool(self)
+        self.tcp = TcpPool(self, self.now, lambda: self.controller.snapshot.config.node.tcp)
+        self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
+        self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -201,6 +203,7 @@ class Runtime:
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
         self._spawn(self._memory_keeper())
+        self._spawn(self.tcp.keep_sweeping())  # node.tcp: slowloris, idle, the cap
 
     async def _serve_admin(self) -> None:
         node = self.controller.snapshot.config.node
@@ -464,6 +467,7 @@ class Runtime:
                 1.0 if self.draining_since is not None else 0.0,
             ),
             ("sbc_cdr_records_total", "CDR records written.", float(self.cdrs.written)),
+            *self.tcp.gauges(),
             (
                 "sbc_cdr_backlog",
                 "CDR records waiting for a writable file.",
