@@ -20,6 +20,7 @@ A flood while calls go on (127.0.0.2 is nobody; the same from 127.0.0.3, a trunk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -279,3 +280,57 @@ def test_idle_and_slowloris_tcp_do_not_slow_options_and_slowloris_is_closed(
     assert closed_after is not None and 2.0 <= closed_after < 3.5, closed_after
     assert metric("sbc_tcp_header_timeouts_total") == 1
     assert refused >= 20 and len(full) == 1, full
+
+
+def test_with_two_workers_a_ban_holds_on_both_and_is_logged_once(tmp_path: Path) -> None:
+    """node.workers: 2. A trunk (127.0.0.3) floods OPTIONS from 8 sockets, which the kernel
+    spreads over both workers: the node logs one flood.banned (the supervisor's), and
+    afterwards OPTIONS from 8 fresh sockets of that address get no answer from either
+    worker, while the other trunk address (127.0.0.4) is still answered."""
+    config = tmp_path / "config"
+    config.mkdir()
+    text = CONFIG.replace("workers: 1", "workers: 2").replace(f"port: {PORT}", "port: 6602")
+    text = text.replace(f"127.0.0.1:{METRICS}", "127.0.0.1:6603")
+    text = text.replace("requests: 200", "requests: 100")
+    (config / "sbc.yaml").write_text(text)
+    node = harness.start_sbc(tmp_path, config, port=6602)
+    try:
+        socks = []
+        for i in range(8):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.3", 6670 + i))
+            socks.append(s)
+        for n in range(150):
+            for i, s in enumerate(socks):
+                s.sendto(probe("127.0.0.3", 6670 + i, f"f{n}-{i}"), ("127.0.0.1", 6602))
+        time.sleep(1.0)
+        for s in socks:
+            s.close()
+        answered = 0
+        for i in range(8):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.3", 6690 + i))  # fresh sockets
+                s.settimeout(0.3)
+                s.sendto(probe("127.0.0.3", 6690 + i, f"after-{i}"), ("127.0.0.1", 6602))
+                with contextlib.suppress(TimeoutError):
+                    answered += s.recv(65535).startswith(b"SIP/2.0 200")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.4", 6699))
+            s.settimeout(1.0)
+            s.sendto(probe("127.0.0.4", 6699, "other"), ("127.0.0.1", 6602))
+            other = s.recv(65535)
+        bans = node.events("flood.banned")
+    finally:
+        assert node.stop() == 0
+    assert [b["ip"] for b in bans] == ["127.0.0.3"], bans
+    assert answered == 0
+    assert other.startswith(b"SIP/2.0 200")
+
+
+def probe(host: str, port: int, cid: str) -> bytes:
+    return (
+        f"OPTIONS sip:127.0.0.1:6602 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{cid};rport\r\n"
+        f"From: <sip:p@{host}>;tag=t{cid}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {cid}\r\n"
+        f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
