@@ -301,6 +301,11 @@ class Runtime:
         self.layer.receive(data, source, now)
         self._pump(now)
 
+    def flush(self) -> None:
+        """Carry out what the controller holds now (a ban decided before any message was
+        parsed, sbc.worker)."""
+        self._pump(self.now())
+
     def on_transport_error(self, target: Target, detail: str) -> None:
         self.log.warning(
             "transport.error",

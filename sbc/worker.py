@@ -62,6 +62,8 @@ class Steer(asyncio.DatagramProtocol):
         # worker. A banned source costs a lookup, not a hand-over.
         rt = w.runtime
         if rt.controller.gate.flooded(data, source.host, rt.now()):
+            if rt.controller.notices:  # a ban began: its notice (and timer) go out now
+                rt.flush()
             return
         # REGISTERs by source address, so one worker counts an address's failed attempts
         # (sbc.lockout); everything else by Call-ID.
