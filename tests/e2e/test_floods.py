@@ -66,8 +66,12 @@ trunk_groups:
   - {{name: vendor-pool, relationship: vendor-x, direction: termination, hunting: load-balance,
      trunks: [{{ip: 127.0.0.1, port: 6681}}, {{ip: 127.0.0.1, port: 6682}}],
      limits: {{b_timer: 2}}}}
+  - {{name: vendor-big, relationship: vendor-x, direction: termination, hunting: failover,
+     trunks: [{{ip: 127.0.0.1, port: 6683, protocol: udp}}, {{ip: 127.0.0.1, port: 6683,
+               protocol: tcp}}]}}
 routeplans:
-  - {{name: default, routes: [{{prefix: "", trunk_groups: [vendor-pool]}}]}}
+  - {{name: default, routes: [{{prefix: "", trunk_groups: [vendor-pool]}},
+                             {{prefix: "9", trunk_groups: [vendor-big]}}]}}
 """
 
 
@@ -334,3 +338,31 @@ def probe(host: str, port: int, cid: str) -> bytes:
         f"From: <sip:p@{host}>;tag=t{cid}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {cid}\r\n"
         f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
+
+
+def test_a_large_invite_reaches_the_vendor_over_tcp(sbc: harness.Sbc, tmp_path: Path) -> None:
+    """RFC 3261 §18.1.1. The caller sends a 1,900-byte INVITE over UDP; vendor-big has a UDP
+    and a TCP trunk at 127.0.0.1:6683, where sipp listens on TCP only:
+
+        caller 127.0.0.1:6612 --INVITE (UDP, 1.9 KB)--> sbc --INVITE (TCP)--> sipp :6683
+                              <--------------------200-     <-------------200-
+                              --ACK, BYE -------------->    --ACK, BYE ------>
+    """
+    pad = b"".join(b"a=x-pad:%04d%s\r\n" % (i, b"p" * 40) for i in range(30))
+    sdp = helpers.SDP + pad
+    me = harness.Peer("127.0.0.1", 6612)
+    ruri = f"sip:9555@127.0.0.1:{PORT}"
+    with harness.sipp_servers("uas.xml", [6683], tmp_path, extra=["-t", "t1", *sipp_ports(6642)]):
+        try:
+            me.send(helpers.request("INVITE", "big-1", "c1", "", 1, me, sdp, ruri=ruri), PORT)
+            answers = me.replies(3.0)
+            ok = [a for a in answers if a.startswith(b"SIP/2.0 200")]
+            assert ok, answers
+            to_tag = harness.tag_of(harness.header(ok[0].decode(), "To"))
+            me.send(helpers.request("ACK", "big-1", "c1", to_tag, 1, me, ruri=ruri), PORT)
+            me.send(helpers.request("BYE", "big-1", "c1", to_tag, 2, me, ruri=ruri), PORT)
+            assert any(a.startswith(b"SIP/2.0 200") for a in me.replies(2.0))
+        finally:
+            me.close()
+    (attempt,) = [e for e in sbc.events("call.attempt") if e["trunk_group"] == "vendor-big"]
+    assert attempt["trunk"] == "tcp:127.0.0.1:6683"
