@@ -44,15 +44,16 @@ class JsonLine:
     """The event as one JSON line (msgspec; a value it cannot encode is written as its
     str()), with the journal's priority prefix when ``journal``."""
 
-    def __init__(self, journal: bool) -> None:
+    def __init__(self, journal: bool, text: bool = False) -> None:
         self.journal = journal
+        self.text = text  # for a text stream without a binary buffer (a StringIO)
         self.encoder = msgspec.json.Encoder(enc_hook=str)
 
-    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> bytes:
+    def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> bytes | str:
         line = self.encoder.encode(event)
         if self.journal:
-            return PRIORITY.get(str(event.get("level", "")), b"<6>") + line
-        return line
+            line = PRIORITY.get(str(event.get("level", "")), b"<6>") + line
+        return line.decode() if self.text else line
 
 
 def setup(
@@ -67,9 +68,12 @@ def setup(
     if fmt == "console":
         render: Any = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.WriteLoggerFactory(file=out)
-    else:
+    elif hasattr(out, "buffer"):
         render = JsonLine(journal_stream(out))
         factory = structlog.BytesLoggerFactory(file=out.buffer)
+    else:
+        render = JsonLine(False, text=True)
+        factory = structlog.WriteLoggerFactory(file=out)
     structlog.configure(
         processors=[*head, render],
         # Below the level, a log call is a no-op method: nothing is rendered.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import control, memory, native, status
+from sbc import control, gauges, memory, native, status
 from sbc.balance import Keeper
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
@@ -77,6 +77,8 @@ WARN_EVENTS = frozenset(
         "auth.refused",
         "auth.blocked",
         "edge.dropped",
+        "flood.banned",
+        "tcp.full",
         "call.timer_c",
         "registration.failed",
         "trunk.down",
@@ -84,6 +86,9 @@ WARN_EVENTS = frozenset(
         "metric.trigger",
     )
 )
+
+# Logged by a node's supervisor, once, not by each worker that sees them.
+NODE_EVENTS = frozenset(("flood.banned", "flood.unbanned"))
 
 
 class Runtime:
@@ -157,7 +162,9 @@ class Runtime:
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
-        self.tcp = TcpPool(self)
+        self.tcp = TcpPool(self, self.now, lambda: self.controller.snapshot.config.node.tcp)
+        self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
+        self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
         self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -214,6 +221,7 @@ class Runtime:
             self._spawn(self._watchdog(self.notifier.watchdog))
         self._spawn(self._memory_keeper())
         self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
+        self._spawn(self.tcp.keep_sweeping())  # node.tcp: slowloris, idle, the cap
 
     async def _serve_admin(self) -> None:
         node = self.controller.snapshot.config.node
@@ -322,6 +330,11 @@ class Runtime:
         self.layer.receive(data, source, now)
         self._pump(now)
 
+    def flush(self) -> None:
+        """Carry out what the controller holds now (a ban decided before any message was
+        parsed, sbc.worker)."""
+        self._pump(self.now())
+
     def on_transport_error(self, target: Target, detail: str) -> None:
         self.log.warning(
             "transport.error",
@@ -414,7 +427,10 @@ class Runtime:
         self._pump(now)
 
     def _log(self, notices: list[Notice]) -> None:
+        worker = self.worker is not None
         for n in notices:
+            if worker and n.event in NODE_EVENTS:
+                continue  # the supervisor logs these once for the node (sbc.worker)
             if n.event in WARN_EVENTS:
                 self.log.warning(n.event, call_id=n.call_id, **n.fields)
             else:
@@ -494,41 +510,7 @@ class Runtime:
     # --- audit, metrics, status ---------------------------------------------------------------
 
     def gauges(self) -> list[tuple[str, str, float]]:
-        out = [
-            (
-                "sbc_draining",
-                "1 while the node drains after SIGTERM.",
-                1.0 if self.draining_since is not None else 0.0,
-            ),
-            ("sbc_cdr_records_total", "CDR records written.", float(self.cdrs.written)),
-            (
-                "sbc_cdr_backlog",
-                "CDR records waiting for a writable file.",
-                float(len(self.spool.backlog)),
-            ),
-            (
-                "sbc_cdr_dropped_total",
-                "CDR records lost: the file was unwritable and the backlog full.",
-                float(self.spool.dropped),
-            ),
-        ]
-        out += self.hep.gauges()
-        if self.worker is None:
-            return [*out, *self.reloads.gauges()]
-        handed, lost = self.worker.steered  # the supervisor adds its own (reloads, workers)
-        return [
-            *out,
-            (
-                "sbc_steered_total",
-                "Datagrams handed to the worker that owns their Call-ID.",
-                float(handed),
-            ),
-            (
-                "sbc_steer_lost_total",
-                "Datagrams whose owner could not take them (restarting, or its queue full).",
-                float(lost),
-            ),
-        ]
+        return gauges.of(self)
 
     def _metrics(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()

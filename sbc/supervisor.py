@@ -81,6 +81,7 @@ class Supervisor:
         self.snapshot = Snapshot.build(load_config(self.config_dir))
         node = self.snapshot.config.node
         self.memory = MemoryStore()
+        self.bans: dict[str, float] = {}  # flood bans node-wide: host -> until (monotonic)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
         self.workers = [WorkerProcess(i) for i in range(workers)]
@@ -211,9 +212,30 @@ class Supervisor:
         elif kind == "hello":
             w.steer_port = msg[1]
             w.hello.set()
+        elif kind == "block":  # a registrar lockout: every worker drops the guesser
+            self._others(w, "block", *msg[1:])
+        elif kind == "ban":
+            self._ban(w, msg[1], msg[2], msg[3])
         elif kind == "ready":
             w.ready.set()
             self.log.info("worker.started", worker=w.index, pid=msg[1])
+
+    def _ban(self, w: WorkerProcess, host: str, block_for: float, fields: dict[str, Any]) -> None:
+        """A worker banned a flooding source (sbc.flood): the node logs it once, every
+        other worker drops it too, and the node logs its end once."""
+        now = time.monotonic()
+        if self.bans.get(host, 0.0) > now:
+            return  # another worker's share of the same flood: already banned node-wide
+        self.bans[host] = now + block_for
+        self.log.warning("flood.banned", **fields)
+        self._others(w, "ban", host, block_for)
+        asyncio.get_running_loop().call_later(block_for, self._unban, host)
+
+    def _unban(self, host: str) -> None:
+        until = self.bans.get(host)
+        if until is not None and until <= time.monotonic() + 0.001:
+            del self.bans[host]
+            self.log.info("flood.unbanned", ip=host)
 
     def _bind(self, w: WorkerProcess, b: Binding, token: int) -> None:
         """A worker's registrar took a binding: every sibling must hold it before the

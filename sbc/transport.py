@@ -2,7 +2,8 @@
 
 Each received datagram, or each message the stream framer cuts from a TCP connection, goes to
 ``Sink.on_message``. Outgoing TCP reuses the connection a peer opened to us (so responses
-and in-dialog requests flow back over it, RFC 3261 §18.2.2) or opens one.
+and in-dialog requests flow back over it, RFC 3261 §18.2.2) or opens one. ``node.tcp``
+(sbc.tcpguard decides) closes slowloris and idle connections and caps inbound ones.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
+from sbc import tcpguard
+from sbc.config.node import TcpConfig
 from sbc.sip.errors import SipError
 from sbc.sip.parser import StreamFramer
 from sbc.sip.transaction import Target
@@ -43,20 +48,37 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, pool: TcpPool) -> None:
+    def __init__(self, pool: TcpPool, inbound: bool = True) -> None:
         self.pool = pool
+        self.inbound = inbound  # a peer connected to us (counted against max_connections)
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Target | None = None
+        self.last = 0.0  # the last byte either way (loop time)
+        self.pending_since: float | None = None  # first byte of the unfinished message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Target("tcp", host, port)
-        self.pool.connections[self.peer] = self
+        pool = self.pool
+        self.last = now = pool.now()
+        if self.inbound:
+            keep, n = pool.cap.admit(pool.config(), pool.inbound, now)
+            if not keep:
+                if n:
+                    pool.event("tcp.full", max_connections=pool.inbound, refused=n,
+                               source=str(self.peer))  # fmt: skip
+                self.transport.abort()
+                self.peer = None
+                return
+            pool.inbound += 1
+        pool.connections[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
-        assert self.transport is not None and self.peer is not None
+        if self.transport is None or self.peer is None:
+            return  # refused at the cap
+        self.last = now = self.pool.now()
         try:
             frames = self.framer.feed(data)
         except SipError as e:
@@ -64,6 +86,10 @@ class TcpConnection(asyncio.Protocol):
             self.pool.sink.on_transport_error(self.peer, f"framing: {e}")
             self.transport.close()
             return
+        if not self.framer.pending:
+            self.pending_since = None
+        elif self.pending_since is None or frames:
+            self.pending_since = now  # a new message began in this read
         for frame in frames:
             if frame == b"\r\n\r\n":
                 self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 keep-alive pong
@@ -73,13 +99,30 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.pool.connections.get(self.peer) is self:
             del self.pool.connections[self.peer]
+        if self.inbound and self.peer is not None:
+            self.pool.inbound -= 1
+            self.peer = None
 
 
 class TcpPool:
     """Open TCP connections by peer address, and connecting on demand."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        now: Callable[[], float] = time.monotonic,
+        config: Callable[[], TcpConfig] = TcpConfig,
+        busy: Callable[[str], bool] = lambda host: False,
+        event: Callable[..., None] = lambda name, **fields: None,
+    ) -> None:
         self.sink = sink
+        self.now = now  # the loop's clock
+        self.config = config  # the current snapshot's node.tcp
+        self.busy = busy  # does this host have live calls (kept however idle)?
+        self.event = event  # a log line: (event, **fields)
+        self.cap = tcpguard.Cap()
+        self.inbound = 0  # inbound connections held
+        self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0}
         self.connections: dict[Target, TcpConnection] = {}
         self._pending: dict[Target, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -88,6 +131,7 @@ class TcpPool:
         conn = self.connections.get(target)
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
             conn.transport.write(data)
+            conn.last = self.now()
             return
         queue = self._pending.get(target)
         if queue is not None:
@@ -102,7 +146,9 @@ class TcpPool:
         loop = asyncio.get_running_loop()
         try:
             transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), target.host, target.port),
+                loop.create_connection(
+                    lambda: TcpConnection(self, inbound=False), target.host, target.port
+                ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as e:
@@ -112,6 +158,41 @@ class TcpPool:
         self.connections[target] = conn
         for data in self._pending.pop(target, []):
             transport.write(data)
+
+    def sweep(self) -> None:
+        """Close the connections node.tcp says must go (sbc.tcpguard.verdict)."""
+        cfg, now = self.config(), self.now()
+        for peer, conn in list(self.connections.items()):
+            why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, self.busy(peer.host))
+            if why is not None and conn.transport is not None:
+                self.closed[why] += 1
+                conn.transport.abort()
+
+    async def keep_sweeping(self) -> None:
+        while True:
+            await asyncio.sleep(tcpguard.sweep_period(self.config()))
+            self.sweep()
+
+    def gauges(self) -> list[tuple[str, str, float]]:
+        """For /metrics (sbc.runtime.gauges)."""
+        return [
+            ("sbc_tcp_connections", "Inbound TCP connections held.", float(self.inbound)),
+            (
+                "sbc_tcp_refused_total",
+                "Inbound TCP connections closed as they came: node.tcp.max_connections.",
+                float(self.cap.refused),
+            ),
+            (
+                "sbc_tcp_header_timeouts_total",
+                "TCP connections closed: a message unfinished after node.tcp.header_timeout.",
+                float(self.closed["header_timeout"]),
+            ),
+            (
+                "sbc_tcp_idle_timeouts_total",
+                "TCP connections closed: idle for node.tcp.idle_timeout.",
+                float(self.closed["idle_timeout"]),
+            ),
+        ]
 
     def close(self) -> None:
         for conn in list(self.connections.values()):

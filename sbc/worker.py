@@ -56,6 +56,15 @@ class Steer(asyncio.DatagramProtocol):
     def on_message(self, data: bytes, source: Target) -> None:
         """A datagram from the network (sbc.transport.UdpEndpoint)."""
         w = self.worker
+        # Flood bans first (sbc.flood), counted here where the kernel delivered it: one
+        # socket's flood reaches one worker whole (SO_REUSEPORT hashes the 4-tuple), so the
+        # limit holds per source socket as in a lone process; the ban then holds on every
+        # worker. A banned source costs a lookup, not a hand-over.
+        rt = w.runtime
+        if rt.controller.gate.flooded(data, source.host, rt.now()):
+            if rt.controller.notices:  # a ban began: its notice (and timer) go out now
+                rt.flush()
+            return
         # REGISTERs by source address, so one worker counts an address's failed attempts
         # (sbc.lockout); everything else by Call-ID.
         cid = source.host.encode() if data.startswith(b"REGISTER ") else call_id(data)
@@ -154,6 +163,9 @@ class Worker:
         elif kind == "block":
             now = self.runtime.now()
             self.runtime.controller.gate.lockout.block(msg[1], msg[2], now + msg[3])
+        elif kind == "ban":
+            rt = self.runtime
+            rt.controller.gate.share_ban(msg[1], msg[2], rt.now())
         elif kind == "snapshot":
             self.runtime.swap(rebuild(msg[1]))
         elif kind == "oos":  # `sbc ctl trunk disable`, for a worker started again
@@ -207,6 +219,8 @@ class Worker:
                 f = n.fields
                 key = str(f["ip"] if f["scope"] == "source" else f["username"])
                 self.send("block", f["scope"], key, f["block_for"])
+            elif n.event == "flood.banned":  # the supervisor logs it and tells the others
+                self.send("ban", n.fields["ip"], n.fields["block_for"], n.fields)
 
     def changed(self, now: float) -> None:
         """After each pump: the leader shares its view when a trunk or registration changed."""
@@ -254,6 +268,7 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     await loop.create_datagram_endpoint(lambda: worker.steer, sock=worker.sock)
     if view is not None and not worker.leader:
         workview.apply(runtime.controller, view)
+    runtime.controller.gate.udp_flood_checked = True  # Steer checks UDP first
     worker.serve()
     task = loop.create_task(worker.keep_sharing())
     worker.send("ready", os.getpid())

@@ -26,7 +26,7 @@ from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
 from sbc.call import headers, hunt, identity, media, redirect, sessiontimer
-from sbc.call.headers import ALLOW, crossing, trunk_target
+from sbc.call.headers import ALLOW, crossing, tcp_twin, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
 from sbc.call.mediawatch import MediaWatch
@@ -90,6 +90,15 @@ class BLegs:
         invite = headers.b_leg_invite(
             call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to
         )
+        # RFC 3261 §18.1.1: an INVITE over 1300 bytes (the path MTU unknown) goes over TCP
+        # where the trunk group reaches this vendor that way too (a tcp trunk, same address)
+        twin = tcp_twin(etg, index, self.out.snapshot) if to is None else None
+        if twin is not None and len(invite.to_bytes()) > headers.UDP_MAX:
+            index, trunk = twin, etg.trunks[twin]
+            target = trunk_target(trunk)
+            invite = headers.b_leg_invite(
+                call, etg, trunk, self.out.snapshot, new_id, self.out.contact("tcp"), to
+            )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.redirected_by = to.by if to is not None else None

@@ -127,8 +127,9 @@ class CallController:
         self.out_of_service: set[tuple[str, str]] = set()  # `sbc ctl trunk disable`; kept
         self._ticking = False
         self.dialog_hosts: Counter[str] = Counter()  # hosts of live calls' legs
-        self.gate = Gate(self.out, self.registrar, self.dialog_hosts)  # screen, registrar
+        self.gate = Gate(self.out, self.registrar, self.dialog_hosts, self._timers)  # + floods
         layer.accept = self.gate.screen  # every message meets it before the parser
+        layer.server_header = snapshot.config.node.server_header
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class CallController:
     @snapshot.setter
     def snapshot(self, snap: Snapshot) -> None:
         self.out.snapshot = snap
+        self.layer.server_header = snap.config.node.server_header
 
     @property
     def notices(self) -> list[Notice]:
@@ -167,8 +169,7 @@ class CallController:
         return out
 
     def pop_commands(self) -> list[Command | MediaCommand]:
-        """Requests for the state store (answer each Acquire with ``on_acquired``) and for
-        rtpengine (answer each MediaCommand with ``on_media``)."""
+        """For the state store (answers: ``on_acquired``) and rtpengine (``on_media``)."""
         out, self.out.commands = self.out.commands, []
         return out
 

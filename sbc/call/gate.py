@@ -17,21 +17,33 @@ from sbc.call.headers import ALLOW
 from sbc.call.outbox import Outbox
 from sbc.config.schema import TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.flood import Ban, Flood
 from sbc.lockout import FAILURES, Lockout
 from sbc.registrar import Answer, Registrar
 from sbc.sip.message import Request
 from sbc.sip.parser import KNOWN_METHODS
+from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ServerTransaction, Target
 from sbc.state import Bind
 
+SUPPORTED = "100rel, timer"  # RFC 3262 and RFC 4028, both per leg (sbc.call.reliable, sessiontimer)
+
 
 class Gate:
-    def __init__(self, out: Outbox, registrar: Registrar, dialog_hosts: Counter[str]) -> None:
+    def __init__(
+        self, out: Outbox, registrar: Registrar, dialog_hosts: Counter[str], timers: TimerHeap
+    ) -> None:
         self.out = out
         self.registrar = registrar
         self.dialog_hosts = dialog_hosts  # the controller's: hosts of live calls' legs
+        self.timers = timers  # the controller's heap: ban ends
         self.drops = edge.Drops()  # messages dropped unanswered, by reason
         self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
+        self.flood = Flood()  # per source IP request windows and bans (node.flood)
+        # True in a worker of several: its steering step (sbc.worker) checks UDP datagrams
+        # against the flood bans as they come off the socket, before handing them on, so
+        # the screen checks only the rest (TCP).
+        self.udp_flood_checked = False
         # REGISTERs whose 200 waits for their binding to be shared (Bind.token)
         self.held: dict[int, tuple[ServerTransaction, Answer]] = {}
         self._tokens = 0
@@ -39,6 +51,10 @@ class Gate:
     def screen(self, data: bytes, source: Target, now: float) -> bool:
         """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
         sbc.edge): False drops it unanswered. Host-level: an address is known by its IP."""
+        if not (self.udp_flood_checked and source.transport == "udp") and self.flooded(
+            data, source.host, now
+        ):
+            return False
         method = edge.method_of(data)
         host = source.host
         if method == b"SIP/2.0":  # a response: from a host we asked, or at least know
@@ -58,6 +74,48 @@ class Gate:
             return True
         return self.dropped("unknown_source", source, now, method)
 
+    def flooded(self, data: bytes, host: str, now: float) -> bool:
+        """True drops the message: its source is banned (sbc.flood), or this request is one
+        too many and bans it. One dict lookup while no source is banned and flood
+        protection is off; a lookup and a counter when it is on."""
+        flood = self.flood
+        if flood.bans and flood.banned(host, now):
+            self.drops.counts["flood"] += 1
+            return True
+        cfg = self.out.snapshot.config.node.flood
+        if cfg.requests and not data.startswith(b"SIP/2.0"):
+            ban = flood.count(cfg, host, now)
+            if ban is not None:
+                self.drops.counts["flood"] += 1
+                self._banned(ban, now)
+                return True
+        return False
+
+    def _banned(self, ban: Ban, now: float) -> None:
+        """One line when a ban starts, the address first among its fields, for fail2ban
+        (contrib/fail2ban); another when it ends (``_timer_unban``)."""
+        cfg = self.out.snapshot.config.node.flood
+        self.timers.arm(ban.until, ban.host, "unban", self)
+        self.out.notice(
+            "flood.banned",
+            None,
+            ip=ban.host,
+            requests=ban.requests,
+            window=cfg.window,
+            block_for=cfg.block_for,
+        )
+
+    def share_ban(self, host: str, block_for: float, now: float) -> None:
+        """A ban another worker of the node started (sbc.worker): held here too, silently
+        (the supervisor logs it once for the node)."""
+        if self.flood.share(host, now + block_for):
+            self.timers.arm(now + block_for, host, "unban", self)
+
+    def _timer_unban(self, host: str, now: float) -> None:
+        ended = self.flood.expire(host, now)
+        if ended is not None:
+            self.out.notice("flood.unbanned", None, ip=host, dropped=int(ended[1]))
+
     def trusted(self, host: str, now: float) -> bool:
         """A host of any trunk group (or vendor registrar), or of a live registration."""
         return host in self.out.snapshot.peer_hosts or self.registrar.store.host_bound(
@@ -71,8 +129,10 @@ class Gate:
     def dropped(
         self, reason: edge.DropReason, source: Target, now: float, method: bytes | str = b""
     ) -> bool:
-        """Count a message dropped unanswered; log the first from its address in a while."""
-        if self.drops.drop(reason, source.host, now):
+        """Count a message dropped unanswered; log the first from its address in a while,
+        with how many this line stands for."""
+        n = self.drops.drop(reason, source.host, now)
+        if n:
             if isinstance(method, bytes):
                 method = method.decode("ascii", "replace")
             self.out.notice(
@@ -81,8 +141,9 @@ class Gate:
                 reason=reason,
                 source=str(source),
                 method=method,
-                note=f"further drops from {source.host} are counted, not logged, for "
-                f"{edge.LOG_EVERY:.0f} s",
+                dropped=n,
+                note=f"drops from {source.host} since the last line; the next is due in "
+                f"{edge.LOG_EVERY:.0f} s at the earliest",
             )
         return False
 
@@ -107,7 +168,8 @@ class Gate:
             self.out.respond(tx, 503, now, headers=[("Retry-After", retry)])
         elif req.method == "OPTIONS":
             # Peers ping us with OPTIONS as a keep-alive (RFC 3261 §11.2).
-            headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")]
+            # RFC 3261 §11.2; what we support, never an empty Supported (a fingerprint)
+            headers = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
             self.out.respond(tx, 200, now, headers=headers)
         elif req.method in KNOWN_METHODS:
             self.out.respond(tx, 405, now, headers=[("Allow", ALLOW)])

@@ -62,6 +62,23 @@ def trunk_target(trunk: Trunk) -> Target:
     return Target(trunk.protocol, trunk.ip, trunk.port or 5060)
 
 
+UDP_MAX = 1300  # RFC 3261 §18.1.1: larger, with the path MTU unknown, goes congestion-controlled
+
+
+def tcp_twin(etg: TrunkGroup, index: int, snap: Snapshot) -> int | None:
+    """The trunk of ``etg`` that reaches trunk ``index`` (a UDP one) over TCP: same IP and
+    port, protocol tcp; None when there is none or we do not listen on TCP (the vendor's
+    requests in the dialog would then have nowhere to come)."""
+    trunk = etg.trunks[index]
+    if trunk.protocol != "udp" or "tcp" not in snap.listen_ports:
+        return None
+    port = trunk.port or 5060
+    for i, t in enumerate(etg.trunks):
+        if t.protocol == "tcp" and t.type == "ip" and t.ip == trunk.ip and (t.port or 5060) == port:
+            return i
+    return None
+
+
 def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
 

@@ -313,6 +313,11 @@ def _check_node(node: Node, located: _Located) -> None:
             raise located.error(("node", "listen", i, "transport"), "tls is not supported yet")
     if not node.listen:
         raise located.error(("node", "listen"), "needs at least one socket")
+    for i, net in enumerate(node.flood.exempt):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise located.error(("node", "flood", "exempt", i), "must be an IP or a CIDR") from None
     for i, rtp in enumerate(node.rtpengine):
         if host_port(rtp.address) is None:
             raise located.error(

@@ -212,6 +212,50 @@ class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     ] = field(default_factory=LockoutConfig)
 
 
+class FloodConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Per source IP flood protection (pike-like): a source sending more requests than this
+    is dropped unanswered, before parsing, for a while. Trunk IPs count too."""
+
+    requests: Annotated[
+        int,
+        d(
+            "Requests one source IP may send within the window; one more blocks it (responses do not count). 0 = off."
+        ),
+        Meta(ge=0),
+    ] = 200
+    window: Annotated[float, d("Seconds over which requests are counted."), Meta(gt=0)] = 1.0
+    block_for: Annotated[
+        float, d("Seconds a blocked source is dropped without an answer."), Meta(gt=0)
+    ] = 300.0
+    exempt: Annotated[list[str], d("IPs or CIDRs never counted nor blocked.")] = field(
+        default_factory=list
+    )
+
+
+class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """TCP connection hygiene: what a connection may hold, and for how long."""
+
+    idle_timeout: Annotated[
+        float,
+        d(
+            "Seconds a connection may carry nothing (CRLF keep-alives count) before it is closed; connections of hosts with live calls are kept. 0 = never."
+        ),
+        Meta(ge=0),
+    ] = 120.0
+    header_timeout: Annotated[
+        float,
+        d(
+            "Seconds a message may take to arrive whole from its first byte (slowloris); then the connection is closed. 0 = never."
+        ),
+        Meta(ge=0),
+    ] = 10.0
+    max_connections: Annotated[
+        int,
+        d("Inbound connections held at once; more are closed as they arrive. 0 = no limit."),
+        Meta(ge=0),
+    ] = 2000
+
+
 class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """This SBC node: sockets, identity, backends."""
 
@@ -264,6 +308,18 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     )
     name: Annotated[str, d("This node's name in CDRs (`node`); empty = the host name.")] = ""
     drain_timeout: Annotated[int, d("Seconds calls may continue after SIGTERM."), Meta(ge=0)] = 30
+    server_header: Annotated[
+        str,
+        d(
+            "Server (answers) and User-Agent (requests) value we send; empty = none, so scanners cannot name the product."
+        ),
+    ] = ""
+    flood: Annotated[FloodConfig, d("Per source IP flood protection.")] = field(
+        default_factory=FloodConfig
+    )
+    tcp: Annotated[TcpConfig, d("TCP timeouts and connection cap.")] = field(
+        default_factory=TcpConfig
+    )
     drain_retry_after: Annotated[
         int, d("Retry-After (seconds) on the 503 new calls get while draining."), Meta(ge=0)
     ] = 60

@@ -14,9 +14,23 @@ import msgspec
 from msgspec import Meta, field
 
 from sbc.config.base import Base, Status, Transport, d
-from sbc.config.node import LockoutConfig, MediaConfig, Node, RegistrarConfig, RtpEngineNode
+from sbc.config.node import (
+    FloodConfig,
+    LockoutConfig,
+    MediaConfig,
+    Node,
+    RegistrarConfig,
+    RtpEngineNode,
+)
 
-__all__ = ["LockoutConfig", "MediaConfig", "Node", "RegistrarConfig", "RtpEngineNode"]
+__all__ = [
+    "FloodConfig",
+    "LockoutConfig",
+    "MediaConfig",
+    "Node",
+    "RegistrarConfig",
+    "RtpEngineNode",
+]
 
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -154,6 +154,12 @@ class Message:
     def content_type(self) -> str | None:
         return self.get("Content-Type")
 
+    def add_missing(self, name: str, value: str) -> None:
+        """Append header ``name`` (canonical spelling) unless ``value`` is empty or the
+        message has one already."""
+        if value and self.get(name) is None:
+            self.headers.append((name, value))
+
     def _serialize(self, start_line: str) -> bytes:
         # ": ".join of each (name, value) pair runs in C, unlike an f-string per header
         body = self.body

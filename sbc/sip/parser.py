@@ -406,6 +406,11 @@ class StreamFramer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def pending(self) -> bool:
+        """Part of a message is buffered, waiting for the rest."""
+        return bool(self._buf)
+
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
         out: list[bytes] = []

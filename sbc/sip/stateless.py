@@ -5,7 +5,7 @@ request we could not parse (§8.2.6.1, with its own raw Via, From, To, Call-ID a
 from __future__ import annotations
 
 from sbc.sip.errors import reason_phrase
-from sbc.sip.grammar import NameAddr
+from sbc.sip.grammar import NameAddr, Via
 from sbc.sip.message import Request, Response, canonical_name
 
 
@@ -55,13 +55,81 @@ def raw_headers(data: bytes) -> list[tuple[str, str]]:
 _ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
-def stateless_error(headers: list[tuple[str, str]], status: int) -> bytes | None:
+def _split_params(raw: str) -> list[str]:
+    """A via-parm cut at its semicolons, none inside a quoted string."""
+    if '"' not in raw:
+        return raw.split(";")
+    parts, start, quoted = [], 0, False
+    for i, ch in enumerate(raw):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == ";" and not quoted:
+            parts.append(raw[start:i])
+            start = i + 1
+    parts.append(raw[start:])
+    return parts
+
+
+def stamp_raw(raw: str, host: str, port: int) -> str:
+    """A top via-parm as the server transport stamps it: ``received`` with the source
+    address when ``rport`` is asked for or the sent-by host is not the source (RFC 3261
+    §18.2.1), and ``rport`` given the source port when asked for (RFC 3581 §4). Any
+    received/rport values already there are replaced."""
+    parts = _split_params(raw)
+    out, asked = [parts[0]], False
+    for p in parts[1:]:
+        name = p.partition("=")[0].strip().lower()
+        if name == "rport":
+            asked = True
+            out.append(f"rport={port}")
+        elif name != "received":
+            out.append(p)
+    sent_by = parts[0].rpartition(" ")[2].strip()
+    sent_host = sent_by[1 : sent_by.find("]")] if sent_by.startswith("[") else sent_by
+    sent_host = sent_host.partition(":")[0] if not sent_by.startswith("[") else sent_host
+    if asked or sent_host != host:
+        out.append(f"received={host}")
+    return ";".join(out)
+
+
+def stamped(via: Via, source_host: str, source_port: int) -> Via:
+    """``via`` with ``received``/``rport`` as stamp_raw puts them, for the responses that
+    copy it."""
+    params = dict(via.params)
+    if "rport" in params:
+        params["rport"] = str(source_port)
+    params["received"] = source_host
+    raw = stamp_raw(via.raw, source_host, source_port)
+    return Via(via.transport, via.host, via.port, params, raw)
+
+
+def stateless_error(
+    headers: list[tuple[str, str]],
+    status: int,
+    source: tuple[str, int] | None = None,
+    to_tag: str = "",
+    server: str = "",
+) -> bytes | None:
     """A response to a request we could not parse, with its raw Via, From, To, Call-ID and
-    CSeq copied (§8.2.6.1). None when one is missing or a single-value one is repeated."""
-    lines = [f"{n}: {v}" for n, v in headers if n in _ECHOED]
+    CSeq copied (§8.2.6.1): the top Via stamped for ``source`` (host, port; ``stamp_raw``),
+    the To given ``to_tag`` when it has none (§8.2.6.2), and ``server`` as Server when set.
+    None when one is missing or a single-value one is repeated."""
     names = [n for n, _ in headers if n in _ECHOED]
     if any(names.count(n) != 1 for n in _ECHOED[1:]) or "Via" not in names:
         return None
+    lines, first_via = [], True
+    for n, v in headers:
+        if n not in _ECHOED:
+            continue
+        if n == "Via" and first_via and source is not None:
+            first_via = False
+            top, sep, rest = v.partition(",")
+            v = stamp_raw(top.strip(), *source) + (sep + rest if sep else "")
+        elif n == "To" and to_tag and ";tag=" not in v.replace(" ", "").lower():
+            v = f"{v};tag={to_tag}"
+        lines.append(f"{n}: {v}")
+    if server:
+        lines.append(f"Server: {server}")
     start = f"SIP/2.0 {status} {reason_phrase(status)}"
     return "\r\n".join([start, *lines, "Content-Length: 0", "", ""]).encode(
         "utf-8", "surrogateescape"

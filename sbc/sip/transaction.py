@@ -43,7 +43,7 @@ from sbc.sip.errors import SipError
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import KNOWN_METHODS, check_request, parse_message
-from sbc.sip.stateless import make_ack, raw_headers, stateless_error
+from sbc.sip.stateless import make_ack, raw_headers, stamped, stateless_error
 from sbc.sip.timers import TimerConfig, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -266,6 +266,7 @@ class TransactionLayer:
         # False drops it without a word. None admits everything.
         self.accept: Callable[[bytes, Target, float], bool] | None = None
         self.strays = 0  # responses from an address other than the one we sent to, dropped
+        self.server_header = ""  # node.server_header: User-Agent / Server we send; "" = none
         self._asked: Counter[str] = Counter()  # hosts our live client transactions went to
 
     # --- I/O-facing API -----------------------------------------------------------------------
@@ -332,6 +333,7 @@ class TransactionLayer:
     def send_request(
         self, request: Request, target: Target, now: float, ctx: Any = None
     ) -> ClientTransaction:
+        request.add_missing("User-Agent", self.server_header)
         data = request.to_bytes()
         tx = ClientTransaction(request, target, data, ctx)
         self._client[tx.key] = tx
@@ -354,6 +356,8 @@ class TransactionLayer:
         """An ACK for a 2xx: the TU's job, outside any transaction (§13.2.2.4). With ``tx``,
         the INVITE's transaction keeps its bytes while it is Accepted (``tx.ack``), for the
         TU to answer retransmissions of that 2xx with (it ends with Timer M)."""
+        if not isinstance(ack, bytes):
+            ack.add_missing("User-Agent", self.server_header)
         data = ack if isinstance(ack, bytes) else ack.to_bytes()
         if tx is not None and tx.state is State.ACCEPTED:
             tx.ack = data
@@ -470,8 +474,8 @@ class TransactionLayer:
         self.events.append(MessageRefused(e.status, e.detail, source, call_id, is_response, now))
         if is_response or data.lstrip(b"\r\n").startswith(b"ACK "):
             return  # responses and ACKs are never answered (§17.1.3, §17.2.1)
-        err = stateless_error(headers, e.status)
-        if err is not None:
+        addr = (source.host, source.port)
+        if err := stateless_error(headers, e.status, addr, new_id(), self.server_header):
             self._out.append((err, source))
 
     def _receive_request(self, req: Request, source: Target, now: float) -> None:
@@ -496,6 +500,8 @@ class TransactionLayer:
             if tx.last is not None and tx.state is not State.ACCEPTED:
                 self._out.append((tx.last, tx.response_target))
             return
+        if "rport" in (via := req.vias[0]).params or via.host != source.host:  # RFC 3581 §4
+            req.vias[0] = stamped(via, source.host, source.port)
         tx = ServerTransaction(req, source, key)
         self._server[key] = tx
         try:
@@ -522,6 +528,7 @@ class TransactionLayer:
         status = resp.status
         if tx.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED, State.ACCEPTED):
             return  # a final response was already sent (a race the TU may lose benignly)
+        resp.add_missing("Server", self.server_header)
         data = resp.to_bytes()
         tx.last = data
         target = tx.response_target

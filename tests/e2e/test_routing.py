@@ -40,6 +40,7 @@ PORT = 5460
 CONFIG = """
 node:
   listen: [{address: 127.0.0.1, port: 5460, transport: udp}]
+  flood: {exempt: [127.0.0.1]}   # sipp's 50-200 cps from one address: no flood
   admin: {listen: "127.0.0.1:5498"}
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:

@@ -30,6 +30,7 @@ CONFIG = """
 node:
   workers: 2
   listen: [{address: 127.0.0.1, port: 6160, transport: udp}]
+  flood: {exempt: [127.0.0.1]}   # sipp's 50-200 cps from one address: no flood
   admin: {listen: "127.0.0.1:6161"}
   cdr: {path: cdr/cdr.jsonl}
 relationships: [{name: carrier-a}, {name: vendor-x}]
