@@ -21,8 +21,8 @@ A flood while calls go on (127.0.0.2 is nobody; the same from 127.0.0.3, a trunk
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import os
 import re
 import socket
 import subprocess
