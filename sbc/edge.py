@@ -7,7 +7,7 @@ its 64 KB of headers cost one slice, not a parse. The one way in for a stranger 
 and only while registration trunk groups exist (a PBX registers from wherever it is). A
 source the registrar locked out (sbc.lockout) loses its REGISTERs and INVITEs the same way.
 
-Drops are counted by reason (``sbc_dropped_total``) and logged once per source address per
+Drops are counted by reason (``sbc_sip_dropped_total``) and logged once per source address per
 ``LOG_EVERY`` seconds, the line saying how many were dropped since the last one, so a flood
 leaves counters, not a journal full of lines. A source over ``node.flood`` (sbc.flood) is
 banned and its packets dropped before even this screen: counted, never logged one by one.

@@ -107,12 +107,9 @@ class SbcCollector(Collector):
             f"Average length of answered calls that ended in the last {WINDOW} s.",
             labels=["trunk_group"],
         )
-        cps = GaugeMetricFamily(
-            "sbc_cps", "Attempts in the last whole second.", labels=["trunk_group"]
-        )
+        # No CPS gauge: rate(sbc_attempts_total{side="ingress"}[1m]) is the counter's job.
         for tg in sorted(snap.trunk_groups):
             w = stats.windows.get(("tg", tg))
-            cps.add_metric([tg], stats.cps("tg", tg, now))
             if w is None:
                 continue
             ratio = w.value("asr", now, WINDOW)
@@ -121,7 +118,7 @@ class SbcCollector(Collector):
             minutes = w.value("aloc", now, WINDOW)
             if minutes is not None:
                 aloc.add_metric([tg], minutes * 60)
-        yield from (asr, aloc, cps)
+        yield from (asr, aloc)
 
         ports = ctrl.ports_in_use()
         active = GaugeMetricFamily(
@@ -148,7 +145,7 @@ class SbcCollector(Collector):
             refusals.add_metric([tg, reason], n)
         yield refusals
         dropped = CounterMetricFamily(
-            "sbc_dropped",
+            "sbc_sip_dropped",
             "Messages dropped without an answer: from unknown sources, from locked-out "
             "sources, in-dialog requests not from the dialog's peer, responses from a host "
             "we did not send to.",

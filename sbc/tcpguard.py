@@ -46,7 +46,7 @@ class Cap:
     """The inbound connection cap, and the one line per burst of refusals."""
 
     def __init__(self) -> None:
-        self.refused = 0  # connections refused, all told (sbc_dropped_total{reason="tcp_full"})
+        self.refused = 0  # connections refused, all told (sbc_sip_dropped_total{reason="tcp_full"})
         self._burst = 0  # refused since the last line
         self._full = False
         self._logged_at = float("-inf")

@@ -163,7 +163,7 @@ def calls_under_flood(sbc: harness.Sbc, tmp_path: Path, source: str, port: int) 
         f" {len(lines)} log lines in all, {len(about_flood)} about {source}"
     )
     assert len(banned) == 1, about_flood
-    assert metric("sbc_dropped_total", reason="flood") >= 19_000
+    assert metric("sbc_sip_dropped_total", reason="flood") >= 19_000
 
 
 def test_a_strangers_flood_costs_counters_not_lines_and_no_call(

@@ -82,9 +82,9 @@ def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
 def dropped(reason: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS}/metrics", timeout=5).read()
     for line in text.decode().splitlines():
-        if line.startswith(f'sbc_dropped_total{{reason="{reason}"}}'):
+        if line.startswith(f'sbc_sip_dropped_total{{reason="{reason}"}}'):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sbc_dropped_total for {reason}")
+    raise AssertionError(f"no sbc_sip_dropped_total for {reason}")
 
 
 # A request to this node: tests.helpers.request with our port in the Request-URI.

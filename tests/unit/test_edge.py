@@ -146,7 +146,7 @@ def test_strangers_get_nothing_and_nothing_is_retransmitted() -> None:
         assert lab.feed(m, STRANGER) == []
     assert lab.advance(40.0) == []
     assert lab.ctrl.gate.drops.counts["unknown_source"] == len(messages)
-    assert sample(lab.scrape(), "sbc_dropped_total", reason="unknown_source") == len(messages)
+    assert sample(lab.scrape(), "sbc_sip_dropped_total", reason="unknown_source") == len(messages)
     assert lab.ctrl.layer.counts == (0, 0)  # not even a transaction was made
 
 

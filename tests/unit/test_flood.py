@@ -114,7 +114,7 @@ def test_a_strangers_flood_is_banned_once_dropped_before_parsing_and_unbanned_on
     lab.advance(10.0)
     (unbanned,) = lab.events("flood.unbanned")
     assert unbanned == {"ip": "127.0.0.2", "dropped": 149}
-    assert 'sbc_dropped_total{reason="flood"} 150.0' in lab.scrape()
+    assert 'sbc_sip_dropped_total{reason="flood"} 150.0' in lab.scrape()
 
 
 def test_a_trunk_that_floods_is_banned_too_and_responses_never_count() -> None:
