@@ -37,7 +37,7 @@ from sbc.reloads import Reloads
 
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 30.0
-WRITE_METHODS = frozenset(("kill", "trunk", "reload"))
+WRITE_METHODS = frozenset(("kill", "trunk", "reload", "stats"))
 
 # JSON-RPC 2.0 error codes (section 5.1)
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
@@ -80,6 +80,12 @@ def answer(runtime: Any, what: tuple[Any, ...]) -> Any:
         killed = call is not None and ctrl.stop(call, "killed", now)
         runtime.pump_now()
         return killed
+    if what[0] == "reset":  # the counters /metrics shows start again from 0 (rate() copes)
+        from sbc.stats import Stats
+
+        ctrl.stats = Stats()
+        ctrl.refusals.clear()
+        return True
     if what[0] == "oos":
         ctrl.out_of_service = set(map(tuple, what[1]))
         return True
@@ -127,6 +133,7 @@ class Control:
             "trunk": self._trunk,
             "registrations": self._registrations,
             "reload": self._reload,
+            "stats": self._stats,
         }
 
     async def start(self) -> None:
@@ -259,6 +266,15 @@ class Control:
         record = self._audit(f"trunk.{action}d", uid, trunk_group=tg.name, trunk=trunk)
         self.log.info(f"trunk.{action}d", trunk_group=tg.name, trunk=trunk, uid=uid)
         return {"out_of_service": [list(k) for k in sorted(self.out_of_service)], "audit": record}
+
+    async def _stats(self, params: dict[str, Any], uid: int) -> Any:
+        """`sbc ctl stats reset`: every trunk group's totals, windows (ASR, ALOC, triggers)
+        and refusal counts, on every worker; admission limits and calls are not touched."""
+        if params.get("action") != "reset":
+            raise RpcError(INVALID_PARAMS, "stats takes the action reset")
+        workers = len(await self.node.ask(("reset",)))
+        self._audit("stats.reset", uid, workers=workers)
+        return {"reset": True, "workers": workers}
 
     async def _registrations(self, params: dict[str, Any], uid: int) -> Any:
         wall = time.time()

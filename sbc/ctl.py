@@ -33,6 +33,8 @@ def add_parser(sub: Any) -> None:
     trunk.add_argument("trunk", nargs="?", default="", help="host:port (or username)")
     what.add_parser("registrations", help="PBX registrations, and ours at vendors")
     what.add_parser("reload", help="re-read the config directory (as SIGHUP)")
+    stats = what.add_parser("stats", help="reset the traffic counters (ASR, ALOC, totals)")
+    stats.add_argument("action", choices=["reset"])
 
 
 def call(path: str, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -67,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     if cmd in ("kill", "call"):
         params = {"id": args.id}
+    elif cmd == "stats":
+        params = {"action": args.action}
     elif cmd == "trunk":
         params = {"action": args.action, "trunk_group": args.trunk_group, "trunk": args.trunk}
     try:
@@ -113,6 +117,8 @@ def render(cmd: str, result: Any) -> list[str]:
         oos = result["out_of_service"]
         shown = [f"{tg} {t or '(all trunks)'}" for tg, t in oos]
         return ["out of service: " + (", ".join(shown) if shown else "none")]
+    if cmd == "stats":
+        return [f"counters reset on {result['workers']} worker(s)"]
     if cmd == "reload":
         if result.get("event") == "config.reload_refused":
             e = result.get("error", {})

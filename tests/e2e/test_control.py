@@ -467,3 +467,25 @@ def test_metrics_pass_promtool_and_carry_the_node_conventions(node: Node) -> Non
     assert sample(text, "python_gc_collections_total", generation="0") >= 0
     assert sample(text, "sbc_hep_sent_total") > 0 and sample(text, "sbc_hep_dropped_total") == 0
     assert text.count("# TYPE sbc_build_info ") == 1
+
+
+def test_stats_reset_starts_the_traffic_counters_again_and_is_audited(node: Node) -> None:
+    """`sbc ctl stats reset` on a node of workers: every worker's totals go back to 0 (what
+    /metrics shows), calls go on being counted from there, and the audit log names who."""
+    assert uac(node, "uac", 3).count("SuccessfulCall") == 3
+
+    def attempts() -> float:
+        """Calls offered on carrier-a, all workers together (none yet: no sample, 0)."""
+        try:
+            return sample(scrape(METRICS), "sbc_attempts_total", trunk_group="carrier-a")
+        except AssertionError:
+            return 0.0
+
+    assert attempts() >= 3
+    code, result = node.ctl("stats", "reset")
+    assert code == 0 and result == {"reset": True, "workers": 2}, result
+    assert attempts() == 0
+    assert uac(node, "uac", 2).count("SuccessfulCall") == 2
+    assert attempts() == 2
+    (rec,) = [r for r in node.audit() if r.get("event") == "stats.reset"]
+    assert rec["uid"] == os.getuid() and rec["workers"] == 2
