@@ -157,7 +157,7 @@ def test_lcr_picks_the_cheaper_vendor_and_the_cdr_carries_the_exact_rating(root:
         assert sbc.stop() == 0
     assert rec["egress_trunk_group"] == "cheap"
     assert [a["trunk_group"] for a in rec["attempts"]] == ["cheap"]  # dear never asked
-    assert 1.5 < rec["duration"] < 5
+    assert rec["duration"] > 1.5 and rec["duration"] < 5  # the hold, give or take
     # 60/6: a 2 s call is billed 60 s; 0.0100/min sold, 0.005/min bought, 4 digits
     assert {k: rec[k] for k in ("rate_status", "rate_deck", "rate_prefix", "rate")} == {
         "rate_status": "rated",
