@@ -156,6 +156,8 @@ class Runtime:
         self.http: list[HttpServer] = []
         self.control: control.Control | None = None  # the lone node's; else the supervisor's
         self.hep = Capture(self.controller.blegs.correlation)  # node.hep
+        self._screen = self.layer.accept  # the edge screen (sbc.call.gate): copies come after
+        self.layer.accept = self._accept  # it, so a banned flood costs no HEP copy or trace
         self.node_name = node.name or socket.gethostname()
         self.started_at = time.time()
         self.draining_since: float | None = None
@@ -323,9 +325,14 @@ class Runtime:
         assert self.loop is not None
         return self.loop.time()
 
-    def on_message(self, data: bytes, source: Target) -> None:
+    def _accept(self, data: bytes, source: Target, now: float) -> bool:
+        if self._screen is not None and not self._screen(data, source, now):
+            return False
         if self.hep.active:
             self.hep.take(data, source, True)
+        return True
+
+    def on_message(self, data: bytes, source: Target) -> None:
         now = self.now()
         self.layer.receive(data, source, now)
         self._pump(now)

@@ -394,6 +394,27 @@ def test_hep_copies_every_message_of_both_legs_with_one_correlation_id(node: Nod
     assert abs(p.seconds - time.time()) < 60
 
 
+def test_a_strangers_message_gets_no_hep_copy(node: Node) -> None:
+    """The copy is taken after the edge screen: what sbc drops unanswered (a stranger, a
+    banned flood) costs no HEP datagram and no trace slot. A known peer's OPTIONS, sent
+    after it, is copied: once that copy is in, the stranger's would have been too."""
+    start = len(node.hep.packets)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 6795))
+        s.sendto(
+            b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:6795;branch=z9hG4bKs1\r\n"
+            b"From: <sip:s@127.0.0.2>;tag=s1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: stranger-1\r\n"
+            b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            ("127.0.0.1", node.port),
+        )
+    assert harness.options(node.port) == 200
+    assert harness.wait_for(
+        lambda: any(p.payload.startswith(b"SIP/2.0 200") for p in node.hep.packets[start:]),
+        timeout=5,
+    )
+    assert not [p for p in node.hep.packets[start:] if b"stranger-1" in p.payload]
+
+
 def test_lone_node_serves_the_same_control_socket(tmp_path: Path) -> None:
     """``workers: 1``: the runtime serves the socket itself."""
     config = write_config(
