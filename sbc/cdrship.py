@@ -213,17 +213,34 @@ class Shipper:
                 backoff = min(backoff * 2, 10.0)
 
     async def _ship(self, conn: Any) -> None:
+        import asyncpg
+
         while True:
             batch = self.cursor.read()
-            if batch:
-                status = await conn.execute(INSERT, json.dumps(batch))
-                self.cursor.commit()
-                self.shipped += int(status.rsplit(" ", 1)[-1])
+            if not batch:
+                await asyncio.sleep(self.poll)
                 continue
-            await asyncio.sleep(self.poll)
+            try:
+                self.shipped += await _insert(conn, batch)
+            except asyncpg.DataError:
+                # A record the table refuses (a value its column cannot hold) must not stop
+                # every later one, nor pass for an outage: one by one, the refused ones
+                # logged by call id. They stay in the file, which is the spool.
+                for rec in batch:
+                    try:
+                        self.shipped += await _insert(conn, [rec])
+                    except asyncpg.DataError as e:
+                        self.log.error("cdr.ship_refused", call_id=rec.get("call_id"), error=str(e))
+            self.cursor.commit()
 
     def close(self) -> None:
         self.cursor.close()
+
+
+async def _insert(conn: Any, records: list[dict[str, Any]]) -> int:
+    """Insert ``records``; how many were new (``INSERT 0 n``)."""
+    status = await conn.execute(INSERT, json.dumps(records))
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def fetch(dsn: str, lo: float | None, hi: float | None) -> list[dict[str, Any]]:

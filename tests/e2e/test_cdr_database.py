@@ -139,3 +139,46 @@ def test_every_record_lands_once_through_an_outage_and_a_restart(
 
     from_db = export("--database", pg.dsn)
     assert len(from_db) == 125 and from_db == export("--file", "cdr/cdr.jsonl")
+
+
+def test_a_record_the_table_refuses_is_logged_and_the_rest_ship(
+    pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    """A value a column cannot hold (a status that is no integer) is one refused record, by
+    call id, not an outage that holds up every record after it."""
+    import asyncio
+
+    from sbc.cdrship import Shipper
+
+    spool = tmp_path / "cdr.jsonl"
+    recs = [
+        {"call_id": "ok-1", "setup_time": "2026-12-02T10:00:00.000Z", "status": 200},
+        {"call_id": "bad-1", "setup_time": "2026-12-02T10:00:01.000Z", "status": "two hundred"},
+        {"call_id": "ok-2", "setup_time": "2026-12-02T10:00:02.000Z", "status": 486},
+    ]
+    spool.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, dict[str, object]]] = []
+
+        def error(self, event: str, **fields: object) -> None:
+            self.lines.append((event, fields))
+
+        warning = info = error
+
+    log = Log()
+
+    async def ship() -> None:
+        shipper = Shipper(spool, pg.dsn, log, poll=0.05)
+        task = asyncio.create_task(shipper.run())
+        deadline = time.monotonic() + 10
+        while shipper.cursor.behind and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        shipper.close()
+
+    asyncio.run(ship())
+    assert pg.query("SELECT call_id FROM cdr ORDER BY call_id").splitlines() == ["ok-1", "ok-2"]
+    assert [(e, f["call_id"]) for e, f in log.lines] == [("cdr.ship_refused", "bad-1")]
+    assert (tmp_path / "cdr.jsonl.shipped").read_text().split()[1] == str(spool.stat().st_size)
