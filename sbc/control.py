@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from sbc.call.hunt import trunk_label
 from sbc.config.schema import Config
 from sbc.reloads import Reloads
+from sbc.stats import Stats
 
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 30.0
@@ -81,8 +82,6 @@ def answer(runtime: Any, what: tuple[Any, ...]) -> Any:
         runtime.pump_now()
         return killed
     if what[0] == "reset":  # the counters /metrics shows start again from 0 (rate() copes)
-        from sbc.stats import Stats
-
         ctrl.stats = Stats()
         ctrl.refusals.clear()
         return True
