@@ -318,6 +318,17 @@ class Supervisor:
         self.notifier.stopping(f"draining: {calls} calls left")
         self.log.info("sbc.draining", workers=len(self.workers), calls=calls)
         self.signal_all(signal.SIGTERM)
+        # A drained worker keeps reading its socket: the kernel may still hand it a BYE's
+        # answer for another worker's call, to be steered there. Once the node holds no
+        # call (or past the drain's own bounds), a second SIGTERM ends every worker.
+        deadline = time.monotonic() + self.snapshot.config.node.drain_timeout + 10
+        while time.monotonic() < deadline and any(
+            w.proc is not None and w.proc.returncode is None for w in self.workers
+        ):
+            if sum(r["node"]["calls"] for r in await self.ask("status")) == 0:
+                break
+            await asyncio.sleep(0.1)
+        self.signal_all(signal.SIGTERM)
         await asyncio.gather(*(w.proc.wait() for w in self.workers if w.proc is not None))
         self.log.info("sbc.drained")
 

@@ -278,6 +278,9 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     if not worker.lost.is_set():
         timeout = runtime.controller.snapshot.config.node.drain_timeout
         await _first(runtime.drain(timeout), worker.lost.wait())
+        # Drained, but still the node's: serve (and steer) until the supervisor's second
+        # SIGTERM says every worker has drained, or the supervisor is gone.
+        await worker.lost.wait()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
