@@ -121,21 +121,26 @@ class SbcCollector(Collector):
         yield from (asr, aloc)
 
         ports = ctrl.ports_in_use()
+        # Ports, as the guide's admission counts them: a call holds one on its ingress trunk
+        # group and one on the egress group of its current attempt, so these do not sum to
+        # calls; sbc_calls is the one name for calls up.
         active = GaugeMetricFamily(
-            "sbc_active_calls",
-            "Calls up (in setup or answered) on a trunk group.",
+            "sbc_ports_in_use",
+            "Ports (concurrent calls) held on a trunk group, ingress or egress.",
             labels=["trunk_group"],
         )
         for tg in sorted(snap.trunk_groups):
             active.add_metric([tg], ports.get(("tg", tg), 0))
         cg_active = GaugeMetricFamily(
-            "sbc_capacity_group_active_calls",
-            "Calls up on a capacity group's trunk groups.",
+            "sbc_capacity_group_ports_in_use",
+            "Ports held on a capacity group's trunk groups.",
             labels=["capacity_group"],
         )
         for cg in sorted(snap.capacity_groups):
             cg_active.add_metric([cg], ports.get(("cg", cg), 0))
-        calls = GaugeMetricFamily("sbc_calls", "Calls this node holds.", value=len(ctrl.calls))
+        calls = GaugeMetricFamily(
+            "sbc_calls", "Calls up (in setup or answered) on this node.", value=len(ctrl.calls)
+        )
         yield from (active, cg_active, calls)
 
         refusals = CounterMetricFamily(

@@ -226,7 +226,7 @@ def test_metrics_match_the_sipp_run_exactly(
     assert sample(text, "sbc_sip_messages_total", direction="out", method="INVITE", code="200") == (
         answered
     )
-    assert sample(text, "sbc_active_calls", trunk_group="carrier-a") == 0
+    assert sample(text, "sbc_ports_in_use", trunk_group="carrier-a") == 0
     assert sample(text, "sbc_cdr_records_total") == calls
     assert sample(text, "sbc_asr_ratio", trunk_group="carrier-a") == answered / calls
 

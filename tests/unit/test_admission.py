@@ -95,7 +95,7 @@ trunk_groups:
     assert {e["reason"] for e in refused} == {"capacity_group_ports"}
     assert lab.store.in_use("cg:shared") == 6
     text = lab.scrape()
-    assert sample(text, "sbc_capacity_group_active_calls", capacity_group="shared") == 6
+    assert sample(text, "sbc_capacity_group_ports_in_use", capacity_group="shared") == 6
     for tg in ("carrier-a", "carrier-b"):  # calls 6-9 alternate between them
         assert (
             sample(text, "sbc_refusals_total", trunk_group=tg, reason="capacity_group_ports") == 2

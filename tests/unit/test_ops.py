@@ -411,7 +411,7 @@ def test_metrics_render_what_the_controller_counted() -> None:
     assert sample(text, "sbc_answered_seconds_total", trunk_group="carrier-a") == 2.0
     assert sample(text, "sbc_pdd_seconds_bucket", trunk_group="carrier-a", le="0.5") == 1
     assert sample(text, "sbc_pdd_seconds_bucket", trunk_group="carrier-a", le="0.25") == 0
-    assert sample(text, "sbc_active_calls", trunk_group="carrier-a") == 1  # the second call
+    assert sample(text, "sbc_ports_in_use", trunk_group="carrier-a") == 1  # the second call
     assert sample(text, "sbc_sip_messages_total", direction="in", method="INVITE", code="") == 2
     assert sample(text, "sbc_sip_messages_total", direction="in", method="INVITE", code="503") == 1
     assert sample(text, "sbc_sip_messages_total", direction="out", method="BYE", code="") == 1
