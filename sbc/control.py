@@ -15,7 +15,8 @@ audit log with the peer's uid from SO_PEERCRED. The server lives in the process 
 the node's endpoints: a lone runtime (``workers: 1``) or the supervisor, which asks every
 worker (``Supervisor.ask``) the way /status does. A trunk taken out of service is held in
 the controller (workers: in each, and the supervisor keeps the list for a restarted one),
-not in the snapshot, so a reload keeps it out until it is enabled again.
+not in the snapshot, so a reload keeps it out until it is enabled again, and in the file
+``node.control.state`` (written whole, then renamed), so a restart does too.
 """
 
 from __future__ import annotations
@@ -118,10 +119,41 @@ def _call(call: Any, now: float) -> dict[str, Any]:
 # --- the server --------------------------------------------------------------------------------
 
 
+def load_out_of_service(path: Path, config: Config) -> tuple[set[tuple[str, str]], list[Any]]:
+    """The trunks a previous run took out of service, and the entries the config no longer
+    names (left out, so enabling them again is not needed). A missing file is none."""
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return set(), []
+    except (OSError, ValueError) as e:
+        return set(), [f"{path}: {e}"]
+    tgs = {t.name: t for t in config.trunk_groups}
+    kept: set[tuple[str, str]] = set()
+    dropped: list[Any] = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        ok = isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+        tg = tgs.get(entry[0]) if ok else None
+        if tg is None or (
+            entry[1] and entry[1] not in [trunk_label(tg, i) for i in range(len(tg.trunks))]
+        ):
+            dropped.append(entry)
+        else:
+            kept.add((entry[0], entry[1]))
+    return kept, dropped
+
+
+def save_out_of_service(path: Path, oos: set[tuple[str, str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(sorted(oos)) + "\n")
+    os.replace(tmp, path)
+
+
 class Control:
-    def __init__(self, node: Node, path: str, log: Any) -> None:
+    def __init__(self, node: Node, path: str, log: Any, state: str = "") -> None:
         self.node = node
         self.path = Path(path)
+        self.state = Path(state) if state else None
         self.log = log
         self.server: asyncio.AbstractServer | None = None
         self.out_of_service: set[tuple[str, str]] = set()
@@ -137,7 +169,17 @@ class Control:
 
     async def start(self) -> None:
         """Serve; a socket that cannot be had (another live node's, a read-only directory)
-        is logged at error level and the node serves SIP without it."""
+        is logged at error level and the node serves SIP without it. First the trunks a
+        previous run left out of service go out again."""
+        if self.state is not None:
+            oos, dropped = load_out_of_service(self.state, self.node.config())
+            if dropped:
+                self.log.warning("control.state_dropped", path=str(self.state), entries=dropped)
+            if oos:
+                self.out_of_service = oos
+                self.node.out_of_service(oos)
+                await self.node.ask(("oos", sorted(oos)))
+                self.log.info("trunk.still_disabled", trunks=[list(k) for k in sorted(oos)])
         try:
             await self._bind()
         except OSError as e:
@@ -262,6 +304,11 @@ class Control:
             self.out_of_service.discard(key)
         self.node.out_of_service(self.out_of_service)
         await self.node.ask(("oos", sorted(self.out_of_service)))
+        if self.state is not None:
+            try:
+                save_out_of_service(self.state, self.out_of_service)
+            except OSError as e:  # in force now; only a restart forgets it
+                self.log.error("control.state_failed", path=str(self.state), error=str(e))
         record = self._audit(f"trunk.{action}d", uid, trunk_group=tg.name, trunk=trunk)
         self.log.info(f"trunk.{action}d", trunk_group=tg.name, trunk=trunk, uid=uid)
         return {"out_of_service": [list(k) for k in sorted(self.out_of_service)], "audit": record}

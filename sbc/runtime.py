@@ -245,7 +245,9 @@ class Runtime:
         if self.worker is None:
             self.shipping.apply(node.cdr.path, node.cdr.database)
         if node.control.socket:
-            self.control = control.Control(control.LoneNode(self), node.control.socket, self.log)
+            self.control = control.Control(
+                control.LoneNode(self), node.control.socket, self.log, node.control.state
+            )
             await self.control.start()
 
     async def _memory_keeper(self, period: float = 10.0) -> None:

@@ -123,7 +123,7 @@ class Supervisor:
         self.shipping.apply(node.cdr.path, node.cdr.database)
         if node.control.socket:
             self.control = control.Control(
-                control.SupervisedNode(self), node.control.socket, self.log
+                control.SupervisedNode(self), node.control.socket, self.log, node.control.state
             )
             await self.control.start()
         self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())

@@ -110,6 +110,12 @@ class ControlConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
         ),
         Meta(ge=0, le=1000),
     ] = 32
+    state: Annotated[
+        str,
+        d(
+            "File (relative to the working directory) keeping the trunks `sbc ctl trunk disable` took out of service, so a restart keeps them out until enabled; empty: not kept across restarts."
+        ),
+    ] = "out-of-service.json"
 
 
 class HepConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

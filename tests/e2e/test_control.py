@@ -510,3 +510,56 @@ def test_stats_reset_starts_the_traffic_counters_again_and_is_audited(node: Node
     assert attempts() == 2
     (rec,) = [r for r in node.audit() if r.get("event") == "stats.reset"]
     assert rec["uid"] == os.getuid() and rec["workers"] == 2
+
+
+def test_a_disabled_trunk_stays_out_of_hunting_across_a_restart(tmp_path: Path) -> None:
+    """`sbc ctl trunk disable` is kept in node.control.state: after SIGTERM and a new start,
+    calls still go to the other trunk only, until `enable`; an entry naming a trunk the
+    config no longer has is dropped at start with one warning."""
+    port, metrics, uas_a, uas_b, hep_port = 6704, 6705, 6706, 6707, 6792
+    config = write_config(
+        tmp_path / "config", workers=2, name="again", port=port, hep=hep_port, metrics=metrics,
+        uas_a=uas_a, uas_b=uas_b,
+    )  # fmt: skip
+    sipp = tmp_path / "sipp"
+
+    def calls(node: Node, n: int) -> set[str]:
+        res = harness.run_sipp(
+            "uac", calls=n, rate=10, port=6708, workdir=sipp / "uac",
+            remote=f"127.0.0.1:{port}", extra=["-mp", "6770", "-cp", "6735"], timeout=60,
+        )  # fmt: skip
+        assert res.count("SuccessfulCall") == n, res.output
+        return {r["egress_trunk"] for r in node.records(n)}
+
+    def start() -> Node:
+        sbc = harness.start_sbc(tmp_path, config, port=port)
+        assert harness.wait_for((tmp_path / "run" / "control.sock").exists, timeout=10)
+        return Node(sbc, tmp_path, config, Collector(hep_port), port, sipp)
+
+    with (
+        harness.sipp_servers("uas", [uas_a], sipp / "a", extra=["-mp", "6774", "-cp", "6736"]),
+        harness.sipp_servers("uas", [uas_b], sipp / "b", extra=["-mp", "6778", "-cp", "6737"]),
+    ):
+        node = start()
+        try:
+            code, result = node.ctl("trunk", "disable", "pool", f"127.0.0.1:{uas_b}")
+            assert code == 0 and result["out_of_service"] == [["pool", f"127.0.0.1:{uas_b}"]]
+        finally:
+            node.hep.close()
+            assert node.sbc.stop() == 0
+        state = json.loads((tmp_path / "out-of-service.json").read_text())
+        assert state == [["pool", f"127.0.0.1:{uas_b}"]]
+        # A stale entry (a trunk group since removed) is dropped, not fatal.
+        (tmp_path / "out-of-service.json").write_text(json.dumps([*state, ["gone", ""]]))
+        node = start()
+        try:
+            assert calls(node, 6) == {f"127.0.0.1:{uas_a}"}
+            log = node.sbc.log_path.read_text()
+            assert log.count('"control.state_dropped"') == 1 and '"gone"' in log
+            code, result = node.ctl("trunk", "enable", "pool", f"127.0.0.1:{uas_b}")
+            assert code == 0 and result["out_of_service"] == []
+            assert calls(node, 6) == {f"127.0.0.1:{uas_a}", f"127.0.0.1:{uas_b}"}
+        finally:
+            node.hep.close()
+            assert node.sbc.stop() == 0
+    assert json.loads((tmp_path / "out-of-service.json").read_text()) == []
