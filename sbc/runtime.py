@@ -251,13 +251,13 @@ class Runtime:
             await self.control.start()
 
     async def _memory_keeper(self, period: float = 10.0) -> None:
-        """Every ``period`` s: once a busy node is quiet again, give the allocator's free
-        pages back (sbc.memory.TrimPolicy), logged as memory.trimmed."""
+        """Every ``period`` s: once a busy node is quiet again, give the memory its calls
+        used back (sbc.memory.TrimPolicy, sbc.memory.quiet), logged as memory.trimmed."""
         policy = memory.TrimPolicy()
         while True:
             await asyncio.sleep(period)
             if policy.check(len(self.controller.calls)):
-                before, after = memory.trim()
+                before, after = memory.quiet(self.controller, self.layer)
                 self.log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after)
 
     async def _watchdog(self, period: float) -> None:
