@@ -215,3 +215,64 @@ def test_mutual_tls_refuses_a_caller_without_a_certificate(tmp_path: Path) -> No
     finally:
         good.close()
         assert sbc.stop() == 0
+
+
+TEAMS_UDP, TEAMS_TLS, TEAMS_VENDOR, NG = 7004, 7005, 7013, 7090
+TEAMS = f"""
+node:
+  listen:
+    - {{address: 127.0.0.1, port: {TEAMS_UDP}, transport: udp}}
+    - {{address: 127.0.0.1, port: {TEAMS_TLS}, transport: tls}}
+  workers: 1
+  drain_timeout: 1
+  cdr: {{path: cdr.jsonl}}
+  rtpengine: [{{address: "127.0.0.1:{NG}"}}]
+  tls: {{certificate: tls/sbc.pem, private_key: tls/sbc.key, ca: tls/ca.pem}}
+relationships: [{{name: carrier-a}}, {{name: teams}}]
+media_profiles:
+  - {{name: plain}}
+  - {{name: teams-srtp, srtp: true}}
+trunk_groups:
+  - {{name: carrier-tls, relationship: carrier-a, direction: origination, routeplan: default,
+     media_profile: plain, trunks: [{{ip: 127.0.0.1, port: 0, protocol: tls}}]}}
+  - {{name: teams, relationship: teams, direction: termination, media_profile: teams-srtp,
+     monitoring: {{enabled: true, interval: 1}},
+     trunks: [{{ip: 127.0.0.1, port: {TEAMS_VENDOR}, protocol: tls}}]}}
+routeplans:
+  - {{name: default, routes: [{{prefix: "", trunk_groups: [teams]}}]}}
+"""
+
+
+def test_teams_direct_routing_tls_srtp_and_options(tmp_path: Path) -> None:
+    """Like Microsoft Teams Direct Routing: the vendor is reached only over TLS with its
+    certificate verified, pinged with OPTIONS over that TLS connection, and gets SRTP (SDES,
+    RTP/SAVP) while the caller keeps plain RTP; rtpengine (our own, ng :7090) bridges them.
+
+        caller --TLS, RTP/AVP--> sbc :7005 --TLS, RTP/SAVP + a=crypto--> "teams" :7013
+                                     |--OPTIONS (every 1 s, same connection)-->|
+    """
+    engine = harness.Rtpengine(NG, tmp_path / "rtpengine", 43000, 43999).start()
+    tls = certificates(tmp_path / "config" / "tls")
+    (tmp_path / "config" / "sbc.yaml").write_text(TEAMS)
+    teams = tlspeers.Uas(TEAMS_VENDOR, tls / "good.pem", tls / "good.key", sdp=tlspeers.SRTP_SDP)
+    sbc = harness.start_sbc(tmp_path, tmp_path / "config", port=TEAMS_UDP)
+    try:
+        assert harness.wait_for(lambda: len(teams.requests("OPTIONS")) >= 1, timeout=5)
+        ping = teams.requests("OPTIONS")[0]
+        assert tlspeers.header(ping, "Via").startswith(f"SIP/2.0/TLS 127.0.0.1:{TEAMS_TLS};")
+        stream = tlspeers.connect(TEAMS_TLS, tlspeers.client_context(tls / "ca.pem"))
+        got = tlspeers.call(stream, TEAMS_TLS, "15551230000")
+        answers = [m for m in got if m.startswith("SIP/2.0 200") and "INVITE" in m]
+        assert answers, got
+        assert "RTP/AVP" in answers[0] and "a=crypto" not in answers[0]  # the caller: RTP
+        (invite,) = teams.requests("INVITE")
+        assert "m=audio" in invite and "RTP/SAVP" in invite and "a=crypto:" in invite
+        assert harness.wait_for(lambda: len(teams.requests("BYE")) == 1)
+        assert teams.handshakes == 1  # pings, INVITE, ACK and BYE: one TLS connection
+        (cdr,) = cdrs(sbc, 1)
+        assert [a["outcome"] for a in cdr["attempts"]] == ["answered"]  # type: ignore[union-attr]
+        stream.sock.close()
+    finally:
+        teams.close()
+        assert sbc.stop() == 0
+        engine.stop()

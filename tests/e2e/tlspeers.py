@@ -27,6 +27,14 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+# An SDES answer (RFC 4568) as Teams' media processor gives one: RTP/SAVP, one crypto line.
+SRTP_SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 7052 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
+)
+
+
 def make_ca(d: Path, name: str) -> None:
     """``name``.pem / ``name``.key: a self-signed CA."""
     _openssl(
@@ -126,8 +134,11 @@ class Uas:
     """A TLS vendor on 127.0.0.1:``port`` presenting ``cert``; answers every INVITE.
     ``ca``: ask the client (sbc) for a certificate signed by it."""
 
-    def __init__(self, port: int, cert: Path, key: Path, ca: Path | None = None) -> None:
+    def __init__(
+        self, port: int, cert: Path, key: Path, ca: Path | None = None, sdp: str = SDP
+    ) -> None:
         self.port = port
+        self.sdp = sdp  # the answer
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         if ca is not None:
@@ -176,7 +187,7 @@ class Uas:
                 method = msg.split(" ", 1)[0]
                 if method == "INVITE":
                     stream.send(response(msg, "100 Trying", tag))
-                    stream.send(response(msg, "200 OK", tag, contact, SDP))
+                    stream.send(response(msg, "200 OK", tag, contact, self.sdp))
                 elif method in ("BYE", "OPTIONS", "CANCEL"):
                     stream.send(response(msg, "200 OK", tag))
 
