@@ -3,9 +3,10 @@ and host-name verification, failover past a vendor whose certificate fails, mutu
 reload that re-reads the certificates. Certificates come from the openssl CLI; the SIP peers
 are Python ssl sockets (tests/e2e/tlspeers.py: Debian's sipp has no TLS).
 
-sbc listens on 127.0.0.1:7000 (UDP: the harness's readiness OPTIONS) and :7001 (TLS), admin
-nothing. Vendors: 127.0.0.1:7011 presents a certificate of another CA ("bad"), :7012 a good
-one for IP 127.0.0.1; trunk group vendor-tls hunts them in that order (failover).
+sbc listens on 127.0.0.1:7000 (UDP: the harness's readiness OPTIONS) and :7001 (TLS), with
+two workers sharing each socket (SO_REUSEPORT; the reload goes through the supervisor).
+Vendors: 127.0.0.1:7011 presents a certificate of another CA ("bad"), :7012 a good one for
+IP 127.0.0.1; trunk group vendor-tls hunts them in that order (failover).
 
     caller (TLS client)        sbc :7001 (tls)            bad :7011       good :7012
       |--TLS handshake--------->|  (sbc.pem, CA ca.pem)      |               |
@@ -61,7 +62,7 @@ node:
   listen:
     - {{address: 127.0.0.1, port: UDP_PORT, transport: udp}}
     - {{address: 127.0.0.1, port: TLS_PORT, transport: tls}}
-  workers: 1
+  workers: 2
   drain_timeout: 1
   cdr: {{path: cdr.jsonl}}
   tls:
@@ -188,16 +189,25 @@ def test_reload_reads_new_certificates(
     try:
         sbc.proc.send_signal(signal.SIGHUP)
         assert sbc.wait_events("config.reloaded", 1), sbc.log_path.read_text()
-        with pytest.raises(ssl.SSLCertVerificationError):
+        # Each worker swaps as the supervisor's snapshot reaches it: wait for every one.
+        assert harness.wait_for(lambda: all(serves(tls / "other-ca.pem") for _ in range(6)))
+        with pytest.raises(ssl.SSLCertVerificationError):  # a client trusting only ca
             tlspeers.connect(TLS, tlspeers.client_context(tls / "ca.pem"))
-        ctx = tlspeers.client_context(tls / "other-ca.pem")
-        tlspeers.connect(TLS, ctx).sock.close()  # the new certificate it is
     finally:
         (tls / "sbc.pem").write_bytes(ours[0])
         (tls / "sbc.key").write_bytes(ours[1])
     sbc.proc.send_signal(signal.SIGHUP)
     assert sbc.wait_events("config.reloaded", 2)
-    tlspeers.connect(TLS, tlspeers.client_context(tls / "ca.pem")).sock.close()
+    assert harness.wait_for(lambda: all(serves(tls / "ca.pem") for _ in range(6)))
+
+
+def serves(ca: Path) -> bool:
+    """Does a new connection to the TLS port get a certificate that ``ca`` signed?"""
+    try:
+        tlspeers.connect(TLS, tlspeers.client_context(ca)).sock.close()
+    except ssl.SSLError:
+        return False
+    return True
 
 
 def test_mutual_tls_refuses_a_caller_without_a_certificate(tmp_path: Path) -> None:
