@@ -12,7 +12,7 @@ import pytest
 
 from sbc import tlsctx
 from sbc.config.loader import ConfigError, load_config
-from sbc.sip.message import Request
+from sbc.sip.message import Request, make_response
 from sbc.sip.transaction import Target
 from tests.helpers import Lab, invite
 
@@ -118,3 +118,16 @@ def test_a_tls_call_leaves_over_tls_and_a_failed_handshake_moves_on(
     out = lab.run()
     second = Target("tls", "127.0.0.3", 5071)
     assert [m.method for m, t in out if isinstance(m, Request) and t == second] == ["INVITE"]
+
+
+def test_a_sips_contact_in_a_302_is_followed_over_tls(tmp_path: Path, certs: Path) -> None:
+    """sips: means TLS whatever else the URI says (RFC 3261 §19.1, §26.2.2), port 5061."""
+    lab = Lab(load_config(directory(tmp_path, certs, GOOD)))
+    caller = Target("tls", "127.0.0.1", 40000)
+    out = lab.feed(invite(), caller)
+    first = Target("tls", "127.0.0.2", 5061)
+    (b1,) = [m for m, t in out if isinstance(m, Request) and t == first]
+    moved = make_response(b1, 302, to_tag="r1", headers=[("Contact", "<sips:1555999@127.0.0.2>")])
+    out = lab.feed(moved, first)
+    (b2,) = [m for m, t in out if isinstance(m, Request) and m.method == "INVITE" and t == first]
+    assert b2.uri.startswith("sips:1555999@127.0.0.2") and b2 is not b1
