@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
-from sbc import control, gauges, memory, native, status
+from sbc import control, gauges, memory, native, status, tlsctx
 from sbc.balance import Keeper
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
@@ -164,7 +164,9 @@ class Runtime:
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.udp_out: UdpEndpoint | None = None
+        self.tls = tlsctx.Contexts(node.tls)  # node.tls: listeners and TLS trunks
         self.tcp = TcpPool(self, self.now, lambda: self.controller.snapshot.config.node.tcp)
+        self.tcp.tls = self.tls.client
         self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
         self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
         self._servers: list[asyncio.AbstractServer] = []
@@ -203,6 +205,16 @@ class Runtime:
                     lambda: TcpConnection(self.tcp),
                     listen.address,
                     listen.port,
+                    reuse_address=True,
+                    reuse_port=shared or None,
+                )
+                self._servers.append(server)
+            elif listen.transport == "tls" and self.tls.server is not None:
+                server = await loop.create_server(
+                    lambda: TcpConnection(self.tcp, transport="tls"),
+                    listen.address,
+                    listen.port,
+                    ssl=self.tls.server,  # reloads load new certificates into this one
                     reuse_address=True,
                     reuse_port=shared or None,
                 )
@@ -490,6 +502,9 @@ class Runtime:
         """Serve with ``snapshot`` from now on (validated by whoever built it)."""
         self.controller.snapshot = snapshot
         self.hep.configure(snapshot.config.node)
+        refused = self.tls.apply(snapshot.config.node.tls)  # SIGHUP re-reads certificates
+        if refused:
+            self.log.warning("tls.reload_refused", detail=refused)
         if snapshot.config.node.cdr.path != str(self.cdrs.path):
             self.cdrs.reopen(snapshot.config.node.cdr.path)
         if self.worker is None and self.loop is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -48,8 +49,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, pool: TcpPool, inbound: bool = True) -> None:
+    def __init__(self, pool: TcpPool, inbound: bool = True, transport: str = "tcp") -> None:
         self.pool = pool
+        self.transport_name = transport  # "tcp", or "tls" on a TLS listener or trunk
         self.inbound = inbound  # a peer connected to us (counted against max_connections)
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
@@ -60,7 +62,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = Target("tcp", host, port)
+        self.peer = Target(self.transport_name, host, port)
         pool = self.pool
         self.last = now = pool.now()
         if self.inbound:
@@ -114,12 +116,14 @@ class TcpPool:
         config: Callable[[], TcpConfig] = TcpConfig,
         busy: Callable[[str], bool] = lambda host: False,
         event: Callable[..., None] = lambda name, **fields: None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self.sink = sink
         self.now = now  # the loop's clock
         self.config = config  # the current snapshot's node.tcp
         self.busy = busy  # does this host have live calls (kept however idle)?
         self.event = event  # a log line: (event, **fields)
+        self.tls = tls  # the client context toward TLS trunks (sbc.tlsctx), at each connect
         self.cap = tcpguard.Cap()
         self.inbound = 0  # inbound connections held
         self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0}
@@ -144,10 +148,18 @@ class TcpPool:
 
     async def _connect(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
+        tls = target.transport == "tls"
         try:
+            # TLS: the trunk's host (its IP) is the name its certificate must carry (RFC 5922
+            # §7.2: an IP SAN); a failed verification is an OSError like a refused connect.
+            ctx = (self.tls() if self.tls else ssl.create_default_context()) if tls else None
             transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: TcpConnection(self, inbound=False), target.host, target.port
+                    lambda: TcpConnection(self, inbound=False, transport=target.transport),
+                    target.host,
+                    target.port,
+                    ssl=ctx,
+                    server_hostname=target.host if tls else None,
                 ),
                 timeout=5.0,
             )

@@ -58,8 +58,10 @@ DIVERSION_REASON = {486: "user-busy", 600: "user-busy", 408: "no-answer", 480: "
 
 
 def trunk_target(trunk: Trunk) -> Target:
-    """Where a trunk is reached: its address, port 5060 when it names none."""
-    return Target(trunk.protocol, trunk.ip, trunk.port or 5060)
+    """Where a trunk is reached: its address, port 5060 (TLS: 5061, RFC 3261 §19.1.2) when
+    it names none."""
+    default = 5061 if trunk.protocol == "tls" else 5060
+    return Target(trunk.protocol, trunk.ip, trunk.port or default)
 
 
 UDP_MAX = 1300  # RFC 3261 §18.1.1: larger, with the path MTU unknown, goes congestion-controlled
@@ -85,7 +87,8 @@ def crossing(msg: Request | Response) -> list[tuple[str, str]]:
 
 def local(snap: Snapshot, transport: str) -> tuple[str, int]:
     """Our address as peers reach it over ``transport``: switch_ip and the listening port."""
-    return snap.config.node.switch_ip, snap.listen_ports.get(transport) or 5060
+    default = 5061 if transport == "tls" else 5060
+    return snap.config.node.switch_ip, snap.listen_ports.get(transport) or default
 
 
 def via(snap: Snapshot, transport: str, branch_id: str) -> Via:

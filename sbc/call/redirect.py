@@ -69,15 +69,17 @@ def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Red
     for _, contact in ordered:
         uri = contact.uri
         index = hosts.get(uri.host)
-        if uri.scheme != "sip" or index is None or not uri.user:
+        if uri.scheme not in ("sip", "sips") or index is None or not uri.user:
             continue
         trunk = etg.trunks[index]
-        transport = _param(uri.params, "transport") or trunk.protocol
-        if transport not in ("udp", "tcp"):
+        # sips: is TLS whatever its parameters say (RFC 3261 §26.2.2, RFC 5630 §3.1.3)
+        sips = uri.scheme == "sips"
+        transport = "tls" if sips else _param(uri.params, "transport") or trunk.protocol
+        if transport not in ("udp", "tcp", "tls"):
             continue
-        target = Target(transport, uri.host, uri.port or 5060)
+        target = Target(transport, uri.host, uri.port or (5061 if transport == "tls" else 5060))
         # The Contact is the new Request-URI (§8.1.3.4), without its header parameters.
-        ruri = Uri("sip", uri.user, None, uri.host, uri.port, uri.params)
+        ruri = Uri(uri.scheme, uri.user, None, uri.host, uri.port, uri.params)
         out.append(Redirect(etg, index, target, ruri, by))
         if len(out) == room:
             break

@@ -21,6 +21,7 @@ import msgspec
 import yaml
 
 from routing.ratedeck import DeckError
+from sbc import tlsctx
 from sbc.config import decks
 from sbc.config.schema import (
     LIST_SECTIONS,
@@ -198,6 +199,7 @@ def load_config_with_origins(directory: str | Path) -> tuple[Config, _Located]:
     _cross_check(config, located)
     try:
         config = decks.check(config, root, located)
+        config = tlsctx.check(config, root, located)
     except DeckError as e:
         raise ConfigError(e.file, e.line, e.column, e.message) from None
     return config, located
@@ -309,8 +311,6 @@ def _check_node(node: Node, located: _Located) -> None:
     for i, listen in enumerate(node.listen):
         if not _ip(listen.address):
             raise located.error(("node", "listen", i, "address"), "must be an IP address")
-        if listen.transport == "tls":
-            raise located.error(("node", "listen", i, "transport"), "tls is not supported yet")
     if not node.listen:
         raise located.error(("node", "listen"), "needs at least one socket")
     for i, net in enumerate(node.flood.exempt):

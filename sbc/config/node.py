@@ -262,6 +262,24 @@ class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = 2000
 
 
+class TlsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The one TLS identity of TLS listeners and TLS trunks (RFC 3261 §26.2.1, RFC 5630)."""
+
+    certificate: Annotated[
+        str, d("PEM certificate chain we present, relative to the config directory.")
+    ] = ""
+    private_key: Annotated[str, d("PEM private key of the certificate, relative likewise.")] = ""
+    ca: Annotated[str, d("PEM CA bundle peers are verified against; empty = the system store.")] = (
+        ""
+    )
+    verify_peer: Annotated[
+        bool, d("Toward vendors: their certificate and host name (the trunk's ip) are checked.")
+    ] = True
+    require_client_cert: Annotated[
+        bool, d("Toward callers: mutual TLS, a caller without a certificate ca trusts is refused.")
+    ] = False
+
+
 class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """This SBC node: sockets, identity, backends."""
 
@@ -326,6 +344,9 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     tcp: Annotated[TcpConfig, d("TCP timeouts and connection cap.")] = field(
         default_factory=TcpConfig
     )
+    tls: Annotated[
+        TlsConfig | None, d("Certificates of TLS listeners and trunks; needed by either.")
+    ] = None
     drain_retry_after: Annotated[
         int, d("Retry-After (seconds) on the 503 new calls get while draining."), Meta(ge=0)
     ] = 60
