@@ -8,6 +8,7 @@ maps that hold them.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -94,6 +95,17 @@ def quiet(controller: CallController, layer: TransactionLayer) -> tuple[int, int
     compact(_maps(controller, layer))
     gc.collect()
     return before, trim()[1]
+
+
+async def keep(controller: CallController, layer: TransactionLayer, log: Any) -> None:
+    """Every 10 s: once a busy node is quiet again, give the memory its calls used back
+    (TrimPolicy, quiet), logged as memory.trimmed."""
+    policy = TrimPolicy()
+    while True:
+        await asyncio.sleep(10.0)
+        if policy.check(len(controller.calls)):
+            before, after = quiet(controller, layer)
+            log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after)
 
 
 # The maps that hold per-call and per-transaction entries, by owner attribute and name (the

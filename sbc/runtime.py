@@ -233,7 +233,7 @@ class Runtime:
         self.notifier.ready(self._summary())
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
-        self._spawn(self._memory_keeper())
+        self._spawn(memory.keep(self.controller, self.layer, self.log))
         self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
         self._spawn(self.tcp.keep_sweeping())  # node.tcp: slowloris, idle, the cap
 
@@ -261,16 +261,6 @@ class Runtime:
                 control.LoneNode(self), node.control.socket, self.log, node.control.state
             )
             await self.control.start()
-
-    async def _memory_keeper(self, period: float = 10.0) -> None:
-        """Every ``period`` s: once a busy node is quiet again, give the memory its calls
-        used back (sbc.memory.TrimPolicy, sbc.memory.quiet), logged as memory.trimmed."""
-        policy = memory.TrimPolicy()
-        while True:
-            await asyncio.sleep(period)
-            if policy.check(len(self.controller.calls)):
-                before, after = memory.quiet(self.controller, self.layer)
-                self.log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after)
 
     async def _watchdog(self, period: float) -> None:
         while True:
