@@ -28,7 +28,7 @@ def memory() -> dict[str, Any]:
     return data
 
 
-def run(calls: int, rate: int, log_level: str = "warning") -> dict[str, float]:
+def run(calls: int, rate: int, log_level: str = "warning") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sbc-hold-"))
     ramp = calls / rate
     hold_ms = int((ramp + 10) * 1000)  # the first call is still up when the last one starts
@@ -80,14 +80,35 @@ def run(calls: int, rate: int, log_level: str = "warning") -> dict[str, float]:
         "rss_after_mb": after["rss_kb"] / 1024,
         "kb_per_held_call": (peak["rss_kb"] - start["rss_kb"]) / held,
         "live_calls_after": after["live_objects"]["Call"],
+        "processes": {  # RSS in MB per process: start, peak, after
+            name: [m / 1024 for m in marks]
+            for name, marks in zip(
+                _names(start), zip(_rss(start), _rss(peak), _rss(after), strict=True), strict=True
+            )
+        },
     }
 
 
-def report(r: dict[str, float]) -> str:
+def _names(m: dict[str, Any]) -> list[str]:
+    return ["supervisor", *(f"worker {i}" for i in range(len(m.get("workers", []))))]
+
+
+def _rss(m: dict[str, Any]) -> list[int]:
+    """The supervisor's RSS and each worker's (a lone node: its own)."""
+    if "workers" not in m:
+        return [m["rss_kb"]]
+    return [m["supervisor_rss_kb"], *(w["rss_kb"] for w in m["workers"])]
+
+
+def report(r: dict[str, Any]) -> str:
     return (
         f"held calls: {r['peak_calls']:.0f} up at the peak of {r['calls']:.0f} "
         f"({r['completed']:.0f} completed, {r['failed']:.0f} failed)\n"
         f"RSS: {r['rss_start_mb']:.1f} MB at start, {r['rss_peak_mb']:.1f} MB at the peak "
         f"({r['kb_per_held_call']:.1f} KB per held call), {r['rss_after_mb']:.1f} MB after "
-        f"(live Call objects after: {r['live_calls_after']:.0f})"
+        f"(live Call objects after: {r['live_calls_after']:.0f})\n"
+        + "\n".join(
+            f"  {name}: {a:.1f} MB at start, {b:.1f} at the peak, {c:.1f} after"
+            for name, (a, b, c) in r["processes"].items()
+        )
     )
