@@ -80,6 +80,8 @@ def run(calls: int, rate: int, log_level: str = "warning") -> dict[str, Any]:
         "rss_after_mb": after["rss_kb"] / 1024,
         "kb_per_held_call": (peak["rss_kb"] - start["rss_kb"]) / held,
         "live_calls_after": after["live_objects"]["Call"],
+        "grown_types": _grown(start, after),
+        "blocks_grown": after.get("allocated_blocks", 0) - start.get("allocated_blocks", 0),
         "processes": {  # RSS in MB per process: start, peak, after
             name: [m / 1024 for m in marks]
             for name, marks in zip(
@@ -87,6 +89,14 @@ def run(calls: int, rate: int, log_level: str = "warning") -> dict[str, Any]:
             )
         },
     }
+
+
+def _grown(start: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Object counts by type that are higher once the calls ended than at start (the
+    workers' /memory census, summed): a leak names itself here."""
+    before = start.get("top_types", {})
+    grown = {k: n - before.get(k, 0) for k, n in after.get("top_types", {}).items()}
+    return {k: n for k, n in sorted(grown.items(), key=lambda kv: -kv[1]) if n > 0}
 
 
 def _names(m: dict[str, Any]) -> list[str]:
@@ -111,4 +121,6 @@ def report(r: dict[str, Any]) -> str:
             f"  {name}: {a:.1f} MB at start, {b:.1f} at the peak, {c:.1f} after"
             for name, (a, b, c) in r["processes"].items()
         )
+        + f"\nallocated blocks after - at start: {r['blocks_grown']}; objects grown by type: "
+        + (", ".join(f"{k} +{n}" for k, n in r["grown_types"].items()) or "none")
     )

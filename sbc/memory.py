@@ -12,6 +12,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ COUNTED = frozenset(
 )
 
 
+TOP_TYPES = 15  # types listed by /memory's census
 TRIM_AFTER = 1000  # calls held at once since the last trim that make a quiet node trim
 
 
@@ -141,16 +143,16 @@ def rss_kb() -> int:
 
 
 def report(controller: CallController, layer: TransactionLayer) -> dict[str, Any]:
-    live: Counter[str] = Counter()
-    for obj in gc.get_objects():
-        name = type(obj).__name__
-        if name in COUNTED:
-            live[name] += 1
+    everything: Counter[str] = Counter(type(obj).__name__ for obj in gc.get_objects())
+    live = {name: everything[name] for name in COUNTED}
     client, server = layer.counts
     states = Counter(call.state for call in controller.calls.values())
     return {
         "rss_kb": rss_kb(),
         "live_objects": {name: live[name] for name in sorted(COUNTED)},
+        # what else the collector tracks, most numerous first: a leak shows up here by type
+        "top_types": dict(everything.most_common(TOP_TYPES)),
+        "allocated_blocks": sys.getallocatedblocks(),
         "calls": len(controller.calls),
         "call_states": dict(sorted(states.items())),
         "transaction_states": layer.states(),
