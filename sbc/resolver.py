@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +25,10 @@ import dns.nameserver
 import dns.resolver
 
 from routing.monitor import Monitor
-from routing.srv import Key, Lookup, Naptr, RdType, Record, Srv, key_of
+from routing.srv import Answer, Key, Lookup, Naptr, RdType, Record, Srv, key_of
 from sbc.config.loader import host_port
 from sbc.config.snapshot import Snapshot
+from sbc.sip.timers import TimerHeap
 
 
 def _text(value: bytes | str) -> str:
@@ -170,7 +172,7 @@ class Resolver:
         if self.log is not None and verdict == "changed":
             targets = [
                 f"{t} priority={s.priority} weight={s.weight}"
-                for s in answer.services
+                for s in sorted(answer.services, key=lambda s: s.priority)
                 for t in s.targets
             ]
             self.log.info("dns.resolved", host=where, targets=targets, ttl=answer.ttl)
@@ -179,11 +181,26 @@ class Resolver:
         return verdict == "changed"
 
 
-def trunk_keys(snapshot: Snapshot) -> list[Key]:
-    """The host trunks of a snapshot (as routing.srv keys them)."""
-    return [
+def resolve_now(snapshot: Snapshot) -> dict[Key, Answer | str]:
+    """Each host trunk's answer now, or why there is none (for `sbc explain`)."""
+    keys = {
         key_of(t)
         for tg in snapshot.config.trunk_groups
         for t in tg.trunks
         if t.type == "ip" and t.host and tg.direction == "termination"
-    ]
+    }
+    if not keys:
+        return {}
+
+    async def run() -> dict[Key, Answer | str]:
+        r = Resolver(Monitor(TimerHeap(None)), None, time.monotonic, lambda: None)
+        r.apply(snapshot)
+        out: dict[Key, Answer | str] = {}
+        for key in sorted(keys):
+            try:
+                out[key] = (await r.lookup(key)).result()
+            except (dns.exception.DNSException, OSError) as exc:
+                out[key] = f"{type(exc).__name__}: {exc}"
+        return out
+
+    return asyncio.run(run())
