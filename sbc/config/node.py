@@ -270,7 +270,9 @@ class DnsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         d("DNS servers as IP:PORT, asked in order; empty = those of /etc/resolv.conf."),
     ] = field(default_factory=list)
     timeout: Annotated[
-        float, d("Seconds one resolution may take before it counts as failed."), Meta(gt=0, le=30)
+        float,
+        d("Seconds one DNS query may take; then the resolution has failed."),
+        Meta(gt=0, le=30),
     ] = 2.0
     min_ttl: Annotated[
         float, d("Seconds an answer is kept at least, whatever its TTL says."), Meta(ge=0.1)
