@@ -235,7 +235,8 @@ class Resolutions:
             return "failed"
         ttl = min(max(answer.ttl, self.min_ttl), self.max_ttl)
         entry.due = now + ttl
-        changed = entry.answer is None or entry.answer.services != answer.services
+        # the same records in another order (DNS rotates them) are the same answer
+        changed = entry.answer is None or set(entry.answer.services) != set(answer.services)
         entry.answer, entry.failing, entry.error = answer, False, ""
         return "changed" if changed else "same"
 
@@ -257,6 +258,14 @@ class Resolutions:
         if entry is None or entry.answer is None:
             return []
         return ordered(entry.answer, self.rand)
+
+    def addresses(self, trunk: Trunk) -> list[Target]:
+        """This host trunk's addresses, lowest priority first (no draw: for /status)."""
+        entry = self.entries.get(key_of(trunk))
+        if entry is None or entry.answer is None:
+            return []
+        services = sorted(entry.answer.services, key=lambda s: s.priority)
+        return [t for s in services for t in s.targets]
 
     def watched(self) -> dict[tuple[str, str, int], tuple[str, Monitoring]]:
         """Each resolved address of a monitored trunk group, with its policy (the first

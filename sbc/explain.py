@@ -131,13 +131,18 @@ def explain(
                 f"R-URI user {sent.ruri_user}, From {sent.ani}"
             )
             if t.type == "ip" and t.host:
-                out.append(f"       {_resolution(t.host, (resolved or {}).get(key_of(t)))}")
+                answer = (resolved or {}).get(key_of(t))
+                live_of = None
+                if live is not None and etg.monitoring.enabled:
+                    live_of = {w: s for (g, w), s in health.items() if g == name}
+                out.append(f"       {_resolution(t.host, answer, live_of)}")
     return out, n > 0
 
 
-def _resolution(host: str, found: Answer | str | None) -> str:
-    """A host trunk's addresses (RFC 3263), lowest priority first; the node tries equal
-    priorities in a weighted random order (RFC 2782) and skips those monitoring took down."""
+def _resolution(host: str, found: Answer | str | None, live: dict[str, str] | None = None) -> str:
+    """A host trunk's addresses (RFC 3263), lowest priority first, with their live health
+    when known; the node tries equal priorities in a weighted random order (RFC 2782) and
+    skips those monitoring took down."""
     if found is None:
         return f"{host} -> not resolved (explain resolves only with node.dns reachable)"
     if isinstance(found, str):
@@ -146,7 +151,10 @@ def _resolution(host: str, found: Answer | str | None) -> str:
         return f"{host} -> no address"
     services = sorted(found.services, key=lambda s: s.priority)
     shown = ", ".join(
-        f"{t} (priority {s.priority}, weight {s.weight})" for s in services for t in s.targets
+        f"{t} (priority {s.priority}, weight {s.weight}"
+        + (f", health {live.get(str(t), 'unknown')} (live))" if live is not None else ")")
+        for s in services
+        for t in s.targets
     )
     return f"{host} -> {shown}; TTL {found.ttl:g} s"
 

@@ -49,6 +49,7 @@ CONFIG = """
 node:
   listen: [{address: 127.0.0.1, port: 7260, transport: udp}]
   flood: {exempt: [127.0.0.1]}
+  admin: {listen: "127.0.0.1:7259"}
   dns: {servers: ["127.0.0.1:7253"], retry: 1, timeout: 0.5}
   workers: WORKERS
 relationships: [{name: carrier-a}, {name: vendor-x}]
@@ -139,6 +140,14 @@ def trunks_of(sbc: harness.Sbc, since: int, count: int) -> list[list[str]]:
     ]
 
 
+def explain(tmp: Path, *more: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "sbc.cli", "explain", "--config", str(tmp / "config"), *more,
+         "--from", "127.0.0.1:5070", "--to", "15551230000"],
+        capture_output=True, text=True, cwd=harness.ROOT, timeout=30, check=True,
+    ).stdout  # fmt: skip
+
+
 def start(tmp: Path, workers: int) -> harness.Sbc:
     config = tmp / "config"
     config.mkdir(parents=True, exist_ok=True)
@@ -179,11 +188,7 @@ def test_srv_priorities_and_health_per_resolved_address(dnsmasq: Dnsmasq, tmp_pa
             ]  # fmt: skip
             assert invites and invites[0].startswith("INVITE sip:15551230000@vendor.test SIP/2.0")
 
-            out = subprocess.run(
-                [sys.executable, "-m", "sbc.cli", "explain", "--config", str(tmp_path / "config"),
-                 "--from", "127.0.0.1:5070", "--to", "15551230000"],
-                capture_output=True, text=True, cwd=harness.ROOT, timeout=30, check=True,
-            ).stdout  # fmt: skip
+            out = explain(tmp_path)
             assert (
                 "vendor.test -> udp:127.0.0.1:7281 (priority 1, weight 10), "
                 "udp:127.0.0.1:7282 (priority 2, weight 10); TTL 4 s"
