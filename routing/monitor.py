@@ -12,17 +12,21 @@ Theory of operation: ``reconcile`` after each (re)load; the pings run on the cal
 heap (one deadline order for the whole layer), and after firing it the caller ``take``s the
 probes to send (``SendProbe``) and the ``Transition``s timeouts caused; it reports answers
 with ``answered`` and live failures with ``observe``, which return their transition.
-Health is keyed by address, so it survives a reload.
+Health is keyed by address, so it survives a reload. A trunk named by host is watched as
+each address it resolved to (``dns``, routing.srv): ``dns_changed`` after a resolution that
+changed them pings a new address now; one no longer resolved stops at its next ping.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from routing.health import Health, Key
+from routing.srv import Resolutions
 from sbc.config.schema import Monitoring, Trunk, TrunkGroup
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ClientTransaction, Target
@@ -64,12 +68,12 @@ def watched(
     trunk_groups: list[TrunkGroup], target_of: Callable[[Trunk], Target]
 ) -> dict[Key, tuple[str, Monitoring]]:
     """Address -> (trunk group, policy) for every monitored IP trunk (the first trunk group
-    naming an address decides its policy)."""
+    naming an address decides its policy). Trunks named by host: see Monitor.dns."""
     out: dict[Key, tuple[str, Monitoring]] = {}
     for tg in trunk_groups:
         if tg.direction == "termination" and tg.monitoring.enabled:
             for t in tg.trunks:
-                if t.type == "ip":
+                if t.type == "ip" and not t.host:
                     out.setdefault(target_of(t).key, (tg.name, tg.monitoring))
     return out
 
@@ -77,17 +81,40 @@ def watched(
 class Monitor:
     def __init__(self, timers: TimerHeap) -> None:
         self.health = Health()
-        self.monitored: dict[Key, tuple[str, Monitoring]] = {}
+        self.dns = Resolutions(random.random)  # trunks named by host (sbc.resolver fills it)
+        self._configured: dict[Key, tuple[str, Monitoring]] = {}
+        self._monitored: dict[Key, tuple[str, Monitoring]] = {}
+        self._pinging = False  # reconcile was called: this monitor pings (the leader's)
         self.transitions: Counter[tuple[str, str]] = Counter()  # (trunk group, up|down)
         self._probing: set[Key] = set()  # addresses with a ping timer armed
         self._timers = timers  # shared with the rest of the layer: one deadline order
         self._out: list[Action] = []
 
+    @property
+    def monitored(self) -> dict[Key, tuple[str, Monitoring]]:
+        """The watched addresses: the configured ones and those trunks' hosts resolved to."""
+        return self._monitored
+
+    @monitored.setter
+    def monitored(self, configured: dict[Key, tuple[str, Monitoring]]) -> None:
+        self._configured = configured
+        self._monitored = {**self.dns.watched(), **configured}
+
     def reconcile(self, monitored: dict[Key, tuple[str, Monitoring]], now: float) -> None:
-        """Watch exactly ``monitored`` from now on; a newly watched address is pinged now,
-        one no longer watched stops at its next ping."""
+        """Watch exactly ``monitored`` (and the resolved addresses) from now on; a newly
+        watched address is pinged now, one no longer watched stops at its next ping."""
         self.monitored = monitored
-        for key in monitored:
+        self._pinging = True
+        self._arm(now)
+
+    def dns_changed(self, now: float) -> None:
+        """A host trunk resolved to other addresses: watch them instead."""
+        self.monitored = self._configured
+        if self._pinging:
+            self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        for key in self._monitored:
             if key not in self._probing:
                 self._probing.add(key)
                 self._timers.arm(now, key, "probe", self)

@@ -109,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 3
+        from sbc.resolver import resolve_now
+
+        resolved = resolve_now(snap)  # trunks named by host, through node.dns
         lines, _ = explain(
-            snap, args.source, args.dnis, args.ani, at, args.transport, args.media_ip, live
-        )
+            snap, args.source, args.dnis, args.ani, at, args.transport, args.media_ip, live,
+            resolved,
+        )  # fmt: skip
         print("\n".join(lines))
         return 0
 

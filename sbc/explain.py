@@ -17,6 +17,7 @@ from typing import Any
 from routing.hunting import HuntState, hunt_order
 from routing.ratedeck import Rate
 from routing.select import select
+from routing.srv import Answer, Key, key_of
 from sbc import manipulate
 from sbc.admission import identify, static_refusal, time_refusal
 from sbc.call.headers import trunk_target
@@ -33,9 +34,11 @@ def explain(
     transport: str = "udp",
     media_ip: str = "",
     live: dict[str, Any] | None = None,
+    resolved: dict[Key, Answer | str] | None = None,
 ) -> tuple[list[str], bool]:
     """Lines to print, and whether the call would be attempted at all. ``live``: a running
-    node's status (trunk health by trunk group)."""
+    node's status (trunk health by trunk group); ``resolved``: what each trunk named by host
+    resolves to now (routing.srv), or why it does not."""
     health: dict[tuple[str, str], str] = {}
     for g in (live or {}).get("trunk_groups", []):
         for t in g.get("trunks", []):
@@ -127,7 +130,33 @@ def explain(
                 f"  {n}. {name} {where}{kind} [{etg.hunting}, {monitoring}] "
                 f"R-URI user {sent.ruri_user}, From {sent.ani}"
             )
+            if t.type == "ip" and t.host:
+                answer = (resolved or {}).get(key_of(t))
+                live_of = None
+                if live is not None and etg.monitoring.enabled:
+                    live_of = {w: s for (g, w), s in health.items() if g == name}
+                out.append(f"       {_resolution(t.host, answer, live_of)}")
     return out, n > 0
+
+
+def _resolution(host: str, found: Answer | str | None, live: dict[str, str] | None = None) -> str:
+    """A host trunk's addresses (RFC 3263), lowest priority first, with their live health
+    when known; the node tries equal priorities in a weighted random order (RFC 2782) and
+    skips those monitoring took down."""
+    if found is None:
+        return f"{host} -> not resolved (explain resolves only with node.dns reachable)"
+    if isinstance(found, str):
+        return f"{host} -> resolution failed: {found}"
+    if not found.services:
+        return f"{host} -> no address"
+    services = sorted(found.services, key=lambda s: s.priority)
+    shown = ", ".join(
+        f"{t} (priority {s.priority}, weight {s.weight}"
+        + (f", health {live.get(str(t), 'unknown')} (live))" if live is not None else ")")
+        for s in services
+        for t in s.targets
+    )
+    return f"{host} -> {shown}; TTL {found.ttl:g} s"
 
 
 def _rates(snap: Snapshot, ingress: str, names: list[str], dnis: str, done: Arranged) -> list[str]:

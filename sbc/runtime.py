@@ -33,6 +33,7 @@ from sbc.http import HttpServer
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
+from sbc.resolver import Resolver
 from sbc.rtpnodes import media_client, rtpengine_nodes
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
@@ -156,6 +157,10 @@ class Runtime:
         self.http: list[HttpServer] = []
         self.control: control.Control | None = None  # the lone node's; else the supervisor's
         self.hep = Capture(self.controller.blegs.correlation)  # node.hep
+        quiet = worker is not None and not worker.leader  # trunks named by host: sbc.resolver
+        self.dns = Resolver(
+            self.controller.monitor, None if quiet else log, self.now, self.pump_now
+        )
         self._screen = self.layer.accept  # the edge screen (sbc.call.gate): copies come after
         self.layer.accept = self._accept  # it, so a banned flood costs no HEP copy or trace
         self.node_name = node.name or socket.gethostname()
@@ -228,6 +233,8 @@ class Runtime:
         if self.worker is None:
             await self._serve_admin()
         now = self.now()
+        self.dns.apply(self.controller.snapshot)
+        self._spawn(self.dns.run())
         self.controller.start(now)  # outbound registrations, trunk monitoring
         self._pump(now)
         self.notifier.ready(self._summary())
@@ -511,6 +518,7 @@ class Runtime:
         if self.worker is None:  # a node's supervisor says it once for all its workers
             self.log.info("config.reloaded", trunk_groups=len(snapshot.trunk_groups))
         now = self.now()
+        self.dns.apply(snapshot)
         self.controller.start(now)
         self._pump(now)
 

@@ -11,6 +11,21 @@ if TYPE_CHECKING:
     from sbc.call.controller import CallController
 
 
+def _health(
+    ctrl: CallController, key: tuple[str, str, int], label: str, host: str = ""
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"trunk": label}
+    if host:
+        entry["host"] = host
+    if key in ctrl.monitor.monitored:
+        health = ctrl.monitor.health.trunks.get(key)
+        entry["health"] = ctrl.monitor.health.state(key)
+        entry["last_error"] = health.last_error if health is not None else ""
+    else:
+        entry["health"] = "unmonitored"
+    return entry
+
+
 def report(ctrl: CallController, now: float, node: dict[str, Any]) -> dict[str, Any]:
     """Calls, ports and CPS per trunk group and capacity group against their limits, each
     trunk's health, the raised triggers; ``node`` is what the runtime knows of itself."""
@@ -22,16 +37,12 @@ def report(ctrl: CallController, now: float, node: dict[str, Any]) -> dict[str, 
         for t in tg.trunks:
             if t.type != "ip":
                 continue
-            key = trunk_target(t).key
+            if t.host:  # one entry per address it resolved to (routing.srv)
+                for target in ctrl.monitor.dns.addresses(t):
+                    trunks.append(_health(ctrl, target.key, str(target), t.host))
+                continue
             port = t.port or (5060 if tg.direction == "termination" else "any")
-            entry: dict[str, Any] = {"trunk": f"{t.protocol}:{t.ip}:{port}"}
-            if key in ctrl.monitor.monitored:
-                health = ctrl.monitor.health.trunks.get(key)
-                entry["health"] = ctrl.monitor.health.state(key)
-                entry["last_error"] = health.last_error if health is not None else ""
-            else:
-                entry["health"] = "unmonitored"
-            trunks.append(entry)
+            trunks.append(_health(ctrl, trunk_target(t).key, f"{t.protocol}:{t.ip}:{port}"))
         groups.append(
             {
                 "name": tg.name,

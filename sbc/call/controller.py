@@ -292,7 +292,7 @@ class CallController:
         wall = now + self.wall_offset
         store, oos = self.registrar.store, self.out_of_service
         up = hunt.Usable(self.monitor.is_up, self.registrations.is_up, store, wall, oos)
-        return hunt.candidates(snap, names, self.hunt, up, wall)
+        return hunt.candidates(snap, names, self.hunt, up, wall, self.monitor.dns.ordered)
 
     def registered(self, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
         """Where a call to a PBX's account goes (sbc.call.redirect.registered)."""

@@ -59,9 +59,10 @@ DIVERSION_REASON = {486: "user-busy", 600: "user-busy", 408: "no-answer", 480: "
 
 def trunk_target(trunk: Trunk) -> Target:
     """Where a trunk is reached: its address, port 5060 (TLS: 5061, RFC 3261 §19.1.2) when
-    it names none."""
+    it names none. A trunk named by host is reached at what its host resolves to
+    (routing.srv); this names it, for labels."""
     default = 5061 if trunk.protocol == "tls" else 5060
-    return Target(trunk.protocol, trunk.ip, trunk.port or default)
+    return Target(trunk.protocol, trunk.ip or trunk.host, trunk.port or default)
 
 
 UDP_MAX = 1300  # RFC 3261 §18.1.1: larger, with the path MTU unknown, goes congestion-controlled
@@ -122,6 +123,9 @@ def b_leg_invite(
     target = dest.target if dest is not None else trunk_target(trunk)
     a = call.a_invite
     host, params = target.uri_host, target.uri_params
+    port: int | None = target.port
+    if trunk.host and dest is not None and dest.ruri is None:  # RFC 3263 §4: the name stays
+        host, port = trunk.host, trunk.port or None
     local_host, _ = local(snap, target.transport)
     carried = identity.outbound(call, etg, crossing(a), local_host)  # RFC 3325, RFC 3323
     if not call.ingress.diversion_routing:  # redirection history only where enabled
@@ -141,7 +145,7 @@ def b_leg_invite(
         [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer, bool(a.body))],
     )
     host = out.host or host
-    ruri = dest.ruri if dest else Uri("sip", out.ruri_user, None, host, target.port, params)
+    ruri = dest.ruri if dest and dest.ruri else Uri("sip", out.ruri_user, None, host, port, params)
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
     from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))

@@ -24,13 +24,17 @@ from sbc.admission import limit_refusal, static_refusal, time_refusal
 from sbc.call.headers import DIVERSION_REASON, crossing, trunk_target
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
-from sbc.config.schema import Forwarding, TrunkGroup
+from sbc.config.schema import Forwarding, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.message import Response
+from sbc.sip.transaction import Target
 from sbc.state import Scope
 from sbc.state.memory import MemoryStore
 
-Candidates = list[tuple[TrunkGroup, int]]  # (egress trunk group, trunk index), in order
+# (egress trunk group, trunk index, where: None for the trunk's own address, or one address
+# of a trunk named by host, routing.srv), in order
+Candidates = list[tuple[TrunkGroup, int, Redirect | None]]
+Resolved = Callable[[Trunk], list[Target]]  # a host trunk's addresses, RFC 2782 order
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,7 @@ class Usable:
         if oos and ((tg.name, "") in oos or (tg.name, trunk_label(tg, index)) in oos):
             return False
         if t.type == "ip":
-            return not tg.monitoring.enabled or self.trunk_up(trunk_target(t).key)
+            return t.host != "" or not tg.monitoring.enabled or self.trunk_up(trunk_target(t).key)
         if tg.direction == "origination":
             return self.bindings.binding_of(tg.name, t.username, self.wall) is not None
         return self.registered_at_vendor(tg.name, index)
@@ -103,19 +107,32 @@ def candidates(
     snap: Snapshot,
     names: list[str],
     state: HuntState,
-    usable: Callable[[TrunkGroup, int], bool],
+    usable: Usable | Callable[[TrunkGroup, int], bool],
     wall: float,
+    resolved: Resolved | None = None,
 ) -> Candidates:
     """Every usable trunk of the egress trunk groups, in route order, each group's trunks
     in its hunting order. Disabled trunk groups and relationships are left out, and so is a
-    trunk group outside every one of its time_of_day windows at wall-clock time ``wall``."""
+    trunk group outside every one of its time_of_day windows at wall-clock time ``wall``.
+    A trunk named by host takes its place in that order as each address it resolved to,
+    in ``resolved``'s order, less those monitoring took down (health is per address)."""
     out: Candidates = []
     for name in names:
         etg = snap.trunk_groups[name]
         if static_refusal(snap, etg) is not None or time_refusal(etg, wall) is not None:
             continue
         order = hunt_order(name, etg.hunting, [t.weight for t in etg.trunks], state)
-        out += [(etg, i) for i in order if usable(etg, i)]
+        for i in order:
+            if not usable(etg, i):
+                continue
+            t = etg.trunks[i]
+            if not (t.type == "ip" and t.host):
+                out.append((etg, i, None))
+                continue
+            up = usable.trunk_up if etg.monitoring.enabled and isinstance(usable, Usable) else None
+            for target in resolved(t) if resolved is not None else []:
+                if up is None or up(target.key):
+                    out.append((etg, i, Redirect(etg, i, target, None)))
     return out
 
 
@@ -133,8 +150,8 @@ def next_step(call: Call) -> Step:
                 return NeedLease(etg, scopes)
             call.egress[etg.name] = None  # nothing to count: always a port
         if call.egress[etg.name] is None:
-            etg, index = call.candidates.pop(0)
-            return Originate(etg, index)
+            etg, index, where = call.candidates.pop(0)
+            return Originate(etg, index, where)
         call.candidates.pop(0)  # that trunk group is full for this call
     fwd = call.forward
     if fwd is None or (call.last_failure is not None and not call.last_failure[2]):

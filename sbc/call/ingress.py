@@ -28,6 +28,7 @@ from sbc import manipulate
 from sbc.admission import NO_CIRCUIT, Refusal, static_refusal, time_refusal
 from sbc.call import identity
 from sbc.call.model import Call
+from sbc.call.redirect import Redirect
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.lcr import arrange
@@ -110,7 +111,7 @@ def new_call(
     tg: TrunkGroup,
     tx: ServerTransaction,
     admitted: Admitted,
-    candidates: list[tuple[TrunkGroup, int]],
+    candidates: list[tuple[TrunkGroup, int, Redirect | None]],
     now: float,
     new_id: Callable[[], str],
 ) -> Call:

@@ -160,7 +160,7 @@ class Call:
     ani: str
     dnis: str
     started: float
-    candidates: list[tuple[TrunkGroup, int]]
+    candidates: list[tuple[TrunkGroup, int, Redirect | None]]  # sbc.call.hunt.Candidates
     attempts: list[Attempt] = field(default_factory=list)
     current: Attempt | None = None
     answered: Attempt | None = None

@@ -40,13 +40,14 @@ MAX_FOLLOWED = 5  # redirected attempts in one call
 class Redirect:
     """An attempt to somewhere other than a trunk's own address, on trunk ``index`` of
     ``trunk_group`` (its credentials and media profile): sent to ``target`` with Request-URI
-    ``ruri``. What a 3xx asked for (``by``: the attempt whose 3xx named it), or a registered
-    PBX's contact (``by`` None; sbc.call.controller)."""
+    ``ruri``. What a 3xx asked for (``by``: the attempt whose 3xx named it), a registered
+    PBX's contact (``by`` None; sbc.call.controller), or an address a trunk named by host
+    resolved to (``ruri`` None: the trunk's own, with its host; routing.srv)."""
 
     trunk_group: TrunkGroup
     index: int
     target: Target
-    ruri: Uri
+    ruri: Uri | None
     by: int | None = None
 
 

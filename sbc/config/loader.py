@@ -225,6 +225,25 @@ def _ip(value: str) -> bool:
     return True
 
 
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?\.?$",
+    re.I,
+)
+
+
+def _dns_trunk(host: str, ip: str, direction: str, located: _Located, tp: Path_) -> None:
+    """A trunk named by host (RFC 3263): a vendor's (ingress is identified by IP only),
+    a domain name, not beside an ip."""
+    if direction != "termination":
+        raise located.error(
+            (*tp, "host"), "only termination trunks may name a host (ingress is matched by ip)"
+        )
+    if ip:
+        raise located.error((*tp, "host"), "give ip or host, not both")
+    if _ip(host) or not _HOSTNAME.match(host):
+        raise located.error((*tp, "host"), "must be a domain name (an address goes in ip)")
+
+
 def host_port(value: str) -> tuple[str, int] | None:
     """'127.0.0.1:2223' or '[::1]:2223' as (host, port); None when it is neither."""
     host, sep, port = value.rpartition(":")
@@ -318,6 +337,9 @@ def _check_node(node: Node, located: _Located) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise located.error(("node", "flood", "exempt", i), "must be an IP or a CIDR") from None
+    for i, server in enumerate(node.dns.servers):
+        if host_port(server) is None:
+            raise located.error(("node", "dns", "servers", i), "must be IP:PORT (IPv6: [IP]:PORT)")
     for i, rtp in enumerate(node.rtpengine):
         if host_port(rtp.address) is None:
             raise located.error(
@@ -373,7 +395,9 @@ def _check_trunk_groups(config: Config, located: _Located) -> None:
         _metric_triggers(tg.triggers, located, p, METRIC_TYPES)
         for j, t in enumerate(tg.trunks):
             tp: Path_ = (*p, "trunks", j)
-            if t.type == "ip":
+            if t.type == "ip" and t.host:
+                _dns_trunk(t.host, t.ip, tg.direction, located, tp)
+            elif t.type == "ip":
                 if not _ip(t.ip):
                     raise located.error((*tp, "ip"), "must be an IP address")
                 if tg.direction == "origination":

@@ -262,6 +262,31 @@ class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = 2000
 
 
+class DnsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How trunks named by host are resolved (RFC 3263; routing.srv, sbc.resolver)."""
+
+    servers: Annotated[
+        list[str],
+        d("DNS servers as IP:PORT, asked in order; empty = those of /etc/resolv.conf."),
+    ] = field(default_factory=list)
+    timeout: Annotated[
+        float,
+        d("Seconds one DNS query may take; then the resolution has failed."),
+        Meta(gt=0, le=30),
+    ] = 2.0
+    min_ttl: Annotated[
+        float, d("Seconds an answer is kept at least, whatever its TTL says."), Meta(ge=0.1)
+    ] = 1.0
+    max_ttl: Annotated[
+        float, d("Seconds an answer is kept at most, whatever its TTL says."), Meta(gt=0)
+    ] = 86400.0
+    retry: Annotated[
+        float,
+        d("Seconds between tries while resolution fails; the last good answer is used meanwhile."),
+        Meta(gt=0),
+    ] = 5.0
+
+
 class TlsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The one TLS identity of TLS listeners and TLS trunks (RFC 3261 §26.2.1, RFC 5630)."""
 
@@ -343,6 +368,9 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     )
     tcp: Annotated[TcpConfig, d("TCP timeouts and connection cap.")] = field(
         default_factory=TcpConfig
+    )
+    dns: Annotated[DnsConfig, d("Resolution of trunks named by host (RFC 3263).")] = field(
+        default_factory=DnsConfig
     )
     tls: Annotated[
         TlsConfig | None, d("Certificates of TLS listeners and trunks; needed by either.")

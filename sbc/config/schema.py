@@ -182,6 +182,12 @@ class Trunk(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ip: Annotated[
         str, d("Peer IP address (type ip), or the vendor's registrar (termination registration).")
     ] = ""
+    host: Annotated[
+        str,
+        d(
+            "Vendor's domain name instead of ip (termination ip trunks): resolved NAPTR -> SRV -> A/AAAA (RFC 3263) through node.dns, each address with its own health; a port skips SRV."
+        ),
+    ] = ""
     port: Annotated[
         int, d("Peer port; 0 = any port (origination) or 5060 (termination)."), Meta(ge=0, le=65535)
     ] = 0
