@@ -153,7 +153,7 @@ class Worker:
         elif kind == "verdict":
             self.runtime.on_verdict(msg[1], msg[2])
         elif kind == "bind":  # a sibling's registration: say we hold it (Supervisor._bind)
-            self.runtime.apply_binding(msg[1])
+            self.runtime.apply_bindings(msg[1])
             self.send("held", msg[2])
         elif kind == "bound":
             self.runtime.on_bound(msg[1])
@@ -207,7 +207,7 @@ class Worker:
         if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
             self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):  # our registrar already wrote our own store
-            self.send("bind", cmd.binding, cmd.token)
+            self.send("bind", cmd.bindings, cmd.token)
             return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
 
