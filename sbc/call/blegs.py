@@ -454,7 +454,9 @@ class BLegs:
         # Answered: what a BYE, a re-INVITE or the record needs is in the dialog and in the
         # INVITE's identity, which its transaction kept when it settled (Accepted).
         attempt.invite = tx.request
-        if attempt.anchored and resp.body and not call.unanchored:
+        if attempt.early_answered and resp.body:  # offer, answer in 18x, PRACK: not a new one
+            self.relay_to_a(call, without_sdp(resp), now)
+        elif attempt.anchored and resp.body and not call.unanchored:
             if not call.a_invite.body:
                 call.late_offer = "b"
 
@@ -523,3 +525,10 @@ class BLegs:
         if call.state == "answered":
             self.out.notice("call.max_duration", call)
             self.host.hang_up(call, "sbc", now, reason="Max Call Duration")
+
+
+def without_sdp(resp: Response) -> Response:
+    """A vendor's 2xx repeating the SDP of an offer and answer already made in a reliable
+    18x and its PRACK (RFC 3262 §5, RFC 6337 §3.1): relayed without it."""
+    kept = [(n, v) for n, v in resp.headers if n != "Content-Type"]
+    return replace(resp, headers=kept, body=b"")

@@ -90,6 +90,10 @@ class Attempt:
     stretched: bool = False  # we answered the trunk's 422 once (RFC 4028 §7.4)
     rseq: int | None = None  # the last reliable provisional we PRACKed (RFC 3262 §4)
     early: Dialog | None = None  # the early dialog of that provisional: our PRACKs use it
+    # A reliable 18x with an offer (our INVITE had none): its RAck and early dialog, our
+    # PRACK held for the caller's, which brings the answer (RFC 3262 §5, sbc.call.reliable)
+    prack_held: tuple[str, Dialog] | None = None
+    early_answered: bool = False  # that offer was answered: later SDP in it is no new offer
 
     @property
     def done(self) -> bool:

@@ -53,7 +53,9 @@ class Relayer:
         """``req`` came in on ``leg``: send it on the other one."""
         if req.method == "PRACK":  # hop by hop (RFC 3262): ours, never relayed
             if leg == "a":
-                self.reliable.prack(call, tx, req, now)
+                acked = self.reliable.prack(call, tx, req, now)
+                if acked is not None and acked.body:
+                    self._prack_answer(call, req, now)
             else:  # we send the vendor no reliable provisionals
                 self.out.respond(tx, 481, now, tag=False)
             return
@@ -88,6 +90,22 @@ class Relayer:
             self._offer(relay, leg, req, now)
             return
         self._send(relay, req, req.body, now, extra)
+
+    def _prack_answer(self, call: Call, req: Request, now: float) -> None:
+        """The caller's PRACK of a reliable 18x with SDP: when that SDP was the vendor's
+        offer, the PRACK's answer crosses in our PRACK (RFC 3262 §5), through rtpengine on
+        the attempt's branch when anchored (if it cannot rewrite it, it goes as it is)."""
+        attempt = call.current
+        if attempt is None or attempt.prack_held is None or attempt.done:
+            return
+        if req.body and attempt.anchored and not call.unanchored:
+
+            def send(reply: Reply, now: float) -> None:
+                self.reliable.answered(attempt, sdp_of(reply) or req.body, now)
+
+            self.media.answer(call, "a", "b", req.body, send, attempt)
+            return
+        self.reliable.answered(attempt, req.body, now)
 
     def _offer(self, relay: Relay, leg: Leg, req: Request, now: float) -> None:
         """A new offer from ``leg``: rtpengine rewrites it for the far side first."""
