@@ -86,6 +86,8 @@ class BLegs:
         caller's offer goes through rtpengine first when either side anchors, then the
         INVITE."""
         trunk = etg.trunks[index]
+        if to is None and call.replacing is not None:  # RFC 3891: the replaced call's vendor
+            to = call.replacing[0]
         target = to.target if to is not None else trunk_target(trunk)
         invite = headers.b_leg_invite(
             call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to

@@ -26,7 +26,8 @@ from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ServerTransaction, Target
 from sbc.state import Bind
 
-SUPPORTED = "100rel, timer"  # RFC 3262 and RFC 4028, both per leg (sbc.call.reliable, sessiontimer)
+# RFC 3262 and RFC 4028, both per leg, and RFC 3891 (sbc.call.reliable, sessiontimer, replaces)
+SUPPORTED = "100rel, timer, replaces"
 
 
 class Gate:

@@ -124,6 +124,8 @@ def b_leg_invite(
     host, params = target.uri_host, target.uri_params
     local_host, _ = local(snap, target.transport)
     carried = identity.outbound(call, etg, crossing(a), local_host)  # RFC 3325, RFC 3323
+    if call.replacing is not None:  # RFC 3891, mapped to our dialog with the vendor
+        carried.append(("Replaces", call.replacing[1]))
     if not call.ingress.diversion_routing:  # redirection history only where enabled
         carried = [(n, v) for n, v in carried if n not in REDIRECTION]
     elif call.diversion is not None:

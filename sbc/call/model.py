@@ -213,6 +213,8 @@ class Call:
     media_watch: TimerHandle | None = None  # its next rtpengine query (sbc.call.mediawatch)
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
+    # RFC 3891: the vendor UA of the call this one replaces, and the Replaces it is sent
+    replacing: tuple[Redirect, str] | None = None
 
     @property
     def a_invite(self) -> Request:
