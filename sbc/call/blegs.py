@@ -25,7 +25,7 @@ from media.ng import Side
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, identity, media, redirect, sessiontimer
+from sbc.call import forking, headers, hunt, identity, media, redirect, sessiontimer
 from sbc.call.headers import ALLOW, crossing, tcp_twin, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
@@ -150,6 +150,9 @@ class BLegs:
         limits = etg.limits
         if limits.b_timer:
             self._timers.arm(now + limits.b_timer, attempt, "b_timer", self)
+        ring = forking.ring_limit(call, attempt)  # another contact of the account waits
+        if ring:
+            self._timers.arm(now + ring, attempt, "next_contact", self)
         pdd_due = ladder.max_pdd_at(attempt)
         if pdd_due is not None:
             self._timers.arm(pdd_due, attempt, "max_pdd", self)
@@ -162,6 +165,10 @@ class BLegs:
             b_call_id=invite.call_id,
             anchored=attempt.anchored,
         )
+
+    def _timer_next_contact(self, attempt: Attempt, now: float) -> None:
+        if ladder.live(attempt) and attempt is attempt.call.current:
+            self.give_up(attempt, "no_answer", 480, now)
 
     def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
         if ladder.b_timer_due(attempt):

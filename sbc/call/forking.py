@@ -4,7 +4,8 @@ An account may hold several contacts (sbc.registrar, RFC 3261 §10.3). A call to
 them in turn, highest q first (equal q: the most recently refreshed first), as a proxy's
 sequential search does (RFC 3261 §16.6, §16.7): the first contact is the attempt, the others
 wait in the call's redirections, each an attempt of its own (and a CDR attempt entry). A
-contact that fails, or never answers (B-timer, Timer B: 408), hands the call to the next
+contact that fails, does not answer within ``registrar.contact_timeout`` (CANCEL, outcome
+``no_answer``), or is not there (B-timer, Timer B: 408), hands the call to the next
 whatever the caller's route_advance codes say, since it is the same destination reached at
 another address; a 6xx (a global failure, §21.6) or the caller's CANCEL ends the search.
 After the last contact the ordinary route advance rules apply.
@@ -19,7 +20,7 @@ After the last contact the ordinary route advance rules apply.
 
 from __future__ import annotations
 
-from sbc.call.model import Call
+from sbc.call.model import Attempt, Call
 from sbc.call.redirect import Redirect, registered
 from sbc.config.schema import TrunkGroup
 from sbc.state.memory import MemoryStore
@@ -37,9 +38,19 @@ def forks_on(call: Call, status: int) -> bool:
     """The current attempt went to one contact of an account and failed with ``status``:
     is another contact of the same account next?"""
     a = call.current
-    if a is None or a.trunk_group.direction != "origination" or status >= 600:
-        return False
-    if not call.redirects:
+    return a is not None and status < 600 and _sibling_next(call, a)
+
+
+def ring_limit(call: Call, attempt: Attempt) -> float:
+    """Seconds ``attempt`` (to one contact) may go unanswered before the account's next
+    contact is tried (``registrar.contact_timeout``); 0: no limit (none waits)."""
+    if not _sibling_next(call, attempt):
+        return 0.0
+    return float(call.snap.config.node.registrar.contact_timeout)
+
+
+def _sibling_next(call: Call, a: Attempt) -> bool:
+    if a.trunk_group.direction != "origination" or not call.redirects:
         return False
     nxt = call.redirects[0]
     return nxt.by is None and nxt.trunk_group.name == a.trunk_group.name and nxt.index == a.trunk

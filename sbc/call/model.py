@@ -34,7 +34,7 @@ Hangup = Literal["", "caller", "callee", "sbc"]
 # the transport, the call was cancelled, rtpengine failed ("" while it is live).
 Outcome = Literal[
     "", "answered", "code", "b_timer", "max_pdd", "timer_c", "timeout", "transport",
-    "cancelled", "media", "redirected",
+    "cancelled", "media", "redirected", "no_answer",
 ]  # fmt: skip
 
 

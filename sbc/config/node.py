@@ -220,6 +220,13 @@ class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=Tru
         ),
         Meta(ge=1),
     ] = 10
+    contact_timeout: Annotated[
+        int,
+        d(
+            "Seconds one registered contact may ring unanswered before the account's next contact is tried (CANCEL); the last one rings on. 0 = until it fails."
+        ),
+        Meta(ge=0),
+    ] = 30
     lockout: Annotated[
         LockoutConfig, d("Per source IP and per account lockout after failed authentications.")
     ] = field(default_factory=LockoutConfig)

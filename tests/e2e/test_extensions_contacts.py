@@ -23,6 +23,18 @@ softphone answers (lab/sipp/pbx_answer.xml). A carrier (sipp's stock uac) calls 
      |                       |<----------------------------------------ACK, BYE-|
      |                       |--ACK, BYE-------------->|                      |
 
+The same two devices again, the desk phone now ringing until cancelled
+(lab/sipp/uas_ring.xml): after registrar.contact_timeout (2 s here) sbc cancels it and
+tries the softphone:
+
+    desk :7310 (q=1)        sbc :7300               soft :7311 (q=0.5)     carrier :7312
+     |<--INVITE--------------|<---------------------------------------INVITE DID-|
+     |--100, 180------------>|--------------------------------------------180--->|
+     |        (2 s)          |                         |                      |
+     |<--CANCEL--------------|                         |                      |
+     |--200, 487------------>|--INVITE---------------->|                      |
+     |<--ACK-----------------|<----------100, 180, 200-|--------------200----->|
+
 Then a third socket of the same PBX (lab/sipp/pbx_unregister.xml) removes every contact
 of the account, and the next call to the DID gets 480:
 
@@ -55,7 +67,7 @@ node:
   workers: 2
   unknown_source: reject
   # sipp 3.6 answers the first challenge and knows only MD5 (test_registration.py)
-  registrar: {algorithms: [MD5, SHA-256], realm: sbc.lab}
+  registrar: {algorithms: [MD5, SHA-256], realm: sbc.lab, contact_timeout: 2}
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
@@ -175,6 +187,34 @@ def test_a_did_call_tries_the_busy_desk_phone_then_the_softphone(
     ]  # fmt: skip
     (soft_invite,) = [m for m in soft_got if m.startswith("INVITE")]
     assert soft_invite.splitlines()[0] == f"INVITE {soft_uri} SIP/2.0"
+
+
+def test_a_desk_phone_that_rings_too_long_is_cancelled_for_the_softphone(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    before = len(sbc.events("registrar.registered"))
+    desk = device(DESK, "desk", "1.0", "uas_ring.xml", tmp_path / "desk")
+    try:
+        sbc.wait_events("registrar.registered", before + 1, timeout=10)
+        soft = device(SOFT, "soft", "0.5", "pbx_answer.xml", tmp_path / "soft")
+        try:
+            sbc.wait_events("registrar.registered", before + 2, timeout=10)
+            calls_before = len(sbc.events("call.end"))
+            r = carrier("uac", tmp_path / "carrier")
+            assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+            (end,) = sbc.wait_events("call.end", calls_before + 1)[calls_before:]
+        finally:
+            finish(soft)
+    finally:
+        finish(desk)
+    rec = cdr(sbc, end)
+    attempts = [(a["trunk"], a["status"], a["outcome"]) for a in rec["attempts"]]
+    assert attempts == [
+        (f"127.0.0.1:{DESK}", 480, "no_answer"),
+        (f"127.0.0.1:{SOFT}", 200, "answered"),
+    ]
+    desk_got = [m.split(" ", 1)[0] for m in messages(tmp_path / "desk", "received")]
+    assert [m for m in desk_got if m in ("INVITE", "CANCEL", "ACK")] == ["INVITE", "CANCEL", "ACK"]
 
 
 def test_contact_star_removes_every_device_then_the_did_gets_480(

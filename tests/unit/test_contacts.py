@@ -178,8 +178,8 @@ def test_a_did_call_tries_the_contacts_in_q_order_the_next_on_failure(tmp_path: 
 
 
 def test_a_contact_that_never_answers_hands_the_call_to_the_next(tmp_path: Path) -> None:
-    """desk is gone (a stale NAT binding): Timer B (32 s, no 100) gives up with 408 and
-    soft is tried; when soft answers 480 too, that is the caller's answer."""
+    """desk is gone (a stale NAT binding): after registrar.contact_timeout (30 s, before
+    Timer B's 32 s) soft is tried; when soft answers 480 too, that is the caller's answer."""
     lab = registered(tmp_path)
     ((_, to1),) = b_legs(lab.feed(invite(user="15557770000"), CALLER))
     assert to1 == DESK
@@ -189,13 +189,14 @@ def test_a_contact_that_never_answers_hands_the_call_to_the_next(tmp_path: Path)
         if any(t == SOFT for _, t in later):
             break
     (inv2,) = [m for m, t in later if t == SOFT]
-    assert lab.now <= 33
+    assert 30 <= lab.now <= 31
     out = answer(lab, inv2, SOFT, 480)
     finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
     assert finals == [480]
     (record,) = lab.ctrl.cdrs
     got = [(a["trunk"], a["status"]) for a in record["attempts"]]
-    assert got == [("10.9.9.9:5070", 408), ("10.9.9.8:5072", 480)]
+    assert got == [("10.9.9.9:5070", 480), ("10.9.9.8:5072", 480)]
+    assert record["attempts"][0]["outcome"] == "no_answer"
 
 
 def test_a_6xx_from_a_contact_ends_the_search(tmp_path: Path) -> None:
@@ -205,3 +206,29 @@ def test_a_6xx_from_a_contact_ends_the_search(tmp_path: Path) -> None:
     assert b_legs(out) == []
     finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
     assert finals == [603]
+
+
+def test_a_contact_that_rings_too_long_is_cancelled_for_the_next(tmp_path: Path) -> None:
+    """carrier          sbc               desk (q=1)          soft (q=0.5)
+    |--INVITE DID---->|--INVITE--------->|                    |
+    |<-----------180--|<-------------180-|                    |
+    |   (registrar.contact_timeout, 30 s)|                    |
+    |                 |--CANCEL--------->|                    |  outcome no_answer
+    |                 |--INVITE-------------------------------->|
+    The last contact rings on: nothing cancels it but the caller or Timer C."""
+    lab = registered(tmp_path)
+    ((inv1, to1),) = b_legs(lab.feed(invite(user="15557770000"), CALLER))
+    lab.feed(make_response(inv1, 180, to_tag="d1"), to1)
+    assert b_legs(lab.advance(29.5)) == []
+    out = lab.advance(1.0)
+    cancels = [m for m in only(out, DESK) if isinstance(m, Request) and m.method == "CANCEL"]
+    assert len(cancels) == 1
+    ((inv2, to2),) = b_legs(out)
+    assert to2 == SOFT
+    lab.feed(make_response(inv2, 180, to_tag="s1"), SOFT)
+    out = lab.advance(60)
+    assert [m for m in only(out, SOFT) if isinstance(m, Request) and m.method == "CANCEL"] == []
+    ok = make_response(inv2, 200, to_tag="s1", headers=[("Contact", "<sip:soft@10.9.9.8:5072>")])
+    assert [m.status for m in only(lab.feed(ok, SOFT), CALLER)] == [200]  # type: ignore[union-attr]
+    (call,) = lab.ctrl.calls.values()
+    assert [(a.status, a.outcome) for a in call.attempts] == [(480, "no_answer"), (200, "answered")]
