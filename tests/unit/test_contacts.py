@@ -8,6 +8,8 @@ from pathlib import Path
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
+from sbc.state import Binding
+from sbc.state.memory import MemoryStore
 from tests.helpers import CALLER, TGS, Lab, b_legs, invite, lab_with, only
 
 BASE = """
@@ -232,3 +234,30 @@ def test_a_contact_that_rings_too_long_is_cancelled_for_the_next(tmp_path: Path)
     assert [m.status for m in only(lab.feed(ok, SOFT), CALLER)] == [200]  # type: ignore[union-attr]
     (call,) = lab.ctrl.calls.values()
     assert [(a.status, a.outcome) for a in call.attempts] == [(480, "no_answer"), (200, "answered")]
+
+
+def test_the_store_indexes_each_contact_and_applies_shared_changes() -> None:
+    """What the supervisor and the workers do with a REGISTER's changes (sbc.state.Bind):
+    each binding is one contact; a removal (expires_at 0) takes only that contact."""
+    store = MemoryStore()
+    a = Binding("pbx", "pbx1", "udp", "10.9.9.9", 5070, "sip:a@10.9.9.9", 300.0, 0.5)
+    b = Binding("pbx", "pbx1", "udp", "10.9.9.9", 5070, "sip:b@10.9.9.9", 200.0, 1.0)
+    c = Binding("pbx", "pbx1", "udp", "10.9.9.8", 5072, "sip:c@10.9.9.8", 250.0, 1.0)
+    for x in (a, b, c):
+        store.apply(x)
+    assert [x.contact for x in store.contacts_of("pbx", "pbx1", 100.0)] == [
+        "sip:c@10.9.9.8",  # q 1, the later expiry first
+        "sip:b@10.9.9.9",
+        "sip:a@10.9.9.9",
+    ]
+    assert [x.contact for x in store.contacts_of("pbx", "pbx1", 220.0)] == [
+        "sip:c@10.9.9.8",
+        "sip:a@10.9.9.9",
+    ]
+    store.apply(Binding("pbx", "pbx1", "", "", 0, "sip:a@10.9.9.9", 0.0))
+    assert store.binding_from("udp", "10.9.9.9", 5070, 100.0) == b  # b still from there
+    store.apply(Binding("pbx", "pbx1", "", "", 0, "sip:b@10.9.9.9", 0.0))
+    assert store.binding_from("udp", "10.9.9.9", 5070, 100.0) is None
+    assert not store.host_bound("10.9.9.9", 100.0) and store.host_bound("10.9.9.8", 100.0)
+    store.unbind("pbx", "pbx1")
+    assert store.bindings == {} and store.binding_of("pbx", "pbx1", 100.0) is None
