@@ -1,7 +1,8 @@
 """An INVITE with Replaces (RFC 3891) from a caller, with the real sbc, a raw SIP caller
 (it holds two dialogs at once, which one sipp scenario cannot) and sipp's stock uas as the
-vendor. sbc :7302 (one worker: see README, Replaces), caller :7380, vendor :7381 (control
-:7382, media :7384).
+vendor. sbc :7302 with two workers, the two calls' Call-IDs chosen to steer to different
+ones (the replacing INVITE is handed to the replaced call's worker, and its dialog pinned
+there: sbc.sip.steer); caller :7380, vendor :7381 (control :7382, media :7384).
 
     caller :7380            sbc :7302                       vendor :7381 (sipp uas)
      |--INVITE (a1)--------->|--INVITE (b1)------------------->|   call 1
@@ -23,6 +24,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from zlib import crc32
 
 import harness
 import pytest
@@ -33,10 +35,20 @@ from sbc.sip.parser import parse_message
 pytestmark = pytest.mark.e2e
 
 PORT, CALLER, VENDOR = 7302, 7380, 7381
+
+
+def on_worker(prefix: str, worker: int) -> str:
+    """A Call-ID that sbc.sip.steer gives to ``worker`` of two."""
+    return next(
+        f"{prefix}-{i}" for i in range(100) if crc32(f"{prefix}-{i}".encode()) % 2 == worker
+    )
+
+
+A1, A2 = on_worker("a1-replaces", 0), on_worker("a2-replaces", 1)
 CONFIG = """
 node:
   listen: [{address: 127.0.0.1, port: 7302, transport: udp}]
-  workers: 1
+  workers: 2
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
@@ -94,16 +106,16 @@ def test_a_replaces_crosses_mapped_to_the_vendors_dialog_and_a_stranger_gets_481
     sbc = harness.start_sbc(tmp_path / "sbc", tmp_path / "config", port=PORT)
     peer = harness.Peer("127.0.0.1", CALLER)
     try:
-        peer.send(message("INVITE", "a1-replaces", "phone1", "", 1, body=SDP), PORT)
+        peer.send(message("INVITE", A1, "phone1", "", 1, body=SDP), PORT)
         ok1 = final(peer)
         assert ok1.status == 200 and ok1.to.tag
-        peer.send(message("ACK", "a1-replaces", "phone1", ok1.to.tag, 1), PORT)
+        peer.send(message("ACK", A1, "phone1", ok1.to.tag, 1), PORT)
 
-        replaces = f"Replaces: a1-replaces;to-tag={ok1.to.tag};from-tag=phone1\r\n"
-        peer.send(message("INVITE", "a2-replaces", "phone2", "", 1, replaces, SDP), PORT)
+        replaces = f"Replaces: {A1};to-tag={ok1.to.tag};from-tag=phone1\r\n"
+        peer.send(message("INVITE", A2, "phone2", "", 1, replaces, SDP), PORT)
         ok2 = final(peer)
         assert ok2.status == 200 and ok2.to.tag
-        peer.send(message("ACK", "a2-replaces", "phone2", ok2.to.tag, 1), PORT)
+        peer.send(message("ACK", A2, "phone2", ok2.to.tag, 1), PORT)
 
         bogus = "Replaces: nosuch;to-tag=1;from-tag=2\r\n"
         peer.send(message("INVITE", "a3-replaces", "phone3", "", 1, bogus, SDP), PORT)
@@ -111,8 +123,8 @@ def test_a_replaces_crosses_mapped_to_the_vendors_dialog_and_a_stranger_gets_481
         assert refused.status == 481
         peer.send(message("ACK", "a3-replaces", "phone3", refused.to.tag or "", 1), PORT)
 
-        for cid, tag, to_tag in (("a1-replaces", "phone1", ok1.to.tag),
-                                 ("a2-replaces", "phone2", ok2.to.tag)):  # fmt: skip
+        for cid, tag, to_tag in ((A1, "phone1", ok1.to.tag),
+                                 (A2, "phone2", ok2.to.tag)):  # fmt: skip
             peer.send(message("BYE", cid, tag, to_tag, 2), PORT)
             assert final(peer).status == 200
         vendor.wait(timeout=15)
@@ -134,7 +146,7 @@ def test_a_replaces_crosses_mapped_to_the_vendors_dialog_and_a_stranger_gets_481
     vendor_tag = harness.tag_of(harness.header(next(a for a in answers if b1 in a), "To"))
     assert harness.header(first, "Replaces") == ""
     assert harness.header(second, "Replaces") == f"{b1};to-tag={vendor_tag};from-tag={our_tag}"
-    assert "a1-replaces" not in second and "phone1" not in second  # topology hiding
+    assert A1 not in second and "phone1" not in second  # topology hiding
     (notice,) = sbc.events("call.replaces")
     refusals = sbc.events("call.replaces_refused")
     assert [e["status"] for e in refusals] == [481] and notice["replaced"]

@@ -3,8 +3,12 @@ Caller = carrier-a at 127.0.0.1:5070 (the lab config: vendor-pool at :5081 and :
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from sbc.call.replaces import parse
 from sbc.sip.message import Request, Response, make_response
+from sbc.sip.steer import owner, replaced_call_id
+from sbc.worker import Steer
 from tests.helpers import CALLER, Lab, b_legs, invite, only, request
 
 
@@ -104,3 +108,20 @@ def test_parse() -> None:
     assert parse("abc@h;to-tag=1;from-tag=2") == ("abc@h", "1", "2", False)
     assert parse(" abc@h ; from-tag=2 ; to-tag=1 ; early-only") == ("abc@h", "1", "2", True)
     assert parse("abc@h;to-tag=1") is None and parse(";to-tag=1;from-tag=2") is None
+
+
+def test_a_replacing_invite_steers_to_the_replaced_calls_worker_and_pins_its_dialog() -> None:
+    """With several workers the replaced call lives with the Call-ID Replaces names; the new
+    dialog's Call-ID is pinned there, so its ACK, CANCEL and BYE follow (sbc.sip.steer)."""
+    a1 = next(f"a1-{i}".encode() for i in range(100) if owner(f"a1-{i}".encode(), 4) == 3)
+    a2 = next(f"a2-{i}".encode() for i in range(100) if owner(f"a2-{i}".encode(), 4) == 1)
+    head = b"Replaces: " + a1 + b";to-tag=x;from-tag=y"
+    inv = replacing(head.decode()).replace(b"a-leg-2", a2)
+    assert replaced_call_id(inv) == a1
+    assert replaced_call_id(inv.replace(b"INVITE sip:", b"OPTIONS sip:", 1)) is None
+    assert replaced_call_id(invite()) is None
+    steer = Steer(SimpleNamespace(workers=4))  # type: ignore[arg-type]
+    assert steer.owner_of(a2, inv) == 3
+    bye = request("BYE", a2.decode(), "phone2", "t", 2, CALLER)
+    assert steer.owner_of(a2, bye) == 3  # pinned
+    assert steer.owner_of(b"other", bye) == owner(b"other", 4)
