@@ -112,11 +112,16 @@ class Reliable:
     # --- toward the caller: we are PRACKed ----------------------------------------------------
 
     def reliably(self, call: Call, resp: Response, body: bytes) -> bool:
-        """Should this 18x reach the caller reliably?"""
+        """Should this 18x reach the caller reliably? One that requires 100rel gets them
+        all; one that supports it the vendor's reliable ones, and those with the answer to
+        its offer. An unreliable 18x's SDP after a late offer is no offer (RFC 3261
+        §13.2.1: a preview; the 2xx brings the offer): made reliable, the caller would
+        take it as one and answer it in a PRACK nobody would read."""
         c = call.reliable
         if c is None or resp.status == 100:
             return False
-        return c.requires or (c.supports and (rseq_of(resp) is not None or bool(body)))
+        answer = bool(body) and bool(call.a_invite.body)
+        return c.requires or (c.supports and (rseq_of(resp) is not None or answer))
 
     def hold(self, call: Call, send: Callable[[float], None], final_2xx: bool) -> bool:
         """Must ``send`` wait for the PRACK of the provisional in flight? The next reliable

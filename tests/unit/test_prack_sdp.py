@@ -168,3 +168,18 @@ def test_late_offer_from_a_caller_without_100rel_offers_no_100rel_to_the_vendor(
     lab: Lab = media_lab()
     ((b_inv, _),) = b_legs(lab.feed(late_invite(""), CALLER))
     assert "100rel" not in (b_inv.get("Supported") or "")
+
+
+def test_late_offer_an_unreliable_183_with_sdp_reaches_a_supporting_caller_unreliably(
+    tmp_path: Path,
+) -> None:
+    """Its SDP is no offer (the 2xx brings it): relayed reliably, the caller would answer
+    it in a PRACK."""
+    lab = media_lab()
+    ((b_inv, _),) = b_legs(lab.feed(late_invite("Supported: 100rel\r\n"), CALLER))
+    plain = make_response(b_inv, 183, to_tag="v1", body=VENDOR_SDP, headers=[SDP_TYPE])
+    lab.feed(plain, V1)
+    reply(lab)
+    (a183,) = only(lab.run(), CALLER)
+    assert isinstance(a183, Response) and a183.status == 183 and a183.body == REWRITTEN
+    assert a183.get("RSeq") is None and a183.get("Require") is None
