@@ -53,6 +53,7 @@ class Answer:
     reason: str | None = None
     username: str = ""
     changes: tuple[Binding, ...] = ()  # what changed, for the shared store (removed: expires 0)
+    pruned: tuple[Binding, ...] = ()  # expired contacts removed on the way (shared, not logged)
 
 
 class Registrar:
@@ -114,21 +115,28 @@ class Registrar:
             return Answer(403, "aor_mismatch", username=username, reason="Forbidden")
         tg = snap.accounts[username][0]
         store = self.store
-        for gone in store.contacts_of(tg.name, username, float("-inf")):
-            if gone.expires_at <= wall:  # expired: the account's list stays bounded
-                store.unbind(tg.name, username, gone.contact)
+        # expired contacts go, on every store (shared as removals): the account's list, and
+        # every worker's and the supervisor's copy of it, stays bounded
+        pruned = tuple(
+            replace(b, expires_at=0.0)
+            for b in store.contacts_of(tg.name, username, float("-inf"))
+            if b.expires_at <= wall
+        )
+        for b in pruned:
+            store.apply(b)
         current = store.contacts_of(tg.name, username, wall)
         contacts = req.get_all("Contact")
         if not contacts:  # a query (§10.2.3)
-            return Answer(200, "query", listing(current, wall), username=username)
+            listed = listing(current, wall)
+            return Answer(200, "query", listed, username=username, pruned=pruned)
         planned = plan(snap.config.node.registrar, req, src, current, username, tg.name, wall)
         if isinstance(planned, Answer):
-            return planned
+            return replace(planned, pruned=pruned)
         for b in planned:
             store.apply(b)
         why = "registered" if any(b.expires_at for b in planned) else "unregistered"
-        after = store.contacts_of(tg.name, username, wall)
-        return Answer(200, why, listing(after, wall), username=username, changes=planned)
+        after = listing(store.contacts_of(tg.name, username, wall), wall)
+        return Answer(200, why, after, username=username, changes=planned, pruned=pruned)
 
     # --- INVITE -------------------------------------------------------------------------------
 

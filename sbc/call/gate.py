@@ -278,10 +278,12 @@ class Gate:
             self.dropped("auth_blocked", src, now, "REGISTER")
             return
         answer = self.registrar.register(snap, req, src, now + self.out.wall_offset)
+        if answer.pruned and not answer.changes:  # shared, but nothing to wait for
+            self.out.commands.append(Bind(answer.pruned))
         if answer.changes:
             self._tokens += 1
             self.held[self._tokens] = (tx, answer)
-            self.out.commands.append(Bind(answer.changes, self._tokens))
+            self.out.commands.append(Bind(answer.changes + answer.pruned, self._tokens))
             wall = now + self.out.wall_offset
             for b in answer.changes:
                 self.out.notice(

@@ -131,6 +131,11 @@ class MemoryStore:
         _discard(self._by_host, old.host, key)
         _discard(self._by_account, key[:2], key)
 
+    def prune(self, wall: float) -> None:
+        """Forget every expired binding (a Redis mirror: removals elsewhere never reach it)."""
+        for key in [k for k, b in self.bindings.items() if b.expires_at <= wall]:
+            self._forget(key)
+
     def host_bound(self, host: str, wall: float) -> bool:
         """Has a live registration been made from ``host`` (any port, any transport)?"""
         return any(self.bindings[k].expires_at > wall for k in self._by_host.get(host, ()))

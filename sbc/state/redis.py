@@ -278,6 +278,7 @@ class RedisStore:
                 self.memory.bind(b)
             else:
                 stale.append(name)
+        self.memory.prune(wall)
         return stale
 
     async def _save(self, b: Binding) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from sbc.state import Binding
+from sbc.state import Bind, Binding, Denied, StateCommand
 from sbc.state.memory import MemoryStore
 from tests.helpers import CALLER, TGS, Lab, b_legs, invite, lab_with, only
 
@@ -261,3 +261,30 @@ def test_the_store_indexes_each_contact_and_applies_shared_changes() -> None:
     assert not store.host_bound("10.9.9.9", 100.0) and store.host_bound("10.9.9.8", 100.0)
     store.unbind("pbx", "pbx1")
     assert store.bindings == {} and store.binding_of("pbx", "pbx1", 100.0) is None
+
+
+def test_expired_contacts_are_pruned_and_the_removals_shared(tmp_path: Path) -> None:
+    """A phone that registers a new Contact each time (a new port after a NAT rebinding)
+    must not grow the account's list, nor any sibling's copy of it (sbc.state.Bind)."""
+    lab = lab_with(tmp_path, TGS, base=BASE)
+    register(lab, DESK, ["<sip:desk@10.9.9.9:6001>;expires=60"], 1)
+    lab.advance(61)
+    shared: list[Bind] = []
+    execute = lab.executor.state
+
+    def state(cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
+        if isinstance(cmd, Bind):
+            shared.append(cmd)
+        return execute(cmd, now)
+
+    lab.executor.state = state
+    register(lab, DESK, ["<sip:desk@10.9.9.9:6002>;expires=60"], 3)
+    assert [b.contact for b in lab.store.bindings.values()] == ["sip:desk@10.9.9.9:6002"]
+    (bind,) = shared
+    got = [(b.contact, b.expires_at) for b in bind.bindings]
+    assert got[1:] == [("sip:desk@10.9.9.9:6001", 0.0)]  # the expired one, removed
+    assert not lab.events("registrar.unregistered")  # pruned silently
+    store = MemoryStore()
+    store.bind(Binding("pbx", "pbx1", "udp", "h", 1, "sip:old@h", 10.0))
+    store.prune(20.0)
+    assert store.bindings == {}
