@@ -166,9 +166,12 @@ class Reliable:
         c.interval *= 2
         c.handle = self._timers.arm(now + c.interval, c, "again", self)
 
-    def prack(self, call: Call, tx: ServerTransaction, req: Request, now: float) -> Response | None:
+    def prack(
+        self, call: Call, tx: ServerTransaction, req: Request, now: float, answer: bool = True
+    ) -> Response | None:
         """The caller's PRACK: 200 if its RAck names the provisional we await (§3), else
-        481; what waited for it goes out. Returns the provisional it acknowledged."""
+        481; what waited for it goes out. Returns the provisional it acknowledged.
+        ``answer`` False: the 200 is the caller's (its PRACK brings an offer, §5)."""
         c = call.reliable
         rack = (req.get("RAck") or "").split()
         pending = c.pending if c is not None else None
@@ -182,7 +185,8 @@ class Reliable:
         ):
             self.out.respond(tx, 481, now, tag=False)
             return None
-        self.out.respond(tx, 200, now, tag=False)
+        if answer:
+            self.out.respond(tx, 200, now, tag=False)
         self._timers.cancel(c.handle)
         c.handle, c.pending = None, None
         self._release(c, now)

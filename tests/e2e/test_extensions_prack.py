@@ -1,7 +1,7 @@
 """SDP in reliable provisionals and PRACKs (RFC 3262 §5, RFC 3264) through a real
 rtpengine-daemon (our own: ng 127.0.0.1:7390, media ports 45000-45999), with the real sbc
-and sipp on loopback. sbc :7301; vendors :7350 (early), :7351 (late); callers :7352,
-:7353; sipp control :7354-7357, sipp media :7360-7375. Both sides are anchored (media
+and sipp on loopback. sbc :7301; vendors :7350 (early), :7351 (late), :7359 (update);
+callers :7352, :7353, :7358; sipp control :7354-7357, :7305-7306, sipp media :7360-7379. Both sides are anchored (media
 profile `anchored`), so every SDP a peer sees names rtpengine's ports, not the other peer's.
 
 Early offer: the caller's INVITE has the offer, the vendor's reliable 183 the answer
@@ -32,6 +32,20 @@ lab/sipp/uas_100rel_offer.xml):
      |                       |<---------------------------------200 PRACK|
      |<--200 INVITE----------|<--------------------------200 INVITE, no SDP|
      |--ACK, BYE------------>|--ACK, BYE---------------------------------->|
+
+A new offer in the caller's PRACK (after a reliable 183 with the answer): our PRACK went
+already, so it crosses as an UPDATE in the early dialog, whose answer comes back in the 200
+to the PRACK (lab/sipp/uac_100rel_prack_offer.xml, lab/sipp/uas_100rel_update.xml):
+
+    caller :7358           sbc :7301          rtpengine            vendor :7359
+     |--INVITE + offer------>|--INVITE + offer'------------------------>|
+     |<--183 RSeq: n, answer'|<-------------183 RSeq: 1, answer---------|  PRACKed at once
+     |--PRACK + offer 2----->|--offer------------>|                    |
+     |                       |--UPDATE + offer 2'----------------------->|
+     |                       |<----------------------200 + answer 2------|
+     |<--200 PRACK + answer 2'|--answer---------->|                    |
+     |<--200 INVITE----------|<---------------------------200 INVITE----|
+     |--ACK, BYE------------>|--ACK, BYE---------------------------------->|
 """
 
 from __future__ import annotations
@@ -46,8 +60,14 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 PORT, NG = 7301, 7390
-EARLY, LATE = 7350, 7351
-CALLER_EARLY, CALLER_LATE = 7352, 7353
+EARLY, LATE, UPDATE = 7350, 7351, 7359
+CALLER_EARLY, CALLER_LATE, CALLER_UPDATE = 7352, 7353, 7358
+# per vendor port: sipp media ports (vendor, caller; each binds -mp and -mp + 2), control
+SIPP = {
+    EARLY: ((7360, 7364), (7354, 7355)),
+    LATE: ((7368, 7372), (7356, 7357)),
+    UPDATE: ((7376, 7377), (7305, 7306)),
+}
 RTP_PORTS = range(45000, 46000)
 CONFIG = """
 node:
@@ -60,16 +80,20 @@ media_profiles:
 trunk_groups:
   - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
      media_profile: anchored,
-     trunks: [{ip: 127.0.0.1, port: 7352}, {ip: 127.0.0.1, port: 7353}]}
+     trunks: [{ip: 127.0.0.1, port: 7352}, {ip: 127.0.0.1, port: 7353},
+              {ip: 127.0.0.1, port: 7358}]}
   - {name: early, relationship: vendor-x, direction: termination, media_profile: anchored,
      trunks: [{ip: 127.0.0.1, port: 7350}]}
   - {name: late, relationship: vendor-x, direction: termination, media_profile: anchored,
      trunks: [{ip: 127.0.0.1, port: 7351}]}
+  - {name: update, relationship: vendor-x, direction: termination, media_profile: anchored,
+     trunks: [{ip: 127.0.0.1, port: 7359}]}
 routeplans:
   - name: default
     routes:
       - {prefix: "1", trunk_groups: [early]}
       - {prefix: "2", trunk_groups: [late]}
+      - {prefix: "3", trunk_groups: [update]}
 """
 
 
@@ -95,8 +119,8 @@ def call(
     """One call from a caller sipp (``ports[0]``) to a vendor sipp (``ports[1]``): the SIP
     each one received, once both are done."""
     caller_port, vendor_port = ports
-    i = vendor_port - EARLY
-    vendor_extra = ["-trace_msg", "-mp", str(7360 + 8 * i), "-cp", str(7354 + 2 * i),
+    (vendor_mp, caller_mp), (vendor_cp, caller_cp) = SIPP[vendor_port]
+    vendor_extra = ["-trace_msg", "-mp", str(vendor_mp), "-cp", str(vendor_cp),
                     "-ci", "127.0.0.1"]  # fmt: skip
     with harness.sipp_servers(uas, [vendor_port], tmp_path / "vendor", vendor_extra, calls=1) as (
         vendor,
@@ -104,8 +128,8 @@ def call(
         r = harness.run_sipp(
             uac, calls=1, rate=1, port=caller_port, workdir=tmp_path / "caller",
             remote=f"127.0.0.1:{PORT}", timeout=20,
-            extra=["-s", dnis, "-trace_msg", "-mp", str(7364 + 8 * i), "-ci", "127.0.0.1",
-                   "-cp", str(7355 + 2 * i)],
+            extra=["-s", dnis, "-trace_msg", "-mp", str(caller_mp), "-ci", "127.0.0.1",
+                   "-cp", str(caller_cp)],
         )  # fmt: skip
         assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
         assert "regexp match" not in r.output, r.output  # the caller's checks held
@@ -167,3 +191,16 @@ def test_late_offer_the_vendors_offer_in_a_reliable_183_answered_in_both_pracks(
     assert not [m for m in at_caller if m.startswith("SIP/2.0 200") and "m=audio" in m]
     (end,) = sbc.wait_events("call.end", before + 1)[before:]
     assert end["status"] == 200 and end["hangup"] == "caller"
+
+
+def test_a_new_offer_in_the_callers_prack_crosses_as_an_early_update(
+    sbc: harness.Sbc, tmp_path: Path
+) -> None:
+    at_caller, at_vendor = call(
+        sbc, tmp_path, "uac_100rel_prack_offer.xml", "uas_100rel_update.xml", "35551230000",
+        (CALLER_UPDATE, UPDATE),
+    )  # fmt: skip
+    update = first(at_vendor, "UPDATE ")
+    assert audio_port(update) in RTP_PORTS and "PCMA" in update  # offer 2, rewritten
+    prack_ok = next(m for m in at_caller if m.startswith("SIP/2.0 200") and "PRACK" in m)
+    assert audio_port(prack_ok) in RTP_PORTS and "PCMA" in prack_ok  # answer 2, rewritten

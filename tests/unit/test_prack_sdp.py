@@ -183,3 +183,42 @@ def test_late_offer_an_unreliable_183_with_sdp_reaches_a_supporting_caller_unrel
     (a183,) = only(lab.run(), CALLER)
     assert isinstance(a183, Response) and a183.status == 183 and a183.body == REWRITTEN
     assert a183.get("RSeq") is None and a183.get("Require") is None
+
+
+def test_a_new_offer_in_the_callers_prack_crosses_as_an_early_update(tmp_path: Path) -> None:
+    """RFC 3262 §5: after a reliable 18x with the answer the caller may offer again in its
+    PRACK. Ours went to the vendor already, so the offer crosses as an UPDATE in the early
+    dialog (RFC 3311), and its answer comes back in the 200 to the PRACK:
+
+    caller                 sbc                                 vendor
+    |<--183 RSeq n, answer'|<--183 RSeq 7, answer (PRACKed at once)-|
+    |--PRACK + offer2----->|  [offer from-tag caller1 to-tag v1 via-branch <call>.1]
+    |                      |--UPDATE + offer2'---------------------->|
+    |                      |<------------------------200 + answer2---|
+    |<--200 PRACK + answer2'|  [answer]
+    """
+    lab = media_lab()
+    data = invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRequire: 100rel\r\n")
+    lab.feed(data, CALLER)
+    reply(lab)
+    ((b_inv, _),) = b_legs(lab.run())
+    lab.feed(reliable_183(b_inv, VENDOR_SDP), V1)  # our PRACK goes at once
+    reply(lab)
+    (a183,) = only(lab.run(), CALLER)
+    assert isinstance(a183, Response)
+    out = lab.feed(caller_prack(a183, CALLER_SDP), CALLER)
+    assert only(out, CALLER) == []  # the 200 waits for the answer
+    offer = reply(lab, TOWARD_VENDOR)
+    assert (offer.cmd["command"], offer.cmd["from-tag"], offer.cmd["to-tag"]) == (
+        "offer", "caller1", "v1"
+    )  # fmt: skip
+    (update,) = only(lab.run(), V1)
+    assert isinstance(update, Request) and update.method == "UPDATE"
+    assert update.body == TOWARD_VENDOR and update.to.tag == "v1" and update.get("RAck") is None
+    ok = make_response(update, 200, headers=[SDP_TYPE], body=VENDOR_SDP)
+    assert only(lab.feed(ok, V1), CALLER) == []  # rtpengine first
+    answer = reply(lab)
+    assert answer.cmd["command"] == "answer" and answer.cmd["from-tag"] == "caller1"
+    (a_ok,) = only(lab.run(), CALLER)
+    assert isinstance(a_ok, Response) and (a_ok.status, a_ok.cseq_method) == (200, "PRACK")
+    assert a_ok.body == REWRITTEN
