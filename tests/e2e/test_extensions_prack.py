@@ -1,8 +1,9 @@
 """SDP in reliable provisionals and PRACKs (RFC 3262 §5, RFC 3264) through a real
 rtpengine-daemon (our own: ng 127.0.0.1:7390, media ports 45000-45999), with the real sbc
 and sipp on loopback. sbc :7301; vendors :7350 (early), :7351 (late), :7359 (update);
-callers :7352, :7353, :7358; sipp control :7354-7357, :7305-7306, sipp media :7360-7379. Both sides are anchored (media
-profile `anchored`), so every SDP a peer sees names rtpengine's ports, not the other peer's.
+callers :7352, :7353, :7358; sipp control :7354-7357, :7305-7306, sipp media :7360-7379.
+Both sides are anchored (media profile `anchored`), so every SDP a peer sees names
+rtpengine's ports, not the other peer's.
 
 Early offer: the caller's INVITE has the offer, the vendor's reliable 183 the answer
 (lab/sipp/uac_100rel.xml, lab/sipp/uas_100rel.xml):
