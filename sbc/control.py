@@ -330,6 +330,7 @@ class Control:
                 "trunk_group": b.trunk_group,
                 "username": b.username,
                 "contact": b.contact,
+                "q": b.q,  # one account may hold several contacts, tried highest q first
                 "source": f"{b.transport}:{b.host}:{b.port}",
                 "expires_in": round(b.expires_at - wall),
             }

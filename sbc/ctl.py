@@ -104,7 +104,7 @@ def render(cmd: str, result: Any) -> list[str]:
         lines = table(cols, [[c.get(k) for k in cols] for c in result])
         return [*lines, f"{len(result)} calls"]
     if cmd == "registrations":
-        cols = ("direction", "trunk_group", "username", "contact", "source", "expires_in")
+        cols = ("direction", "trunk_group", "username", "contact", "q", "source", "expires_in")
         return table(cols, [[r.get(k) for k in cols] for r in result])
     if cmd == "call":
         return [ladder_line(m) for m in result]

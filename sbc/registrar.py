@@ -1,10 +1,13 @@
 """Registration trunks: the registrar for customer PBXs, and the digest checks. Pure.
 
 A PBX on an origination trunk group of type registration REGISTERs with its account
-(RFC 3261 §10.3, digest per §22 and RFC 8760). Its binding remembers the address the REGISTER
-came from, and every INVITE from that address belongs to the account's trunk group. An INVITE
-that names a registration account (in Proxy-Authorization or its From user) from an address
-with no binding is challenged with 407 and admitted once its credentials check.
+(RFC 3261 §10.3, digest per §22 and RFC 8760). An account holds up to ``max_contacts``
+bindings, one per Contact URI, each with its own expires and q; each remembers the address
+its REGISTER came from, and every INVITE from such an address belongs to the account's
+trunk group. Calls to the account try its contacts highest q first (sbc.call.forking).
+An INVITE that names a registration account (in Proxy-Authorization or its From user)
+from an address with no binding is challenged with 407 and admitted once its credentials
+check.
 
     pbx                       sbc
      |--REGISTER-------------->|
@@ -12,12 +15,20 @@ with no binding is challenged with 407 and admitted once its credentials check.
      |--REGISTER + Authorization>|
      |<--------------------200-|   Contact;expires=N   binding: source address -> trunk group
      |--INVITE---------------->|   from the bound address: the account's trunk group
+
+    desk phone :5070          sbc                  softphone :5072 (same account)
+     |--REGISTER Contact;q=1-->|                      |
+     |<-200 Contact: <desk>;expires=300 --------------|
+     |                         |<--REGISTER Contact;q=0.5-|
+     |                         |--200---------------->|  Contact: <desk>;expires=290,
+     |                         |                      |           <soft>;expires=300;q=0.5
+     |--REGISTER Contact: *, Expires: 0 -->|          |  removes both (§10.2.2)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sbc.config.schema import RegistrarConfig, TrunkGroup
 from sbc.config.snapshot import Snapshot
@@ -41,7 +52,8 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     reason: str | None = None
     username: str = ""
-    binding: Binding | None = None  # what changed, for the shared store
+    changes: tuple[Binding, ...] = ()  # what changed, for the shared store (removed: expires 0)
+    pruned: tuple[Binding, ...] = ()  # expired contacts removed on the way (shared, not logged)
 
 
 class Registrar:
@@ -102,40 +114,29 @@ class Registrar:
         if aor_user != username:
             return Answer(403, "aor_mismatch", username=username, reason="Forbidden")
         tg = snap.accounts[username][0]
-        cfg = snap.config.node.registrar
-        current = self.store.binding_of(tg.name, username, wall)
-        if not req.contacts and req.get("Contact") is None:  # a query (§10.2.3)
-            return Answer(200, "query", _contact_headers(current, wall), username=username)
-        expires_header = req.get("Expires")
-        if req.get("Contact") == "*":  # remove every binding (§10.2.2)
-            if expires_header is None or expires_header.strip() != "0":
-                return Answer(400, "bad_wildcard", username=username)
-            return self._unbind(tg, username, wall)
-        contact = req.contacts[0]
-        raw = contact.params.get("expires") or expires_header
-        try:
-            expires = int(raw) if raw is not None else cfg.default_expires
-        except ValueError:
-            return Answer(400, "bad_expires", username=username)
-        if expires == 0:
-            return self._unbind(tg, username, wall)
-        if expires < cfg.min_expires:
-            return Answer(
-                423, "too_brief", (("Min-Expires", str(cfg.min_expires)),), username=username
-            )
-        expires = min(expires, cfg.max_expires)
-        binding = Binding(
-            tg.name, username, src.transport, src.host, src.port, contact.raw_uri, wall + expires
+        store = self.store
+        # expired contacts go, on every store (shared as removals): the account's list, and
+        # every worker's and the supervisor's copy of it, stays bounded
+        pruned = tuple(
+            replace(b, expires_at=0.0)
+            for b in store.contacts_of(tg.name, username, float("-inf"))
+            if b.expires_at <= wall
         )
-        self.store.bind(binding)
-        return Answer(
-            200, "registered", _contact_headers(binding, wall), username=username, binding=binding
-        )
-
-    def _unbind(self, tg: TrunkGroup, username: str, wall: float) -> Answer:
-        self.store.unbind(tg.name, username)
-        gone = Binding(tg.name, username, "", "", 0, "", 0.0)  # expired: removed when shared
-        return Answer(200, "unregistered", username=username, binding=gone)
+        for b in pruned:
+            store.apply(b)
+        current = store.contacts_of(tg.name, username, wall)
+        contacts = req.get_all("Contact")
+        if not contacts:  # a query (§10.2.3)
+            listed = listing(current, wall)
+            return Answer(200, "query", listed, username=username, pruned=pruned)
+        planned = plan(snap.config.node.registrar, req, src, current, username, tg.name, wall)
+        if isinstance(planned, Answer):
+            return replace(planned, pruned=pruned)
+        for b in planned:
+            store.apply(b)
+        why = "registered" if any(b.expires_at for b in planned) else "unregistered"
+        after = listing(store.contacts_of(tg.name, username, wall), wall)
+        return Answer(200, why, after, username=username, changes=planned, pruned=pruned)
 
     # --- INVITE -------------------------------------------------------------------------------
 
@@ -179,8 +180,85 @@ class Registrar:
         return Answer(403, verdict.why, username=verdict.username)
 
 
-def _contact_headers(binding: Binding | None, wall: float) -> tuple[tuple[str, str], ...]:
-    if binding is None:
-        return ()
-    left = max(0, int(binding.expires_at - wall))
-    return (("Contact", f"<{binding.contact}>;expires={left}"),)
+def plan(
+    cfg: RegistrarConfig,
+    req: Request,
+    src: Target,
+    current: list[Binding],
+    username: str,
+    trunk_group: str,
+    wall: float,
+) -> tuple[Binding, ...] | Answer:
+    """What a REGISTER changes in the account's live bindings ``current`` (RFC 3261 §10.3
+    steps 6-7): each Contact added or refreshed with its own expires (its parameter, else
+    the Expires header, else the default) and q, or removed with expires 0; ``Contact: *``
+    with ``Expires: 0`` removes them all. Removals are bindings with expires_at 0. An
+    Answer refuses the whole request, and nothing changes."""
+    by_contact = {b.contact: b for b in current}
+    header = req.get("Expires")
+    if "*" in (v.strip() for v in req.get_all("Contact")):  # §10.2.2: alone, Expires 0
+        if req.contacts or len(req.get_all("Contact")) > 1 or (header or "").strip() != "0":
+            return Answer(400, "bad_wildcard", username=username)
+        if any(_reordered(b, req) for b in current):
+            return Answer(400, "out_of_order", username=username, reason="Out Of Order")
+        return tuple(replace(b, expires_at=0.0) for b in current)
+    changes: dict[str, Binding] = {}
+    for contact in req.contacts:
+        raw = contact.params.get("expires") or header
+        q = _qvalue(contact.params.get("q"))
+        try:
+            expires = int(raw) if raw is not None else cfg.default_expires
+        except ValueError:
+            expires = -1
+        if expires < 0 or q is None:
+            why = "bad_q" if q is None else "bad_expires"
+            return Answer(400, why, username=username)
+        if 0 < expires < cfg.min_expires:
+            headers = (("Min-Expires", str(cfg.min_expires)),)
+            return Answer(423, "too_brief", headers, username=username)
+        uri = contact.raw_uri
+        old = by_contact.get(uri)
+        if old is not None and _reordered(old, req):
+            return Answer(400, "out_of_order", username=username, reason="Out Of Order")
+        if expires == 0:
+            if old is not None:
+                changes[uri] = replace(old, expires_at=0.0)
+            continue
+        at = wall + min(expires, cfg.max_expires)
+        t = src.transport
+        changes[uri] = Binding(
+            trunk_group, username, t, src.host, src.port, uri, at, q, req.call_id, req.cseq
+        )
+    kept = {u for u in by_contact if u not in changes} | {
+        u for u, b in changes.items() if b.expires_at
+    }
+    if len(kept) > cfg.max_contacts:
+        return Answer(403, "too_many_contacts", username=username, reason="Too Many Contacts")
+    return tuple(changes.values())
+
+
+def _reordered(old: Binding, req: Request) -> bool:
+    """An older REGISTER of the same Call-ID, arriving late: it must not undo a newer one."""
+    return old.call_id == req.call_id and req.cseq <= old.cseq
+
+
+def _qvalue(raw: str | None) -> float | None:
+    """qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )  (RFC 3261 §25.1);
+    None when unreadable."""
+    if raw is None:
+        return 1.0
+    try:
+        q = float(raw)
+    except ValueError:
+        return None
+    return q if 0.0 <= q <= 1.0 else None
+
+
+def listing(bindings: list[Binding], wall: float) -> tuple[tuple[str, str], ...]:
+    """The Contact headers of a REGISTER's 200: every current binding with the seconds it
+    has left (§10.3 step 8), and its q when it registered one below 1."""
+    out = []
+    for b in bindings:
+        q = f";q={b.q:g}" if b.q != 1.0 else ""
+        out.append(("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - wall))}{q}"))
+    return tuple(out)

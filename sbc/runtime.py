@@ -522,12 +522,10 @@ class Runtime:
         self.controller.start(now)
         self._pump(now)
 
-    def apply_binding(self, binding: Binding) -> None:
-        """A registration another worker took (or removed: expires_at 0)."""
-        if binding.expires_at:
-            self.memory.bind(binding)
-        else:
-            self.memory.unbind(binding.trunk_group, binding.username)
+    def apply_bindings(self, bindings: tuple[Binding, ...]) -> None:
+        """Registrations another worker took (or removed: expires_at 0)."""
+        for b in bindings:
+            self.memory.apply(b)
 
     # --- audit, metrics, status ---------------------------------------------------------------
 

@@ -237,18 +237,16 @@ class Supervisor:
             del self.bans[host]
             self.log.info("flood.unbanned", ip=host)
 
-    def _bind(self, w: WorkerProcess, b: Binding, token: int) -> None:
-        """A worker's registrar took a binding: every sibling must hold it before the
+    def _bind(self, w: WorkerProcess, bs: tuple[Binding, ...], token: int) -> None:
+        """A worker's registrar changed bindings: every sibling must hold them before the
         REGISTER's 200 goes out, or the PBX's first INVITE, steered by its Call-ID to a
         sibling, would meet an unknown source."""
-        if b.expires_at:
-            self.memory.bind(b)
-        else:
-            self.memory.unbind(b.trunk_group, b.username)
+        for b in bs:
+            self.memory.apply(b)
         ack = next(self._ask_ids)
         waiting = {o.index for o in self.workers if o is not w and o.link is not None}
         self._binds[ack] = (w, token, waiting)
-        self._others(w, "bind", b, ack)
+        self._others(w, "bind", bs, ack)
         # A sibling that hangs must not hold the REGISTER for ever: answer it anyway.
         asyncio.get_running_loop().call_later(ASK_TIMEOUT, self._bound, ack)
         if not waiting:

@@ -5,7 +5,8 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   another worker owns (sbc.sip.steer) is handed to that worker whole, over loopback UDP to
   the owner's steering socket (the supervisor tells every worker the others' ports); the
   owner takes it as if it had read it itself. UDP, not a Unix datagram socket: those queue
-  only ``net.unix.max_dgram_qlen`` (10) datagrams, and a burst of calls is more.
+  only ``net.unix.max_dgram_qlen`` (10) datagrams, and a burst of calls is more. An INVITE
+  with Replaces goes to the replaced call's worker, its Call-ID pinned there (``pins``).
 - **Limits.** Ports and CPS (memory backend) are decided by the supervisor's one store, so a
   limit holds across workers exactly; each worker mirrors its own grants. With the Redis
   backend every worker is a node of the fleet (``node_id-wN``).
@@ -36,12 +37,13 @@ from sbc.config.snapshot import Snapshot
 from sbc.notify import Signals
 from sbc.runtime import Runtime, _first
 from sbc.sip import ids
-from sbc.sip.steer import call_id, owner
+from sbc.sip.steer import call_id, owner, replaced_call_id
 from sbc.sip.transaction import Target
 from sbc.state import Acquire, Bind, Denied, Release, StateCommand
 from sbc.transport import grow_receive_buffer
 
 VIEW_PERIOD = 1.0  # seconds between the leader's views
+MAX_PINS = 4096  # Call-IDs of INVITEs with Replaces steered to the replaced call's worker
 
 
 class Steer(asyncio.DatagramProtocol):
@@ -52,6 +54,7 @@ class Steer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None  # the Unix datagram socket
         self.handed = 0  # datagrams handed to their owner
         self.lost = 0  # datagrams whose owner could not take them (restarting, or full)
+        self.pins: dict[bytes, int] = {}  # replacing dialogs' Call-IDs -> their worker
 
     def on_message(self, data: bytes, source: Target) -> None:
         """A datagram from the network (sbc.transport.UdpEndpoint)."""
@@ -68,7 +71,7 @@ class Steer(asyncio.DatagramProtocol):
         # REGISTERs by source address, so one worker counts an address's failed attempts
         # (sbc.lockout); everything else by Call-ID.
         cid = source.host.encode() if data.startswith(b"REGISTER ") else call_id(data)
-        if cid is None or (k := owner(cid, w.workers)) == w.index:
+        if cid is None or (k := self.owner_of(cid, data)) == w.index:
             w.runtime.on_message(data, source)
             return
         try:
@@ -76,6 +79,20 @@ class Steer(asyncio.DatagramProtocol):
             self.handed += 1
         except (OSError, IndexError):  # the owner is restarting (its calls went with it)
             self.lost += 1
+
+    def owner_of(self, cid: bytes, data: bytes) -> int:
+        """The worker a datagram goes to: its Call-ID's owner, unless that Call-ID is pinned
+        to the worker of the call its INVITE replaces (sbc.sip.steer)."""
+        pinned = self.pins.get(cid)
+        if pinned is not None:
+            return pinned
+        named = replaced_call_id(data)
+        if named is None:
+            return owner(cid, self.worker.workers)
+        k = self.pins[cid] = owner(named, self.worker.workers)
+        if len(self.pins) > MAX_PINS:  # the oldest replacing dialogs are long over
+            del self.pins[next(iter(self.pins))]
+        return k
 
     def on_transport_error(self, target: Target, detail: str) -> None:
         self.worker.runtime.on_transport_error(target, detail)
@@ -153,7 +170,7 @@ class Worker:
         elif kind == "verdict":
             self.runtime.on_verdict(msg[1], msg[2])
         elif kind == "bind":  # a sibling's registration: say we hold it (Supervisor._bind)
-            self.runtime.apply_binding(msg[1])
+            self.runtime.apply_bindings(msg[1])
             self.send("held", msg[2])
         elif kind == "bound":
             self.runtime.on_bound(msg[1])
@@ -207,7 +224,7 @@ class Worker:
         if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
             self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):  # our registrar already wrote our own store
-            self.send("bind", cmd.binding, cmd.token)
+            self.send("bind", cmd.bindings, cmd.token)
             return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
 

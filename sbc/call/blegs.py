@@ -25,7 +25,7 @@ from media.ng import Side
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
-from sbc.call import headers, hunt, identity, media, redirect, sessiontimer
+from sbc.call import forking, headers, hunt, identity, media, redirect, sessiontimer
 from sbc.call.headers import ALLOW, crossing, tcp_twin, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
@@ -86,6 +86,8 @@ class BLegs:
         caller's offer goes through rtpengine first when either side anchors, then the
         INVITE."""
         trunk = etg.trunks[index]
+        if to is None and call.replacing is not None:  # RFC 3891: the replaced call's vendor
+            to = call.replacing[0]
         target = to.target if to is not None else trunk_target(trunk)
         invite = headers.b_leg_invite(
             call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to
@@ -148,6 +150,9 @@ class BLegs:
         limits = etg.limits
         if limits.b_timer:
             self._timers.arm(now + limits.b_timer, attempt, "b_timer", self)
+        ring = forking.ring_limit(call, attempt)  # another contact of the account waits
+        if ring:
+            self._timers.arm(now + ring, attempt, "next_contact", self)
         pdd_due = ladder.max_pdd_at(attempt)
         if pdd_due is not None:
             self._timers.arm(pdd_due, attempt, "max_pdd", self)
@@ -160,6 +165,10 @@ class BLegs:
             b_call_id=invite.call_id,
             anchored=attempt.anchored,
         )
+
+    def _timer_next_contact(self, attempt: Attempt, now: float) -> None:
+        if ladder.live(attempt) and attempt is attempt.call.current:
+            self.give_up(attempt, "no_answer", 480, now)
 
     def _timer_b_timer(self, attempt: Attempt, now: float) -> None:
         if ladder.b_timer_due(attempt):
@@ -454,7 +463,9 @@ class BLegs:
         # Answered: what a BYE, a re-INVITE or the record needs is in the dialog and in the
         # INVITE's identity, which its transaction kept when it settled (Accepted).
         attempt.invite = tx.request
-        if attempt.anchored and resp.body and not call.unanchored:
+        if attempt.early_answered and resp.body:  # offer, answer in 18x, PRACK: not a new one
+            self.relay_to_a(call, without_sdp(resp), now)
+        elif attempt.anchored and resp.body and not call.unanchored:
             if not call.a_invite.body:
                 call.late_offer = "b"
 
@@ -523,3 +534,10 @@ class BLegs:
         if call.state == "answered":
             self.out.notice("call.max_duration", call)
             self.host.hang_up(call, "sbc", now, reason="Max Call Duration")
+
+
+def without_sdp(resp: Response) -> Response:
+    """A vendor's 2xx repeating the SDP of an offer and answer already made in a reliable
+    18x and its PRACK (RFC 3262 §5, RFC 6337 §3.1): relayed without it."""
+    kept = [(n, v) for n, v in resp.headers if n != "Content-Type"]
+    return replace(resp, headers=kept, body=b"")

@@ -43,7 +43,7 @@ from routing.hunting import HuntState
 from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
 from sbc.alarms import Alarms
 from sbc.call import attempt as ladder
-from sbc.call import ending, headers, hunt, indialog, redirect, registration
+from sbc.call import ending, forking, headers, hunt, indialog, registration
 from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
 from sbc.call.headers import trunk_target
@@ -294,11 +294,11 @@ class CallController:
         up = hunt.Usable(self.monitor.is_up, self.registrations.is_up, store, wall, oos)
         return hunt.candidates(snap, names, self.hunt, up, wall, self.monitor.dns.ordered)
 
-    def registered(self, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
-        """Where a call to a PBX's account goes (sbc.call.redirect.registered)."""
-        t = tg.trunks[index]
-        b = self.registrar.store.binding_of(tg.name, t.username, now + self.wall_offset)
-        return redirect.registered(tg, index, b) if b is not None else None
+    def registered(self, call: Call, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
+        """A call to a PBX's account: its first contact, then the others (sbc.call.forking)."""
+        found = forking.contacts(tg, index, self.registrar.store, now + self.wall_offset)
+        call.redirects[:0] = found[1:]
+        return found[0] if found else None
 
     # --- hunting ------------------------------------------------------------------------------
 
@@ -317,7 +317,7 @@ class CallController:
             if isinstance(step, hunt.Originate):
                 dest, etg = step.redirect, step.trunk_group
                 if dest is None and etg.direction == "origination":  # a registered PBX
-                    dest = self.registered(etg, step.index, now)
+                    dest = self.registered(call, etg, step.index, now)
                     if dest is None:  # unregistered since routing
                         call.last_failure, call.reason = (480, None, False), "not_registered"
                         continue

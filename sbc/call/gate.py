@@ -26,7 +26,8 @@ from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ServerTransaction, Target
 from sbc.state import Bind
 
-SUPPORTED = "100rel, timer"  # RFC 3262 and RFC 4028, both per leg (sbc.call.reliable, sessiontimer)
+# RFC 3262 and RFC 4028, both per leg, and RFC 3891 (sbc.call.reliable, sessiontimer, replaces)
+SUPPORTED = "100rel, timer, replaces"
 
 
 class Gate:
@@ -264,8 +265,9 @@ class Gate:
             return False
         account = self.out.snapshot.accounts.get(user)
         if account is not None:
-            b = self.registrar.store.binding_of(account[0].name, user, now + self.out.wall_offset)
-            if b is not None and b.host == src.host:
+            wall = now + self.out.wall_offset
+            live = self.registrar.store.contacts_of(account[0].name, user, wall)
+            if any(b.host == src.host for b in live):
                 return False
         return True
 
@@ -276,19 +278,24 @@ class Gate:
             self.dropped("auth_blocked", src, now, "REGISTER")
             return
         answer = self.registrar.register(snap, req, src, now + self.out.wall_offset)
-        if answer.binding is not None:
+        if answer.pruned and not answer.changes:  # shared, but nothing to wait for
+            self.out.commands.append(Bind(answer.pruned))
+        if answer.changes:
             self._tokens += 1
             self.held[self._tokens] = (tx, answer)
-            self.out.commands.append(Bind(answer.binding, self._tokens))
-            self.out.notice(
-                "registrar." + answer.why,
-                None,
-                username=answer.username,
-                trunk_group=answer.binding.trunk_group,
-                contact=answer.binding.contact,
-                source=str(src),
-                expires=max(0, round(answer.binding.expires_at - now - self.out.wall_offset)),
-            )
+            self.out.commands.append(Bind(answer.changes + answer.pruned, self._tokens))
+            wall = now + self.out.wall_offset
+            for b in answer.changes:
+                self.out.notice(
+                    "registrar." + ("registered" if b.expires_at else "unregistered"),
+                    None,
+                    username=answer.username,
+                    trunk_group=b.trunk_group,
+                    contact=b.contact,
+                    source=str(src),
+                    expires=max(0, round(b.expires_at - wall)),
+                    q=b.q,
+                )
             return  # answered when bound
         elif answer.status >= 300 and answer.why != "challenge":
             self._refused(req, src, answer, snap)

@@ -128,6 +128,8 @@ def b_leg_invite(
         host, port = trunk.host, trunk.port or None
     local_host, _ = local(snap, target.transport)
     carried = identity.outbound(call, etg, crossing(a), local_host)  # RFC 3325, RFC 3323
+    if call.replacing is not None:  # RFC 3891, mapped to our dialog with the vendor
+        carried.append(("Replaces", call.replacing[1]))
     if not call.ingress.diversion_routing:  # redirection history only where enabled
         carried = [(n, v) for n, v in carried if n not in REDIRECTION]
     elif call.diversion is not None:
@@ -142,7 +144,7 @@ def b_leg_invite(
         call.ani,
         call.dnis,
         host,
-        [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer, bool(a.body))],
+        [*carried, ("Allow", ALLOW), *session_offer(etg.session_timer, _reliable_ok(call))],
     )
     host = out.host or host
     ruri = dest.ruri if dest and dest.ruri else Uri("sip", out.ruri_user, None, host, port, params)
@@ -168,13 +170,20 @@ def b_leg_invite(
     )
 
 
-def session_offer(cfg: SessionTimer, early_offer: bool) -> list[tuple[str, str]]:
+def _reliable_ok(call: Call) -> bool:
+    """May our INVITE offer 100rel? With the caller's offer in it, always: a reliable 18x
+    brings only an answer. Without (late offer), only when the caller supports 100rel: a
+    reliable 18x may then bring an offer, whose answer the caller's PRACK brings for ours
+    (RFC 3262 §5, sbc.call.reliable)."""
+    reliable = call.reliable
+    return bool(call.a_invite.body) or (reliable is not None and reliable.supports)
+
+
+def session_offer(cfg: SessionTimer, rel: bool) -> list[tuple[str, str]]:
     """What our INVITE to a vendor says it supports: session timers (RFC 4028 §7.1),
     asking for one when the trunk group sets ``session_timer.expires``; and reliable
-    provisionals (RFC 3262) when the INVITE carries the offer, so a reliable 18x brings
-    only an answer: an offer in one would need the answer in our PRACK, which sbc does
-    not build yet (sbc.call.reliable)."""
-    supported = ("Supported", "100rel, timer" if early_offer else "timer")
+    provisionals (RFC 3262) when ``rel`` (``_reliable_ok``)."""
+    supported = ("Supported", "100rel, timer" if rel else "timer")
     if not cfg.expires:
         return [supported]
     interval = max(cfg.expires, cfg.min_se)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from routing.health import Key
 from routing.hunting import HuntState, hunt_order
 from sbc.admission import limit_refusal, static_refusal, time_refusal
+from sbc.call import forking
 from sbc.call.headers import DIVERSION_REASON, crossing, trunk_target
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
@@ -90,7 +91,7 @@ class Usable:
         if t.type == "ip":
             return t.host != "" or not tg.monitoring.enabled or self.trunk_up(trunk_target(t).key)
         if tg.direction == "origination":
-            return self.bindings.binding_of(tg.name, t.username, self.wall) is not None
+            return bool(self.bindings.contacts_of(tg.name, t.username, self.wall))
         return self.registered_at_vendor(tg.name, index)
 
 
@@ -190,6 +191,9 @@ def failed(
     sent 180/183; ``advance``: decided already, as for a 3xx): hunt on? The failure is
     kept for ``exhausted``."""
     tg = call.ingress
+    if advance is None and forking.forks_on(call, status):  # the account's next contact
+        call.last_failure = (status, response, True)
+        return True
     if advance is None:
         advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
     if advance and tg.route_advance.stop_on_18x_failure and rang:

@@ -24,7 +24,7 @@ from routing.rating import ZERO
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
 from sbc.balance import Book, Hold, balance_hold
-from sbc.call import hunt, identity, ingress, reliable, sessiontimer
+from sbc.call import hunt, identity, ingress, reliable, replaces, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
 from sbc.call.model import Call, LeaseRequest, ReliableLeg
@@ -41,6 +41,7 @@ class Host(CallHost, Protocol):
     """What the intake needs of the call controller, beyond a CallHost's."""
 
     calls: dict[str, Call]
+    dialogs: replaces.Dialogs
     refusals: Counter[tuple[str, str]]
     cdrs: list[dict[str, Any]]
     gate: Gate
@@ -104,8 +105,21 @@ class Intake:
             if not self.balances.admit(tg.relationship, policy, first, now):
                 self.refuse(tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now)
                 return
-        found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
+        replacing = replaces.find(self.host.dialogs, req, tg)
+        if isinstance(replacing, replaces.Refused):
+            self.out.notice("call.replaces_refused", None, sip_call_id=req.call_id,
+                            trunk_group=tg.name, status=replacing.status)  # fmt: skip
+            self.out.respond(tx, replacing.status, now, replacing.reason)
+            return
+        if replacing is not None:  # only to the replaced call's vendor
+            r = replacing.to
+            found_trunks = [(r.trunk_group, r.index)]
+        else:
+            found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)
+        if replacing is not None:
+            call.replacing = (replacing.to, replacing.header)
+            self.out.notice("call.replaces", call, replaced=replacing.replaced.id)
         if hold is not None:
             self.balances.reserve(tg.relationship, call.id, replace(hold, call=call))
         if session is not None:

@@ -34,7 +34,7 @@ Hangup = Literal["", "caller", "callee", "sbc"]
 # the transport, the call was cancelled, rtpengine failed ("" while it is live).
 Outcome = Literal[
     "", "answered", "code", "b_timer", "max_pdd", "timer_c", "timeout", "transport",
-    "cancelled", "media", "redirected",
+    "cancelled", "media", "redirected", "no_answer",
 ]  # fmt: skip
 
 
@@ -90,6 +90,10 @@ class Attempt:
     stretched: bool = False  # we answered the trunk's 422 once (RFC 4028 §7.4)
     rseq: int | None = None  # the last reliable provisional we PRACKed (RFC 3262 §4)
     early: Dialog | None = None  # the early dialog of that provisional: our PRACKs use it
+    # A reliable 18x with an offer (our INVITE had none): its RAck and early dialog, our
+    # PRACK held for the caller's, which brings the answer (RFC 3262 §5, sbc.call.reliable)
+    prack_held: tuple[str, Dialog] | None = None
+    early_answered: bool = False  # that offer was answered: later SDP in it is no new offer
 
     @property
     def done(self) -> bool:
@@ -209,6 +213,8 @@ class Call:
     media_watch: TimerHandle | None = None  # its next rtpengine query (sbc.call.mediawatch)
     redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
+    # RFC 3891: the vendor UA of the call this one replaces, and the Replaces it is sent
+    replacing: tuple[Redirect, str] | None = None
 
     @property
     def a_invite(self) -> Request:

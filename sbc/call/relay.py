@@ -53,7 +53,13 @@ class Relayer:
         """``req`` came in on ``leg``: send it on the other one."""
         if req.method == "PRACK":  # hop by hop (RFC 3262): ours, never relayed
             if leg == "a":
-                self.reliable.prack(call, tx, req, now)
+                attempt = call.current
+                offer = bool(req.body) and (attempt is None or attempt.prack_held is None)
+                acked = self.reliable.prack(call, tx, req, now, answer=not offer)
+                if acked is not None and offer:
+                    self._prack_offer(call, tx, req, now)
+                elif acked is not None and acked.body:
+                    self._prack_answer(call, req, now)
             else:  # we send the vendor no reliable provisionals
                 self.out.respond(tx, 481, now, tag=False)
             return
@@ -89,7 +95,38 @@ class Relayer:
             return
         self._send(relay, req, req.body, now, extra)
 
-    def _offer(self, relay: Relay, leg: Leg, req: Request, now: float) -> None:
+    def _prack_offer(self, call: Call, tx: ServerTransaction, req: Request, now: float) -> None:
+        """A new offer in the caller's PRACK (§5: after a reliable 18x with the answer): our
+        PRACK to the vendor went long ago, so it crosses as an UPDATE in the vendor's early
+        dialog (RFC 3311), whose answer comes back in the 200 to the PRACK."""
+        attempt = _early(call, req, "UPDATE")
+        if attempt is None:
+            self.out.respond(tx, 488, now, "Not Acceptable Here", tag=False)
+            return
+        tx.ctx = call
+        relay = Relay(call, tx, "b", early=attempt)
+        if attempt.anchored and not call.unanchored:
+            self._offer(relay, "a", req, now, "UPDATE")
+        else:
+            self._send(relay, req, req.body, now, method="UPDATE")
+
+    def _prack_answer(self, call: Call, req: Request, now: float) -> None:
+        """The caller's PRACK of a reliable 18x with SDP: when that SDP was the vendor's
+        offer, the PRACK's answer crosses in our PRACK (RFC 3262 §5), through rtpengine on
+        the attempt's branch when anchored (if it cannot rewrite it, it goes as it is)."""
+        attempt = call.current
+        if attempt is None or attempt.prack_held is None or attempt.done:
+            return
+        if req.body and attempt.anchored and not call.unanchored:
+
+            def send(reply: Reply, now: float) -> None:
+                self.reliable.answered(attempt, sdp_of(reply) or req.body, now)
+
+            self.media.answer(call, "a", "b", req.body, send, attempt)
+            return
+        self.reliable.answered(attempt, req.body, now)
+
+    def _offer(self, relay: Relay, leg: Leg, req: Request, now: float, method: str = "") -> None:
         """A new offer from ``leg``: rtpengine rewrites it for the far side first."""
         call, tx, early = relay.call, relay.server, relay.early
         relay.media = True
@@ -106,27 +143,34 @@ class Relayer:
             if early is not None and (early.done or call.current is not early):
                 self.out.respond(tx, 481, now, tag=False)  # that early dialog is gone
             elif early is not None or call.state == "answered":
-                self._send(relay, req, body, now)
+                self._send(relay, req, body, now, method=method)
             else:
                 self.out.respond(tx, 481, now, tag=False)
 
         self.media.offer(call, leg, req.body, send, early)
 
     def _send(
-        self, relay: Relay, req: Request, body: bytes, now: float, extra: Headers = ()
+        self,
+        relay: Relay,
+        req: Request,
+        body: bytes,
+        now: float,
+        extra: Headers = (),
+        method: str = "",
     ) -> None:
         call, far = relay.call, relay.to_leg
         early = relay.early.early if relay.early is not None else None
         dialog = early if far == "b" and early is not None else _dialog(call, far)
         transport = _transport(call, far, dialog)
+        method = method or req.method
         out = dialog.request(
-            req.method,
+            method,
             self.out.via(transport),
             self.out.contact(transport),
             headers=[
                 *identity.in_dialog(call, far, crossing(req)),
                 *extra,
-                *_timer(call, far, req),
+                *_timer(call, far, method),
             ],
             body=body,
         )
@@ -141,7 +185,8 @@ class Relayer:
         to_leg, from_leg = relay.to_leg, other(relay.to_leg)
         method = server.request.method
         anchored = relay.media if relay.early is not None else call.anchored
-        if resp.body and resp.status < 300 and method in ("INVITE", "UPDATE") and anchored:
+        offers = ("INVITE", "UPDATE", "PRACK")  # a PRACK's offer crossed as an UPDATE
+        if resp.body and resp.status < 300 and method in offers and anchored:
 
             def respond(reply: Reply, now: float) -> None:
                 body = sdp_of(reply)
@@ -221,20 +266,21 @@ class Relayer:
         self.out.ack(ack, dialog.destination(), keep)
 
 
-def _early(call: Call, req: Request) -> Attempt | None:
+def _early(call: Call, req: Request, method: str = "") -> Attempt | None:
     """The attempt whose early dialog an UPDATE or INFO before the answer crosses to (or
     from): the current one, once a provisional named its dialog."""
     attempt = call.current
-    if call.state != "routing" or req.method not in ("UPDATE", "INFO") or attempt is None:
+    crossing = (method or req.method) in ("UPDATE", "INFO")
+    if call.state != "routing" or not crossing or attempt is None:
         return None
     if attempt.done or attempt.early is None:
         return None
     return attempt
 
 
-def _timer(call: Call, far: Leg, req: Request) -> Headers:
+def _timer(call: Call, far: Leg, method: str) -> Headers:
     """A re-INVITE or UPDATE we send on ``far`` says that leg's session timer (RFC 4028 §8)."""
-    if req.method in ("INVITE", "UPDATE"):
+    if method in ("INVITE", "UPDATE"):
         return sessiontimer.request_headers(call.sessions.get(far))
     return []
 

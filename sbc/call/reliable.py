@@ -16,6 +16,20 @@ reliable provisional, or a 2xx after one with SDP, waits for that PRACK.
       |--PRACK RAck: 1 1 INVITE->|               |
       |<--200 PRACK-----|                        |
       |<--200 INVITE----|<--------------200 INVITE|
+
+A late offer (the caller's INVITE without SDP) offers 100rel to the vendor only when the
+caller supports it: a reliable 18x may then bring the vendor's offer, whose answer must be
+in our PRACK (§5). That PRACK waits for the caller's, which answers the same offer (through
+rtpengine on the attempt's branch when anchored: sbc.call.relay):
+
+    caller             sbc                      vendor
+      |--INVITE, no SDP>|--INVITE, no SDP------->|  Supported: 100rel
+      |                 |<--183 RSeq: 7, offer---|  (rtpengine: offer from the vendor)
+      |<--183 RSeq: 1, offer|                    |
+      |--PRACK + answer>|                        |  (rtpengine: answer from the caller)
+      |<--200 PRACK-----|--PRACK RAck: 7 1 INVITE, answer->|
+      |                 |<-------------200 PRACK-|
+      |<--200 INVITE----|<--------------200 INVITE|  no SDP (or the same again: not relayed)
 """
 
 from __future__ import annotations
@@ -70,24 +84,44 @@ class Reliable:
         if last is not None and rseq != last + 1:
             return False  # §4: a retransmission (<= last) or out of order (> last + 1)
         attempt.rseq = rseq
-        invite = attempt.invite
-        prack = early.request(
-            "PRACK",
-            self.out.via(attempt.target.transport),
-            None,
-            headers=[("RAck", f"{rseq} {invite.cseq} INVITE")],
-        )
-        self.out.send(prack, early.destination(), now, ctx=None)
+        rack = f"{rseq} {attempt.invite.cseq} INVITE"
+        c = attempt.call.reliable
+        offer = resp.body and not attempt.invite.body and not attempt.early_answered
+        if offer and c is not None and c.supports:
+            attempt.prack_held = (rack, early)  # §5: our PRACK must carry the answer
+            return True
+        self._prack(attempt, rack, early, b"", now)
         return True
+
+    def answered(self, attempt: Attempt, body: bytes, now: float) -> None:
+        """The caller's PRACK answered the offer in the vendor's reliable 18x: our held
+        PRACK goes with ``body`` (rewritten by rtpengine when anchored)."""
+        held, attempt.prack_held = attempt.prack_held, None
+        attempt.early_answered = True
+        if held is not None and not attempt.done:
+            self._prack(attempt, held[0], held[1], body, now)
+
+    def _prack(self, attempt: Attempt, rack: str, early: Dialog, body: bytes, now: float) -> None:
+        headers = [("RAck", rack)]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        via = self.out.via(attempt.target.transport)
+        prack = early.request("PRACK", via, None, headers=headers, body=body)
+        self.out.send(prack, early.destination(), now, ctx=None)
 
     # --- toward the caller: we are PRACKed ----------------------------------------------------
 
     def reliably(self, call: Call, resp: Response, body: bytes) -> bool:
-        """Should this 18x reach the caller reliably?"""
+        """Should this 18x reach the caller reliably? One that requires 100rel gets them
+        all; one that supports it the vendor's reliable ones, and those with the answer to
+        its offer. An unreliable 18x's SDP after a late offer is no offer (RFC 3261
+        §13.2.1: a preview; the 2xx brings the offer): made reliable, the caller would
+        take it as one and answer it in a PRACK nobody would read."""
         c = call.reliable
         if c is None or resp.status == 100:
             return False
-        return c.requires or (c.supports and (rseq_of(resp) is not None or bool(body)))
+        answer = bool(body) and bool(call.a_invite.body)
+        return c.requires or (c.supports and (rseq_of(resp) is not None or answer))
 
     def hold(self, call: Call, send: Callable[[float], None], final_2xx: bool) -> bool:
         """Must ``send`` wait for the PRACK of the provisional in flight? The next reliable
@@ -132,9 +166,12 @@ class Reliable:
         c.interval *= 2
         c.handle = self._timers.arm(now + c.interval, c, "again", self)
 
-    def prack(self, call: Call, tx: ServerTransaction, req: Request, now: float) -> None:
+    def prack(
+        self, call: Call, tx: ServerTransaction, req: Request, now: float, answer: bool = True
+    ) -> Response | None:
         """The caller's PRACK: 200 if its RAck names the provisional we await (§3), else
-        481; what waited for it goes out."""
+        481; what waited for it goes out. Returns the provisional it acknowledged.
+        ``answer`` False: the 200 is the caller's (its PRACK brings an offer, §5)."""
         c = call.reliable
         rack = (req.get("RAck") or "").split()
         pending = c.pending if c is not None else None
@@ -147,11 +184,13 @@ class Reliable:
             or rack[2].upper() != "INVITE"
         ):
             self.out.respond(tx, 481, now, tag=False)
-            return
-        self.out.respond(tx, 200, now, tag=False)
+            return None
+        if answer:
+            self.out.respond(tx, 200, now, tag=False)
         self._timers.cancel(c.handle)
         c.handle, c.pending = None, None
         self._release(c, now)
+        return pending
 
     def _release(self, c: ReliableLeg, now: float) -> None:
         waiting, c.waiting = c.waiting, []

@@ -213,6 +213,20 @@ class RegistrarConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     default_expires: Annotated[
         int, d("Registration lifetime when the REGISTER names none."), Meta(ge=1)
     ] = 3600
+    max_contacts: Annotated[
+        int,
+        d(
+            "Contacts one account may hold at once (RFC 3261 §10.3); a REGISTER that would hold more gets 403. Calls try them highest q first."
+        ),
+        Meta(ge=1),
+    ] = 10
+    contact_timeout: Annotated[
+        int,
+        d(
+            "Seconds one registered contact may ring unanswered before the account's next contact is tried (CANCEL); the last one rings on. 0 = until it fails."
+        ),
+        Meta(ge=0),
+    ] = 30
     lockout: Annotated[
         LockoutConfig, d("Per source IP and per account lockout after failed authentications.")
     ] = field(default_factory=LockoutConfig)

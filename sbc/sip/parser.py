@@ -362,8 +362,8 @@ def parse_message(data: bytes) -> Request | Response:
 
 SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
-    ("timer", "100rel")
-)  # sbc.call.sessiontimer, .reliable
+    ("timer", "100rel", "replaces")
+)  # sbc.call.sessiontimer, .reliable, .replaces
 _SESSION_METHODS = frozenset(("INVITE", "UPDATE", "ACK", "PRACK"))
 _SDP_TYPES = ("application/sdp", "multipart/mixed")
 _SDP_ACCEPT = ("application/sdp", "application/*", "*/*")

@@ -13,6 +13,11 @@ The owner is the Call-ID's CRC-32 modulo the number of workers:
 - every id a worker mints (sbc.sip.ids) is drawn until it hashes to that worker, so a
   B-leg's Call-ID names its owner: a vendor's responses and in-dialog requests steer home.
 
+An INVITE with Replaces (RFC 3891) belongs with the call it replaces, which lives with the
+Call-ID that Replaces names (``replaced_call_id``): the worker that reads it hands it there
+and pins its own Call-ID to that worker, so the caller's ACK, BYE and re-INVITEs of the new
+dialog (from the same socket: the same worker reads them) follow it.
+
 Any Call-ID a stranger invents only picks which worker checks it; each worker checks
 everything (sbc.call.gate, sbc.call.indialog). TCP is not steered: a connection stays with
 the worker that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses).
@@ -61,3 +66,23 @@ def owner(cid: bytes, workers: int) -> int:
 def owns(cid: str, worker: int, workers: int) -> bool:
     """Whether an id we are about to mint would steer to ``worker``."""
     return workers <= 1 or crc32(cid.encode()) % workers == worker
+
+
+# RFC 3891 §6.1: "Replaces" has no compact form; the usual spellings first
+_REPLACES = (b"\nReplaces:", b"\nreplaces:", b"\nREPLACES:")
+
+
+def replaced_call_id(data: bytes) -> bytes | None:
+    """The Call-ID the Replaces header of a raw INVITE names, or None (no such header, or
+    not an INVITE)."""
+    if not data.startswith(b"INVITE "):
+        return None
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[: end + 2]
+    for name in _REPLACES:
+        at = head.find(name)
+        if at >= 0:
+            value = _value(head, at + len(name))
+            named = value.split(b";", 1)[0].strip()
+            return named or None
+    return None

@@ -71,17 +71,21 @@ class Binding:
     transport: str
     host: str  # the address the REGISTER came from (what NAT leaves us)
     port: int
-    contact: str  # the Contact URI the PBX registered
-    expires_at: float  # wall-clock seconds
+    contact: str  # the Contact URI the PBX registered; one account may hold several
+    expires_at: float  # wall-clock seconds; 0: removed (when shared)
+    q: float = 1.0  # the Contact's preference (RFC 3261 §10.2.1.2): calls try higher q first
+    call_id: str = ""  # the REGISTER that made it: a reordered older one may not change it
+    cseq: int = 0  # (RFC 3261 §10.3 step 7)
 
 
 @dataclass(frozen=True, slots=True)
 class Bind:
-    """A binding changed (registered, refreshed, or removed when expires_at is 0): share it.
-    The REGISTER's answer waits for ``token`` to be bound (``CallController.on_bound``): a
-    PBX's first INVITE may land on another worker, which must know the binding by then."""
+    """A REGISTER changed bindings (registered, refreshed, or removed when expires_at is 0):
+    share them. The REGISTER's answer waits for ``token`` to be bound
+    (``CallController.on_bound``): a PBX's first INVITE may land on another worker, which
+    must know the binding by then."""
 
-    binding: Binding
+    bindings: tuple[Binding, ...]
     token: int = 0
 
 

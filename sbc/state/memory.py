@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import TypeVar
 
 from sbc.state import Acquire, Binding, Denied, Release, Scope, StateCommand
+
+_K = TypeVar("_K", bound=Hashable)
 
 WINDOW = 1.0  # seconds of the CPS window
 
@@ -30,9 +33,11 @@ class MemoryStore:
     def __init__(self) -> None:
         self._scopes: dict[str, _Counter] = {}
         self._held: dict[str, tuple[Scope, ...]] = {}
-        self.bindings: dict[tuple[str, str], Binding] = {}  # (trunk group, username)
-        self._by_source: dict[tuple[str, str, int], tuple[str, str]] = {}
-        self._by_host: dict[str, set[tuple[str, str]]] = {}  # host -> bindings made from it
+        # (trunk group, username, contact URI) -> its binding, and three indexes of those keys
+        self.bindings: dict[tuple[str, str, str], Binding] = {}
+        self._by_source: dict[tuple[str, str, int], set[tuple[str, str, str]]] = {}
+        self._by_host: dict[str, set[tuple[str, str, str]]] = {}  # bindings made from a host
+        self._by_account: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
     # --- ports and CPS ------------------------------------------------------------------------
 
@@ -92,45 +97,75 @@ class MemoryStore:
         return len(c.leases) if c else 0
 
     # --- registration bindings ----------------------------------------------------------------
+    # One account (trunk group, username) may hold several contacts (RFC 3261 §10.3), each
+    # with the source address its REGISTER came from.
 
     def bind(self, binding: Binding) -> None:
-        key = (binding.trunk_group, binding.username)
-        old = self.bindings.get(key)
-        if old is not None:
-            self._by_source.pop((old.transport, old.host, old.port), None)
-            self._forget_host(old.host, key)
+        key = (binding.trunk_group, binding.username, binding.contact)
+        self._forget(key)
         self.bindings[key] = binding
-        self._by_source[(binding.transport, binding.host, binding.port)] = key
+        self._by_source.setdefault((binding.transport, binding.host, binding.port), set()).add(key)
         self._by_host.setdefault(binding.host, set()).add(key)
+        self._by_account.setdefault(key[:2], set()).add(key)
 
-    def unbind(self, trunk_group: str, username: str) -> None:
-        old = self.bindings.pop((trunk_group, username), None)
-        if old is not None:
-            self._by_source.pop((old.transport, old.host, old.port), None)
-            self._forget_host(old.host, (trunk_group, username))
+    def apply(self, binding: Binding) -> None:
+        """A shared change: bind it, or remove that contact (expires_at 0)."""
+        if binding.expires_at:
+            self.bind(binding)
+        else:
+            self.unbind(binding.trunk_group, binding.username, binding.contact)
 
-    def _forget_host(self, host: str, key: tuple[str, str]) -> None:
-        keys = self._by_host.get(host)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_host[host]
+    def unbind(self, trunk_group: str, username: str, contact: str | None = None) -> None:
+        """Remove one contact of the account, or all of them (``contact`` None)."""
+        if contact is not None:
+            self._forget((trunk_group, username, contact))
+            return
+        for key in list(self._by_account.get((trunk_group, username), ())):
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, str, str]) -> None:
+        old = self.bindings.pop(key, None)
+        if old is None:
+            return
+        _discard(self._by_source, (old.transport, old.host, old.port), key)
+        _discard(self._by_host, old.host, key)
+        _discard(self._by_account, key[:2], key)
+
+    def prune(self, wall: float) -> None:
+        """Forget every expired binding (a Redis mirror: removals elsewhere never reach it)."""
+        for key in [k for k, b in self.bindings.items() if b.expires_at <= wall]:
+            self._forget(key)
 
     def host_bound(self, host: str, wall: float) -> bool:
         """Has a live registration been made from ``host`` (any port, any transport)?"""
         return any(self.bindings[k].expires_at > wall for k in self._by_host.get(host, ()))
 
     def binding_from(self, transport: str, host: str, port: int, wall: float) -> Binding | None:
-        """The live binding registered from this source address, if any."""
-        key = self._by_source.get((transport, host, port))
-        b = self.bindings.get(key) if key else None
-        if b is None or b.expires_at <= wall:
-            return None
-        return b
+        """A live binding registered from this source address, if any."""
+        for key in self._by_source.get((transport, host, port), ()):
+            b = self.bindings[key]
+            if b.expires_at > wall:
+                return b
+        return None
+
+    def contacts_of(self, trunk_group: str, username: str, wall: float) -> list[Binding]:
+        """The account's live contacts, highest q first (equal q: the newest first)."""
+        keys = self._by_account.get((trunk_group, username), ())
+        live = [b for b in map(self.bindings.__getitem__, keys) if b.expires_at > wall]
+        return sorted(live, key=lambda b: (-b.q, -b.expires_at, b.contact))
 
     def binding_of(self, trunk_group: str, username: str, wall: float) -> Binding | None:
-        b = self.bindings.get((trunk_group, username))
-        return b if b is not None and b.expires_at > wall else None
+        """The account's preferred live contact."""
+        live = self.contacts_of(trunk_group, username, wall)
+        return live[0] if live else None
+
+
+def _discard(index: dict[_K, set[tuple[str, str, str]]], at: _K, key: tuple[str, str, str]) -> None:
+    keys = index.get(at)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[at]
 
 
 def _scaled(limit: int, share: float) -> int:

@@ -17,8 +17,9 @@ leases and starts, against each limit scaled by its share (1 / the number of liv
 last saw). The heartbeat keeps trying; when Redis answers again the node logs it, writes all
 its live leases back (a restarted Redis starts empty) and decides through Redis again.
 
-Registration bindings live in the hash ``sbc:reg`` (field ``<trunk group> <username>``), are
-written through on every REGISTER and read back into each node's mirror on every heartbeat.
+Registration bindings live in the hash ``sbc:reg`` (field ``<trunk group> <username>
+<contact>``: an account may hold several contacts), are written through on every REGISTER
+and read back into each node's mirror on every heartbeat.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class RedisStore:
         Release), or later through ``on_verdict``."""
         if isinstance(cmd, Bind):
             if self.up:
-                self._spawn(self._save(cmd.binding))
+                for b in cmd.bindings:
+                    self._spawn(self._save(b))
             return True, None
         if isinstance(cmd, Release):
             self.memory.release(cmd.lease)
@@ -276,10 +278,11 @@ class RedisStore:
                 self.memory.bind(b)
             else:
                 stale.append(name)
+        self.memory.prune(wall)
         return stale
 
     async def _save(self, b: Binding) -> None:
-        field = f"{b.trunk_group} {b.username}"
+        field = f"{b.trunk_group} {b.username} {b.contact}"
         try:
             if b.expires_at <= time.time():
                 await asyncio.wait_for(self.client.hdel(REGISTRATIONS, field), self.timeout)

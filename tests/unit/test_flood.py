@@ -143,7 +143,7 @@ def test_options_answer_names_no_product_and_has_no_empty_supported() -> None:
     ((resp, _),) = lab.feed(options(CALLER, 1), CALLER)
     assert isinstance(resp, Response) and resp.status == 200
     assert resp.get("Server") is None and resp.get("User-Agent") is None
-    assert resp.get("Supported") == "100rel, timer"
+    assert resp.get("Supported") == "100rel, timer, replaces"
     assert all(v.strip() for _, v in resp.headers)
 
 
