@@ -88,7 +88,7 @@ class BLegs:
         trunk = etg.trunks[index]
         target = to.target if to is not None else trunk_target(trunk)
         invite = headers.b_leg_invite(
-            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to
         )
         # RFC 3261 §18.1.1: an INVITE over 1300 bytes (the path MTU unknown) goes over TCP
         # where the trunk group reaches this vendor that way too (a tcp trunk, same address)
@@ -97,7 +97,7 @@ class BLegs:
             index, trunk = twin, etg.trunks[twin]
             target = trunk_target(trunk)
             invite = headers.b_leg_invite(
-                call, etg, trunk, self.out.snapshot, new_id, self.out.contact("tcp"), to
+                call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to
             )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
@@ -351,7 +351,7 @@ class BLegs:
         value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
         header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         attempt.invite = resend(
-            invite, self.out.via(attempt.target.transport), invite.cseq + 1, [(header, value)]
+            invite, self.out.via(attempt.target), invite.cseq + 1, [(header, value)]
         )
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
@@ -365,7 +365,7 @@ class BLegs:
             return False
         attempt.stretched = True
         invite = attempt.invite
-        via = self.out.via(attempt.target.transport)
+        via = self.out.via(attempt.target)
         attempt.invite = resend(invite, via, invite.cseq + 1, list(wanted))
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_422", attempt.call, attempt=attempt.n, asked=wanted[0][1])
@@ -374,7 +374,7 @@ class BLegs:
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
         headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
-        headers.append(("Contact", self.out.contact_value(call.source.transport)))
+        headers.append(("Contact", self.out.contact_value(call.source)))
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         body = resp.body if body is None else body
         if resp.status >= 200:
@@ -496,7 +496,7 @@ class BLegs:
         assert dialog is not None
         ack = dialog.request(
             "ACK",
-            self.out.via(attempt.target.transport),
+            self.out.via(attempt.target),
             None,
             cseq=attempt.invite.cseq,
             body=body,

@@ -73,7 +73,7 @@ class Reliable:
         invite = attempt.invite
         prack = early.request(
             "PRACK",
-            self.out.via(attempt.target.transport),
+            self.out.via(attempt.target),
             None,
             headers=[("RAck", f"{rseq} {invite.cseq} INVITE")],
         )
