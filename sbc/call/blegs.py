@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from media import ng
-from media.ng import Side
+from media.ng import Side, ip_family
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
@@ -102,7 +102,9 @@ class BLegs:
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.redirected_by = to.by if to is not None else None
-        attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
+        attempt.b_side = Side(
+            call.snap.media[etg.name], target.host if etg.nat else "", ip_family(target.host)
+        )
         call.attempts.append(attempt)
         call.current = attempt
         if not call.unanchored and ng.anchored(call.a_side, attempt.b_side):
