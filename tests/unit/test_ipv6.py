@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from media import ng
+from sbc import hep
 from sbc.call import headers
 from sbc.config.families import advertised, canonical, family
 from sbc.config.loader import ConfigError, load_config
@@ -310,3 +311,11 @@ def test_ipv6_sockets_take_ipv6_only() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
     finally:
         sock.close()
+
+
+def test_hep_copies_name_our_address_of_the_peers_family(tmp_path: Path) -> None:
+    cap = hep.Capture({})
+    cap.configure(dual(tmp_path).config.node)
+    assert cap.local[("udp", True)] == ("::1", 5060)
+    assert cap.local[("udp", False)] == ("127.0.0.1", 5060)
+    assert cap.local[("tcp", True)] == ("::1", 5070)
