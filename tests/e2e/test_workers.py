@@ -95,7 +95,6 @@ def test_one_peer_spreads_over_both_workers_and_the_ports_limit_is_exact(
     """20 calls from one sipp socket within 0.4 s, held 4 s, against ports 8: exactly 8 up,
     12 refused, and both workers hold some of the 8."""
     thread, result = in_background(20, 4000, 6170, tmp_path)
-
     # A worker's count includes a call still being refused (its 503 not yet ACKed), so the
     # split is read once the 12 refusals are over: it settles at exactly the 8 that hold ports.
     def settled() -> bool:
