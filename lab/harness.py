@@ -319,6 +319,7 @@ class Rtpengine:
     workdir: Path
     port_min: int = 41000
     port_max: int = 41999
+    interfaces: tuple[str, ...] = ("127.0.0.1",)  # dual stack: ("127.0.0.1", "::1")
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -339,7 +340,7 @@ class Rtpengine:
                 "--foreground",
                 "--log-stderr",
                 "--log-level=6",
-                "--interface=127.0.0.1",
+                *(f"--interface={x}" for x in self.interfaces),
                 f"--listen-ng=127.0.0.1:{self.ng_port}",
                 f"--port-min={self.port_min}",
                 f"--port-max={self.port_max}",

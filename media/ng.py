@@ -38,10 +38,16 @@ class Side:
 
     profile: MediaProfile | None
     nat_source: str = ""  # IP, set only when nat: true
+    family: str = ""  # "IP4" | "IP6": the side's signaling address family ("" = as offered)
 
     @property
     def anchored(self) -> bool:
         return self.profile is not None and self.profile.anchoring
+
+
+def ip_family(host: str) -> str:
+    """The SDP address type (RFC 4566 §5.7) of a signaling peer's IP."""
+    return "IP6" if ":" in host else "IP4"
 
 
 UNMANAGED = Side(None)  # a trunk group without a media profile
@@ -62,6 +68,10 @@ def _common(sender: Side, receiver: Side) -> dict[str, Any]:
         # learn the real port from the first packet (symmetric RTP, RFC 4961).
         out["flags"] = ["SIP-source-address"]
         out["received-from"] = ["IP6" if ":" in sender.nat_source else "IP4", sender.nat_source]
+    if receiver.family:
+        # The SDP toward a side carries an address of that side's family (dual stack:
+        # an IPv4 caller's c=IN IP4 becomes c=IN IP6 for an IPv6 vendor, and back).
+        out["address family"] = receiver.family
     protocol = "RTP/SAVP" if receiver.profile is not None and receiver.profile.srtp else "RTP/AVP"
     out["transport-protocol"] = protocol
     if protocol == "RTP/SAVP":

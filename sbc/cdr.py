@@ -200,7 +200,7 @@ def _attempt(a: Attempt, wall: float, call_end: float | None, duration: float) -
     return {
         "n": a.n,
         "trunk_group": a.trunk_group.name,
-        "trunk": f"{a.target.host}:{a.target.port}",
+        "trunk": f"{a.target.uri_host}:{a.target.port}",  # IPv6 bracketed
         "b_sip_call_id": a.invite.call_id,  # joins the vendor's CDR of this attempt
         "status": a.status,
         "outcome": a.outcome,
@@ -252,7 +252,7 @@ def from_call(call: Call, wall: float, media: dict[str, Any] | None) -> dict[str
         "reason": call.reason,
         "hangup": call.hangup or ("sbc" if answered is None and not call.cancelled else ""),
         "egress_trunk_group": answered.trunk_group.name if answered is not None else None,
-        "egress_trunk": f"{answered.target.host}:{answered.target.port}" if answered else None,
+        "egress_trunk": f"{answered.target.uri_host}:{answered.target.port}" if answered else None,
         **rating(call, wall, duration),
         "attempts": [_attempt(a, wall, call.ended_at, duration) for a in call.attempts],
         "media": media,

@@ -47,7 +47,11 @@ def explain(
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     wall = at.timestamp()
-    host, _, port_text = source.rpartition(":") if source.count(":") == 1 else (source, "", "0")
+    if source.startswith("["):  # [IPv6]:port, or [IPv6]
+        host, _, port_text = source[1:].partition("]")
+        port_text = port_text.lstrip(":")
+    else:  # IPv4:port, or a bare IP of either family
+        host, _, port_text = source.rpartition(":") if source.count(":") == 1 else (source, "", "")
     port = int(port_text or 0)
     out = [f"call: {transport}:{host}:{port or 'any'} ani {ani} dnis {dnis} at {at.isoformat()}"]
     found = identify(snap, transport, host, port or 5060, dnis)

@@ -199,7 +199,8 @@ class Capture:
         self.correlation = correlation
         self.sender: HepSender | None = None
         self.key: tuple[str, int, str] = ("", 0, "")
-        self.local: dict[str, tuple[str, int]] = {}  # our listening address per transport
+        # our listening address per (transport, IPv6?): a copy names one family (dual stack)
+        self.local: dict[tuple[str, bool], tuple[str, int]] = {}
         self.sent = self.dropped = 0  # of senders replaced by a reload
         self.trace: Ring | None = None  # `sbc ctl call` (node.control.trace)
         self.active = False  # a sender or a trace: the runtime taps every message
@@ -208,7 +209,9 @@ class Capture:
         """Start, keep, change or (None) stop capturing as ``node.hep`` and
         ``node.control.trace`` say."""
         if node is not None:
-            self.local = {x.transport: (x.address, x.port) for x in reversed(node.listen)}
+            self.local = {
+                (x.transport, ":" in x.address): (x.address, x.port) for x in reversed(node.listen)
+            }
         per_call = node.control.trace if node is not None and node.control.socket else 0
         if not per_call:
             self.trace = None
@@ -250,7 +253,7 @@ class Capture:
         sender = self.sender
         if sender is None:
             return
-        local = self.local.get(peer.transport) or ("0.0.0.0", 0)
+        local = self.local.get((peer.transport, ":" in peer.host)) or ("0.0.0.0", 0)
         remote = (peer.host, peer.port)
         src, dst = (remote, local) if inbound else (local, remote)
         sender.capture(data, peer.transport, src, dst, time.time(), corr)

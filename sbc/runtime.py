@@ -30,6 +30,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
 from sbc.hep import Capture
 from sbc.http import HttpServer
+from sbc.listeners import Listeners
 from sbc.metrics import Metrics, SbcCollector
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
@@ -40,7 +41,7 @@ from sbc.sip.transaction import Target, TransactionLayer
 from sbc.state import Bind, Denied, StateCommand
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
-from sbc.transport import TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
+from sbc.transport import TcpPool
 from sbc.webhook import post_json
 
 if TYPE_CHECKING:
@@ -167,14 +168,12 @@ class Runtime:
         self.started_at = time.time()
         self.draining_since: float | None = None
         self._idle: asyncio.Event | None = None  # set when a draining node holds no call
-        self.udp: dict[tuple[str, int], UdpEndpoint] = {}
-        self.udp_out: UdpEndpoint | None = None
+        self.sockets = Listeners()  # node.listen, both families (sbc.listeners)
         self.tls = tlsctx.Contexts(node.tls)  # node.tls: listeners and TLS trunks
         self.tcp = TcpPool(self, self.now, lambda: self.controller.snapshot.config.node.tcp)
         self.tcp.tls = self.tls.client
         self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
         self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
-        self._servers: list[asyncio.AbstractServer] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -193,37 +192,7 @@ class Runtime:
         # Workers share each listening socket's address; the kernel spreads peers over them.
         shared = self.worker is not None
         sink = self.worker.sink if self.worker is not None else self
-        for listen in node.listen:
-            if listen.transport == "udp":
-                _, proto = await loop.create_datagram_endpoint(
-                    lambda: UdpEndpoint(sink),
-                    local_addr=(listen.address, listen.port),
-                    reuse_port=shared or None,
-                )
-                self.udp[(listen.address, listen.port)] = proto
-                sock = proto.transport.get_extra_info("socket") if proto.transport else None
-                if sock is not None:
-                    grow_receive_buffer(sock)
-                self.udp_out = self.udp_out or proto
-            elif listen.transport == "tcp":
-                server = await loop.create_server(
-                    lambda: TcpConnection(self.tcp),
-                    listen.address,
-                    listen.port,
-                    reuse_address=True,
-                    reuse_port=shared or None,
-                )
-                self._servers.append(server)
-            elif listen.transport == "tls" and self.tls.server is not None:
-                server = await loop.create_server(
-                    lambda: TcpConnection(self.tcp, transport="tls"),
-                    listen.address,
-                    listen.port,
-                    ssl=self.tls.server,  # reloads load new certificates into this one
-                    reuse_address=True,
-                    reuse_port=shared or None,
-                )
-                self._servers.append(server)
+        await self.sockets.open(node.listen, sink, self.tcp, self.tls.server, shared)
         self.hep.configure(node)
         self.log.info(
             "sbc.started",
@@ -289,11 +258,7 @@ class Runtime:
         self.hep.configure(None)
         for task in list(self._tasks):
             task.cancel()
-        for server in self._servers:
-            server.close()
-        for ep in self.udp.values():
-            if ep.transport is not None:
-                ep.transport.close()
+        self.sockets.close()
         self.tcp.close()
         if self.redis is not None:
             await self.redis.stop()
@@ -378,15 +343,17 @@ class Runtime:
         if self.worker is not None:
             self.worker.changed(now)
         hep = self.hep if self.hep.active else None
+        unsent: list[Target] = []  # no UDP socket of the destination's family
         for data, target in self.layer.datagrams_to_send():
             if hep is not None:
                 hep.take(data, target, False)
-            if target.transport == "udp":
-                if self.udp_out is not None:
-                    self.udp_out.send(data, target)
-            else:
+            if target.transport != "udp":
                 self.tcp.send(data, target)
+            elif not self.sockets.send(data, target):
+                unsent.append(target)
         self._rearm()
+        for target in dict.fromkeys(unsent):
+            self.on_transport_error(target, "no listener of this address family")
 
     def pump_now(self) -> None:
         """Carry out what the controller was asked from outside (`sbc ctl kill`)."""

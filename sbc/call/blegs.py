@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from media import ng
-from media.ng import Side
+from media.ng import Side, ip_family
 from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
@@ -90,7 +90,7 @@ class BLegs:
             to = call.replacing[0]
         target = to.target if to is not None else trunk_target(trunk)
         invite = headers.b_leg_invite(
-            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target.transport), to
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to
         )
         # RFC 3261 §18.1.1: an INVITE over 1300 bytes (the path MTU unknown) goes over TCP
         # where the trunk group reaches this vendor that way too (a tcp trunk, same address)
@@ -99,12 +99,14 @@ class BLegs:
             index, trunk = twin, etg.trunks[twin]
             target = trunk_target(trunk)
             invite = headers.b_leg_invite(
-                call, etg, trunk, self.out.snapshot, new_id, self.out.contact("tcp"), to
+                call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to
             )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.redirected_by = to.by if to is not None else None
-        attempt.b_side = Side(call.snap.media[etg.name], target.host if etg.nat else "")
+        attempt.b_side = Side(
+            call.snap.media[etg.name], target.host if etg.nat else "", ip_family(target.host)
+        )
         call.attempts.append(attempt)
         call.current = attempt
         if not call.unanchored and ng.anchored(call.a_side, attempt.b_side):
@@ -360,7 +362,7 @@ class BLegs:
         value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
         header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         attempt.invite = resend(
-            invite, self.out.via(attempt.target.transport), invite.cseq + 1, [(header, value)]
+            invite, self.out.via(attempt.target), invite.cseq + 1, [(header, value)]
         )
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
@@ -374,7 +376,7 @@ class BLegs:
             return False
         attempt.stretched = True
         invite = attempt.invite
-        via = self.out.via(attempt.target.transport)
+        via = self.out.via(attempt.target)
         attempt.invite = resend(invite, via, invite.cseq + 1, list(wanted))
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_422", attempt.call, attempt=attempt.n, asked=wanted[0][1])
@@ -383,7 +385,7 @@ class BLegs:
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
         headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
-        headers.append(("Contact", self.out.contact_value(call.source.transport)))
+        headers.append(("Contact", self.out.contact_value(call.source)))
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         body = resp.body if body is None else body
         if resp.status >= 200:
@@ -507,7 +509,7 @@ class BLegs:
         assert dialog is not None
         ack = dialog.request(
             "ACK",
-            self.out.via(attempt.target.transport),
+            self.out.via(attempt.target),
             None,
             cseq=attempt.invite.cseq,
             body=body,

@@ -14,6 +14,7 @@ from sbc import manipulate
 from sbc.call import identity
 from sbc.call.model import Call
 from sbc.call.redirect import Redirect
+from sbc.config.families import family
 from sbc.config.schema import SessionTimer, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.grammar import NameAddr, Uri, Via
@@ -86,23 +87,35 @@ def crossing(msg: Request | Response) -> list[tuple[str, str]]:
     return [(n, v) for n, v in msg.headers if n in CROSSING]
 
 
-def local(snap: Snapshot, transport: str) -> tuple[str, int]:
-    """Our address as peers reach it over ``transport``: switch_ip and the listening port."""
-    default = 5061 if transport == "tls" else 5060
-    return snap.config.node.switch_ip, snap.listen_ports.get(transport) or default
+def local(snap: Snapshot, transport: str, peer: str = "") -> tuple[str, int]:
+    """Our address as ``peer`` (an IP; "" = one of switch_ip's family) reaches it over
+    ``transport``: the address we advertise to its family (dual stack, sbc.config.families)
+    and our listening port there, bare (an IPv6 one unbracketed)."""
+    node = snap.config.node
+    fam = family(peer or node.switch_ip)
+    host = snap.addresses.get(fam) or node.switch_ip
+    port = snap.family_ports.get((transport, fam)) or snap.listen_ports.get(transport)
+    return host, port or (5061 if transport == "tls" else 5060)
 
 
-def via(snap: Snapshot, transport: str, branch_id: str) -> Via:
-    """Our Via for a new request (RFC 3261 §8.1.1.7), with rport (RFC 3581)."""
-    host, port = local(snap, transport)
+def uri_host(host: str) -> str:
+    """An IP as a URI or a Via sent-by writes it: IPv6 as an IPv6reference (RFC 3261 §25.1)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def via(snap: Snapshot, transport: str, branch_id: str, peer: str = "") -> Via:
+    """Our Via for a new request to ``peer`` (RFC 3261 §8.1.1.7), with rport (RFC 3581);
+    an IPv6 sent-by bracketed (RFC 5118 §4.1)."""
+    host, port = local(snap, transport, peer)
+    host = uri_host(host)
     branch = "z9hG4bK" + branch_id
     raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
     return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
 
 
-def contact(snap: Snapshot, transport: str, user: str = "sbc") -> NameAddr:
-    host, port = local(snap, transport)
-    uri = Uri("sip", user, None, host, port, Target(transport, host, port).uri_params)
+def contact(snap: Snapshot, transport: str, user: str = "sbc", peer: str = "") -> NameAddr:
+    host, port = local(snap, transport, peer)
+    uri = Uri("sip", user, None, uri_host(host), port, Target(transport, host, port).uri_params)
     return NameAddr(None, uri, {}, str(uri))
 
 
@@ -126,10 +139,11 @@ def b_leg_invite(
     port: int | None = target.port
     if trunk.host and dest is not None and dest.ruri is None:  # RFC 3263 §4: the name stays
         host, port = trunk.host, trunk.port or None
-    local_host, _ = local(snap, target.transport)
+    local_host, _ = local(snap, target.transport, target.host)
     carried = identity.outbound(call, etg, crossing(a), local_host)  # RFC 3325, RFC 3323
     if call.replacing is not None:  # RFC 3891, mapped to our dialog with the vendor
         carried.append(("Replaces", call.replacing[1]))
+    local_host = uri_host(local_host)
     if not call.ingress.diversion_routing:  # redirection history only where enabled
         carried = [(n, v) for n, v in carried if n not in REDIRECTION]
     elif call.diversion is not None:
@@ -158,13 +172,13 @@ def b_leg_invite(
     return make_request(
         "INVITE",
         ruri,
-        via=via(snap, target.transport, new_id()),
+        via=via(snap, target.transport, new_id(), target.host),
         from_=from_,
         to=to,
         call_id=new_id(),
         cseq=1,
         max_forwards=mf,
-        contact=our_contact or contact(snap, target.transport),
+        contact=our_contact or contact(snap, target.transport, peer=target.host),
         headers=out.headers,
         body=a.body,
     )
@@ -197,12 +211,12 @@ def session_offer(cfg: SessionTimer, rel: bool) -> list[tuple[str, str]]:
 def options(snap: Snapshot, target: Target, new_id: Callable[[], str]) -> Request:
     """An OPTIONS ping to a monitored trunk (RFC 3261 §11): any answer but 503 is alive."""
     uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
-    local_host, _ = local(snap, target.transport)
-    me = Uri("sip", "sbc", None, local_host)
+    local_host, _ = local(snap, target.transport, target.host)
+    me = Uri("sip", "sbc", None, uri_host(local_host))
     return make_request(
         "OPTIONS",
         uri,
-        via=via(snap, target.transport, new_id()),
+        via=via(snap, target.transport, new_id(), target.host),
         from_=NameAddr(None, me, {"tag": new_id()}, str(me)),
         to=NameAddr(None, uri, {}, str(uri)),
         call_id=new_id(),

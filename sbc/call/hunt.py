@@ -96,12 +96,13 @@ class Usable:
 
 
 def trunk_label(tg: TrunkGroup, index: int) -> str:
-    """How `sbc ctl` and the CDR name a trunk: ``host:port`` (an IP trunk) or its username."""
+    """How `sbc ctl` and the CDR name a trunk: ``host:port`` (an IP trunk; IPv6 as
+    ``[host]:port``) or its username."""
     t = tg.trunks[index]
     if t.type != "ip":
         return t.username
     target = trunk_target(t)
-    return f"{target.host}:{target.port}"
+    return f"{target.uri_host}:{target.port}"
 
 
 def candidates(

@@ -156,7 +156,7 @@ def to_caller(call: Call, headers: Headers) -> Headers:
     """A vendor's provisional or answer on its way to the caller (connected identity)."""
     attempt = call.answered or call.current
     vendor = attempt is not None and attempt.trunk_group.trusted
-    return cross(headers, vendor, call.ingress.trusted, call.snap.config.node.switch_ip)
+    return cross(headers, vendor, call.ingress.trusted, _ours(call, call.source.host))
 
 
 def in_dialog(call: Call, to_leg: Leg, headers: Headers) -> Headers:
@@ -166,7 +166,14 @@ def in_dialog(call: Call, to_leg: Leg, headers: Headers) -> Headers:
         return headers
     a, b = call.ingress.trusted, answered.trunk_group.trusted
     sender, receiver = (b, a) if to_leg == "a" else (a, b)
-    return cross(headers, sender, receiver, call.snap.config.node.switch_ip)
+    peer = call.source.host if to_leg == "a" else answered.target.host
+    return cross(headers, sender, receiver, _ours(call, peer))
+
+
+def _ours(call: Call, peer: str) -> str:
+    """Our address as ``peer``'s family knows it (dual stack, sbc.config.families)."""
+    node = call.snap.config.node
+    return call.snap.addresses.get(6 if ":" in peer else 4) or node.switch_ip
 
 
 # --- ANI and From --------------------------------------------------------------------------------

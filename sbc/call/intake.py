@@ -113,7 +113,7 @@ class Intake:
             return
         if replacing is not None:  # only to the replaced call's vendor
             r = replacing.to
-            found_trunks = [(r.trunk_group, r.index)]
+            found_trunks: hunt.Candidates = [(r.trunk_group, r.index, r)]
         else:
             found_trunks = self.host.candidates(snap, sel.trunk_groups, now)
         call = ingress.new_call(snap, tg, tx, verdict, found_trunks, now, new_id)

@@ -28,9 +28,9 @@ class Outbox:
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, records)
-        # Our Contact by (transport, user), and its header value, for the snapshot it was
-        # made from: the same for every call, so not rebuilt and re-rendered per message.
-        self._contacts: dict[tuple[str, str], tuple[NameAddr, str]] = {}
+        # Our Contact by (transport, user, peer's family), and its header value, for the
+        # snapshot it was made from: the same for every call, so not rebuilt per message.
+        self._contacts: dict[tuple[str, str, int], tuple[NameAddr, str]] = {}
         self._contacts_of: Snapshot | None = None
 
     def notice(self, event: str, call: Call | None, **fields: Any) -> None:
@@ -73,9 +73,12 @@ class Outbox:
         self, call: Call, dialog: Dialog, transport: str, now: float, headers: Headers = ()
     ) -> None:
         """A BYE on one of the call's dialogs; its answer counts down ``call.byes``."""
-        bye = dialog.request("BYE", self.via(transport), None, headers=headers)
+        dest = dialog.destination()
+        bye = dialog.request(
+            "BYE", self.via(Target(transport, dest.host, 0)), None, headers=headers
+        )
         call.byes += 1
-        self.send(bye, dialog.destination(), now, ctx=Bye(call))
+        self.send(bye, dest, now, ctx=Bye(call))
 
     def ack(
         self, ack: Request | bytes, target: Target, tx: ClientTransaction | None = None
@@ -84,22 +87,35 @@ class Outbox:
         keeps it for the 2xx's retransmissions."""
         self.layer.send_ack(ack, target, tx)
 
-    def via(self, transport: str) -> Via:
-        return headers.via(self.snapshot, transport, new_id())
+    def via(self, peer: Target | str, dialog: Dialog | None = None) -> Via:
+        """Our Via toward ``peer``: its transport and our address of its family; ``peer`` a
+        bare transport: the family of ``dialog``'s destination, else switch_ip's."""
+        transport, host = _toward(peer, dialog)
+        return headers.via(self.snapshot, transport, new_id(), host)
 
-    def contact(self, transport: str, user: str = "sbc") -> NameAddr:
-        return self._contact(transport, user)[0]
+    def contact(
+        self, peer: Target | str, user: str = "sbc", dialog: Dialog | None = None
+    ) -> NameAddr:
+        return self._contact(*_toward(peer, dialog), user)[0]
 
-    def contact_value(self, transport: str) -> str:
+    def contact_value(self, peer: Target | str) -> str:
         """Our Contact as a header value (a response's, RFC 3261 §12.1.1)."""
-        return self._contact(transport, "sbc")[1]
+        return self._contact(*_toward(peer, None), "sbc")[1]
 
-    def _contact(self, transport: str, user: str) -> tuple[NameAddr, str]:
+    def _contact(self, transport: str, host: str, user: str) -> tuple[NameAddr, str]:
+        fam = 6 if ":" in host else 4 if host else 0
         snap = self.snapshot
         if self._contacts_of is not snap:  # a reload may move our address
             self._contacts, self._contacts_of = {}, snap
-        found = self._contacts.get((transport, user))
+        found = self._contacts.get((transport, user, fam))
         if found is None:
-            na = headers.contact(snap, transport, user)
-            found = self._contacts[(transport, user)] = (na, str(na))
+            na = headers.contact(snap, transport, user, host)
+            found = self._contacts[(transport, user, fam)] = (na, str(na))
         return found
+
+
+def _toward(peer: Target | str, dialog: Dialog | None) -> tuple[str, str]:
+    """(transport, the peer's IP or "") of whom a header we write is for (dual stack)."""
+    if not isinstance(peer, str):
+        return peer.transport, peer.host
+    return peer, dialog.destination().host if dialog is not None else ""

@@ -69,7 +69,7 @@ def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Red
     out: list[Redirect] = []
     for _, contact in ordered:
         uri = contact.uri
-        index = hosts.get(uri.host)
+        index = hosts.get(uri.host.strip("[]"))  # an IPv6reference names the trunk's IP
         if uri.scheme not in ("sip", "sips") or index is None or not uri.user:
             continue
         trunk = etg.trunks[index]
@@ -78,7 +78,8 @@ def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Red
         transport = "tls" if sips else _param(uri.params, "transport") or trunk.protocol
         if transport not in ("udp", "tcp", "tls"):
             continue
-        target = Target(transport, uri.host, uri.port or (5061 if transport == "tls" else 5060))
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        target = Target(transport, uri.host.strip("[]"), port)
         # The Contact is the new Request-URI (§8.1.3.4), without its header parameters.
         ruri = Uri(uri.scheme, uri.user, None, uri.host, uri.port, uri.params)
         out.append(Redirect(etg, index, target, ruri, by))

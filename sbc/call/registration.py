@@ -173,12 +173,12 @@ class Registrations:
         req = make_request(
             "REGISTER",
             registrar,
-            via=headers.via(snap, trunk.protocol, self.new_id()),
+            via=headers.via(snap, trunk.protocol, self.new_id(), reg.target.host),
             from_=NameAddr(None, aor, {"tag": reg.from_tag}, str(aor)),
             to=NameAddr(None, aor, {}, str(aor)),
             call_id=reg.call_id,
             cseq=reg.cseq,
-            contact=headers.contact(snap, trunk.protocol, trunk.username),
+            contact=headers.contact(snap, trunk.protocol, trunk.username, reg.target.host),
             headers=extra,
         )
         self._out.append(SendRegister(reg, req))

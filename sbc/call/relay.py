@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sbc.call import identity, refer, sessiontimer
-from sbc.call.headers import crossing, local
+from sbc.call.headers import crossing, local, uri_host
 from sbc.call.media import Media, Reply, rejects, sdp_of
 from sbc.call.model import Attempt, Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
@@ -80,10 +80,12 @@ class Relayer:
             # A transfer would reach past the B2BUA to a party of the sender's choosing;
             # only trunk groups with ``refer: relay`` may ask for one, and then it names
             # us (sbc.call.refer). Refused: 403 (RFC 3515 §2.4.2).
-            far = _transport(call, other(leg), _dialog(call, other(leg)))
+            d = _dialog(call, other(leg))
+            far = _transport(call, other(leg), d)
             found = None
             if _refer_policy(call, leg) == "relay":
-                found = refer.mapped(req, *local(self.out.snapshot, far))
+                host, port = local(self.out.snapshot, far, d.destination().host)
+                found = refer.mapped(req, uri_host(host), port)
             if found is None:
                 self.out.respond(tx, 403, now, "Forbidden", tag=False)
                 return
@@ -165,8 +167,8 @@ class Relayer:
         method = method or req.method
         out = dialog.request(
             method,
-            self.out.via(transport),
-            self.out.contact(transport),
+            self.out.via(transport, dialog),
+            self.out.contact(transport, dialog=dialog),
             headers=[
                 *identity.in_dialog(call, far, crossing(req)),
                 *extra,
@@ -213,13 +215,11 @@ class Relayer:
         call, server = relay.call, relay.server
         extra = identity.in_dialog(call, other(relay.to_leg), crossing(resp))
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
-            extra.append(("Contact", self.out.contact_value(server.source.transport)))
+            extra.append(("Contact", self.out.contact_value(server.source)))
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
             dialog = _dialog(call, relay.to_leg)
             if server.request.body:
-                ack = dialog.request(
-                    "ACK", self.out.via(dialog.peer.transport), None, cseq=tx.request.cseq
-                )
+                ack = dialog.request("ACK", self.out.via(dialog.peer), None, cseq=tx.request.cseq)
                 self.out.ack(ack, dialog.destination())
             else:  # the ACK brings the answer: hold ours for it
                 call.ack_wait[other(relay.to_leg)] = (dialog, tx.request.cseq, dialog.destination())
@@ -257,7 +257,7 @@ class Relayer:
         to_leg: Leg = "a" if dialog is call.a_dialog else "b"
         extra = identity.in_dialog(call, to_leg, crossing(req))
         ack = dialog.request(
-            "ACK", self.out.via(dialog.peer.transport), None, headers=extra, body=body, cseq=cseq
+            "ACK", self.out.via(dialog.peer), None, headers=extra, body=body, cseq=cseq
         )
         answered = call.answered
         keep = None  # the answered INVITE's own ACK (late offer) answers its retransmissions

@@ -105,7 +105,7 @@ class Reliable:
         headers = [("RAck", rack)]
         if body:
             headers.append(("Content-Type", "application/sdp"))
-        via = self.out.via(attempt.target.transport)
+        via = self.out.via(attempt.target)
         prack = early.request("PRACK", via, None, headers=headers, body=body)
         self.out.send(prack, early.destination(), now, ctx=None)
 

@@ -201,7 +201,11 @@ class SessionTimers:
         if body:
             extra = [*extra, ("Content-Type", "application/sdp")]
         req = dialog.request(
-            method, self.out.via(transport), self.out.contact(transport), headers=extra, body=body
+            method,
+            self.out.via(transport, dialog),
+            self.out.contact(transport, dialog=dialog),
+            headers=extra,
+            body=body,
         )
         self.out.send(req, dialog.destination(), now, ctx=Refresh(s))
         # Until its answer comes, the session still ends at its interval (§10).
@@ -216,9 +220,7 @@ class SessionTimers:
             return
         dialog = call.a_dialog if s.leg == "a" else call.b_dialog
         if tx.request.method == "INVITE" and resp.status < 300 and dialog is not None:
-            ack = dialog.request(
-                "ACK", self.out.via(dialog.peer.transport), None, cseq=tx.request.cseq
-            )
+            ack = dialog.request("ACK", self.out.via(dialog.peer), None, cseq=tx.request.cseq)
             self.out.ack(ack, dialog.destination())
         if call.state != "answered":
             return

@@ -22,7 +22,7 @@ import yaml
 
 from routing.ratedeck import DeckError
 from sbc import tlsctx
-from sbc.config import decks
+from sbc.config import decks, families
 from sbc.config.schema import (
     LIST_SECTIONS,
     Config,
@@ -196,6 +196,7 @@ def load_config_with_origins(directory: str | Path) -> tuple[Config, _Located]:
         config = msgspec.convert(merged, Config, strict=True)
     except msgspec.ValidationError as e:
         raise _from_validation_error(str(e), located) from None
+    config = families.canonical(config)  # IPv6 spelled as sockets spell it
     _cross_check(config, located)
     try:
         config = decks.check(config, root, located)
@@ -317,6 +318,7 @@ def _cross_check(config: Config, located: _Located) -> None:
                 )
             seen[item.name] = i
     _check_node(config.node, located)
+    families.check(config, located)  # dual stack: an address to tell each family
     for i, cg in enumerate(config.capacity_groups):
         _metric_triggers(cg.triggers, located, ("capacity_groups", i), CAPACITY_METRICS)
     _check_trunk_groups(config, located)

@@ -335,6 +335,12 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     switch_ip: Annotated[str, d("Address peers are told to send to (Via, Contact, SDP).")] = (
         "127.0.0.1"
     )
+    switch_ip6: Annotated[
+        str,
+        d(
+            "Address IPv6 peers are told when switch_ip is IPv4 (dual stack); empty = the first IPv6 listen address other than ::."
+        ),
+    ] = ""
     unknown_source: Annotated[
         Literal["drop", "reject"],
         d("What to do with requests no trunk group claims: drop silently or reject with 403."),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from routing.rating import Tariff
 from routing.select import CompiledPlan
+from sbc.config import families
 from sbc.config.decks import load_deck
 from sbc.config.schema import Balance, CapacityGroup, Config, MediaProfile, TrunkGroup
 from sbc.manipulate import Rules, compile_rules
@@ -42,6 +43,10 @@ class Snapshot:
     advance: dict[str, re.Pattern[str]] = field(default_factory=dict)
     relationship_status: dict[str, str] = field(default_factory=dict)
     listen_ports: dict[str, int] = field(default_factory=dict)
+    # dual stack (sbc.config.families): family (4, 6) -> the address its peers are told, and
+    # (transport, family) -> the port of our first listener there
+    addresses: dict[int, str] = field(default_factory=dict)
+    family_ports: dict[tuple[str, int], int] = field(default_factory=dict)
     capacity_groups: dict[str, CapacityGroup] = field(default_factory=dict)
     # origination registration trunks: digest username -> (trunk group, password)
     accounts: dict[str, tuple[TrunkGroup, str]] = field(default_factory=dict)
@@ -114,4 +119,7 @@ class Snapshot:
                 snap.balances[rel.name] = rel.balance
         for listen in config.node.listen:
             snap.listen_ports.setdefault(listen.transport, listen.port)
+            fam = families.family(listen.address)
+            snap.family_ports.setdefault((listen.transport, fam), listen.port)
+        snap.addresses.update(families.advertised(config))
         return snap

@@ -76,7 +76,7 @@ class Target:
         return "" if self.transport == "udp" else f"transport={self.transport}"
 
     def __str__(self) -> str:
-        return f"{self.transport}:{self.host}:{self.port}"  # as logs and explain print it
+        return f"{self.transport}:{self.uri_host}:{self.port}"  # logs, explain: IPv6 in []
 
 
 class State(Enum):

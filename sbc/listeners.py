@@ -1,0 +1,101 @@
+"""The SIP sockets a node serves on (node.listen), IPv4 and IPv6, and which one a datagram
+leaves from. I/O.
+
+Dual stack is two listeners, one per family: an IPv6 socket is IPV6_V6ONLY, so ``::`` never
+takes IPv4 peers as ``::ffff:a.b.c.d`` (an IPv4 trunk would then not be recognised) and can
+share its port with an IPv4 socket on ``0.0.0.0``. A UDP datagram leaves from the first UDP
+listener of its destination's family, so an IPv6 vendor gets our IPv6 socket and an IPv4
+one our IPv4 socket (the address our Via and Contact name, sbc.call.headers.local). With
+``node.workers`` > 1 each worker binds every socket with SO_REUSEPORT, both families alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+from sbc.config.families import family
+from sbc.config.node import Listen
+from sbc.sip.transaction import Target
+from sbc.transport import Sink, TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
+
+
+def udp_socket(address: str, port: int, shared: bool) -> socket.socket:
+    """A bound, non-blocking UDP socket; IPv6 ones take IPv6 only (RFC 4038 §4.2)."""
+    af = socket.AF_INET6 if family(address) == 6 else socket.AF_INET
+    sock = socket.socket(af, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Listeners:
+    """The node's SIP sockets: UDP endpoints by (address, port), TCP/TLS servers."""
+
+    def __init__(self) -> None:
+        self.udp: dict[tuple[str, int], UdpEndpoint] = {}
+        self.out: dict[int, UdpEndpoint] = {}  # family -> the UDP endpoint datagrams leave by
+        self.servers: list[asyncio.AbstractServer] = []
+
+    async def open(
+        self,
+        listen: list[Listen],
+        sink: Sink,
+        tcp: TcpPool,
+        tls: ssl.SSLContext | None,
+        shared: bool,
+    ) -> None:
+        """Bind every socket of ``listen``; ``tls``: the server context (None: no TLS
+        listener is opened); ``shared``: workers share each address (SO_REUSEPORT)."""
+        loop = asyncio.get_running_loop()
+        for x in listen:
+            if x.transport == "udp":
+                sock = udp_socket(x.address, x.port, shared)
+                grow_receive_buffer(sock)
+                _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(sink), sock=sock)
+                self.udp[(x.address, x.port)] = proto
+                self.out.setdefault(family(x.address), proto)
+                continue
+            context = tls if x.transport == "tls" else None
+            if x.transport == "tls" and context is None:
+                continue
+            transport = x.transport
+
+            def factory(transport: str = transport) -> TcpConnection:
+                return TcpConnection(tcp, transport=transport)
+
+            # asyncio's create_server sets IPV6_V6ONLY on IPv6 sockets itself.
+            server = await loop.create_server(
+                factory,
+                x.address,
+                x.port,
+                ssl=context,  # reloads load new certificates into this one
+                reuse_address=True,
+                reuse_port=shared or None,
+            )
+            self.servers.append(server)
+
+    def send(self, data: bytes, target: Target) -> bool:
+        """A datagram to ``target`` from our socket of its family; False when we have none
+        (the transaction's timers then fail the attempt)."""
+        ep = self.out.get(6 if ":" in target.host else 4)
+        if ep is None:
+            return False
+        ep.send(data, target)
+        return True
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for ep in self.udp.values():
+            if ep.transport is not None:
+                ep.transport.close()
