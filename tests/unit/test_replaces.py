@@ -3,12 +3,11 @@ Caller = carrier-a at 127.0.0.1:5070 (the lab config: vendor-pool at :5081 and :
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from sbc.call.replaces import parse
+from sbc.sip import ids
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.steer import owner, replaced_call_id
-from sbc.worker import Steer
+from sbc.worker import Worker
 from tests.helpers import CALLER, Lab, b_legs, invite, only, request
 
 
@@ -120,8 +119,13 @@ def test_a_replacing_invite_steers_to_the_replaced_calls_worker_and_pins_its_dia
     assert replaced_call_id(inv) == a1
     assert replaced_call_id(inv.replace(b"INVITE sip:", b"OPTIONS sip:", 1)) is None
     assert replaced_call_id(invite()) is None
-    steer = Steer(SimpleNamespace(workers=4))  # type: ignore[arg-type]
-    assert steer.owner_of(a2, inv) == 3
-    bye = request("BYE", a2.decode(), "phone2", "t", 2, CALLER)
-    assert steer.owner_of(a2, bye) == 3  # pinned
-    assert steer.owner_of(b"other", bye) == owner(b"other", 4)
+    worker = Worker(0, 4, 0, None)  # a real one: compiled, Steer checks its type
+    try:
+        steer = worker.steer
+        assert steer.owner_of(a2, inv) == 3
+        bye = request("BYE", a2.decode(), "phone2", "t", 2, CALLER)
+        assert steer.owner_of(a2, bye) == 3  # pinned
+        assert steer.owner_of(b"other", bye) == owner(b"other", 4)
+    finally:
+        worker.sock.close()
+        ids.configure(0, 1)  # a Worker names this process's ids: back to a lone process
