@@ -235,7 +235,7 @@ def test_a_changed_record_is_used_after_its_ttl_and_a_dead_server_keeps_the_last
             assert trunks_of(sbc, 0, 20) == [["127.0.0.1:7283"]] * 20
             time.sleep(max(0.0, t0 + 2 * TTL - time.monotonic()))
             again = dnsmasq.queries(name) - asked
-            assert 1 <= again <= 3, f"{again} SRV queries in {2 * TTL} s with TTL {TTL} s"
+            assert 0 < again <= 3, f"{again} SRV queries in {2 * TTL} s with TTL {TTL} s"
 
             # just after a refresh: wait for the next SRV query dnsmasq logs
             seen = dnsmasq.queries(name)
