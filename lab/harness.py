@@ -128,6 +128,18 @@ def start_sbc(
     raise RuntimeError("sbc did not answer OPTIONS within 15 s")
 
 
+def serving(root: Path, config: str, port: int) -> Iterator[Sbc]:
+    """A test module's node: ``config`` (YAML text) written under ``root``/config, sbc started
+    in ``root``/sbc, yielded, and stopped cleanly after (it must still be alive). Use as
+    ``yield from harness.serving(tmp_path_factory.mktemp(name), CONFIG, PORT)``."""
+    (root / "config").mkdir()
+    (root / "config" / "sbc.yaml").write_text(config)
+    proc = start_sbc(root / "sbc", root / "config", port=port)
+    yield proc
+    assert proc.alive(), "sbc died during the tests"
+    assert proc.stop() == 0
+
+
 @dataclass
 class SippResult:
     returncode: int

@@ -86,13 +86,7 @@ routeplans:
 
 @pytest.fixture(scope="module")
 def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
-    root = tmp_path_factory.mktemp("contacts")
-    (root / "config").mkdir()
-    (root / "config" / "sbc.yaml").write_text(CONFIG)
-    proc = harness.start_sbc(root / "sbc", root / "config", port=PORT)
-    yield proc
-    assert proc.alive(), "sbc died during the tests"
-    assert proc.stop() == 0
+    yield from harness.serving(tmp_path_factory.mktemp("contacts"), CONFIG, PORT)
 
 
 def device(
