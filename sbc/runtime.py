@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
+from routing.health import Key
 from sbc import control, gauges, memory, native, status, tlsctx
 from sbc.balance import Keeper
 from sbc.call.controller import CallController
@@ -91,6 +92,7 @@ WARN_EVENTS = frozenset(
 
 # Logged by a node's supervisor, once, not by each worker that sees them.
 NODE_EVENTS = frozenset(("flood.banned", "flood.unbanned"))
+QUIET_EVENTS = frozenset(("trunk.observed",))  # for the leader (sbc.worker), not the log
 
 
 class Runtime:
@@ -331,6 +333,8 @@ class Runtime:
     def _pump(self, now: float) -> None:
         ctrl = self.controller
         self.executor.pump(now)
+        if self.worker is not None:  # the leader's view goes out before its trunk.down line
+            self.worker.changed(now)
         if ctrl.notices:
             notices = ctrl.pop_notices()
             self._log(notices)
@@ -340,8 +344,6 @@ class Runtime:
             self.write_cdrs(ctrl.pop_cdrs())
         if self._idle is not None and not ctrl.busy:
             self._idle.set()
-        if self.worker is not None:
-            self.worker.changed(now)
         hep = self.hep if self.hep.active else None
         unsent: list[Target] = []  # no UDP socket of the destination's family
         for data, target in self.layer.datagrams_to_send():
@@ -405,6 +407,11 @@ class Runtime:
         self.controller.on_bound(token, now)
         self._pump(now)
 
+    def observed(self, key: Key, ok: bool, error: str) -> None:
+        """A follower's live-traffic outcome for a monitored trunk (the leader's, sbc.worker)."""
+        self.controller.observe(key, ok, error)
+        self._pump(self.now())
+
     def on_verdict(self, token: int, denied: Denied | None) -> None:
         """A shared state store answered an Acquire."""
         now = self.now()
@@ -414,7 +421,7 @@ class Runtime:
     def _log(self, notices: list[Notice]) -> None:
         worker = self.worker is not None
         for n in notices:
-            if worker and n.event in NODE_EVENTS:
+            if (worker and n.event in NODE_EVENTS) or n.event in QUIET_EVENTS:
                 continue  # the supervisor logs these once for the node (sbc.worker)
             if n.event in WARN_EVENTS:
                 self.log.warning(n.event, call_id=n.call_id, **n.fields)

@@ -214,6 +214,10 @@ class Supervisor:
             w.hello.set()
         elif kind == "block":  # a registrar lockout: every worker drops the guesser
             self._others(w, "block", *msg[1:])
+        elif kind == "observed":  # a follower's live-traffic outcome: the leader counts it
+            leader = self.workers[0]
+            if leader.link is not None and leader is not w:
+                leader.link.send(*msg)
         elif kind == "ban":
             self._ban(w, msg[1], msg[2], msg[3])
         elif kind == "ready":

@@ -15,7 +15,8 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   holds the binding, since the PBX's next INVITE may be steered to any of them.
 - **Trunk health and our registrations at vendors** are worker 0's (the leader): only it
   sends OPTIONS pings and REGISTERs; it shares its view (sbc.workview) every second and at
-  once when a trunk changes state, and the others hunt with it.
+  once when a trunk changes state, and the others hunt with it. A follower's live-traffic
+  failures (B-timer, Timer B) are sent to the leader, whose one state machine counts them.
 - **CDRs**: each worker appends its records to the node's one file itself (one write(2)
   per record, O_APPEND: lines never interleave). The supervisor asks each worker for its
   metrics, status and memory report when it serves them.
@@ -185,6 +186,8 @@ class Worker:
             rt.controller.gate.share_ban(msg[1], msg[2], rt.now())
         elif kind == "snapshot":
             self.runtime.swap(rebuild(msg[1]))
+        elif kind == "observed":  # a follower's live failure: one health machine per node
+            self.runtime.observed(msg[1], msg[2], msg[3])
         elif kind == "oos":  # `sbc ctl trunk disable`, for a worker started again
             self.runtime.controller.out_of_service = {(tg, t) for tg, t in msg[1]}
 
@@ -238,6 +241,8 @@ class Worker:
                 self.send("block", f["scope"], key, f["block_for"])
             elif n.event == "flood.banned":  # the supervisor logs it and tells the others
                 self.send("ban", n.fields["ip"], n.fields["block_for"], n.fields)
+            elif n.event == "trunk.observed":  # live traffic's outcome, for the leader's count
+                self.send("observed", n.fields["key"], n.fields["ok"], n.fields["error"])
 
     def changed(self, now: float) -> None:
         """After each pump: the leader shares its view when a trunk or registration changed."""

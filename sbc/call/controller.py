@@ -40,10 +40,10 @@ from media import ng
 from media.ng import MediaCommand
 from routing.health import Key
 from routing.hunting import HuntState
-from routing.monitor import Monitor, Probe, SendProbe, Transition, watched
+from routing.monitor import Monitor, Probe, SendProbe, watched
 from sbc.alarms import Alarms
 from sbc.call import attempt as ladder
-from sbc.call import ending, forking, headers, hunt, indialog, registration
+from sbc.call import ending, forking, hunt, indialog, registration
 from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
 from sbc.call.headers import trunk_target
@@ -190,9 +190,9 @@ class CallController:
         self._registered(self.registrations.take(), now)
         for action in self.monitor.take():
             if isinstance(action, SendProbe):
-                self._send_probe(action.probe, now)
+                self.out.probe(action.probe, now)
             else:
-                self._transition(action)
+                self.out.transition(action)
 
     def bind(
         self, call: Call, key: tuple[str, str], leg: Leg, attempt: Attempt | None = None
@@ -353,7 +353,7 @@ class CallController:
             case Registration():
                 self._registered(self.registrations.on_failure(ctx, why, ev.at), ev.at)
             case Probe():
-                self._transition(self.monitor.answered(ctx, False, why))
+                self.out.transition(self.monitor.answered(ctx, False, why))
             case None:  # a CANCEL: its INVITE's own transaction decides
                 pass
 
@@ -395,26 +395,18 @@ class CallController:
             case Probe() if resp.status >= 200:
                 # Any answer means alive, except 503: overloaded or out of service (§21.5.4)
                 ok = resp.status != 503
-                self._transition(self.monitor.answered(ctx, ok, f"{resp.status} {resp.reason}"))
+                self.out.transition(self.monitor.answered(ctx, ok, f"{resp.status} {resp.reason}"))
 
     # --- trunk monitoring ---------------------------------------------------------------------
 
-    def _send_probe(self, probe: Probe, now: float) -> None:
-        target = Target(*probe.key)
-        options = headers.options(self.snapshot, target, new_id)
-        probe.tx = self.out.send(options, target, now, ctx=probe)
-
-    def _transition(self, t: Transition | None) -> None:
-        if t is not None:
-            error = t.error if t.change == "down" else ""
-            trunk = str(Target(*t.key))
-            self.out.notice(
-                "trunk." + t.change, None, trunk_group=t.trunk_group, trunk=trunk, error=error
-            )
-
     def observe(self, key: Key, ok: bool, error: str) -> None:
-        """One outcome for a monitored trunk from live traffic."""
-        self._transition(self.monitor.observe(key, ok, error))
+        """One outcome for a monitored trunk from live traffic. A follower's counts here until
+        the leader's next view; the leader's machine, told of it (sbc.worker), decides."""
+        t = self.monitor.observe(key, ok, error)
+        if self.leader:
+            self.out.transition(t)
+        else:  # logged once, by the leader
+            self.out.notice("trunk.observed", None, key=key, ok=ok, error=error)
 
     # --- outbound registrations ---------------------------------------------------------------
 

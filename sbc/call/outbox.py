@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from media.ng import MediaCommand
+from routing.monitor import Probe, Transition
 from sbc.call import headers
 from sbc.call.model import Bye, Call, Headers, Notice
 from sbc.config.snapshot import Snapshot
@@ -64,6 +65,19 @@ class Outbox:
 
     def send(self, request: Request, target: Target, now: float, ctx: Any) -> ClientTransaction:
         return self.layer.send_request(request, target, now, ctx=ctx)
+
+    def probe(self, probe: Probe, now: float) -> None:
+        """An OPTIONS ping of a monitored trunk (routing.monitor)."""
+        target = Target(*probe.key)
+        options = headers.options(self.snapshot, target, new_id)
+        probe.tx = self.send(options, target, now, ctx=probe)
+
+    def transition(self, t: Transition | None) -> None:
+        """A trunk went up or down: the node's log line (a follower's only its leader's)."""
+        if t is not None:
+            error = t.error if t.change == "down" else ""
+            tg, trunk = t.trunk_group, str(Target(*t.key))
+            self.notice("trunk." + t.change, None, trunk_group=tg, trunk=trunk, error=error)
 
     def discard(self, tx: ServerTransaction) -> None:
         """Forget a request we choose not to answer at all."""
