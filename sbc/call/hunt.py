@@ -192,9 +192,11 @@ def failed(
     sent 180/183; ``advance``: decided already, as for a 3xx): hunt on? The failure is
     kept for ``exhausted``."""
     tg = call.ingress
+    status, response, own = forking.best(call, status, response)  # one account's contacts
     if advance is None and forking.forks_on(call, status):  # the account's next contact
         call.last_failure = (status, response, True)
         return True
+    timeout = timeout and own
     if advance is None:
         advance = timeout or bool(call.snap.advance[tg.name].match(str(status)))
     if advance and tg.route_advance.stop_on_18x_failure and rang:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
@@ -208,6 +210,29 @@ def test_a_6xx_from_a_contact_ends_the_search(tmp_path: Path) -> None:
     assert b_legs(out) == []
     finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
     assert finals == [603]
+
+
+@pytest.mark.parametrize(("desk", "soft", "heard"), [(486, 503, 486), (503, 480, 480)])
+def test_after_the_last_contact_the_caller_hears_the_best_failure(
+    tmp_path: Path, desk: int, soft: int, heard: int
+) -> None:
+    """carrier          sbc                desk (q=1)          soft (q=0.5)
+    |--INVITE DID---->|--INVITE---------->|                    |
+    |                 |<--------------486-|                    |
+    |                 |--INVITE-------------------------------->|
+    |                 |<-------------------------------------503|
+    |<-----------486--|                                         |
+    RFC 3261 §16.7 step 6: the lowest class, and a 503 only if every contact said so (one
+    desk phone out of service is not the account's). Each attempt keeps its own status."""
+    lab = registered(tmp_path)
+    ((inv1, _),) = b_legs(lab.feed(invite(user="15557770000"), CALLER))
+    ((inv2, to2),) = b_legs(answer(lab, inv1, DESK, desk))
+    assert to2 == SOFT
+    out = answer(lab, inv2, SOFT, soft)
+    finals = [m.status for m in only(out, CALLER) if isinstance(m, Response) and m.status >= 200]
+    assert finals == [heard]
+    (record,) = lab.ctrl.cdrs
+    assert [a["status"] for a in record["attempts"]] == [desk, soft]
 
 
 def test_a_contact_that_rings_too_long_is_cancelled_for_the_next(tmp_path: Path) -> None:
