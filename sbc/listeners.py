@@ -53,9 +53,11 @@ class Listeners:
         tcp: TcpPool,
         tls: ssl.SSLContext | None,
         shared: bool,
+        handshake_timeout: float = 10.0,
     ) -> None:
         """Bind every socket of ``listen``; ``tls``: the server context (None: no TLS
-        listener is opened); ``shared``: workers share each address (SO_REUSEPORT)."""
+        listener is opened), its handshakes closed after ``handshake_timeout`` seconds;
+        ``shared``: workers share each address (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         for x in listen:
             if x.transport == "udp":
@@ -79,6 +81,7 @@ class Listeners:
                 x.address,
                 x.port,
                 ssl=context,  # reloads load new certificates into this one
+                ssl_handshake_timeout=handshake_timeout if context else None,
                 reuse_address=True,
                 reuse_port=shared or None,
             )

@@ -3,6 +3,8 @@
 One identity serves both sides: TLS listeners present it to callers (and, with
 ``require_client_cert``, ask theirs: mutual TLS), TLS trunks present it to vendors and check
 the vendor's certificate and host name (``verify_peer``) against ``ca`` or the system store.
+Only a TLS listener needs a certificate: a node that only calls out over TLS may have none
+(or no node.tls at all: vendors verified against the system store).
 
 `sbc check` (``check``) resolves the paths against the config directory and builds both
 contexts once, so an unreadable or mismatched certificate is refused with file:line:field
@@ -74,28 +76,27 @@ def _trust(ctx: ssl.SSLContext, tls: TlsConfig, purpose: ssl.Purpose) -> None:
         ctx.load_default_certs(purpose)
 
 
-def wanted(config: Config) -> tuple[str | int, ...] | None:
-    """The config path of the first tls listener or tls trunk (None: TLS is not used)."""
+def listening(config: Config) -> tuple[str | int, ...] | None:
+    """The config path of the first tls listener (None: no TLS listener)."""
     for i, listen in enumerate(config.node.listen):
         if listen.transport == "tls":
             return ("node", "listen", i, "transport")
-    for i, tg in enumerate(config.trunk_groups):
-        for j, t in enumerate(tg.trunks):
-            if t.protocol == "tls":
-                return ("trunk_groups", i, "trunks", j, "protocol")
     return None
 
 
 def check(config: Config, root: Path, located: Locator) -> Config:
-    """The config with absolute node.tls paths, after building both contexts once."""
+    """The config with absolute node.tls paths, after building both contexts once. A TLS
+    listener needs our certificate; TLS trunks alone do not (a node that only calls out over
+    TLS verifies its vendors against ``ca`` or the system store, and shows no certificate of
+    its own unless one is given)."""
     tls = config.node.tls
-    where = wanted(config)
+    where = listening(config)
     if tls is None:
         if where is not None:
-            raise located.error(where, "tls needs node.tls (certificate and private_key)")
+            raise located.error(where, "a tls listener needs node.tls (certificate, private_key)")
         return config
-    for name in ("certificate", "private_key"):
-        if not getattr(tls, name):
+    for name, other in (("certificate", "private_key"), ("private_key", "certificate")):
+        if not getattr(tls, name) and (where is not None or getattr(tls, other)):
             raise located.error(("node", "tls", name), "required: a PEM file")
     tls = msgspec.structs.replace(tls, **{n: _absolute(root, getattr(tls, n)) for n in FILES})
     for name in FILES:
@@ -103,7 +104,8 @@ def check(config: Config, root: Path, located: Locator) -> Config:
         if path and not Path(path).is_file():
             raise located.error(("node", "tls", name), f"cannot read {path}")
     try:
-        server_context(tls)
+        if tls.certificate:
+            server_context(tls)
     except (ssl.SSLError, OSError) as e:
         raise located.error(("node", "tls", "certificate"), f"certificate or key: {e}") from None
     try:
@@ -120,12 +122,12 @@ class Contexts:
 
     def __init__(self, tls: TlsConfig | None) -> None:
         self.tls = tls
-        self.server: ssl.SSLContext | None = server_context(tls) if tls else None
+        self.server: ssl.SSLContext | None = _server(tls)
         self._client: ssl.SSLContext | None = client_context(tls) if tls else None
 
     def client(self) -> ssl.SSLContext:
-        if self._client is None:
-            raise ssl.SSLError("node.tls is not configured")
+        if self._client is None:  # no node.tls: TLS trunks verified against the system store
+            self._client = client_context(TlsConfig())
         return self._client
 
     def apply(self, tls: TlsConfig | None) -> str:
@@ -135,8 +137,13 @@ class Contexts:
             return ""
         try:
             client = client_context(tls)
-            self.server = server_context(tls, self.server)
+            if tls.certificate:
+                self.server = server_context(tls, self.server) if self.server else _server(tls)
         except (ssl.SSLError, OSError) as e:
             return str(e)
         self.tls, self._client = tls, client
         return ""
+
+
+def _server(tls: TlsConfig | None) -> ssl.SSLContext | None:
+    return server_context(tls) if tls is not None and tls.certificate else None

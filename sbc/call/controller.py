@@ -272,6 +272,9 @@ class CallController:
             self._on_cancel(tx, req, now)
             return
         src = ev.source
+        if req.uri[:5].lower() == "sips:" and src.transport != "tls":  # TLS each hop: RFC 5630
+            self.out.respond(tx, 416, now, "SIPS Requires TLS")
+            return
         if req.method == "INVITE":
             self.intake.invite(tx, req, src, now)
             return

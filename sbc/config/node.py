@@ -302,7 +302,8 @@ class DnsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
 
 
 class TlsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """The one TLS identity of TLS listeners and TLS trunks (RFC 3261 §26.2.1, RFC 5630)."""
+    """The one TLS identity of TLS listeners and TLS trunks (RFC 3261 §26.2.1, RFC 5630);
+    certificate and private_key are required by a TLS listener only."""
 
     certificate: Annotated[
         str, d("PEM certificate chain we present, relative to the config directory.")
@@ -317,6 +318,13 @@ class TlsConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     require_client_cert: Annotated[
         bool, d("Toward callers: mutual TLS, a caller without a certificate ca trusts is refused.")
     ] = False
+    handshake_timeout: Annotated[
+        float,
+        d(
+            "Seconds a caller's TLS handshake may take before its connection is closed (a stalled handshake holds a socket)."
+        ),
+        Meta(gt=0, le=60),
+    ] = 10.0
 
 
 class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -71,6 +72,7 @@ node:
     ca: tls/ca.pem
     verify_peer: true
     require_client_cert: MTLS
+    handshake_timeout: 1
 relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
 trunk_groups:
   - {{name: carrier-tls, relationship: carrier-a, direction: origination, routeplan: default,
@@ -145,6 +147,22 @@ def test_check_refuses_tls_without_node_tls(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "sbc.yaml:5: node.listen[1].transport: " in out.stderr, out.stderr
     assert "node.tls" in out.stdout + out.stderr
+
+
+def test_a_stalled_handshake_is_closed_after_handshake_timeout(
+    node: tuple[harness.Sbc, Path],
+) -> None:
+    """A caller that opens TCP to the TLS port and never says ClientHello holds a socket
+    until node.tls.handshake_timeout (1 s here; asyncio's own default is 60 s)."""
+    with socket.create_connection(("127.0.0.1", TLS), timeout=10) as s:
+        opened = time.monotonic()
+        try:
+            got = s.recv(1)
+        except ConnectionResetError:
+            got = b""
+        took = time.monotonic() - opened
+    assert got == b"" and 0.8 <= took < 5, (got, took)
+    assert node[0].alive()
 
 
 def test_a_tls_call_fails_over_past_a_bad_certificate(

@@ -12,7 +12,7 @@ import pytest
 
 from sbc import tlsctx
 from sbc.config.loader import ConfigError, load_config
-from sbc.sip.message import Request, make_response
+from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
 from tests.helpers import Lab, invite
 
@@ -67,6 +67,33 @@ def test_tls_without_node_tls_is_refused_at_the_first_user(tmp_path: Path, certs
     e = refused(tmp_path, certs, "")
     assert (e.line, e.field) == (4, "node.listen[1].transport")
     assert "node.tls" in e.message
+    e = refused(tmp_path, certs, "tls: {ca: tls/a.pem}")  # a listener shows our certificate
+    assert e.field == "node.tls.certificate" and "required" in e.message
+
+
+def test_tls_trunks_alone_need_no_certificate(tmp_path: Path, certs: Path) -> None:
+    """A node that only calls out over TLS: no node.tls at all (vendors verified against the
+    system store, no certificate of ours), or node.tls with a ca only; a certificate without
+    its key is still refused."""
+    outbound_only = BASE.replace("    - {address: 127.0.0.1, port: 5061, transport: tls}\n", "")
+    (tmp_path / "sbc.yaml").write_text(outbound_only.replace("TLS", ""))
+    config = load_config(tmp_path)
+    assert config.node.tls is None
+    ctx = tlsctx.Contexts(config.node.tls)
+    assert ctx.server is None
+    client = ctx.client()
+    assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
+    directory(tmp_path, certs, "")
+    (tmp_path / "sbc.yaml").write_text(outbound_only.replace("TLS", "tls: {ca: tls/a.pem}"))
+    tls = load_config(tmp_path).node.tls
+    assert tls is not None and tls.ca == str(tmp_path / "tls" / "a.pem") and not tls.certificate
+    assert tlsctx.Contexts(tls).server is None
+    (tmp_path / "sbc.yaml").write_text(
+        outbound_only.replace("TLS", "tls: {certificate: tls/a.pem}")
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path)
+    assert e.value.field == "node.tls.private_key"
 
 
 def test_missing_and_mismatched_files_are_refused(tmp_path: Path, certs: Path) -> None:
@@ -131,3 +158,22 @@ def test_a_sips_contact_in_a_302_is_followed_over_tls(tmp_path: Path, certs: Pat
     out = lab.feed(moved, first)
     (b2,) = [m for m, t in out if isinstance(m, Request) and m.method == "INVITE" and t == first]
     assert b2.uri.startswith("sips:1555999@127.0.0.2") and b2 is not b1
+
+
+def test_a_sips_request_over_udp_gets_416_and_over_tls_is_routed(
+    tmp_path: Path, certs: Path
+) -> None:
+    """carrier --INVITE sips:...(UDP)--> sbc: 416 SIPS Requires TLS (a sips: URI is TLS on
+    every hop, RFC 3261 §26.2.2, RFC 5630 §3.1); the same INVITE over TLS is a call."""
+    lab = Lab(load_config(directory(tmp_path, certs, GOOD)))
+    sips = invite().replace(b"INVITE sip:", b"INVITE sips:")
+    out = lab.feed(sips, Target("udp", "127.0.0.1", 5070))
+    assert [(m.status, m.reason) for m, _ in out if isinstance(m, Response)] == [
+        (416, "SIPS Requires TLS")
+    ]
+    caller = Target("tls", "127.0.0.1", 40000)
+    over_tls = sips.replace(b"SIP/2.0/UDP 127.0.0.1:5070", b"SIP/2.0/TLS 127.0.0.1:40000")
+    out = lab.feed(over_tls, caller)
+    assert [m.method for m, t in out if isinstance(m, Request) and t.transport == "tls"] == [
+        "INVITE"
+    ]
