@@ -395,6 +395,9 @@ class BLegs:
         rel = self.reliable
         if resp.status < 200 and rel.reliably(call, resp, body):
 
+            if body:  # an offer or answer: our SDP on this leg from now on (RFC 3262 §5)
+                sessiontimer.sent(call, "a", body)
+
             def go(now: float) -> None:
                 if call.state == "routing" and not call.cancelled:
                     with_rseq = [*headers, *rel.headers(call)]
@@ -489,7 +492,8 @@ class BLegs:
         if b is not None:
             b.update = sessiontimer.allows_update(resp)
             call.sessions["b"] = b
-            sessiontimer.sent(call, "b", attempt.invite.body if call.a_invite.body else b"")
+            ours = attempt.invite.body if call.a_invite.body else attempt.early_sdp
+            sessiontimer.sent(call, "b", ours)  # the INVITE's offer, or a PRACK's answer
         self.sessions.start(call, now)
         self.watch.start(call, now)
         limit = ladder.max_call_duration(attempt)

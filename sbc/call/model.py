@@ -94,6 +94,7 @@ class Attempt:
     # PRACK held for the caller's, which brings the answer (RFC 3262 §5, sbc.call.reliable)
     prack_held: tuple[str, Dialog] | None = None
     early_answered: bool = False  # that offer was answered: later SDP in it is no new offer
+    early_sdp: bytes = b""  # our answer in that PRACK: a re-INVITE refresh sends it (RFC 4028)
 
     @property
     def done(self) -> bool:

@@ -97,7 +97,7 @@ class Reliable:
         """The caller's PRACK answered the offer in the vendor's reliable 18x: our held
         PRACK goes with ``body`` (rewritten by rtpengine when anchored)."""
         held, attempt.prack_held = attempt.prack_held, None
-        attempt.early_answered = True
+        attempt.early_answered, attempt.early_sdp = True, body
         if held is not None and not attempt.done:
             self._prack(attempt, held[0], held[1], body, now)
 

@@ -222,3 +222,44 @@ def test_a_new_offer_in_the_callers_prack_crosses_as_an_early_update(tmp_path: P
     (a_ok,) = only(lab.run(), CALLER)
     assert isinstance(a_ok, Response) and (a_ok.status, a_ok.cseq_method) == (200, "PRACK")
     assert a_ok.body == REWRITTEN
+
+
+def test_after_a_late_offer_answered_in_prack_our_refreshes_carry_that_sdp(
+    tmp_path: Path,
+) -> None:
+    """Unanchored, session_timer on the vendor (RFC 4028), the vendor allows no UPDATE:
+
+    caller                 sbc                                   vendor
+    |--INVITE, no SDP------>|--INVITE, no SDP, SE: 120----------->|
+    |<--183 RSeq, offer-----|<--183 Require: 100rel, RSeq 7, offer-|
+    |--PRACK, answer------->|--PRACK, answer--------------------->|
+    |<--200 (no SDP)--------|<--200 SE: 120;refresher=uac (no UPDATE in Allow)
+    |        60 s           |--re-INVITE SE: 120, the PRACK's answer-->|  (not an empty offer)
+    """
+    lab = lab_with(
+        tmp_path,
+        """
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-1, relationship: vendor-x, direction: termination,
+     session_timer: {expires: 120}, trunks: [{ip: 127.0.0.1, port: 5081}]}
+""",
+        base=BASE_ONE_VENDOR,
+    )
+    ((b_inv, _),) = b_legs(lab.feed(late_invite("Supported: 100rel\r\n"), CALLER))
+    (a183,) = only(lab.feed(reliable_183(b_inv, VENDOR_SDP), V1), CALLER)
+    assert isinstance(a183, Response)
+    (prack,) = only(lab.feed(caller_prack(a183, CALLER_SDP), CALLER), V1)
+    lab.feed(make_response(prack, 200), V1)  # type: ignore[arg-type]
+    allow = ("Allow", "INVITE, ACK, BYE, CANCEL")
+    ok = make_response(
+        b_inv, 200, to_tag="v1",
+        headers=[VENDOR_CONTACT, allow, ("Session-Expires", "120;refresher=uac")],
+    )  # fmt: skip
+    (a200,) = only(lab.feed(ok, V1), CALLER)
+    assert isinstance(a200, Response) and a200.status == 200
+    lab.feed(request("ACK", "a-leg-1@10.1.1.1", "caller1", a200.to.tag, 1, CALLER), CALLER)
+    refreshes = [m for m in only(lab.advance(60.0), V1) if isinstance(m, Request)]
+    assert [(m.method, m.body) for m in refreshes] == [("INVITE", CALLER_SDP)]
+    assert refreshes[0].get("Session-Expires") == "120;refresher=uac"
