@@ -26,7 +26,7 @@ from routing.health import Key
 from sbc import manipulate
 from sbc.call import attempt as ladder
 from sbc.call import forking, headers, hunt, identity, media, redirect, sessiontimer
-from sbc.call.headers import ALLOW, crossing, tcp_twin, trunk_target
+from sbc.call.headers import ALLOW, crossing, sips_uri, tcp_twin, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
 from sbc.call.mediawatch import MediaWatch
@@ -385,7 +385,7 @@ class BLegs:
     def relay_to_a(self, call: Call, resp: Response, now: float, body: bytes | None = None) -> None:
         a = call.a_invite
         headers = identity.to_caller(call, crossing(resp))  # connected identity (RFC 3325)
-        headers.append(("Contact", self.out.contact_value(call.source)))
+        headers.append(("Contact", self.out.contact_value(call.source, sips_uri(a.uri))))
         headers += [("Record-Route", str(rr)) for rr in a.record_routes]
         body = resp.body if body is None else body
         if resp.status >= 200:
@@ -394,7 +394,6 @@ class BLegs:
             sessiontimer.sent(call, "a", body)
         rel = self.reliable
         if resp.status < 200 and rel.reliably(call, resp, body):
-
             if body:  # an offer or answer: our SDP on this leg from now on (RFC 3262 §5)
                 sessiontimer.sent(call, "a", body)
 

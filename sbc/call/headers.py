@@ -113,9 +113,19 @@ def via(snap: Snapshot, transport: str, branch_id: str, peer: str = "") -> Via:
     return Via(transport.upper(), host, port, {"branch": branch, "rport": None}, raw)
 
 
-def contact(snap: Snapshot, transport: str, user: str = "sbc", peer: str = "") -> NameAddr:
+def sips_uri(uri: str) -> bool:
+    """Is this (unparsed) URI a sips: one? Schemes are case-insensitive (RFC 3261 §19.1.4)."""
+    return uri[:5].lower() == "sips:"
+
+
+def contact(
+    snap: Snapshot, transport: str, user: str = "sbc", peer: str = "", sips: bool = False
+) -> NameAddr:
+    """Our Contact; ``sips``: a sips: URI (the dialog's request was sips, RFC 3261 §12.1.1),
+    TLS by its scheme, with no transport parameter (RFC 5630 §3.1.3)."""
     host, port = local(snap, transport, peer)
-    uri = Uri("sip", user, None, uri_host(host), port, Target(transport, host, port).uri_params)
+    params = "" if sips else Target(transport, host, port).uri_params
+    uri = Uri("sips" if sips else "sip", user, None, uri_host(host), port, params)
     return NameAddr(None, uri, {}, str(uri))
 
 

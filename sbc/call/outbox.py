@@ -29,9 +29,9 @@ class Outbox:
         self.notices: list[Notice] = []
         self.commands: list[Command | MediaCommand] = []
         self.wall_offset = 0.0  # wall clock = now + wall_offset (time of day, records)
-        # Our Contact by (transport, user, peer's family), and its header value, for the
-        # snapshot it was made from: the same for every call, so not rebuilt per message.
-        self._contacts: dict[tuple[str, str, int], tuple[NameAddr, str]] = {}
+        # Our Contact by (transport, user, peer's family, sips), and its header value, for
+        # the snapshot it was made from: the same for every call, so not rebuilt per message.
+        self._contacts: dict[tuple[str, str, int, bool], tuple[NameAddr, str]] = {}
         self._contacts_of: Snapshot | None = None
 
     def notice(self, event: str, call: Call | None, **fields: Any) -> None:
@@ -112,19 +112,22 @@ class Outbox:
     ) -> NameAddr:
         return self._contact(*_toward(peer, dialog), user)[0]
 
-    def contact_value(self, peer: Target | str) -> str:
-        """Our Contact as a header value (a response's, RFC 3261 §12.1.1)."""
-        return self._contact(*_toward(peer, None), "sbc")[1]
+    def contact_value(self, peer: Target | str, sips: bool = False) -> str:
+        """Our Contact as a header value (a response's, RFC 3261 §12.1.1: a sips: URI when
+        the dialog's request was, ``sips``)."""
+        return self._contact(*_toward(peer, None), "sbc", sips)[1]
 
-    def _contact(self, transport: str, host: str, user: str) -> tuple[NameAddr, str]:
-        fam = 6 if ":" in host else 4 if host else 0
+    def _contact(
+        self, transport: str, host: str, user: str, sips: bool = False
+    ) -> tuple[NameAddr, str]:
+        key = (transport, user, 6 if ":" in host else 4 if host else 0, sips)
         snap = self.snapshot
         if self._contacts_of is not snap:  # a reload may move our address
             self._contacts, self._contacts_of = {}, snap
-        found = self._contacts.get((transport, user, fam))
+        found = self._contacts.get(key)
         if found is None:
-            na = headers.contact(snap, transport, user, host)
-            found = self._contacts[(transport, user, fam)] = (na, str(na))
+            na = headers.contact(snap, transport, user, host, sips)
+            found = self._contacts[key] = (na, str(na))
         return found
 
 

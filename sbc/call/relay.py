@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sbc.call import identity, refer, sessiontimer
-from sbc.call.headers import crossing, local, uri_host
+from sbc.call.headers import crossing, local, sips_uri, uri_host
 from sbc.call.media import Media, Reply, rejects, sdp_of
 from sbc.call.model import Attempt, Call, Headers, Leg, Relay, other
 from sbc.call.outbox import Outbox
@@ -215,7 +215,8 @@ class Relayer:
         call, server = relay.call, relay.server
         extra = identity.in_dialog(call, other(relay.to_leg), crossing(resp))
         if server.request.method in ("INVITE", "UPDATE") and resp.status < 300:
-            extra.append(("Contact", self.out.contact_value(server.source)))
+            sips = relay.to_leg == "b" and sips_uri(call.a_invite.uri)  # the caller's dialog
+            extra.append(("Contact", self.out.contact_value(server.source, sips)))
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
             dialog = _dialog(call, relay.to_leg)
             if server.request.body:

@@ -160,11 +160,12 @@ def test_a_sips_contact_in_a_302_is_followed_over_tls(tmp_path: Path, certs: Pat
     assert b2.uri.startswith("sips:1555999@127.0.0.2") and b2 is not b1
 
 
-def test_a_sips_request_over_udp_gets_416_and_over_tls_is_routed(
+def test_a_sips_request_over_udp_gets_416_over_tls_a_call_with_a_sips_contact(
     tmp_path: Path, certs: Path
 ) -> None:
     """carrier --INVITE sips:...(UDP)--> sbc: 416 SIPS Requires TLS (a sips: URI is TLS on
-    every hop, RFC 3261 §26.2.2, RFC 5630 §3.1); the same INVITE over TLS is a call."""
+    every hop, RFC 3261 §26.2.2, RFC 5630 §3.1); the same INVITE over TLS is a call, and
+    our Contact in its 200 is sips:."""
     lab = Lab(load_config(directory(tmp_path, certs, GOOD)))
     sips = invite().replace(b"INVITE sip:", b"INVITE sips:")
     out = lab.feed(sips, Target("udp", "127.0.0.1", 5070))
@@ -174,6 +175,11 @@ def test_a_sips_request_over_udp_gets_416_and_over_tls_is_routed(
     caller = Target("tls", "127.0.0.1", 40000)
     over_tls = sips.replace(b"SIP/2.0/UDP 127.0.0.1:5070", b"SIP/2.0/TLS 127.0.0.1:40000")
     out = lab.feed(over_tls, caller)
-    assert [m.method for m, t in out if isinstance(m, Request) and t.transport == "tls"] == [
-        "INVITE"
-    ]
+    (b_inv,) = [m for m, t in out if isinstance(m, Request) and t.transport == "tls"]
+    assert b_inv.method == "INVITE"
+    ok = make_response(b_inv, 200, to_tag="v1", headers=[("Contact", "<sip:v@127.0.0.2:5061>")])
+    out = lab.feed(ok, Target("tls", "127.0.0.2", 5061))
+    (a_ok,) = [m for m, t in out if isinstance(m, Response) and t == caller]
+    # RFC 3261 §12.1.1: the dialog's request was sips, so is our Contact (RFC 5630 §3.1.3:
+    # no transport=tls)
+    assert a_ok.status == 200 and a_ok.get("Contact") == "<sips:sbc@127.0.0.1:5061>"
