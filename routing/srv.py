@@ -267,6 +267,15 @@ class Resolutions:
         services = sorted(entry.answer.services, key=lambda s: s.priority)
         return [t for s in services for t in s.targets]
 
+    def domain_of(self, target: Target) -> str | None:
+        """The name a TLS host trunk's resolved address must prove in its certificate: the
+        trunk's own domain, not the SRV target's or the IP (RFC 5922 §4.1, RFC 3263 §4).
+        None: not an address a TLS host trunk resolved to."""
+        for (protocol, host, _), entry in self.entries.items():
+            if protocol == "tls" and entry.answer and target in entry.answer.addresses():
+                return host
+        return None
+
     def watched(self) -> dict[tuple[str, str, int], tuple[str, Monitoring]]:
         """Each resolved address of a monitored trunk group, with its policy (the first
         trunk group naming it decides)."""

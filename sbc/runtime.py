@@ -174,6 +174,7 @@ class Runtime:
         self.tls = tlsctx.Contexts(node.tls)  # node.tls: listeners and TLS trunks
         self.tcp = TcpPool(self, self.now, lambda: self.controller.snapshot.config.node.tcp)
         self.tcp.tls = self.tls.client
+        self.tcp.names = self.controller.monitor.dns.domain_of  # TLS host trunks: RFC 5922
         self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
         self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
         self._timer: asyncio.TimerHandle | None = None

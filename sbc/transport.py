@@ -124,6 +124,8 @@ class TcpPool:
         self.busy = busy  # does this host have live calls (kept however idle)?
         self.event = event  # a log line: (event, **fields)
         self.tls = tls  # the client context toward TLS trunks (sbc.tlsctx), at each connect
+        # the name a TLS peer's certificate must carry, when not its IP: a host trunk's domain
+        self.names: Callable[[Target], str | None] = lambda target: None
         self.cap = tcpguard.Cap()
         self.inbound = 0  # inbound connections held
         self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0}
@@ -150,16 +152,18 @@ class TcpPool:
         loop = asyncio.get_running_loop()
         tls = target.transport == "tls"
         try:
-            # TLS: the trunk's host (its IP) is the name its certificate must carry (RFC 5922
-            # §7.2: an IP SAN); a failed verification is an OSError like a refused connect.
+            # TLS: the name the peer's certificate must carry is a host trunk's domain (RFC
+            # 5922 §4.1), else its IP (§7.2: an IP SAN); a failed verification is an OSError
+            # like a refused connect.
             ctx = (self.tls() if self.tls else ssl.create_default_context()) if tls else None
+            name = (self.names(target) or target.host) if tls else None
             transport, conn = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: TcpConnection(self, inbound=False, transport=target.transport),
                     target.host,
                     target.port,
                     ssl=ctx,
-                    server_hostname=target.host if tls else None,
+                    server_hostname=name,
                 ),
                 timeout=5.0,
             )

@@ -19,7 +19,9 @@ its live leases back (a restarted Redis starts empty) and decides through Redis 
 
 Registration bindings live in the hash ``sbc:reg`` (field ``<trunk group> <username>
 <contact>``: an account may hold several contacts), are written through on every REGISTER
-and read back into each node's mirror on every heartbeat.
+and read back into each node's mirror on every heartbeat. A field gone from the hash since
+the last heartbeat was removed by another node (an unregister, RFC 3261 §10.2.2): the
+mirror forgets it then, not when it would have expired.
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ class RedisStore:
         self.nodes = 1  # live nodes last seen: a node alone takes 1/nodes of each limit
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._fields: set[str] = set()  # sbc:reg's fields at the last heartbeat
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -265,9 +268,15 @@ class RedisStore:
                 await asyncio.wait_for(self.client.hdel(REGISTRATIONS, *stale), self.timeout)
 
     def _merge_bindings(self, raw: dict[Any, Any]) -> list[Any]:
-        """Bring the fleet's live bindings into the mirror; return the expired fields."""
+        """Bring the fleet's live bindings into the mirror, and forget those another node
+        removed since the last heartbeat; return the expired fields."""
         wall = time.time()
         stale = []
+        fields = {n.decode() if isinstance(n, bytes) else str(n) for n in raw}
+        for gone in self._fields - fields:  # unregistered at another node
+            tg, username, contact = [*gone.split(" ", 2), "", ""][:3]
+            self.memory.unbind(tg, username, contact)
+        self._fields = fields
         for name, value in raw.items():
             try:
                 b = Binding(**json.loads(value))

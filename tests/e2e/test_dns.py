@@ -7,6 +7,7 @@ dnsmasq (no upstream, no /etc/hosts) serves:
                            SRV 2 10 7282 two.vendor.test     (priority 2: then)
     one/two.vendor.test    A 127.0.0.1
     _sip._udp.ttl.test     SRV 1 10 7283 (later: 7284) ...   (TTL 4 s: dnsmasq's local-ttl)
+    _sips._tcp.secure.test SRV 1 10 7291 edge.secure.test    (a TLS vendor)
 
 The trunk group `vendor-dns` has one trunk, `{host: vendor.test}`, OPTIONS every 1 s. sbc
 resolves NAPTR -> SRV -> A, tries priority 1 first, and keeps health per address:
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import harness
 import pytest
+
+from tests.e2e import tlspeers
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +83,8 @@ host-record=one.vendor.test,127.0.0.1
 host-record=two.vendor.test,127.0.0.1
 srv-host=_sip._udp.ttl.test,host.ttl.test,{ttl_port},1,10
 host-record=host.ttl.test,127.0.0.1
+srv-host=_sips._tcp.secure.test,edge.secure.test,7291,1,10
+host-record=edge.secure.test,127.0.0.1
 """
 
 
@@ -274,3 +279,56 @@ def test_a_changed_record_is_used_after_its_ttl_and_a_dead_server_keeps_the_last
         finally:
             assert sbc.alive(), sbc.log_path.read_text()[-3000:]
             assert sbc.stop() == 0
+
+
+TLS_CONFIG = """
+node:
+  listen: [{address: 127.0.0.1, port: 7260, transport: udp}]
+  flood: {exempt: [127.0.0.1]}
+  dns: {servers: ["127.0.0.1:7253"], retry: 1, timeout: 0.5}
+  workers: 1
+  tls: {ca: tls/ca.pem}
+relationships: [{name: carrier-a}, {name: vendor-x}]
+trunk_groups:
+  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: r,
+     trunks: [{ip: 127.0.0.1}]}
+  - {name: vendor-tls, relationship: vendor-x, direction: termination,
+     trunks: [{host: secure.test, protocol: tls}]}
+routeplans: [{name: r, routes: [{prefix: "", trunk_groups: [vendor-tls]}]}]
+"""
+
+
+@pytest.mark.parametrize(("san", "answered"), [("DNS:secure.test", True), ("IP:127.0.0.1", False)])
+def test_a_tls_host_trunk_verifies_the_vendors_certificate_against_its_domain(
+    dnsmasq: Dnsmasq, tmp_path: Path, san: str, answered: bool
+) -> None:
+    """sipp --UDP--> sbc --TLS--> edge.secure.test:7291 (_sips._tcp.secure.test SRV).
+    RFC 5922 §4.1: the vendor's certificate must name secure.test, the domain of the trunk,
+    not the address it resolved to: a certificate for DNS:secure.test alone is accepted, one
+    for IP:127.0.0.1 alone fails the handshake (outcome transport, 503 to the caller). A node
+    that only calls out over TLS has no certificate of its own (node.tls: {ca: ...})."""
+    config = tmp_path / "config"
+    certs = config / "tls"
+    certs.mkdir(parents=True)
+    tlspeers.make_ca(certs, "ca")
+    tlspeers.make_cert(certs, "vendor", "ca", san=san)
+    (config / "sbc.yaml").write_text(TLS_CONFIG)
+    vendor = tlspeers.Uas(7291, certs / "vendor.pem", certs / "vendor.key")
+    sbc = harness.start_sbc(tmp_path / "sbc", config, port=PORT)
+    try:
+        sbc.wait_events("dns.resolved", 1)
+        r = calls("15551230000", 1, tmp_path / "uac")
+        (end,) = [e for e in sbc.wait_events("call.end", 1)]
+        (attempt,) = end["attempts"]  # type: ignore[misc]
+        if answered:
+            assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
+            assert vendor.handshakes == 1 and attempt["trunk"] == "127.0.0.1:7291"
+        else:
+            assert r.count("SuccessfulCall") == 0 and end["status"] == 503, end
+            assert vendor.handshakes == 0 and attempt["outcome"] == "transport"
+            errors = [str(e["detail"]) for e in sbc.events("transport.error")]
+            assert any("CERTIFICATE_VERIFY_FAILED" in e for e in errors), errors
+    finally:
+        vendor.close()
+        assert sbc.alive(), sbc.log_path.read_text()[-3000:]
+        assert sbc.stop() == 0

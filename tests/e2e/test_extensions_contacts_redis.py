@@ -17,6 +17,7 @@ control :7324-7326, sipp media :7346, :7376, :7387.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -26,6 +27,11 @@ from pathlib import Path
 import harness
 import pytest
 import redis
+import structlog
+
+from sbc.state import Bind, Binding
+from sbc.state.memory import MemoryStore
+from sbc.state.redis import RedisStore
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +127,52 @@ def test_node_b_tries_the_contacts_registered_at_node_a_in_q_order(
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_an_unregister_at_one_node_reaches_the_others_at_their_next_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """Two nodes' stores (sbc.state.redis) on a real Redis. desk and soft register through
+    node A; node B's heartbeat mirrors both. desk unregisters at A (Expires: 0, RFC 3261
+    §10.2.2): A deletes its field, and B's next heartbeat forgets desk at once, not at its
+    expiry an hour later; soft stays."""
+    server = harness.Redis(REDIS_PORT, tmp_path / "redis").start()
+
+    def store(name: str) -> RedisStore:
+        return RedisStore(
+            server.url, memory=MemoryStore(), on_verdict=lambda token, denied: None,
+            now=time.monotonic, log=structlog.get_logger(), lease_ttl=3, node_id=name,
+        )  # fmt: skip
+
+    def contact(line: str, expires_at: float) -> Binding:
+        return Binding(
+            "pbx", "pbx1", "udp", "127.0.0.1", DESK,
+            f"sip:trunk-pbx1@127.0.0.1:{DESK};line={line}", expires_at,
+        )  # fmt: skip
+
+    async def run() -> tuple[list[str], list[str]]:
+        a, b = store("node-a"), store("node-b")
+        await a.start()
+        await b.start()
+        try:
+            hour = time.time() + 3600
+            a.submit(Bind((contact("desk", hour), contact("soft", hour)), 1), time.monotonic())
+            await asyncio.gather(*list(a._tasks))  # A's HSETs landed
+            await b.beat()
+            before = [x.contact for x in b.memory.contacts_of("pbx", "pbx1", time.time())]
+            a.submit(Bind((contact("desk", 0),), 2), time.monotonic())
+            await asyncio.gather(*list(a._tasks))  # A's HDEL landed
+            await b.beat()
+            after = [x.contact for x in b.memory.contacts_of("pbx", "pbx1", time.time())]
+            return before, after
+        finally:
+            await a.stop()
+            await b.stop()
+
+    try:
+        before, after = asyncio.run(run())
+    finally:
+        server.stop()
+    desk, soft = (f"sip:trunk-pbx1@127.0.0.1:{DESK};line={x}" for x in ("desk", "soft"))
+    assert sorted(before) == [desk, soft]
+    assert after == [soft]

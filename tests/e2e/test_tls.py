@@ -137,7 +137,8 @@ def cdrs(sbc: harness.Sbc, count: int) -> list[dict[str, object]]:
 
 def test_check_refuses_tls_without_node_tls(tmp_path: Path) -> None:
     text = config()
-    (tmp_path / "sbc.yaml").write_text(text.split("  tls:\n")[0] + text.split("false\n", 1)[1])
+    without = text.split("  tls:\n")[0] + text.split("handshake_timeout: 1\n", 1)[1]
+    (tmp_path / "sbc.yaml").write_text(without)
     out = subprocess.run(
         [sys.executable, "-m", "sbc.cli", "check", "--config", str(tmp_path)],
         capture_output=True,

@@ -129,6 +129,19 @@ def test_ttl_expiry_retry_and_the_last_good_answer_kept(tmp_path: Path) -> None:
     assert dns.entries == {}
 
 
+def test_a_tls_host_trunks_addresses_must_prove_its_domain(tmp_path: Path) -> None:
+    """RFC 5922 §4.1: the certificate of an address _sips._tcp.secure.test resolved to must
+    name secure.test (not the SRV target, not the IP); a UDP host trunk's has no such name."""
+    config = load(tmp_path, "{host: secure.test, protocol: tls}, {host: vendor.test}")
+    dns = Resolutions(lambda: 0.5)
+    dns.want(config.trunk_groups, now=0)
+    tls_a = Target("tls", A.host, 5061)
+    assert dns.resolved(("tls", "secure.test", 0), answer(tls_a), 0) == "changed"
+    assert dns.resolved(("udp", "vendor.test", 0), answer(B), 0) == "changed"
+    assert dns.domain_of(tls_a) == "secure.test"
+    assert dns.domain_of(B) is None and dns.domain_of(Target("tls", C.host, 5061)) is None
+
+
 def load(tmp_path: Path, trunks: str, monitoring: str = "") -> object:
     (tmp_path / "sbc.yaml").write_text(
         BASE.replace("[vendor-1, vendor-2]", "[vendor-dns, vendor-2]")
