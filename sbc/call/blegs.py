@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from media import ng
 from media.ng import Side, ip_family
 from routing.health import Key
+from routing.monitor import Monitor
 from sbc import manipulate
 from sbc.call import attempt as ladder
 from sbc.call import forking, headers, hunt, identity, media, redirect, sessiontimer
@@ -55,6 +56,9 @@ class Host(CallHost, Protocol):
     def observe(self, key: Key, ok: bool, error: str) -> None: ...
 
     def expect(self, call: Call, host: str) -> None: ...
+
+    @property
+    def monitor(self) -> Monitor: ...
 
 
 class BLegs:
@@ -334,7 +338,8 @@ class BLegs:
         if etg.redirects == "relay":
             return False
         if etg.redirects == "follow":
-            found = redirect.targets(etg, resp, attempt.n, call.followed)
+            resolved = self.host.monitor.dns.addresses  # host trunks' addresses
+            found = redirect.targets(etg, resp, attempt.n, call.followed, resolved)
             if found:
                 attempt.outcome = "redirected"
                 call.followed += len(found)

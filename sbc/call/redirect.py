@@ -9,7 +9,9 @@ Calls to a PBX that registered with us go to its binding (``registered``); and a
   route, highest q first (§20.10: equal q in the order given), at most ``MAX_TARGETS`` of
   them, and at most ``MAX_FOLLOWED`` for the whole call, so two vendors redirecting to each
   other cannot loop it. Only Contacts at a host of that trunk group's trunks are followed:
-  a 3xx must not steer our traffic (and its cost) to an address nobody configured.
+  a 3xx must not steer our traffic (and its cost) to an address nobody configured. For a
+  trunk named by host, those are the addresses it resolved to, and its domain itself (sent
+  to its first resolved address, the domain kept in the Request-URI as RFC 3263 §4 asks).
 - ``relay``: the 3xx is the caller's final answer, its Contacts with it.
 - ``fail``: a route-advance failure, as a 503 would be.
 
@@ -23,9 +25,10 @@ Calls to a PBX that registered with us go to its binding (``registered``); and a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sbc.config.schema import TrunkGroup
+from sbc.config.schema import Trunk, TrunkGroup
 from sbc.sip.errors import SipError
 from sbc.sip.grammar import Uri, parse_uri
 from sbc.sip.message import Response
@@ -58,18 +61,33 @@ def _q(value: str | None) -> float:
         return 0.0
 
 
-def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Redirect]:
+def targets(
+    etg: TrunkGroup,
+    resp: Response,
+    by: int,
+    followed: int,
+    resolved: Callable[[Trunk], list[Target]] | None = None,
+) -> list[Redirect]:
     """The attempts a 3xx from trunk group ``etg`` leads to (``followed``: redirected
-    attempts the call made so far)."""
+    attempts the call made so far; ``resolved``: a host trunk's addresses, routing.srv)."""
     room = min(MAX_TARGETS, MAX_FOLLOWED - followed)
     if room <= 0:
         return []
-    hosts = {t.ip: i for i, t in enumerate(etg.trunks) if t.type == "ip"}
+    hosts = {t.ip: i for i, t in enumerate(etg.trunks) if t.type == "ip" and t.ip}
+    domains: dict[str, Target] = {}  # a host trunk's domain -> its first resolved address
+    for i, t in enumerate(etg.trunks):
+        if t.type == "ip" and t.host and resolved is not None:
+            for n, address in enumerate(resolved(t)):
+                hosts.setdefault(address.host, i)
+                if n == 0:
+                    domains.setdefault(t.host.lower(), address)
+                    hosts.setdefault(t.host.lower(), i)
     ordered = sorted(enumerate(resp.contacts), key=lambda c: (-_q(c[1].params.get("q")), c[0]))
     out: list[Redirect] = []
     for _, contact in ordered:
         uri = contact.uri
-        index = hosts.get(uri.host.strip("[]"))  # an IPv6reference names the trunk's IP
+        name = uri.host.strip("[]").lower()  # an IPv6reference names the trunk's IP
+        index = hosts.get(name)
         if uri.scheme not in ("sip", "sips") or index is None or not uri.user:
             continue
         trunk = etg.trunks[index]
@@ -79,7 +97,10 @@ def targets(etg: TrunkGroup, resp: Response, by: int, followed: int) -> list[Red
         if transport not in ("udp", "tcp", "tls"):
             continue
         port = uri.port or (5061 if transport == "tls" else 5060)
-        target = Target(transport, uri.host.strip("[]"), port)
+        target = Target(transport, name, port)
+        if name in domains:  # the trunk's domain: where it resolved to (SRV's port if none)
+            address = domains[name]
+            target = Target(transport, address.host, uri.port or address.port)
         # The Contact is the new Request-URI (§8.1.3.4), without its header parameters.
         ruri = Uri(uri.scheme, uri.user, None, uri.host, uri.port, uri.params)
         out.append(Redirect(etg, index, target, ruri, by))

@@ -231,3 +231,48 @@ def test_calls_hunt_the_resolved_addresses_and_a_dead_one_goes_down_alone(
     assert [e["trunk"] for e in lab.events("trunk.down")] == ["udp:192.0.2.1:5070"]
     third = invite(branch="z9hG4bKn3").replace(b"a-leg-1@", b"a-leg-3@")
     assert [t for _, t in b_legs(lab.feed(third, CALLER))] == [B]
+
+
+@pytest.mark.parametrize(
+    ("contact", "to", "ruri"),
+    [
+        ("<sip:15559990000@192.0.2.2:5080>", B, "sip:15559990000@192.0.2.2:5080"),
+        ("<sip:15559990000@vendor.test>", A, "sip:15559990000@vendor.test"),
+    ],
+)
+def test_a_3xx_from_a_host_trunk_is_followed_to_its_addresses_or_its_domain(
+    tmp_path: Path, contact: str, to: Target, ruri: str
+) -> None:
+    """vendor.test resolved to A (priority 1) and B (priority 2):
+
+    caller          sbc                 A (vendor.test)           B
+    |--INVITE------->|--INVITE---------->|                        |
+    |                |<--302 Contact: B or vendor.test            |
+    |                |--ACK------------->|                        |
+    |                |--INVITE to B, or to vendor.test's first address (its domain in the
+    |                |  Request-URI, RFC 3263 §4)
+    A Contact at an address the trunk did not resolve to is not followed (the caller hears
+    the 302's failure through route advance: vendor-2)."""
+    lab = lab_with(tmp_path, DNS)
+    dns = lab.ctrl.monitor.dns
+    dns.want(lab.ctrl.snapshot.config.trunk_groups, lab.now)
+    dns.resolved(("udp", "vendor.test", 0), answer(A, B, ttl=60), lab.now)
+    ((first, where),) = b_legs(lab.feed(invite(), CALLER))
+    assert where == A
+    moved = make_response(first, 302, to_tag="r1", headers=[("Contact", contact)])
+    ((again, dest),) = b_legs(lab.feed(moved, A))
+    assert (dest, again.uri) == (to, ruri)
+    (call,) = lab.ctrl.calls.values()
+    assert [a.outcome for a in call.attempts][:1] == ["redirected"]
+
+
+def test_a_3xx_to_an_address_the_host_trunk_never_resolved_to_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    lab = lab_with(tmp_path, DNS)
+    dns = lab.ctrl.monitor.dns
+    dns.want(lab.ctrl.snapshot.config.trunk_groups, lab.now)
+    dns.resolved(("udp", "vendor.test", 0), answer(A, ttl=60), lab.now)
+    ((first, _),) = b_legs(lab.feed(invite(), CALLER))
+    moved = make_response(first, 302, to_tag="r1", headers=[("Contact", "<sip:1@192.0.2.9>")])
+    assert [t for _, t in b_legs(lab.feed(moved, A))] == [V2]  # route advance, not 192.0.2.9
