@@ -7,6 +7,11 @@ new one may stay. Pure: times and counts in, decisions out; sbc.transport acts o
 - **idle_timeout**: a connection that carried nothing either way (a CRLF keep-alive counts,
   RFC 5626 §4.4.1) for this long is closed, unless its host has live calls: their in-dialog
   requests may come back over it.
+- **keepalive_interval**: on a connection we opened (toward a vendor), a CRLF ping after
+  this many quiet seconds; the peer's CRLF pong, or any byte, answers it. None within
+  ``PONG_TIMEOUT`` and the flow has failed (RFC 5626 §4.4.1): the connection is closed and
+  its transactions fail as on a reset, so hunting moves on and a dead NAT binding or
+  firewall state is found before the next in-dialog request needs it.
 - **max_connections**: inbound connections held at once; one more is closed as it arrives
   (our own connections toward vendors never count nor are refused). A burst of refusals is
   one ``tcp.full`` line: the first refusal after the node was below the cap, and at most one
@@ -19,8 +24,9 @@ from typing import Literal
 
 from sbc.config.node import TcpConfig
 
-Close = Literal["header_timeout", "idle_timeout"]
+Close = Literal["header_timeout", "idle_timeout", "keepalive"]
 LOG_EVERY = 60.0  # seconds between two tcp.full lines while the cap holds
+PONG_TIMEOUT = 10.0  # RFC 5626 §4.4.1: a ping unanswered this long means the flow failed
 
 
 def verdict(
@@ -36,9 +42,21 @@ def verdict(
     return None
 
 
+def keepalive(
+    cfg: TcpConfig, now: float, last: float, ping_sent: float | None
+) -> Literal["ping", "dead"] | None:
+    """For a connection we opened, quiet since ``last``, our unanswered ping (if any) sent
+    at ``ping_sent``: ping now, or give the flow up?"""
+    if not cfg.keepalive_interval:
+        return None
+    if ping_sent is not None:
+        return "dead" if now - ping_sent >= PONG_TIMEOUT else None
+    return "ping" if now - last >= cfg.keepalive_interval else None
+
+
 def sweep_period(cfg: TcpConfig) -> float:
     """How often to look: a tenth of the shorter timeout, between 0.1 s and 1 s."""
-    timeouts = [t for t in (cfg.header_timeout, cfg.idle_timeout) if t]
+    timeouts = [t for t in (cfg.header_timeout, cfg.idle_timeout, cfg.keepalive_interval) if t]
     return min(1.0, max(0.1, min(timeouts) / 10)) if timeouts else 1.0
 
 

@@ -58,6 +58,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Target | None = None
         self.last = 0.0  # the last byte either way (loop time)
         self.pending_since: float | None = None  # first byte of the unfinished message
+        self.ping_sent: float | None = None  # our CRLF keep-alive awaiting its pong
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -81,6 +82,10 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is None or self.peer is None:
             return  # refused at the cap
         self.last = now = self.pool.now()
+        if self.ping_sent is not None:  # any byte answers our keep-alive
+            self.ping_sent = None
+            if data == b"\r\n" and not self.framer.pending:
+                return  # the pong (RFC 5626 §4.4.1), no message
         try:
             frames = self.framer.feed(data)
         except SipError as e:
@@ -128,7 +133,7 @@ class TcpPool:
         self.names: Callable[[Target], str | None] = lambda target: None
         self.cap = tcpguard.Cap()
         self.inbound = 0  # inbound connections held
-        self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0}
+        self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0, "keepalive": 0}
         self.connections: dict[Target, TcpConnection] = {}
         self._pending: dict[Target, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,6 +184,16 @@ class TcpPool:
         """Close the connections node.tcp says must go (sbc.tcpguard.verdict)."""
         cfg, now = self.config(), self.now()
         for peer, conn in list(self.connections.items()):
+            if not conn.inbound and conn.transport is not None:
+                alive = tcpguard.keepalive(cfg, now, conn.last, conn.ping_sent)
+                if alive == "ping":
+                    conn.transport.write(b"\r\n\r\n")
+                    conn.ping_sent = now
+                elif alive == "dead":
+                    self.closed["keepalive"] += 1
+                    conn.transport.abort()
+                    self.sink.on_transport_error(peer, "keep-alive: no pong in 10 s")
+                    continue
             why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, self.busy(peer.host))
             if why is not None and conn.transport is not None:
                 self.closed[why] += 1
@@ -207,6 +222,11 @@ class TcpPool:
                 "sbc_tcp_idle_timeouts_total",
                 "TCP connections closed: idle for node.tcp.idle_timeout.",
                 float(self.closed["idle_timeout"]),
+            ),
+            (
+                "sbc_tcp_keepalive_failures_total",
+                "Our TCP connections closed: a CRLF keep-alive ping got no pong in 10 s.",
+                float(self.closed["keepalive"]),
             ),
         ]
 

@@ -269,6 +269,13 @@ class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         ),
         Meta(ge=0),
     ] = 10.0
+    keepalive_interval: Annotated[
+        float,
+        d(
+            "Seconds a connection we opened (toward a vendor, TCP or TLS) may be quiet before we send a CRLF keep-alive ping (RFC 5626 §4.4.1); no pong within 10 s closes it and fails its transactions. 0 = no pings."
+        ),
+        Meta(ge=0),
+    ] = 0.0
     max_connections: Annotated[
         int,
         d("Inbound connections held at once; more are closed as they arrive. 0 = no limit."),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sbc.config.node import TcpConfig
 from sbc.sip.parser import StreamFramer
-from sbc.tcpguard import Cap, sweep_period, verdict
+from sbc.sip.transaction import Target
+from sbc.tcpguard import Cap, keepalive, sweep_period, verdict
+from sbc.transport import TcpPool
 
 CFG = TcpConfig(idle_timeout=120, header_timeout=10, max_connections=3)
 
@@ -46,3 +50,76 @@ def test_the_framer_says_when_part_of_a_message_waits() -> None:
     f = StreamFramer()
     assert f.feed(b"OPTIONS sip:x SIP/2.0\r\n") == [] and f.pending
     assert f.feed(b"Content-Length: 0\r\n\r\n") and not f.pending
+
+
+def test_keepalive_pings_a_quiet_connection_and_gives_up_after_the_pong_timeout() -> None:
+    """RFC 5626 §4.4.1: CRLF ping after keepalive_interval quiet seconds; 10 s for the pong."""
+    cfg = TcpConfig(keepalive_interval=30)
+    assert keepalive(cfg, now=129.9, last=100, ping_sent=None) is None
+    assert keepalive(cfg, now=130, last=100, ping_sent=None) == "ping"
+    assert keepalive(cfg, now=139.9, last=100, ping_sent=130) is None  # awaiting the pong
+    assert keepalive(cfg, now=140, last=100, ping_sent=130) == "dead"
+    assert keepalive(TcpConfig(), now=1e6, last=0, ping_sent=None) is None  # 0: no pings
+
+
+def test_our_connection_pings_and_a_silent_peer_fails_it_on_loopback() -> None:
+    """TcpPool toward a real TCP server on 127.0.0.1, its clock injected: the quiet
+    connection gets b"\\r\\n\\r\\n"; the pong b"\\r\\n" answers it (no message reaches the
+    sink); the next ping unanswered for 10 s closes it and reports a transport error."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.messages: list[bytes] = []
+            self.errors: list[str] = []
+
+        def on_message(self, data: bytes, source: Target) -> None:
+            self.messages.append(data)
+
+        def on_transport_error(self, target: Target, detail: str) -> None:
+            self.errors.append(detail)
+
+    async def run() -> tuple[list[bytes], Sink, int]:
+        got: list[bytes] = []
+        writers: list[asyncio.StreamWriter] = []
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            while data := await reader.read(64):
+                got.append(data)
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        clock = [1000.0]
+        sink = Sink()
+        pool = TcpPool(sink, lambda: clock[0], lambda: TcpConfig(keepalive_interval=30))
+        target = Target("tcp", "127.0.0.1", port)
+        pool.send(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n", target)
+        for _ in range(100):
+            await asyncio.sleep(0.01)  # the loop's I/O: connect, write, read
+            if got and target in pool.connections:
+                break
+        clock[0] += 30
+        pool.sweep()  # quiet for 30 s: ping
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if b"".join(got).endswith(b"\r\n\r\n\r\n"):
+                break
+        writers[0].write(b"\r\n")  # the pong
+        await writers[0].drain()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if pool.connections[target].ping_sent is None:
+                break
+        answered = pool.connections[target].ping_sent is None
+        clock[0] += 30
+        pool.sweep()  # ping again; this time the peer stays silent
+        clock[0] += 10
+        pool.sweep()
+        await asyncio.sleep(0.05)
+        server.close()
+        return got, sink, int(answered)
+
+    got, sink, answered = asyncio.run(run())
+    assert b"".join(got).endswith(b"\r\n\r\n\r\n\r\n\r\n")  # the message, then two pings
+    assert answered == 1 and sink.messages == []  # the pong is no message
+    assert sink.errors == ["keep-alive: no pong in 10 s"]
