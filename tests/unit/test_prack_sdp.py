@@ -138,18 +138,23 @@ def test_early_offer_the_vendors_answer_in_a_reliable_183_through_rtpengine(
     assert only(out, V1) == [] and lab.ng == []
 
 
-def test_late_offer_unanchored_the_prack_answer_crosses_as_it_is(tmp_path: Path) -> None:
-    lab = lab_with(
+def unanchored(tmp_path: Path, vendor: str = "") -> Lab:
+    """No rtpengine; ``vendor``: more of vendor-1's fields."""
+    return lab_with(
         tmp_path,
-        """
+        f"""
 trunk_groups:
-  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1}]}
-  - {name: vendor-1, relationship: vendor-x, direction: termination,
-     trunks: [{ip: 127.0.0.1, port: 5081}]}
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1}}]}}
+  - {{name: vendor-1, relationship: vendor-x, direction: termination,
+     {vendor}trunks: [{{ip: 127.0.0.1, port: 5081}}]}}
 """,
         base=BASE_ONE_VENDOR,
     )
+
+
+def test_late_offer_unanchored_the_prack_answer_crosses_as_it_is(tmp_path: Path) -> None:
+    lab = unanchored(tmp_path)
     ((b_inv, _),) = b_legs(lab.feed(late_invite("Require: 100rel\r\n"), CALLER))
     out = lab.feed(reliable_183(b_inv, VENDOR_SDP), V1)
     assert only(out, V1) == []
@@ -236,17 +241,7 @@ def test_after_a_late_offer_answered_in_prack_our_refreshes_carry_that_sdp(
     |<--200 (no SDP)--------|<--200 SE: 120;refresher=uac (no UPDATE in Allow)
     |        60 s           |--re-INVITE SE: 120, the PRACK's answer-->|  (not an empty offer)
     """
-    lab = lab_with(
-        tmp_path,
-        """
-trunk_groups:
-  - {name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{ip: 127.0.0.1}]}
-  - {name: vendor-1, relationship: vendor-x, direction: termination,
-     session_timer: {expires: 120}, trunks: [{ip: 127.0.0.1, port: 5081}]}
-""",
-        base=BASE_ONE_VENDOR,
-    )
+    lab = unanchored(tmp_path, "session_timer: {expires: 120}, ")
     ((b_inv, _),) = b_legs(lab.feed(late_invite("Supported: 100rel\r\n"), CALLER))
     (a183,) = only(lab.feed(reliable_183(b_inv, VENDOR_SDP), V1), CALLER)
     assert isinstance(a183, Response)
