@@ -136,6 +136,22 @@ VENDORS = """
 """
 
 
+def one_vendor_lab(tmp_path: Path, vendor: str = "") -> Lab:
+    """carrier-a (127.0.0.1) to vendor-1 alone (127.0.0.1:5081); ``vendor``: more of
+    vendor-1's fields, each followed by ", "."""
+    return lab_with(
+        tmp_path,
+        f"""
+trunk_groups:
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1}}]}}
+  - {{name: vendor-1, relationship: vendor-x, direction: termination,
+     {vendor}trunks: [{{ip: 127.0.0.1, port: 5081}}]}}
+""",
+        base=BASE_ONE_VENDOR,
+    )
+
+
 def ingress(limits: str = "{}", more: str = "") -> str:
     return (
         f"""

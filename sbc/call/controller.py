@@ -46,7 +46,7 @@ from sbc.call import attempt as ladder
 from sbc.call import ending, forking, hunt, indialog, registration
 from sbc.call.blegs import BLegs
 from sbc.call.gate import Gate
-from sbc.call.headers import trunk_target
+from sbc.call.headers import sips_uri, trunk_target
 from sbc.call.intake import Intake
 from sbc.call.media import Media
 from sbc.call.model import (
@@ -272,7 +272,7 @@ class CallController:
             self._on_cancel(tx, req, now)
             return
         src = ev.source
-        if req.uri[:5].lower() == "sips:" and src.transport != "tls":  # TLS each hop: RFC 5630
+        if sips_uri(req.uri) and src.transport != "tls":  # TLS on every hop (RFC 5630 §3.1)
             self.out.respond(tx, 416, now, "SIPS Requires TLS")
             return
         if req.method == "INVITE":

@@ -8,14 +8,13 @@ from pathlib import Path
 
 from sbc.sip.message import Request, Response, make_response
 from tests.helpers import (
-    BASE_ONE_VENDOR,
     CALLER,
     SDP,
     V1,
     Lab,
     b_legs,
     invite,
-    lab_with,
+    one_vendor_lab,
     only,
     request,
 )  # fmt: skip
@@ -138,23 +137,8 @@ def test_early_offer_the_vendors_answer_in_a_reliable_183_through_rtpengine(
     assert only(out, V1) == [] and lab.ng == []
 
 
-def unanchored(tmp_path: Path, vendor: str = "") -> Lab:
-    """No rtpengine; ``vendor``: more of vendor-1's fields."""
-    return lab_with(
-        tmp_path,
-        f"""
-trunk_groups:
-  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{{ip: 127.0.0.1}}]}}
-  - {{name: vendor-1, relationship: vendor-x, direction: termination,
-     {vendor}trunks: [{{ip: 127.0.0.1, port: 5081}}]}}
-""",
-        base=BASE_ONE_VENDOR,
-    )
-
-
 def test_late_offer_unanchored_the_prack_answer_crosses_as_it_is(tmp_path: Path) -> None:
-    lab = unanchored(tmp_path)
+    lab = one_vendor_lab(tmp_path)
     ((b_inv, _),) = b_legs(lab.feed(late_invite("Require: 100rel\r\n"), CALLER))
     out = lab.feed(reliable_183(b_inv, VENDOR_SDP), V1)
     assert only(out, V1) == []
@@ -241,7 +225,7 @@ def test_after_a_late_offer_answered_in_prack_our_refreshes_carry_that_sdp(
     |<--200 (no SDP)--------|<--200 SE: 120;refresher=uac (no UPDATE in Allow)
     |        60 s           |--re-INVITE SE: 120, the PRACK's answer-->|  (not an empty offer)
     """
-    lab = unanchored(tmp_path, "session_timer: {expires: 120}, ")
+    lab = one_vendor_lab(tmp_path, "session_timer: {expires: 120}, ")
     ((b_inv, _),) = b_legs(lab.feed(late_invite("Supported: 100rel\r\n"), CALLER))
     (a183,) = only(lab.feed(reliable_183(b_inv, VENDOR_SDP), V1), CALLER)
     assert isinstance(a183, Response)

@@ -9,23 +9,13 @@ from pathlib import Path
 
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
-from tests.helpers import BASE_ONE_VENDOR, CALLER, Lab, b_legs, invite, lab_with, only, request
+from tests.helpers import CALLER, Lab, b_legs, invite, one_vendor_lab, only, request
 
 V1 = Target("udp", "127.0.0.1", 5081)
 
 
 def timer_lab(tmp_path: Path, vendor_timer: str = "{}") -> Lab:
-    return lab_with(
-        tmp_path,
-        f"""
-trunk_groups:
-  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
-     trunks: [{{ip: 127.0.0.1}}]}}
-  - {{name: vendor-1, relationship: vendor-x, direction: termination,
-     session_timer: {vendor_timer}, trunks: [{{ip: 127.0.0.1, port: 5081}}]}}
-""",
-        base=BASE_ONE_VENDOR,
-    )
+    return one_vendor_lab(tmp_path, f"session_timer: {vendor_timer}, ")
 
 
 def timed_invite(expires: int, extra: str = "Supported: timer\r\n") -> bytes:
