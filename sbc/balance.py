@@ -17,7 +17,13 @@ calls are charged and rises with payments; at ``warn_at`` the NOC is told once, 
   from it, each payment counted once by its id and each charge once by its call id; while
   running, the node reads the lines appended since (payments from the CLI) every second.
 
-One process keeps the book: `sbc check` refuses balances with node.workers other than 1.
+One process keeps a node's book and writes its ledger (``Keeper``): the lone runtime, or
+with ``node.workers`` > 1 the supervisor (sbc.supervisor). The call path only asks: a new
+call's ``sbc.state.Credit`` (decided and its hold reserved at once, in that one process,
+so two workers never admit against two copies of the credit), ``sbc.state.Answered`` when
+it is answered, and its CDR when it ends (the worker sends the few fields settling needs,
+``settlement``). A worker that dies takes its calls' holds with it, as it does their ports;
+only the keeper writes charges, so a worker's death or restart doubles none.
 """
 
 from __future__ import annotations
@@ -26,53 +32,16 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from routing.rating import Tariff, amount, billed_seconds
 from sbc.config.schema import Balance
+from sbc.hold import ZERO, Hold, balance_hold
+from sbc.state import Answered, Credit, Denied, Scope
 
-ZERO = Decimal(0)
-
-
-class Answered(Protocol):
-    """What a hold reads of its call (sbc.call.model.Call): when it was answered."""
-
-    @property
-    def answered_at(self) -> float | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A call in progress: its rate and its deck's terms, and the call for its answer time
-    (monotonic, as ``now``); without a call (tests) it holds ``first`` for ever."""
-
-    first: Decimal  # its first increment's amount
-    rate: Decimal = ZERO
-    tariff: Tariff | None = None
-    call: Answered | None = None
-
-    def amount(self, now: float) -> Decimal:
-        t = self.tariff
-        answered = self.call.answered_at if self.call is not None else None
-        if t is None or answered is None:
-            return self.first
-        billed = billed_seconds(now - answered, t.first, t.next, t.propagation_delay)
-        return amount(self.rate, billed + t.next, t.quantum)
-
-
-def balance_hold(tariff: Tariff | None, number: str, at: float) -> Hold | None:
-    """The hold of a new call to ``number`` on a trunk group with this deck; None when
-    the call is unrated (it will be charged nothing)."""
-    if tariff is None:
-        return None
-    found = tariff.deck.lookup(number, at)
-    if found is None:
-        return None
-    first = amount(found.rate, tariff.first, tariff.quantum)
-    return Hold(first, found.rate, tariff)
+__all__ = ["ZERO", "Book", "Hold", "Keeper", "Ledger", "balance_hold"]
 
 
 @dataclass(slots=True)
@@ -104,6 +73,7 @@ class Book:
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
         self._payments: set[str] = set()  # payment ids applied (few: one per payment)
+        self._held_by: dict[str, str] = {}  # call id -> the relationship whose credit it holds
 
     def account(self, relationship: str) -> Account:
         acc = self.accounts.get(relationship)
@@ -145,6 +115,39 @@ class Book:
 
     def reserve(self, relationship: str, call_id: str, hold: Hold) -> None:
         self.account(relationship).holds[call_id] = hold
+        self._held_by[call_id] = relationship
+
+    @property
+    def holding(self) -> bool:
+        """Some call holds credit."""
+        return bool(self._held_by)
+
+    def decide(self, credit: Credit, now: float) -> bool:
+        """``admit``, and when admitted ``reserve`` the call's hold (if it is rated): one
+        step, so no other admission comes between the check and the hold."""
+        hold = credit.hold
+        if not self.admit(credit.relationship, credit.policy, hold.first if hold else ZERO, now):
+            return False
+        if hold is not None:
+            self.reserve(credit.relationship, credit.lease, hold)
+        return True
+
+    def answered(self, call_id: str, at: float) -> None:
+        """The call was answered at ``at``: from then on it holds its billed cost so far
+        plus the next increment."""
+        rel = self._held_by.get(call_id)
+        if rel is None:
+            return
+        holds = self.account(rel).holds
+        hold = holds.get(call_id)
+        if hold is not None:
+            holds[call_id] = replace(hold, answered_at=at)
+
+    def release(self, call_id: str) -> None:
+        """Drop a call's hold without a charge (its worker died with it: no record)."""
+        rel = self._held_by.pop(call_id, None)
+        if rel is not None:
+            self.account(rel).holds.pop(call_id, None)
 
     def settle(
         self, relationship: str, policy: Balance | None, call_id: str, revenue: str | None
@@ -156,6 +159,7 @@ class Book:
             return ZERO, []
         acc = acc or self.account(relationship)
         acc.holds.pop(call_id, None)
+        self._held_by.pop(call_id, None)
         amount = Decimal(revenue) if revenue else ZERO
         acc.charged += amount
         return amount, self.events(relationship, policy) if policy is not None else []
@@ -272,10 +276,25 @@ def add_payment(path: str | Path, relationship: str, amount: str, memo: str) -> 
     return entry
 
 
+def suspended(relationship: str) -> Denied:
+    """The verdict on a call whose relationship is out of credit (403 balance_suspended)."""
+    return Denied(Scope("rel:" + relationship, 0, 0), "balance")
+
+
+SETTLED = ("call_id", "relationship", "revenue")
+
+
+def settlement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What settling needs of ended calls' records, which a worker sends its node's keeper."""
+    return [{k: r.get(k) for k in SETTLED} for r in records if r.get("relationship")]
+
+
 class Keeper:
-    """The node's side of the ledger (sbc.runtime): rebuild at start, a charge line per
-    ended call of a relationship with a balance, payments picked up as they are appended,
-    and the threshold events logged (and posted to the balance's webhook)."""
+    """The node's book and its ledger, in the one process that keeps them (the lone runtime,
+    or the supervisor of workers, whom they ask over their links): rebuild at start, decide
+    each new call's credit and hold it (``execute``), a charge line per ended call of a
+    relationship with a balance, payments picked up as they are appended, and the threshold
+    events logged (and posted to the balance's webhook)."""
 
     def __init__(
         self, book: Book, path: str | Path, log: Any, post: Any, policies: dict[str, Balance]
@@ -292,9 +311,24 @@ class Keeper:
             balances={r: str(a.balance) for r, a in book.accounts.items()},
         )
 
+    def execute(self, cmd: Credit | Answered, now: float) -> Denied | None:
+        """A call path's question (``Credit``: the verdict) or news (``Answered``), at the
+        keeper's own ``now``."""
+        if isinstance(cmd, Answered):
+            self.book.answered(cmd.lease, now)
+            return None
+        if self.book.decide(cmd, now):
+            return None
+        return suspended(cmd.relationship)
+
+    def forget(self, call_ids: set[str]) -> None:
+        """A worker died with these calls: their holds go (as their ports do)."""
+        for call_id in call_ids:
+            self.book.release(call_id)
+
     def settle(self, records: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
         """Ended calls' records: release their reservations, charge their revenue."""
-        if not policies:
+        if not policies and not self.book.holding:
             return
         lines = []
         now = time.time()
@@ -302,6 +336,7 @@ class Keeper:
             rel = rec.get("relationship") or ""
             policy = policies.get(rel)
             if policy is None:  # no balance kept (any more): nothing charged
+                self.book.release(rec["call_id"])
                 continue
             amount, events = self.book.settle(rel, policy, rec["call_id"], rec.get("revenue"))
             if amount:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from media.ng import MediaCommand
 from sbc.call.controller import CallController
 from sbc.sip.transaction import TransactionLayer
-from sbc.state import Acquire, Bind, Denied, Notify, StateCommand
+from sbc.state import Acquire, Bind, Credit, Denied, Notify, StateCommand
 
 State = Callable[[StateCommand, float], tuple[bool, Denied | None]]  # (decided now?, verdict)
 
@@ -50,7 +50,7 @@ class Executor:
                     self.media(cmd)
                 else:
                     decided, denied = self.state(cmd, now)
-                    if decided and isinstance(cmd, Acquire):
+                    if decided and isinstance(cmd, (Acquire, Credit)):
                         ctrl.on_acquired(cmd.token, denied, now)
                     elif decided and isinstance(cmd, Bind) and cmd.token:
                         ctrl.on_bound(cmd.token, now)

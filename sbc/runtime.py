@@ -21,7 +21,7 @@ from media.client import MediaUnavailable, NgClient
 from media.ng import MediaCommand
 from routing.health import Key
 from sbc import control, gauges, memory, native, status, tlsctx
-from sbc.balance import Keeper
+from sbc.balance import Book, Keeper
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
@@ -39,7 +39,7 @@ from sbc.resolver import Resolver
 from sbc.rtpnodes import media_client, rtpengine_nodes
 from sbc.sip.timers import TimerConfig
 from sbc.sip.transaction import Target, TransactionLayer
-from sbc.state import Bind, Denied, StateCommand
+from sbc.state import Answered, Bind, Credit, Denied, StateCommand
 from sbc.state.memory import MemoryStore
 from sbc.state.redis import RedisStore
 from sbc.transport import TcpPool
@@ -67,6 +67,8 @@ class Worker(Protocol):
     def changed(self, now: float) -> None: ...
 
     def noticed(self, notices: list[Notice]) -> None: ...
+
+    def settle(self, records: list[dict[str, Any]]) -> None: ...  # to the node's keeper
 
 
 WARN_EVENTS = frozenset(
@@ -147,13 +149,10 @@ class Runtime:
         self.cdrs = JsonLines(node.cdr.path)
         self.spool = Spool(self.cdrs)  # records wait here while the file cannot be written
         self.shipping = Shipping(log)  # the file into PostgreSQL; a supervisor's job if any
-        self.balances = Keeper(  # relationships' balances and their ledger (sbc.balance)
-            self.controller.intake.balances,
-            node.balance.ledger,
-            log,
-            lambda url, payload: self._spawn(post_json(url, payload, log)),
-            snapshot.balances,
-        )
+        self.balances: Keeper | None = None  # a worker's node keeps them in its supervisor
+        if worker is None:  # relationships' balances and their ledger (sbc.balance)
+            post = lambda url, payload: self._spawn(post_json(url, payload, log))  # noqa: E731
+            self.balances = Keeper(Book(), node.balance.ledger, log, post, snapshot.balances)
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         if worker is None:  # else the supervisor says it once for the node
             self.metrics.node(self.reloads)
@@ -214,7 +213,8 @@ class Runtime:
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
         self._spawn(memory.keep(self.controller, self.layer, self.log))
-        self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
+        if self.balances is not None:
+            self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
         self._spawn(self.tcp.keep_sweeping())  # node.tcp: slowloris, idle, the cap
 
     async def _serve_admin(self) -> None:
@@ -365,6 +365,10 @@ class Runtime:
 
     def _state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
         """A state-store command: the memory store decides at once, Redis maybe later."""
+        if isinstance(cmd, (Credit, Answered)):  # balances: the node's one keeper's
+            if self.balances is None:
+                return self.worker.state(cmd, now) if self.worker is not None else (True, None)
+            return True, self.balances.execute(cmd, now)
         if self.redis is not None:
             if self.worker is not None and isinstance(cmd, Bind):
                 self.redis.submit(cmd, now)  # the fleet's copy; our siblings hear it at once
@@ -388,7 +392,10 @@ class Runtime:
         for event, fields in self.spool.write(records):
             self.log.error(event, **fields)
         snap = self.controller.snapshot
-        self.balances.settle(records, snap.balances)
+        if self.balances is not None:
+            self.balances.settle(records, snap.balances)
+        elif self.worker is not None and snap.balances:
+            self.worker.settle(records)
         if snap.tariffs:  # revenue, cost, profit, margin and PPM triggers (sbc.stats)
             self.controller.stats.rated(records, snap.capacity_of, self.now())
 

@@ -9,6 +9,10 @@ The supervisor holds no call. It keeps:
 - **the limits**: one memory store (sbc.state.memory) decides every worker's Acquire, so
   ports, CPS and capacity groups hold exactly across workers; a worker's leases go back the
   moment it dies (the Redis backend needs none of this: each worker is a fleet node);
+- **balances** (sbc.balance): its one book decides every worker's new call's credit and
+  holds it, grows the holds as calls are answered, settles each ended call from the few
+  fields of its CDR the worker sends, and alone writes the ledger; a worker's holds go the
+  moment it dies;
 - **registrations**, passed on to every worker (the REGISTER's 200 waits until all hold
   it), and to a restarted one whole;
 - **the node's endpoints and audit log**: /metrics, /status and
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sbc import aggregate, control, ipc, memory, metrics, native
+from sbc.balance import Book, Keeper
 from sbc.cdr import iso
 from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
@@ -41,8 +46,9 @@ from sbc.config.snapshot import Snapshot
 from sbc.http import HttpServer
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
-from sbc.state import Acquire, Binding
+from sbc.state import Acquire, Answered, Binding, Credit
 from sbc.state.memory import MemoryStore
+from sbc.webhook import post_json
 
 ASK_TIMEOUT = 2.0  # seconds a worker has to answer a scrape
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd+ death in a minute
@@ -62,6 +68,7 @@ class WorkerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.link: ipc.Link | None = None
         self.leases: set[str] = set()
+        self.holds: set[str] = set()  # its calls holding credit (sbc.balance)
         self.hello = asyncio.Event()  # its steering socket is bound
         self.steer_port = 0
         self.ready = asyncio.Event()  # it serves SIP
@@ -81,6 +88,8 @@ class Supervisor:
         self.snapshot = Snapshot.build(load_config(self.config_dir))
         node = self.snapshot.config.node
         self.memory = MemoryStore()
+        post = lambda url, payload: self._task(post_json(url, payload, log))  # noqa: E731
+        self.balances = Keeper(Book(), node.balance.ledger, log, post, self.snapshot.balances)
         self.bans: dict[str, float] = {}  # flood bans node-wide: host -> until (monotonic)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
@@ -126,6 +135,7 @@ class Supervisor:
                 control.SupervisedNode(self), node.control.socket, self.log, node.control.state
             )
             await self.control.start()
+        self._task(self.balances.run(lambda: self.snapshot.balances))  # `sbc balance add`
         self.log.info("sbc.started", workers=len(self.workers), pid=os.getpid(), core=native.mode())
         self.notifier.ready(await self._summary())
         if self.notifier.watchdog:
@@ -168,6 +178,8 @@ class Supervisor:
             w.link.close()
         for lease in w.leases:  # its calls are gone: so are their ports
             self.memory.release(lease)
+        self.balances.forget(w.holds)  # and their credit (no CDR will settle them)
+        w.holds = set()
         self._held(w.index, None)  # siblings' REGISTERs no longer wait for it
         released, w.leases = len(w.leases), set()
         if self.draining_since is not None:
@@ -195,6 +207,19 @@ class Supervisor:
                 w.leases.add(cmd.lease)
             assert w.link is not None
             w.link.send("verdict", cmd.token, denied)
+        elif kind == "credit":  # the node's one book decides (sbc.balance)
+            credit: Credit = msg[1]
+            verdict = self.balances.execute(credit, time.monotonic())
+            if verdict is None and credit.hold is not None:
+                w.holds.add(credit.lease)
+            assert w.link is not None
+            w.link.send("verdict", credit.token, verdict)
+        elif kind == "answered":
+            self.balances.execute(Answered(msg[1], 0.0), time.monotonic())
+        elif kind == "settle":
+            records: list[dict[str, Any]] = msg[1]
+            self.balances.settle(records, self.snapshot.balances)
+            w.holds.difference_update(r["call_id"] for r in records)
         elif kind == "release":
             self.memory.release(msg[1])
             w.leases.discard(msg[1])

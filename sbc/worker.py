@@ -17,6 +17,10 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   sends OPTIONS pings and REGISTERs; it shares its view (sbc.workview) every second and at
   once when a trunk changes state, and the others hunt with it. A follower's live-traffic
   failures (B-timer, Timer B) are sent to the leader, whose one state machine counts them.
+- **Balances** (sbc.balance) are the supervisor's: its one book decides each new call's
+  credit (``credit``, answered as a ``verdict``), hears when a call is answered
+  (``answered``) and settles ended calls (``settle``: call id, relationship, revenue), and
+  it alone writes the ledger.
 - **CDRs**: each worker appends its records to the node's one file itself (one write(2)
   per record, O_APPEND: lines never interleave). The supervisor asks each worker for its
   metrics, status and memory report when it serves them.
@@ -32,6 +36,7 @@ import socket
 from typing import Any
 
 from sbc import control, ipc, memory, workview
+from sbc.balance import settlement
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
@@ -40,7 +45,7 @@ from sbc.runtime import Runtime, _first
 from sbc.sip import ids
 from sbc.sip.steer import call_id, owner, replaced_call_id
 from sbc.sip.transaction import Target
-from sbc.state import Acquire, Bind, Denied, Release, StateCommand
+from sbc.state import Acquire, Answered, Bind, Credit, Denied, Release, StateCommand
 from sbc.transport import grow_receive_buffer
 
 VIEW_PERIOD = 1.0  # seconds between the leader's views
@@ -224,12 +229,23 @@ class Worker:
         if isinstance(cmd, Acquire):
             self.send("acquire", cmd)
             return False, None
+        if isinstance(cmd, Credit):  # the node's book is the supervisor's (sbc.balance)
+            self.send("credit", cmd)
+            return False, None
+        if isinstance(cmd, Answered):
+            self.send("answered", cmd.lease)
         if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
             self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):  # our registrar already wrote our own store
             self.send("bind", cmd.bindings, cmd.token)
             return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
+
+    def settle(self, records: list[dict[str, Any]]) -> None:
+        """Ended calls, for the node's keeper of balances: their holds go, revenue is charged."""
+        settled = settlement(records)
+        if settled:
+            self.send("settle", settled)
 
     def noticed(self, notices: list[Notice]) -> None:
         """A lockout this worker started holds on every worker (REGISTERs from one address

@@ -44,6 +44,7 @@ from sbc.sip.message import Response, make_response, resend
 from sbc.sip.stateless import make_cancel
 from sbc.sip.timers import TimerHeap
 from sbc.sip.transaction import ClientTransaction, State, settled
+from sbc.state import Answered
 
 
 class Host(CallHost, Protocol):
@@ -463,6 +464,8 @@ class BLegs:
         call.egress.clear()
         call.last_failure = None
         call.answered_at = now
+        if call.held:  # its credit hold grows from now on (sbc.balance)
+            self.out.commands.append(Answered(call.id, now))
         call.final_status = resp.status
         call.a_tx.ctx = call
         if call.a_invite.body:

@@ -8,6 +8,11 @@
       |<--503 + Q.850--|  denied: refused (Retry-After, cause 34), a CDR says why
       |                |  granted: hunting starts (sbc.call.hunt)
 
+A relationship with a balance is asked first, by the one process that keeps the node's book
+(sbc.balance.Keeper: the lone runtime, or the supervisor of workers):
+``Credit -> granted`` (its first increment held) or 403 ``balance_suspended``; then the
+limits as above. Its hold is settled by its CDR when it ends.
+
 An egress trunk group with limits is asked the same way while hunting (``acquire``); one
 at its limit is skipped (``call.egress_skipped``). Refused INVITEs that never became calls
 get a record of their own (``cdr.refused``); an INVITE from no known trunk group gets none.
@@ -17,13 +22,10 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import replace
 from typing import Any, Protocol
 
-from routing.rating import ZERO
 from sbc import cdr
 from sbc.admission import Refusal, identify, limit_refusal
-from sbc.balance import Book, Hold, balance_hold
 from sbc.call import hunt, identity, ingress, reliable, replaces, sessiontimer
 from sbc.call.gate import Gate
 from sbc.call.host import CallHost
@@ -31,10 +33,11 @@ from sbc.call.model import Call, LeaseRequest, ReliableLeg
 from sbc.call.outbox import Outbox
 from sbc.config.schema import Trigger, TrunkGroup
 from sbc.config.snapshot import Snapshot
+from sbc.hold import balance_hold
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request
 from sbc.sip.transaction import ServerTransaction, Target
-from sbc.state import Acquire, Denied, Notify, Release, Scope
+from sbc.state import Acquire, Credit, Denied, Notify, Release, Scope
 
 
 class Host(CallHost, Protocol):
@@ -59,7 +62,7 @@ class Intake:
         self.host = host
         self._tokens = itertools.count(1)  # Acquire tokens, never on the wire
         self._leases: dict[int, LeaseRequest] = {}
-        self.balances = Book()  # relationships' balances (sbc.balance; the ledger: runtime)
+        self._credits: dict[int, tuple[Call, TrunkGroup]] = {}  # Credit tokens awaiting a verdict
 
     def invite(self, tx: ServerTransaction, req: Request, src: Target, now: float) -> None:
         snap = self.out.snapshot
@@ -98,13 +101,6 @@ class Intake:
                 reason="max_cost",
             )
         policy = snap.balances.get(tg.relationship) if snap.balances else None
-        hold: Hold | None = None
-        if policy is not None:  # sbc.balance: the credit left, less calls up
-            hold = balance_hold(snap.tariffs.get(tg.name), sel.dnis, wall)
-            first = hold.first if hold is not None else ZERO
-            if not self.balances.admit(tg.relationship, policy, first, now):
-                self.refuse(tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now)
-                return
         replacing = replaces.find(self.host.dialogs, req, tg)
         if isinstance(replacing, replaces.Refused):
             self.out.notice("call.replaces_refused", None, sip_call_id=req.call_id,
@@ -120,8 +116,6 @@ class Intake:
         if replacing is not None:
             call.replacing = (replacing.to, replacing.header)
             self.out.notice("call.replaces", call, replaced=replacing.replaced.id)
-        if hold is not None:
-            self.balances.reserve(tg.relationship, call.id, replace(hold, call=call))
         if session is not None:
             session.update = sessiontimer.allows_update(req)
             call.sessions["a"] = session
@@ -145,7 +139,17 @@ class Intake:
             route=sel.matched,
         )
         self.out.respond(tx, 100, now, tag=False)  # 100 never carries a To tag (§8.2.6.2)
-        limits = snap.limits[tg.name]
+        if policy is not None:  # sbc.balance: the credit left, less the calls up, first
+            hold = balance_hold(snap.tariffs.get(tg.name), sel.dnis, wall)
+            call.held = hold is not None
+            token = next(self._tokens)
+            self._credits[token] = (call, tg)
+            self.out.commands.append(Credit(token, call.id, tg.relationship, policy, hold))
+        else:
+            self._limits(call, tg, now)
+
+    def _limits(self, call: Call, tg: TrunkGroup, now: float) -> None:
+        limits = call.snap.limits[tg.name]
         if limits:
             self.acquire(call, tg, call.id, limits)
         else:  # nothing to count against: no lease, no round trip
@@ -198,6 +202,9 @@ class Intake:
         hunting through (or past) the egress trunk group it asked for."""
         request = self._leases.pop(token, None)
         if request is None:
+            credited = self._credits.pop(token, None)
+            if credited is not None:
+                self._credited(*credited, denied, now)
             return
         call, tg = request.call, request.trunk_group
         if denied is None:
@@ -224,6 +231,16 @@ class Intake:
             if call.state != "routing":
                 return
         self.host.hunt_on(call, now)
+
+    def _credited(self, call: Call, tg: TrunkGroup, denied: Denied | None, now: float) -> None:
+        """The book's keeper answered a Credit: the limits next, or 403. A granted hold is
+        released by the call's CDR, whatever becomes of the call."""
+        if call.state != "admitting" or call.cancelled:
+            self.host.maybe_end(call, now)
+        elif denied is not None:
+            self.refuse(call.a_tx, tg, Refusal(403, "Forbidden", "balance_suspended"), now, call)
+        else:
+            self._limits(call, tg, now)
 
     def _admitted(self, call: Call, now: float) -> None:
         call.state = "routing"

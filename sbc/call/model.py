@@ -205,6 +205,7 @@ class Call:
         None  # our own forwarding: (number dialled, RFC 5806 reason)
     )
     refused: bool = False  # by admission (a limit): the CDR's disposition says so
+    held: bool = False  # it holds credit of its relationship's balance (sbc.balance)
     b_dialog_kept: Dialog | None = None  # the answered attempt's dialog, once released
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     received_ani: str = ""  # as the caller sent it: From's user, or its PAI's (ani_from_pai)

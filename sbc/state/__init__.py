@@ -1,4 +1,4 @@
-"""Shared call state: port leases, CPS windows, registration bindings.
+"""Shared call state: port leases, CPS windows, registration bindings, balances' credit.
 
 One interface, two backends (shared/DESIGN.md, decision 6):
 
@@ -14,6 +14,11 @@ blocks the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sbc.config.schema import Balance
+    from sbc.hold import Hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +31,8 @@ class Scope:
 
     @property
     def kind(self) -> str:
+        if self.key.startswith("rel:"):
+            return "relationship"
         return "trunk_group" if self.key.startswith("tg:") else "capacity_group"
 
     @property
@@ -42,6 +49,8 @@ class Denied:
 
     @property
     def label(self) -> str:
+        if self.limit == "balance":
+            return "balance_suspended"
         return f"{self.scope.kind}_{self.limit}"  # e.g. trunk_group_ports
 
 
@@ -52,6 +61,29 @@ class Acquire:
     token: int  # echoed in the verdict
     lease: str  # unique per call and trunk group
     scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """May ``relationship`` start one more call, whose first increment costs ``hold.first``
+    (None: unrated, nothing held)? Decided, and the hold reserved under ``lease`` (the call's
+    id), by the one process that keeps the node's book (sbc.balance.Keeper: the lone
+    runtime, or the supervisor of workers); the verdict comes as an Acquire's does."""
+
+    token: int  # echoed in the verdict
+    lease: str  # the call's id: its CDR's call_id settles the hold
+    relationship: str
+    policy: Balance
+    hold: Hold | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A call holding credit was answered at ``at`` (the sender's monotonic clock; a keeper
+    in another process stamps its own): its hold grows from now on (sbc.balance)."""
+
+    lease: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,5 +129,5 @@ class Notify:
     payload: dict[str, object]
 
 
-StateCommand = Acquire | Release | Bind  # carried out by the state store
+StateCommand = Acquire | Release | Bind | Credit | Answered  # the state store (and balances)
 Command = StateCommand | Notify

@@ -5,8 +5,19 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from sbc.balance import Book, Hold, Keeper, Ledger, add_payment, balance_hold, balances, payment
+from sbc.balance import (
+    Book,
+    Hold,
+    Keeper,
+    Ledger,
+    add_payment,
+    balance_hold,
+    balances,
+    payment,
+    settlement,
+)
 from sbc.config.schema import Balance
+from sbc.state import Answered, Credit
 
 POLICY = Balance(warn_at=0.05, suspend_at=0.0)
 CENT = Decimal("0.0100")
@@ -71,14 +82,8 @@ def test_the_ledger_rebuilds_the_balance_exactly_counting_nothing_twice(tmp_path
 
 
 def test_long_calls_hold_their_billed_cost_plus_the_next_increment() -> None:
-    from dataclasses import dataclass, replace
-
     from routing.ratedeck import Columns, parse
     from routing.rating import Tariff
-
-    @dataclass
-    class FakeCall:
-        answered_at: float | None = None
 
     deck = parse("d", "d.csv", "prefix,rate\n1,0.60\n", Columns(), 0.0)
     tariff = Tariff(deck, "USD", 4, 60, 6, False)
@@ -87,16 +92,78 @@ def test_long_calls_hold_their_billed_cost_plus_the_next_increment() -> None:
     assert balance_hold(tariff, "44", 0.0) is None  # unrated: nothing to hold
     book = Book()
     book.apply(payment("c", Decimal("3.00"), "", 0))
-    calls = [FakeCall(), FakeCall()]
-    for i, c in enumerate(calls):
-        assert book.admit("c", POLICY, hold.first, 0.0)
-        book.reserve("c", f"call{i}", replace(hold, call=c))
+    for i in range(2):
+        assert book.decide(Credit(i, f"call{i}", "c", POLICY, hold), 0.0)
     assert book.held("c", 0.0) == Decimal("1.2000")  # two first increments while ringing
-    for c in calls:
-        c.answered_at = 10.0
+    for i in range(2):
+        book.answered(f"call{i}", 10.0)
     # 100 s in: each billed 102 s so far plus the next 6 s = 108 s at 0.60/min = 1.08
     assert book.held("c", 110.0) == Decimal("2.1600")
     assert book.admit("c", POLICY, hold.first, 110.0)  # 3.00 - 2.16 - 0.60 = 0.24 left
     # 150 s in: 150 + 6 s each = 1.56 twice: 3.12 held, more than paid
     assert book.held("c", 160.0) == Decimal("3.1200")
-    assert not book.admit("c", POLICY, Decimal(0), 160.0)
+    assert not book.decide(Credit(9, "call9", "c", POLICY, hold), 160.0)
+
+
+def _prepaid_hold() -> Hold:
+    """0.60/min, 60/6, 4 digits: the first increment holds 0.6000."""
+    return Hold(Decimal("0.6000"), Decimal("0.60"), 60, 6, False, Decimal("0.0001"))
+
+
+def test_one_book_admits_concurrent_calls_from_any_worker_within_the_credit() -> None:
+    """Eight calls at once against credit for three first increments: whichever worker
+    asks, the one book (the supervisor's) grants exactly three and holds them; a hold is
+    plain data that survives pickling (it crosses the worker's link)."""
+    import pickle
+
+    book = Book()
+    book.apply(payment("c", Decimal("1.80"), "", 0))
+    credits = [Credit(i, f"w{i % 2}-call{i}", "c", POLICY, _prepaid_hold()) for i in range(8)]
+    granted = [c.lease for c in credits if book.decide(pickle.loads(pickle.dumps(c)), 0.0)]
+    assert granted == ["w0-call0", "w1-call1", "w0-call2"]
+    assert book.held("c", 0.0) == Decimal("1.8000")
+    for lease in granted:  # each ends within its first increment: charged 0.6000
+        amount, _ = book.settle("c", POLICY, lease, "0.6000")
+        assert amount == Decimal("0.6000")
+    assert book.account("c").balance == 0 and not book.holding
+
+
+def test_an_answered_call_holds_ahead_and_a_dead_workers_holds_go() -> None:
+    """Answered at 0, a call holds its billed cost plus the next 6 s: at 61 s, 66 + 6 s =
+    0.7200; the credit left admits no second call. Its worker dies: its hold goes with it
+    (no CDR will settle it) and the credit is free again, nothing charged."""
+    book = Book()
+    book.apply(payment("c", Decimal("1.30"), "", 0))
+    keeper_now = 0.0
+    assert book.decide(Credit(1, "x", "c", POLICY, _prepaid_hold()), keeper_now)
+    book.answered("x", keeper_now)
+    assert book.held("c", 61.0) == Decimal("0.7200")
+    assert not book.decide(Credit(2, "y", "c", POLICY, _prepaid_hold()), 61.0)  # 0.58 < 0.60
+    book.release("x")
+    assert book.held("c", 61.0) == 0 and book.account("c").balance == Decimal("1.30")
+    assert book.decide(Credit(3, "z", "c", POLICY, _prepaid_hold()), 61.0)
+    book.answered("unknown", 61.0)  # not held (unrated, or already settled): nothing
+
+
+def test_the_keeper_decides_credit_settles_and_refuses_with_balance_suspended(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.jsonl"
+    add_payment(path, "c", "0.60", "opening")
+    keeper = Keeper(Book(), path, Log(), None, {"c": POLICY})
+    assert keeper.execute(Credit(1, "a", "c", POLICY, _prepaid_hold()), 0.0) is None
+    denied = keeper.execute(Credit(2, "b", "c", POLICY, _prepaid_hold()), 0.0)
+    assert denied is not None and denied.label == "balance_suspended"
+    assert keeper.execute(Answered("a", 5.0), 5.0) is None
+    assert settlement([{"call_id": "a", "relationship": "c", "revenue": "0.6000", "x": 1},
+                       {"call_id": "n", "relationship": ""}]) == [
+        {"call_id": "a", "relationship": "c", "revenue": "0.6000"}
+    ]  # fmt: skip
+    keeper.settle([{"call_id": "a", "relationship": "c", "revenue": "0.6000"}], {"c": POLICY})
+    assert not keeper.book.holding
+    assert balances(path)["c"].balance == 0  # the charge is in the ledger: a restart keeps it
+    # a call whose relationship keeps no balance (any more) only lets its hold go
+    assert keeper.execute(Credit(3, "d", "c", POLICY, Hold(Decimal(0))), 0.0) is not None
+    keeper.book.reserve("c", "e", Hold(Decimal("0.1")))
+    keeper.settle([{"call_id": "e", "relationship": "c", "revenue": "0.6000"}], {})
+    assert not keeper.book.holding and balances(path)["c"].balance == 0
