@@ -204,7 +204,7 @@ class Intake:
         if request is None:
             credited = self._credits.pop(token, None)
             if credited is not None:
-                self._credited(*credited, denied, now)
+                self._credited(credited[0], credited[1], denied, now)
             return
         call, tg = request.call, request.trunk_group
         if denied is None:
