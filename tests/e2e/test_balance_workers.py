@@ -1,17 +1,18 @@
 """Balances on a node of two workers (and, for comparison, one process) with the real sbc and
 sipp on loopback: the supervisor's one book decides every worker's calls' credit.
 
-Ports 7400-7420: sbc :7400, the caller (sipp uac, lab/sipp/uac_balance.xml) :7401 with
-media :7412-7415 and control :7411, the vendor (sipp's stock uas) :7405 with media
-:7406-7409 and control :7410. The prepaid deck sells prefix 1 at 0.60/min and prefix 2 at
-0.18/min, 60/6, 4 digits: every call here lasts well under its first increment, so a call
-to 1... holds 0.6000 while it rings, 0.6600 once answered (60 s billed plus the next 6 s),
-and is charged 0.6000. Relationship `prepaid`: warn_at 0.60, suspend_at 0.
+Ports 7400-7420: sbc :7400 (admin :7416), the caller (sipp uac, lab/sipp/uac_balance.xml)
+:7401 with media :7412-7415 and control :7411 (a second one :7402, :7417-7420, :7403), the
+vendor (sipp's stock uas) :7405 with media :7406-7409 and control :7410. The prepaid deck
+sells prefix 1 at 0.60/min and prefix 2 at 0.18/min, 60/6, 4 digits: every call here lasts
+well under its first increment, so a call to 1... holds 0.6000 while it rings, 0.6600 once
+answered (60 s billed plus the next 6 s), and is charged 0.6000. Relationship `prepaid`:
+warn_at 0.60, suspend_at 0.
 
 Credit across workers: 12 calls within 0.2 s, held 2 s, against 1.98 paid: exactly 3 fit,
-whether the others are still ringing (3 x 0.60 held) or answered (2 x 0.66 + 0.60). The kernel
-gives sipp's one socket to one worker; each INVITE is steered to its Call-ID's worker, so
-both workers admit calls, and both ask the supervisor:
+whether the others are still ringing (3 x 0.60 held) or answered (2 x 0.66 + 0.60). The
+kernel gives sipp's one socket to one worker; each INVITE is steered to its Call-ID's
+worker, so both workers admit calls, and both ask the supervisor:
 
     uac :7401        worker 0 / worker 1          supervisor (book)        uas :7405
      |--INVITE x12--->|--credit(call, 0.6000)------->|  3 granted (3 x 0.6000 held)
@@ -29,15 +30,22 @@ the ledger within a second) lets two calls through, the second held across a SIG
 drain lets it end and its charge is written before the node exits; after the restart
 `balance.loaded` says 0.0000 from exactly 2 payments and 6 charges (none lost, none twice)
 and the next call gets 403 again.
+
+A worker killed (SIGKILL) while its call holds the whole credit: the supervisor drops that
+hold with the worker (its call is lost, unbilled, as its ports are), so the next call is
+admitted instead of meeting a credit held for ever.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,14 +55,16 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-PORT, CALLER, VENDOR = 7400, 7401, 7405
-CALLER_SIPP = ["-mp", "7412", "-cp", "7411"]
+PORT, CALLER, VENDOR, ADMIN = 7400, 7401, 7405, 7416
+SECOND = 7402  # a second caller while the first holds its call
+CALLER_SIPP = {CALLER: ["-mp", "7412", "-cp", "7411"], SECOND: ["-mp", "7417", "-cp", "7403"]}
 CONFIG = """
 node:
   workers: %(workers)d
   listen: [{address: 127.0.0.1, port: 7400, transport: udp}]
   unknown_source: reject
   flood: {exempt: [127.0.0.1]}   # sipp's burst from one address: no flood
+  admin: {listen: "127.0.0.1:7416"}
   cdr: {path: cdr/cdr.jsonl}
   balance: {ledger: ledger/balance.jsonl}
 relationships:
@@ -64,7 +74,7 @@ rate_decks:
   - {name: prepaid, file: rates/prepaid.csv, increment: {first: 60, next: 6}}
 trunk_groups:
   - {name: prepaid, relationship: prepaid, direction: origination, routeplan: default,
-     rate_deck: prepaid, trunks: [{ip: 127.0.0.1, port: 7401}]}
+     rate_deck: prepaid, trunks: [{ip: 127.0.0.1, port: 7401}, {ip: 127.0.0.1, port: 7402}]}
   - {name: vendor, relationship: vendor-x, direction: termination,
      trunks: [{ip: 127.0.0.1, port: 7405}]}
 routeplans:
@@ -80,19 +90,21 @@ def vendor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-def config_dir(root: Path, workers: int) -> Path:
-    d = root / f"config-{workers}"
+def config_dir(root: Path, workers: int, name: str = "") -> Path:
+    d = root / f"config-{name or workers}"
     (d / "rates").mkdir(parents=True)
     (d / "sbc.yaml").write_text(CONFIG % {"workers": workers})
     (d / "rates" / "prepaid.csv").write_text(DECK)
     return d
 
 
-def offer(workdir: Path, calls: int, hold_ms: int, dnis: str = "15551230000") -> harness.SippResult:
+def offer(
+    workdir: Path, calls: int, hold_ms: int, dnis: str = "15551230000", port: int = CALLER
+) -> harness.SippResult:
     return harness.run_sipp(
-        "uac_balance.xml", calls=calls, rate=60, port=CALLER, workdir=workdir,
+        "uac_balance.xml", calls=calls, rate=60, port=port, workdir=workdir,
         remote=f"127.0.0.1:{PORT}", timeout=30,
-        extra=["-s", dnis, "-d", str(hold_ms), "-ci", "127.0.0.1", *CALLER_SIPP],
+        extra=["-s", dnis, "-d", str(hold_ms), "-ci", "127.0.0.1", *CALLER_SIPP[port]],
     )  # fmt: skip
 
 
@@ -203,3 +215,37 @@ def test_one_book_for_the_node_suspend_pay_restart(vendor: Path, workers: int) -
     finally:
         assert sbc.stop() == 0
     assert len(ledger(workdir)) == 8  # a refused call charges nothing
+
+
+def status() -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/status", timeout=5) as resp:
+        state: dict[str, Any] = json.loads(resp.read())
+    return state
+
+
+def test_a_dead_workers_calls_give_their_credit_back(vendor: Path) -> None:
+    config = config_dir(vendor, 2, "kill")
+    workdir = vendor / "sbc-kill"
+    workdir.mkdir()
+    pay(config, workdir, "0.66", "one call's worth")
+    sbc = harness.start_sbc(workdir, config, port=PORT)
+    try:
+        held: list[harness.SippResult] = []
+        thread = threading.Thread(target=lambda: held.append(offer(vendor / "doomed", 1, 6000)))
+        thread.start()
+        assert harness.wait_for(lambda: len(sbc.events("call.answer")) == 1, timeout=5)
+        # 0.66 less the 0.66 its answered call holds: no credit left
+        r = offer(vendor / "while-held", 1, 500, port=SECOND)
+        assert (r.received(200), r.received(403)) == (0, 1), r.counts
+        (busy,) = [w for w in status()["node"]["workers"] if w["calls"] == 1]
+        os.kill(busy["pid"], signal.SIGKILL)
+        assert harness.wait_for(lambda: status()["node"]["worker_restarts"] == 1, timeout=10)
+        died = sbc.wait_events("worker.died", 1)
+        assert died[-1]["worker"] == busy["worker"]
+        r = offer(vendor / "after-kill", 1, 500, port=SECOND)  # its hold went with it: admitted
+        assert (r.received(200), r.received(403)) == (2, 0), r.counts
+        thread.join()
+    finally:
+        assert sbc.stop() == 0
+    charges = [e for e in ledger(workdir) if e["type"] == "charge"]
+    assert [e["amount"] for e in charges] == ["0.6000"]  # the lost call is not billed
