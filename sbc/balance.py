@@ -32,16 +32,24 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sbc.config.schema import Balance
 from sbc.hold import ZERO, Hold, balance_hold
 from sbc.state import Answered, Credit, Denied, Scope
 
 __all__ = ["ZERO", "Book", "Hold", "Keeper", "Ledger", "balance_hold"]
+
+
+def admits(free: Decimal, policy: Balance, first: Decimal) -> bool:
+    """The credit check: ``free`` (the balance less every hold) stays above ``suspend_at``
+    and does not fall below it with this call's first increment."""
+    floor = Decimal(str(policy.suspend_at))
+    return not (free <= floor or free - first < floor)
 
 
 @dataclass(slots=True)
@@ -104,29 +112,43 @@ class Book:
         holds = self.account(relationship).holds
         return sum((h.amount(now) for h in holds.values()), ZERO)
 
-    def admit(self, relationship: str, policy: Balance, first: Decimal, now: float) -> bool:
+    def admit(
+        self, relationship: str, policy: Balance, first: Decimal, now: float, others: Decimal = ZERO
+    ) -> bool:
         """May a new call from ``relationship`` start, its first increment costing
-        ``first``? (Then ``reserve`` holds it under the call's id.) The cost grows with
-        the calls up: one hold per call, a few Decimal operations each."""
+        ``first``, while ``others`` is held elsewhere (a fleet's other nodes)? (Then
+        ``reserve`` holds it under the call's id.) The cost grows with the calls up: one
+        hold per call, a few Decimal operations each."""
         acc = self.account(relationship)
         free = acc.balance - self.held(relationship, now) if acc.holds else acc.balance
-        floor = Decimal(str(policy.suspend_at))
-        return not (free <= floor or free - first < floor)
+        return admits(free - others, policy, first)
+
+    def reset_totals(self) -> None:
+        """Forget every payment and charge (not the holds): the fleet's ledger is about to
+        be applied whole (sbc.fleetbook)."""
+        for acc in self.accounts.values():
+            acc.paid = acc.charged = ZERO
+        self._payments.clear()
 
     def reserve(self, relationship: str, call_id: str, hold: Hold) -> None:
         self.account(relationship).holds[call_id] = hold
         self._held_by[call_id] = relationship
+
+    def holder(self, call_id: str) -> str | None:
+        """The relationship whose credit the call holds, if any."""
+        return self._held_by.get(call_id)
 
     @property
     def holding(self) -> bool:
         """Some call holds credit."""
         return bool(self._held_by)
 
-    def decide(self, credit: Credit, now: float) -> bool:
+    def decide(self, credit: Credit, now: float, others: Decimal = ZERO) -> bool:
         """``admit``, and when admitted ``reserve`` the call's hold (if it is rated): one
         step, so no other admission comes between the check and the hold."""
         hold = credit.hold
-        if not self.admit(credit.relationship, credit.policy, hold.first if hold else ZERO, now):
+        first = hold.first if hold else ZERO
+        if not self.admit(credit.relationship, credit.policy, first, now, others):
             return False
         if hold is not None:
             self.reserve(credit.relationship, credit.lease, hold)
@@ -289,18 +311,34 @@ def settlement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: r.get(k) for k in SETTLED} for r in records if r.get("relationship")]
 
 
+Reply = Callable[[int, Denied | None], None]  # a Credit's verdict (token, denied), later
+
+
+class Fleet(Protocol):
+    """A fleet's shared book (sbc.fleetbook, the Redis state store), as the keeper uses it."""
+
+    def credit(self, cmd: Credit, reply: Reply) -> None: ...
+
+    def answered(self, call_id: str) -> None: ...
+
+    def push(self, items: list[tuple[str, str, dict[str, Any] | None]]) -> None: ...
+
+
 class Keeper:
     """The node's book and its ledger, in the one process that keeps them (the lone runtime,
     or the supervisor of workers, whom they ask over their links): rebuild at start, decide
-    each new call's credit and hold it (``execute``), a charge line per ended call of a
+    each new call's credit and hold it (``submit``), a charge line per ended call of a
     relationship with a balance, payments picked up as they are appended, and the threshold
-    events logged (and posted to the balance's webhook)."""
+    events logged (and posted to the balance's webhook). With a ``fleet`` (Redis), the
+    fleet's shared book decides and its ledger feeds this one (sbc.fleetbook)."""
 
     def __init__(
         self, book: Book, path: str | Path, log: Any, post: Any, policies: dict[str, Balance]
     ) -> None:
         self.book, self.log, self.post = book, log, post
         self.ledger = Ledger(path)
+        self.fleet: Fleet | None = None
+        self.local: set[str] = set()  # our charges pushed to the fleet, not yet read back
         applied = self.ledger.rebuild(book)
         for rel, policy in policies.items():
             book.events(rel, policy)  # the thresholds as they stand: said before the restart
@@ -310,6 +348,19 @@ class Keeper:
             entries=applied,
             balances={r: str(a.balance) for r, a in book.accounts.items()},
         )
+
+    def submit(
+        self, cmd: Credit | Answered, now: float, reply: Reply
+    ) -> tuple[bool, Denied | None]:
+        """As a state store's ``submit``: (decided now?, the verdict); a fleet's comes later
+        through ``reply``."""
+        if self.fleet is None:
+            return True, self.execute(cmd, now)
+        if isinstance(cmd, Credit):
+            self.fleet.credit(cmd, reply)
+            return False, None
+        self.fleet.answered(cmd.lease)
+        return True, None
 
     def execute(self, cmd: Credit | Answered, now: float) -> Denied | None:
         """A call path's question (``Credit``: the verdict) or news (``Answered``), at the
@@ -323,37 +374,56 @@ class Keeper:
 
     def forget(self, call_ids: set[str]) -> None:
         """A worker died with these calls: their holds go (as their ports do)."""
+        items: list[tuple[str, str, dict[str, Any] | None]] = []
         for call_id in call_ids:
+            rel = self.book.holder(call_id)
             self.book.release(call_id)
+            if rel is not None:
+                items.append((rel, call_id, None))
+        if self.fleet is not None and items:
+            self.fleet.push(items)
 
     def settle(self, records: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
         """Ended calls' records: release their reservations, charge their revenue."""
         if not policies and not self.book.holding:
             return
         lines = []
+        items: list[tuple[str, str, dict[str, Any] | None]] = []  # for the fleet
         now = time.time()
         for rec in records:
-            rel = rec.get("relationship") or ""
+            rel, call_id = rec.get("relationship") or "", rec["call_id"]
+            held = self.book.holder(call_id) is not None
             policy = policies.get(rel)
             if policy is None:  # no balance kept (any more): nothing charged
-                self.book.release(rec["call_id"])
+                self.book.release(call_id)
+                if held:
+                    items.append((rel, call_id, None))
                 continue
-            amount, events = self.book.settle(rel, policy, rec["call_id"], rec.get("revenue"))
-            if amount:
-                lines.append(charge(rel, rec["call_id"], amount, now))
-            self._say(events, policy)
+            amount, events = self.book.settle(rel, policy, call_id, rec.get("revenue"))
+            line = charge(rel, call_id, amount, now) if amount else None
+            if line is not None:
+                lines.append(line)
+            if line is not None or held:
+                items.append((rel, call_id, line))
+            self.say(events, policy)
         try:
             self.ledger.append(lines)
         except OSError as e:
             self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
+        if self.fleet is not None and items:
+            self.local.update(call_id for _, call_id, line in items if line is not None)
+            self.fleet.push(items)
 
     def poll(self, policies: dict[str, Balance]) -> None:
         """Lines appended by others since the last look: payments (`sbc balance add`)."""
         pid = os.getpid()
+        entries = [e for e in self.ledger.read_new() if e.get("pid") != pid]  # ours: counted
+        self.take(entries, policies)
+
+    def take(self, entries: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
+        """Apply payments and others' charges; log payments and the thresholds crossed."""
         touched = set()
-        for entry in self.ledger.read_new():
-            if entry.get("pid") == pid:  # our own charge, counted when written
-                continue
+        for entry in entries:
             if self.book.apply(entry):
                 touched.add(str(entry.get("relationship")))
                 if entry.get("type") == "payment":
@@ -367,9 +437,9 @@ class Keeper:
         for rel in touched:
             policy = policies.get(rel)
             if policy is not None:
-                self._say(self.book.events(rel, policy), policy)
+                self.say(self.book.events(rel, policy), policy)
 
-    def _say(self, events: list[Event], policy: Balance | None) -> None:
+    def say(self, events: list[Event], policy: Balance | None) -> None:
         for ev in events:
             fields = {
                 "relationship": ev.relationship,
@@ -381,11 +451,14 @@ class Keeper:
                 self.post(policy.webhook, {"event": ev.name, **fields, "time": time.time()})
 
     async def run(self, policies: Any, period: float = 1.0) -> None:
-        """Poll the ledger every ``period`` s; ``policies()`` gives the snapshot's."""
+        """Poll the ledger every ``period`` s; ``policies()`` gives the snapshot's. (With a
+        fleet its heartbeat reads the fleet's ledger instead.)"""
         import asyncio
 
         while True:
             await asyncio.sleep(period)
+            if self.fleet is not None:
+                continue
             try:
                 self.poll(policies())
             except OSError as e:

@@ -274,8 +274,8 @@ def _records(
 
 def _balance(args: argparse.Namespace) -> int:
     """`sbc balance add|show`: the ledger is node.balance.ledger, relative to the working
-    directory of `sbc run` (as node.cdr.path); a running node picks a payment up within a
-    second."""
+    directory of `sbc run` (as node.cdr.path), or with the Redis state store the fleet's;
+    a running node picks a payment up within a second."""
     from decimal import Decimal, InvalidOperation
 
     from sbc import balance
@@ -286,9 +286,23 @@ def _balance(args: argparse.Namespace) -> int:
         print(f"sbc balance: {e}", file=sys.stderr)
         return 1
     path = config.node.balance.ledger
+    state = config.node.state
+    fleet = state.url if state.backend == "redis" else ""  # the fleet's ledger (sbc.fleetbook)
     policies = {r.name: r.balance for r in config.relationships if r.balance is not None}
+
+    def accounts_now() -> dict[str, balance.Account]:
+        if fleet:
+            from sbc import fleetbook
+
+            return fleetbook.balances(fleet).accounts
+        return balance.balances(path)
+
     if args.balance_command == "show":
-        accounts = balance.balances(path)
+        try:
+            accounts = accounts_now()
+        except Exception as e:  # Redis unreachable
+            print(f"sbc balance show: {e}", file=sys.stderr)
+            return 1
         for name, policy in policies.items():
             acc = accounts.get(name) or balance.Account()
             print(
@@ -312,11 +326,20 @@ def _balance(args: argparse.Namespace) -> int:
         print(f"sbc balance add: amount {args.amount!r} is not a decimal number", file=sys.stderr)
         return 2
     try:
-        entry = balance.add_payment(path, args.relationship, str(amount), args.memo)
-    except OSError as e:
+        if fleet:  # on the fleet's ledger; every node copies it into its journal
+            from sbc import fleetbook
+
+            entry = fleetbook.add_payment(fleet, args.relationship, str(amount), args.memo)
+        else:
+            entry = balance.add_payment(path, args.relationship, str(amount), args.memo)
+    except Exception as e:  # the file, or Redis, refused it: nothing recorded
         print(f"sbc balance add: {e}", file=sys.stderr)
         return 1
-    now = balance.balances(path)[args.relationship].balance
+    try:
+        now = accounts_now()[args.relationship].balance
+    except Exception as e:
+        print(f"{args.relationship}: payment {entry['amount']} recorded ({entry['id']}); {e}")
+        return 0
     print(f"{args.relationship}: payment {entry['amount']} recorded ({entry['id']}); balance {now}")
     return 0
 

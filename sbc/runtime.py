@@ -29,6 +29,7 @@ from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
 from sbc.executor import Executor
+from sbc.fleetbook import attach
 from sbc.hep import Capture
 from sbc.http import HttpServer
 from sbc.listeners import Listeners
@@ -153,6 +154,8 @@ class Runtime:
         if worker is None:  # relationships' balances and their ledger (sbc.balance)
             post = lambda url, payload: self._spawn(post_json(url, payload, log))  # noqa: E731
             self.balances = Keeper(Book(), node.balance.ledger, log, post, snapshot.balances)
+        policies = lambda: self.controller.snapshot.balances  # noqa: E731
+        self.fleet = attach(self.balances, state, log, policies) if self.balances else None
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
         if worker is None:  # else the supervisor says it once for the node
             self.metrics.node(self.reloads)
@@ -188,6 +191,8 @@ class Runtime:
         self.controller.wall_offset = time.time() - loop.time()
         if self.redis is not None:
             await self.redis.start()
+        if self.fleet is not None:  # relationships' balances, shared by the fleet
+            await self.fleet.start()
         if self.media is not None:
             await self.media.start()
         node = self.controller.snapshot.config.node
@@ -266,6 +271,8 @@ class Runtime:
         self.tcp.close()
         if self.redis is not None:
             await self.redis.stop()
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self.media is not None:
             await self.media.stop()
         if self._timer is not None:
@@ -368,7 +375,7 @@ class Runtime:
         if isinstance(cmd, (Credit, Answered)):  # balances: the node's one keeper's
             if self.balances is None:
                 return self.worker.state(cmd, now) if self.worker is not None else (True, None)
-            return True, self.balances.execute(cmd, now)
+            return self.balances.submit(cmd, now, self.on_verdict)
         if self.redis is not None:
             if self.worker is not None and isinstance(cmd, Bind):
                 self.redis.submit(cmd, now)  # the fleet's copy; our siblings hear it at once

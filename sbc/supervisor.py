@@ -43,10 +43,11 @@ from sbc.cdr import iso
 from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
 from sbc.config.snapshot import Snapshot
+from sbc.fleetbook import attach
 from sbc.http import HttpServer
 from sbc.notify import Notifier, Signals
 from sbc.reloads import Reloads
-from sbc.state import Acquire, Answered, Binding, Credit
+from sbc.state import Acquire, Answered, Binding, Credit, Denied
 from sbc.state.memory import MemoryStore
 from sbc.webhook import post_json
 
@@ -90,6 +91,7 @@ class Supervisor:
         self.memory = MemoryStore()
         post = lambda url, payload: self._task(post_json(url, payload, log))  # noqa: E731
         self.balances = Keeper(Book(), node.balance.ledger, log, post, self.snapshot.balances)
+        self.fleet = attach(self.balances, node.state, log, lambda: self.snapshot.balances)
         self.bans: dict[str, float] = {}  # flood bans node-wide: host -> until (monotonic)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
@@ -111,6 +113,8 @@ class Supervisor:
     # --- workers ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.fleet is not None:  # relationships' balances, shared by the fleet
+            await self.fleet.start()
         for w in self.workers:
             await self._spawn(w)
         # No worker serves SIP before every steering socket exists: nothing steered is lost.
@@ -209,13 +213,18 @@ class Supervisor:
             w.link.send("verdict", cmd.token, denied)
         elif kind == "credit":  # the node's one book decides (sbc.balance)
             credit: Credit = msg[1]
-            verdict = self.balances.execute(credit, time.monotonic())
-            if verdict is None and credit.hold is not None:
-                w.holds.add(credit.lease)
-            assert w.link is not None
-            w.link.send("verdict", credit.token, verdict)
+
+            def reply(token: int, verdict: Denied | None) -> None:
+                if verdict is None and credit.hold is not None:
+                    w.holds.add(credit.lease)
+                if w.link is not None:
+                    w.link.send("verdict", token, verdict)
+
+            decided, verdict = self.balances.submit(credit, time.monotonic(), reply)
+            if decided:
+                reply(credit.token, verdict)
         elif kind == "answered":
-            self.balances.execute(Answered(msg[1], 0.0), time.monotonic())
+            self.balances.submit(Answered(msg[1], 0.0), time.monotonic(), _nothing)
         elif kind == "settle":
             records: list[dict[str, Any]] = msg[1]
             self.balances.settle(records, self.snapshot.balances)
@@ -365,6 +374,8 @@ class Supervisor:
                 os.kill(w.proc.pid, sig)
 
     async def stop(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
         self.shipping.stop()
         for http in self.http:
             http.close()
@@ -434,6 +445,10 @@ class Supervisor:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _nothing(token: int, verdict: Denied | None) -> None:
+    """No verdict is awaited (an Answered)."""
 
 
 async def serve(

@@ -1,6 +1,5 @@
 """The rating half of `sbc check`: rate decks, the trunk groups and routes that use them, and
-balances (one node's: refused with the Redis state store, a fleet's). Called by the loader
-once the YAML is valid.
+balances. Called by the loader once the YAML is valid.
 
 Deck files are named relative to the config directory; the checked config carries their
 absolute paths, so a worker process (or a reload) reads the same file whatever its working
@@ -80,14 +79,4 @@ def check(config: Config, root: Path, located: Locator) -> Config:
                         ("trunk_groups", i, "max_cost"),
                         f"{tg.max_cost!r}: write revenue or a rate per minute such as 0.02",
                     )
-    if any(r.balance is not None for r in config.relationships) and (
-        config.node.state.backend == "redis"
-    ):
-        first = next(i for i, r in enumerate(config.relationships) if r.balance is not None)
-        raise located.error(
-            ("relationships", first, "balance"),
-            "balances are kept by one node (its supervisor with workers), not shared through "
-            "Redis: set node.state.backend: memory (every node of a fleet would admit "
-            "against its own copy of the balance)",
-        )
     return msgspec.structs.replace(config, rate_decks=decks)
