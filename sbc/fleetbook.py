@@ -178,6 +178,7 @@ class FleetBook:
         self.pending: list[Item] = []  # pushes Redis did not take yet
         self.local: dict[str, tuple[str, Decimal]] = {}  # our charges not yet read back
         self.up = True
+        self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -206,7 +207,12 @@ class FleetBook:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(period)
-            await self.sync()
+            for rel in list(self.policies()) or [""]:  # the other nodes' holds, for a fallback
+                read = await self.sync(rel)
+                if read is None:
+                    break
+                if rel:
+                    self._note_others(rel, *read)
             if self.up and time.monotonic() - renewed >= self.renew_every:
                 renewed = time.monotonic()
                 await self._renew_mine()
@@ -283,9 +289,12 @@ class FleetBook:
             self.book.account(rel).charged += amount
         new = [e for e in fleet if entry_key(e) not in known]
         self._journal(new)
+        first = self.epoch is None
         self.epoch, self.offset = (_s(epoch) if epoch is not None else None), len(fleet)
         for rel, policy in self.policies().items():  # thresholds the fleet's entries crossed
-            self.keeper.say(self.book.events(rel, policy), policy)
+            events = self.book.events(rel, policy)
+            if not first:  # at start: as they stand, said before
+                self.keeper.say(events, policy)
         balances = {r: str(a.balance) for r, a in self.book.accounts.items()}
         self.log.info(
             "balance.fleet_synced", entries=len(fleet), pushed=len(mine), balances=balances
@@ -314,6 +323,14 @@ class FleetBook:
         self._spawn(self._credit(cmd, reply))
 
     async def _credit(self, cmd: Credit, reply: Reply) -> None:
+        """One relationship's Credits at a time on this node: only other nodes' can race."""
+        lock = self._locks.get(cmd.relationship)
+        if lock is None:
+            lock = self._locks[cmd.relationship] = asyncio.Lock()
+        async with lock:
+            await self._decide(cmd, reply)
+
+    async def _decide(self, cmd: Credit, reply: Reply) -> None:
         rel, hold = cmd.relationship, cmd.hold
         first = hold.first if hold is not None else ZERO
         for _ in range(TRIES):
@@ -325,9 +342,7 @@ class FleetBook:
                 return
             now, version, holds = read
             held = sum((h.amount(now) for h in holds.values()), ZERO)
-            self.others[rel] = sum(
-                (h.amount(now) for cid, h in holds.items() if cid not in self.mine), ZERO
-            )
+            self._note_others(rel, now, version, holds)
             if not admits(self.book.account(rel).balance - held, cmd.policy, first):
                 reply(cmd.token, suspended(rel))
                 return
@@ -348,6 +363,10 @@ class FleetBook:
                 reply(cmd.token, None)
                 return
         reply(cmd.token, suspended(rel))  # contended past TRIES: refuse, never overrun
+
+    def _note_others(self, rel: str, now: float, version: str, holds: dict[str, Hold]) -> None:
+        others = (h.amount(now) for cid, h in holds.items() if cid not in self.mine)
+        self.others[rel] = sum(others, ZERO)
 
     def answered(self, call_id: str) -> None:
         self.book.answered(call_id, time.time())  # our mirror's (used while Redis is away)
