@@ -178,7 +178,8 @@ class FleetBook:
         self.pending: list[Item] = []  # pushes Redis did not take yet
         self.local: dict[str, tuple[str, Decimal]] = {}  # our charges not yet read back
         self.up = True
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one Credit at a time per relationship
+        self._reading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -235,7 +236,11 @@ class FleetBook:
     async def sync(self, rel: str = "") -> tuple[float, str, dict[str, Hold]] | None:
         """Take the fleet ledger's new entries (and push what waits); with ``rel``, also
         return its holds: (Redis's now in s, the version, call id -> hold). None: Redis
-        is away."""
+        is away. One at a time: two reads from one offset would take its entries twice."""
+        async with self._reading:
+            return await self._sync(rel)
+
+    async def _sync(self, rel: str) -> tuple[float, str, dict[str, Hold]] | None:
         try:
             if self.pending:
                 items, self.pending = self.pending, []

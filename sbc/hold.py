@@ -31,8 +31,11 @@ class Hold:
         plus the next increment (reserved ahead, so it never lags its real cost)."""
         if not self.first_seconds or self.answered_at is None:
             return self.first
+        # Answered this very instant (or by a clock a hair ahead): billed its first
+        # increment already, never 0 as an unanswered call would be.
+        talked = max(now - self.answered_at, 0.001)
         billed = billed_seconds(
-            now - self.answered_at, self.first_seconds, self.next_seconds, self.propagation_delay
+            talked, self.first_seconds, self.next_seconds, self.propagation_delay
         )
         return amount(self.rate, billed + self.next_seconds, self.quantum)
 

@@ -98,8 +98,18 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_two_nodes_share_one_balance_through_redis(root: Path) -> None:
-    redis = harness.Redis(REDIS, root / "redis").start()
+@pytest.fixture
+def redis(root: Path) -> Iterator[list[harness.Redis]]:
+    """The fleet's Redis (a list: the test starts it again); stopped whatever happens."""
+    servers = [harness.Redis(REDIS, root / "redis").start()]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_two_nodes_share_one_balance_through_redis(root: Path, redis: list[harness.Redis]) -> None:
     config_a = config_dir(root, "a", A, 7401, 2)
     config_b = config_dir(root, "b", B, 7402, 1)
     work_a, work_b = root / "node-a", root / "node-b"
@@ -154,12 +164,12 @@ def test_two_nodes_share_one_balance_through_redis(root: Path) -> None:
             assert node.wait_events("balance.payment", 1, timeout=5), "a node missed it"
 
         # Redis away: node B decides alone (0.78 left: one call fits) and keeps the charge
-        redis.stop()
+        redis[0].stop()
         r = offer(root, 7402, 1, 500, "alone")
         assert (r.received(200), r.received(403)) == (2, 0), r.counts
         assert node_b.wait_events("balance.fleet_down", 1)
         # Redis back, empty: the nodes give the fleet its ledger back, each entry once
-        redis = harness.Redis(REDIS, root / "redis").start()
+        redis.append(harness.Redis(REDIS, root / "redis").start())
         for node in (node_a, node_b):
             assert len(node.wait_events("balance.fleet_synced", 2, timeout=10)) >= 2
 
@@ -184,4 +194,3 @@ def test_two_nodes_share_one_balance_through_redis(root: Path) -> None:
         assert (r.received(200), r.received(403)) == (0, 1), r.counts
     finally:
         assert node_b.stop() == 0
-        redis.stop()

@@ -143,6 +143,8 @@ def test_an_answered_call_holds_ahead_and_a_dead_workers_holds_go() -> None:
     assert book.held("c", 61.0) == 0 and book.account("c").balance == Decimal("1.30")
     assert book.decide(Credit(3, "z", "c", POLICY, _prepaid_hold()), 61.0)
     book.answered("unknown", 61.0)  # not held (unrated, or already settled): nothing
+    book.answered("z", 61.0)  # answered this instant, or by a clock a hair ahead of ours
+    assert book.held("c", 61.0) == book.held("c", 60.9) == Decimal("0.6600")  # 60 + 6 s
 
 
 def test_the_keeper_decides_credit_settles_and_refuses_with_balance_suspended(
@@ -167,3 +169,16 @@ def test_the_keeper_decides_credit_settles_and_refuses_with_balance_suspended(
     keeper.book.reserve("c", "e", Hold(Decimal("0.1")))
     keeper.settle([{"call_id": "e", "relationship": "c", "revenue": "0.6000"}], {})
     assert not keeper.book.holding and balances(path)["c"].balance == 0
+
+
+def test_a_hold_crosses_redis_as_json_and_keeps_its_terms() -> None:
+    from sbc.fleetbook import entry_key, hold_json, hold_of, rel_keys
+
+    hold = _prepaid_hold()
+    ringing = hold_of(hold_json(hold), None)
+    assert ringing == hold and ringing.amount(100.0) == Decimal("0.6000")
+    answered = hold_of(hold_json(hold).encode(), b"1000.250000")
+    assert answered.answered_at == 1000.25
+    assert answered.amount(1061.25) == Decimal("0.7200")  # 66 s billed + the next 6 s
+    assert entry_key(payment("c", Decimal(1), "", 0)).startswith("payment:")
+    assert rel_keys("c") == ["sbc:bal:holds:c", "sbc:bal:exp:c", "sbc:bal:ans:c", "sbc:bal:ver:c"]
