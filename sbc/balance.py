@@ -23,7 +23,8 @@ call's ``sbc.state.Credit`` (decided and its hold reserved at once, in that one 
 so two workers never admit against two copies of the credit), ``sbc.state.Answered`` when
 it is answered, and its CDR when it ends (the worker sends the few fields settling needs,
 ``settlement``). A worker that dies takes its calls' holds with it, as it does their ports;
-only the keeper writes charges, so a worker's death or restart doubles none.
+only the keeper writes charges, so a worker's death or restart doubles none. With the Redis
+state store the keepers of a fleet's nodes share one book there (sbc.fleetbook).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class LedgerConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ledger: Annotated[
         str,
         d(
-            "JSON-lines ledger of payments and charges, relative to the working directory; the balances are rebuilt from it at start."
+            "JSON-lines ledger of payments and charges, relative to the working directory; the balances are rebuilt from it at start. With the Redis state store it is this node's durable copy of the fleet's ledger (kept in Redis)."
         ),
     ] = "balance/ledger.jsonl"
 
