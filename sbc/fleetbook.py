@@ -170,7 +170,6 @@ class FleetBook:
         self._append = self.client.register_script(APPEND)
         self._answer = self.client.register_script(ANSWER)
         self._renew = self.client.register_script(RENEW)
-        self.new_epoch = uuid.uuid4().hex
         self.epoch: str | None = None  # the fleet ledger's we mirror; None: not yet
         self.offset = 0  # entries of it taken
         self.mine: dict[str, str] = {}  # our holds in Redis: call id -> relationship
@@ -193,6 +192,12 @@ class FleetBook:
             task.cancel()
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+    @property
+    def new_epoch(self) -> str:
+        """A fresh id for Redis to keep if it has none (each time: a Redis emptied twice
+        must not get back the id we saw before)."""
+        return uuid.uuid4().hex
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -183,6 +183,14 @@ def test_two_nodes_share_one_balance_through_redis(root: Path, redis: list[harne
             capture_output=True, text=True, timeout=10,
         )  # fmt: skip
         assert client.stdout.strip() == "6"  # two payments, four charges: none twice
+        redis[-1].stop()  # and once more: an emptied Redis is seen each time
+        redis.append(harness.Redis(REDIS, root / "redis").start())
+        assert harness.wait_for(whole, timeout=10)
+        client = subprocess.run(
+            ["redis-cli", "-p", str(REDIS), "LLEN", "sbc:bal:ledger"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        assert client.stdout.strip() == "6"
     finally:
         assert node_a.stop() == 0
         assert node_b.stop() == 0
