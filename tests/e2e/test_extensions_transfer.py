@@ -23,6 +23,19 @@ the other one. sbc :7331, PBX :7332, vendor :7333.
      |--BYE (a1)-------------->|--BYE (b1)------------------------->|  the transferor leaves
      |                         |<-----------------BYE (x3)-----------|  the joined call ends
      |                         |--BYE (b3)-------------------------->|
+
+The other way round (the vendor transfers, ``refer: relay`` on its trunk group), its
+Replaces names our B-leg and crosses as it is; the PBX's transferee INVITE comes back to
+the PBX, naming its own dialog:
+
+    PBX :7332                 sbc :7331                        vendor :7333
+     |<--------------REFER a1--|<-------------------------REFER b1-|
+     |  Refer-To: <sip:sbc@127.0.0.1:7331?Replaces=b2;to-tag=<our b2 tag>;from-tag=v2>
+     |--INVITE a3 (Replaces)-->|  (to call 2's worker: b2 is its Call-ID)
+     |<---------------INVITE p3|  Replaces: a2;to-tag=phone2;from-tag=<our a2 tag>
+     |--200 (p3)-------------->|
+     |<--------------200 (a3)--|
+     |--BYE a2---------------->|--BYE b2-------------------------->|
 """
 
 from __future__ import annotations
@@ -131,26 +144,35 @@ class Ua:
         self.request("ACK", ok.call_id, ok.from_.tag or "", ok.to.tag, cseq)
 
 
+def two_calls(pbx: Ua, vendor: Ua) -> list[tuple[str, Request]]:
+    """Calls 1 and 2 from the PBX, answered: our A tag and the B-leg INVITE of each."""
+    legs = []
+    for n, cid in ((1, A1), (2, A2)):
+        pbx.request("INVITE", cid, f"phone{n}", "", 1, body=SDP)
+        b = vendor.wait("INVITE")
+        assert isinstance(b, Request)
+        vendor.answer(b, 200, f"v{n}", SDP)
+        ok = pbx.wait("200", cid)
+        assert isinstance(ok, Response) and ok.to.tag
+        pbx.ack(ok)
+        assert isinstance(vendor.wait("ACK", b.call_id), Request)
+        legs.append((ok.to.tag, b))
+    return legs
+
+
+def started(tmp_path: Path, config: str) -> harness.Sbc:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "sbc.yaml").write_text(config)
+    return harness.start_sbc(tmp_path / "sbc", tmp_path / "config", port=PORT)
+
+
 def test_a_pbxs_attended_transfer_joins_its_two_vendor_parties_across_workers(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "sbc.yaml").write_text(CONFIG)
-    sbc = harness.start_sbc(tmp_path / "sbc", tmp_path / "config", port=PORT)
+    sbc = started(tmp_path, CONFIG)
     pbx, vendor = Ua(PBX), Ua(VENDOR)
     try:
-        legs = []  # (our A tag, the vendor's B-leg INVITE) of calls 1 and 2
-        for n, cid in ((1, A1), (2, A2)):
-            pbx.request("INVITE", cid, f"phone{n}", "", 1, body=SDP)
-            b = vendor.wait("INVITE")
-            assert isinstance(b, Request)
-            vendor.answer(b, 200, f"v{n}", SDP)
-            ok = pbx.wait("200", cid)
-            assert isinstance(ok, Response) and ok.to.tag
-            pbx.ack(ok)
-            assert isinstance(vendor.wait("ACK", b.call_id), Request)
-            legs.append((ok.to.tag, b))
-        (a1_tag, b1), (a2_tag, b2) = legs
+        (a1_tag, b1), (a2_tag, b2) = two_calls(pbx, vendor)
 
         named = quote(f"{A2};to-tag={a2_tag};from-tag=phone2", safe="")
         refer_to = f"Refer-To: <sip:2000@127.0.0.1:{PBX}?Replaces={named}>\r\n"
@@ -201,3 +223,55 @@ def test_a_pbxs_attended_transfer_joins_its_two_vendor_parties_across_workers(
     assert set(starts) == {A1, A2, "x3-transfer"}
     assert notice["replaced"] == starts[A2]["call_id"]
     assert starts["x3-transfer"]["trunk_group"] == "vendor-in"
+
+
+def test_a_vendors_attended_transfer_comes_back_to_the_pbx_across_workers(
+    tmp_path: Path,
+) -> None:
+    config = CONFIG.replace("     refer: relay, trunks", "     trunks").replace(
+        "direction: termination,\n", "direction: termination, refer: relay,\n"
+    )
+    assert config.count("refer: relay") == 1
+    sbc = started(tmp_path, config)
+    pbx, vendor = Ua(PBX), Ua(VENDOR)
+    try:
+        (a1_tag, b1), (a2_tag, b2) = two_calls(pbx, vendor)
+        ours = quote(f"{b2.call_id};to-tag={b2.from_.tag};from-tag=v2", safe="")
+        refer_to = f"Refer-To: <sip:sbc@127.0.0.1:{PORT}?Replaces={ours}>\r\n"
+        vendor.request("REFER", b1.call_id, "v1", b1.from_.tag or "", 1, refer_to)
+        a_refer = pbx.wait("REFER", A1)
+        assert isinstance(a_refer, Request)
+        assert a_refer.get("Refer-To") == f"<sip:sbc@127.0.0.1:{PORT}?Replaces={ours}>"
+        pbx.answer(a_refer, 202)
+        assert isinstance(vendor.wait("202", b1.call_id), Response)
+
+        replaces = f"Replaces: {b2.call_id};to-tag={b2.from_.tag};from-tag=v2\r\n"
+        pbx.request("INVITE", "a3-transfer", "phone3", "", 1, replaces, SDP)
+        p3 = pbx.wait("INVITE")
+        assert isinstance(p3, Request) and p3.call_id not in (A1, A2, "a3-transfer")
+        assert p3.uri == f"sip:ua@127.0.0.1:{PBX}"  # call 2's caller, at its Contact
+        assert p3.get("Replaces") == f"{A2};to-tag=phone2;from-tag={a2_tag}"
+        pbx.answer(p3, 200, "p3", SDP)
+        ok3 = pbx.wait("200", "a3-transfer")
+        assert isinstance(ok3, Response)
+        pbx.ack(ok3)
+        assert isinstance(pbx.wait("ACK", p3.call_id), Request)
+
+        pbx.request("BYE", A2, "phone2", a2_tag, 2)  # the replaced phone leaves call 2
+        b_bye = vendor.wait("BYE", b2.call_id)
+        assert isinstance(b_bye, Request)
+        vendor.answer(b_bye, 200)
+        assert isinstance(pbx.wait("200", A2), Response)
+        for cid, tag, to_tag in ((A1, "phone1", a1_tag), ("a3-transfer", "phone3", ok3.to.tag)):
+            pbx.request("BYE", cid, tag, to_tag or "", 3)
+            far = (vendor if cid == A1 else pbx).wait("BYE")
+            assert isinstance(far, Request)
+            (vendor if cid == A1 else pbx).answer(far, 200)
+            assert isinstance(pbx.wait("200", cid), Response)
+    finally:
+        pbx.peer.close()
+        vendor.peer.close()
+        assert sbc.stop() == 0
+    (notice,) = sbc.events("call.replaces")
+    starts = {e["sip_call_id"]: e for e in sbc.events("call.start")}
+    assert notice["replaced"] == starts[A2]["call_id"]
