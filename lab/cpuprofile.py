@@ -1,0 +1,91 @@
+"""Where a running sbc spends its CPU: cProfile in every sbc process (``SBC_PROFILE``, read
+by sbc.cli) while sipp places short calls through it, then the top functions.
+
+    .venv/bin/python lab/cpuprofile.py --calls 6000 --rate 300            # compiled, one worker
+    .venv/bin/python lab/cpuprofile.py --pure --workers 2                 # plain Python
+
+The lab config on its own ports (sbc :7610, sipp uas :7611 and :7612, uac :7615), so it
+can run next to the e2e suite; the CPU figures are not a benchmark (cProfile slows every
+Python call, and mypyc-compiled functions show only where plain Python calls them): read
+the shares, not the times. ``--pure`` (SBC_PURE=1) shows everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+import harness
+
+PORT, UAS, UAC = 7610, (7611, 7612), 7615
+
+
+def config(workers: int) -> str:
+    text = harness.LAB_CONFIG.joinpath("sbc.yaml").read_text()
+    out = []
+    for line in text.splitlines():
+        if "metrics:" in line or "admin:" in line:
+            continue  # their ports are the lab's: not needed here
+        line = line.replace("port: 5060", f"port: {PORT}")
+        line = line.replace("port: 5081", f"port: {UAS[0]}").replace(
+            "port: 5082", f"port: {UAS[1]}"
+        )
+        out.append(line)
+        if line.strip() == "node:":
+            out.append(f"  workers: {workers}")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pure", action="store_true", help="plain Python (SBC_PURE=1)")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--out", type=Path, help="keep the .prof files here")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sbc-profile-"))
+    out = args.out or root / "prof"
+    out.mkdir(parents=True, exist_ok=True)
+    (root / "config").mkdir()
+    (root / "config" / "sbc.yaml").write_text(config(args.workers))
+    env = {"SBC_PROFILE": str(out.resolve())}
+    if args.pure:
+        env["SBC_PURE"] = "1"
+    sbc = harness.start_sbc(root / "sbc", root / "config", "warning", PORT, env)
+    try:
+        with harness.sipp_servers("uas", list(UAS), root / "uas"):
+            result = harness.run_sipp(
+                "uac",
+                calls=args.calls,
+                rate=args.rate,
+                port=UAC,
+                workdir=root / "uac",
+                remote=f"127.0.0.1:{PORT}",
+                timeout=args.calls / args.rate + 60,
+            )
+    finally:
+        code = sbc.stop()
+    ok = result.stats.get("SuccessfulCall(C)", "?")
+    failed = result.stats.get("FailedCall(C)", "?")
+    print(f"sipp: {ok} calls succeeded, {failed} failed; sbc exited {code}")
+    files = sorted(out.glob("*.prof"))
+    if not files:
+        print(f"no profile in {out}", file=sys.stderr)
+        return 1
+    for f in files:
+        print(f"\n=== {f.name} (top {args.top} by own time)")
+        stats = pstats.Stats(str(f))
+        stats.strip_dirs().sort_stats("tottime").print_stats(args.top)
+    print(f"profiles: {out}" if args.out else "")
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    os.chdir(harness.ROOT)
+    sys.exit(main())
