@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,6 +424,16 @@ def failed_checks(workdir: Path) -> str:
     3.6 lets such a call go on (a server answers it), so a test must read this ("" = none)."""
     text = "".join(f.read_text(errors="replace") for f in workdir.glob("*_errors.log"))
     return "\n".join(line for line in text.splitlines() if "regexp match" in line)
+
+
+def on_worker(prefix: str, worker: int, workers: int = 2) -> str:
+    """A Call-ID that sbc.sip.steer gives to ``worker`` of ``workers`` (its CRC-32 modulo
+    their number), to put a test's calls where it wants them."""
+    return next(
+        f"{prefix}-{i}"
+        for i in range(1000)
+        if zlib.crc32(f"{prefix}-{i}".encode()) % workers == worker
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

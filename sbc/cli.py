@@ -145,6 +145,21 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         log.warning("uvloop.missing")
+    profile = os.environ.get("SBC_PROFILE")
+    if profile:  # lab/cpuprofile.py: cProfile this process, written when it exits
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            return _serve(args, log)
+        finally:
+            prof.disable()
+            prof.dump_stats(str(Path(profile) / f"{args.command}-{os.getpid()}.prof"))
+    return _serve(args, log)
+
+
+def _serve(args: argparse.Namespace, log: Any) -> int:
     if args.command == "worker":
         from sbc import worker
 

@@ -81,5 +81,7 @@ def setup(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    # The bound logger itself, not structlog's lazy proxy: every call on the proxy goes
+    # through its __getattr__ and bind() again (a few per call, on the hot path).
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind()
     return logger

@@ -77,9 +77,11 @@ def admit(
     req: Request,
     wall: float,
     draining: bool,
+    pinned: bool = False,
 ) -> Verdict:
     """The verdict on an INVITE identified as ``tg``, dialling ``dnis`` (tech prefix
-    stripped), at wall-clock time ``wall``."""
+    stripped), at wall-clock time ``wall``; ``pinned``: it replaces a dialog (RFC 3891) and
+    goes where that call is (sbc.call.replaces), whatever its Request-URI would route to."""
     if draining:
         retry = (("Retry-After", str(snap.config.node.drain_retry_after)),)
         return Refused(Refusal(503, "Service Unavailable", "draining", retry))
@@ -93,6 +95,8 @@ def admit(
     if rules:
         ani = manipulate.apply(rules, "ani", ani)
         dnis = manipulate.apply(rules, "dnis", dnis)
+    if pinned:
+        return Admitted(ani, dnis, Selection(dnis, matched="replaces"))
     sel = select(snap.plans[tg.routeplan], ani, dnis, sdp.connection_ip(req.body), wall)
     if sel.refusal is not None:
         status, reason, label = sel.refusal
@@ -120,13 +124,14 @@ def new_call(
     already chose this route)."""
     req, src, sel = tx.request, tx.source, admitted.selection
     forwarded = sel.matched == "forwarding"
+    call_id = new_id()  # also our tag toward the caller: a REFER's Replaces names it
     call = Call(
-        id=new_id(),
+        id=call_id,
         snap=snap,
         ingress=tg,
         source=src,
         a_tx=tx,
-        a_dialog=Dialog.as_uas(req, new_id(), src, tg.nat),
+        a_dialog=Dialog.as_uas(req, call_id, src, tg.nat),
         ani=admitted.ani,
         dnis=sel.dnis,
         started=now,

@@ -75,7 +75,8 @@ class Intake:
         tg, dnis = found
         self.host.stats.attempt(tg.name, "ingress", tg.capacity_group, now)
         wall = now + self.host.wall_offset
-        verdict = ingress.admit(snap, tg, dnis, req, wall, self.host.draining)
+        pinned = req.get("Replaces") is not None  # RFC 3891: it goes where that call is
+        verdict = ingress.admit(snap, tg, dnis, req, wall, self.host.draining, pinned)
         if isinstance(verdict, ingress.TooManyHops):
             self.out.respond(tx, 483, now)
             return
@@ -101,13 +102,13 @@ class Intake:
                 reason="max_cost",
             )
         policy = snap.balances.get(tg.relationship) if snap.balances else None
-        replacing = replaces.find(self.host.dialogs, req, tg)
+        replacing = replaces.find(self.host.dialogs, self.host.calls, req, tg)
         if isinstance(replacing, replaces.Refused):
             self.out.notice("call.replaces_refused", None, sip_call_id=req.call_id,
                             trunk_group=tg.name, status=replacing.status)  # fmt: skip
             self.out.respond(tx, replacing.status, now, replacing.reason)
             return
-        if replacing is not None:  # only to the replaced call's vendor
+        if replacing is not None:  # only to the replaced call's far party
             r = replacing.to
             found_trunks: hunt.Candidates = [(r.trunk_group, r.index, r)]
         else:

@@ -85,7 +85,7 @@ class Relayer:
             found = None
             if _refer_policy(call, leg) == "relay":
                 host, port = local(self.out.snapshot, far, d.destination().host)
-                found = refer.mapped(req, uri_host(host), port)
+                found = refer.mapped(req, uri_host(host), port, leg)
             if found is None:
                 self.out.respond(tx, 403, now, "Forbidden", tag=False)
                 return

@@ -354,7 +354,9 @@ class TrunkGroup(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ] = "follow"
     refer: Annotated[
         Literal["reject", "relay"],
-        d("REFER from this trunk group's peers: answered 403 (reject) or relayed to the far leg."),
+        d(
+            "REFER from this trunk group's peers: answered 403 (reject) or relayed to the far leg, Refer-To naming us (an attended transfer's Replaces too)."
+        ),
     ] = "reject"
     trusted: Annotated[
         bool,

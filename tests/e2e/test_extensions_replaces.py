@@ -24,7 +24,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from zlib import crc32
 
 import harness
 import pytest
@@ -37,14 +36,7 @@ pytestmark = pytest.mark.e2e
 PORT, CALLER, VENDOR = 7302, 7380, 7381
 
 
-def on_worker(prefix: str, worker: int) -> str:
-    """A Call-ID that sbc.sip.steer gives to ``worker`` of two."""
-    return next(
-        f"{prefix}-{i}" for i in range(100) if crc32(f"{prefix}-{i}".encode()) % 2 == worker
-    )
-
-
-A1, A2 = on_worker("a1-replaces", 0), on_worker("a2-replaces", 1)
+A1, A2 = harness.on_worker("a1-replaces", 0), harness.on_worker("a2-replaces", 1)
 CONFIG = """
 node:
   listen: [{address: 127.0.0.1, port: 7302, transport: udp}]

@@ -149,13 +149,12 @@ def test_refer_is_answered_403_and_never_crosses() -> None:
     assert only(out, vendor) == [] and only(out, V2 if vendor == V1 else V1) == []
 
 
-def test_refer_relay_names_us_in_refer_to_and_refuses_an_attended_transfer() -> None:
+def test_refer_relay_names_us_in_refer_to() -> None:
     """caller        sbc                 vendor
     |--REFER------->|--REFER------------>|   Refer-To: <sip:2000@192.0.2.9>
     |               |                    |     -> <sip:2000@127.0.0.1:5060>: the vendor's
     |<---------202--|<--------------202--|     INVITE comes back to us as a new call
-    |--REFER+Replaces>|                  |
-    |<---------403--|                    |   (a dialog the vendor never saw)
+    (attended transfers, with Replaces: tests/unit/test_replaces.py)
     """
     lab = Lab(refer="relay")
     a_tag, _, vendor = answered(lab)
@@ -183,13 +182,6 @@ def test_refer_relay_names_us_in_refer_to_and_refuses_an_attended_transfer() -> 
     assert isinstance(a_notify, Request) and a_notify.method == "NOTIFY"
     assert a_notify.get("Event") == "refer" and a_notify.body == b"SIP/2.0 100 Trying\r\n"
     assert a_notify.get("Content-Type") == "message/sipfrag"
-    attended = request(
-        "REFER", "a-leg-1@10.1.1.1", "caller1", a_tag, 3, CALLER,
-        extra="Refer-To: <sip:2000@192.0.2.9?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
-    )  # fmt: skip
-    out = lab.feed(attended, CALLER)
-    assert [m.status for m in only(out, CALLER)] == [403]  # type: ignore[union-attr]
-    assert only(out, vendor) == []
 
 
 PBX_DID = """

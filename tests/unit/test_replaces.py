@@ -3,10 +3,14 @@ Caller = carrier-a at 127.0.0.1:5070 (the lab config: vendor-pool at :5081 and :
 
 from __future__ import annotations
 
+import msgspec
+
 from sbc.call.replaces import parse
+from sbc.config.loader import load_config
 from sbc.sip import ids
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.steer import owner, replaced_call_id
+from sbc.sip.transaction import Target
 from sbc.worker import Worker
 from tests.helpers import CALLER, Lab, b_legs, invite, only, request
 
@@ -129,3 +133,140 @@ def test_a_replacing_invite_steers_to_the_replaced_calls_worker_and_pins_its_dia
     finally:
         worker.sock.close()
         ids.configure(0, 1)  # a Worker names this process's ids: back to a lone process
+
+
+def two_calls(lab: Lab) -> tuple[tuple[str, Request, Target], tuple[str, Request, Target]]:
+    """Calls 1 (a-leg-1, caller1) and 2 (a-leg-2, caller2) from the PBX, both answered:
+    for each our A tag, its B-leg INVITE and its vendor (whose Contact is where it is)."""
+    calls = []
+    for n in (1, 2):
+        data = invite(branch=f"z9hG4bKc{n}").replace(b"a-leg-1", f"a-leg-{n}".encode())
+        data = data.replace(b"tag=caller1", f"tag=caller{n}".encode())
+        ((b_inv, vendor),) = b_legs(lab.feed(data, CALLER))
+        contact = f"<sip:v{n}@{vendor.host}:{vendor.port}>"
+        ok = make_response(b_inv, 200, to_tag=f"v{n}", headers=[("Contact", contact)])
+        (a_ok,) = only(lab.feed(ok, vendor), CALLER)
+        assert isinstance(a_ok, Response) and a_ok.status == 200 and a_ok.to.tag
+        ack = request("ACK", f"a-leg-{n}@10.1.1.1", f"caller{n}", a_ok.to.tag, 1, CALLER)
+        lab.feed(ack, CALLER)
+        calls.append((a_ok.to.tag, b_inv, vendor))
+    return calls[0], calls[1]
+
+
+def test_a_pbxs_attended_transfer_names_no_caller_call_id_and_reaches_call_2s_vendor() -> None:
+    """The PBX (transferor) joins the vendor's party of call 1 (transferee) to the vendor's
+    party of call 2 (target); the vendor never sees the PBX's Call-IDs (RFC 3891 §5).
+
+    PBX                  sbc                                   vendor
+    |--REFER (a1)------->|--REFER (b1)------------------------->|
+    |  Refer-To: <sip:2000@10.1.1.1?Replaces=a-leg-2@10.1.1.1;to-tag=<our a2 tag>;
+    |    from-tag=caller2>   -> <sip:2000@127.0.0.1:5060?Replaces=<our a2 tag>;
+    |                           to-tag=<our a2 tag>;from-tag=caller2>
+    |<--------------202--|<----------------------------------202-|
+    |                    |<---INVITE (x3, that Replaces)---------|  the transferee
+    |                    |--INVITE (b3)------------------------->|  to call 2's Contact,
+    |                    |  Replaces: <b2>;to-tag=v2;from-tag=<our b2 tag>
+    |                    |<---------------------------------200-|
+    |                    |--200 (x3)---------------------------->|
+    |                    |<---------------------------BYE (b2)---|  the target's old dialog
+    |<---------BYE (a2)--|                                       |
+    """
+    lab = Lab(refer="relay")
+    (a1_tag, _, v1), (a2_tag, b2, v2) = two_calls(lab)
+    named = f"a-leg-2%4010.1.1.1%3Bto-tag%3D{a2_tag}%3Bfrom-tag%3Dcaller2"
+    refer = request(
+        "REFER", "a-leg-1@10.1.1.1", "caller1", a1_tag, 2, CALLER,
+        extra=f"Refer-To: <sip:2000@10.1.1.1?Replaces={named}>\r\n",
+    )  # fmt: skip
+    (b_refer,) = only(lab.feed(refer, CALLER), v1)
+    assert isinstance(b_refer, Request) and b_refer.method == "REFER"
+    token = f"{a2_tag}%3Bto-tag%3D{a2_tag}%3Bfrom-tag%3Dcaller2"
+    assert b_refer.get("Refer-To") == f"<sip:2000@127.0.0.1:5060?Replaces={token}>"
+    assert b"a-leg" not in b_refer.to_bytes() and b"10.1.1.1" not in b_refer.to_bytes()
+    (accepted,) = only(lab.feed(make_response(b_refer, 202), v1), CALLER)
+    assert isinstance(accepted, Response) and accepted.status == 202
+    # the transferee's INVITE, as its UA builds it from the Refer-To
+    x3 = invite(user="2000", branch="z9hG4bKx3").replace(b"a-leg-1@10.1.1.1", b"x3@vendor")
+    x3 = x3.replace(
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070", f"Via: SIP/2.0/UDP {v1.host}:{v1.port}".encode()
+    )
+    x3 = x3.replace(
+        b"Contact: <sip:alice@127.0.0.1:5070>", f"Contact: <sip:x@{v1.host}:{v1.port}>".encode()
+    )
+    replaces = f"Replaces: {a2_tag};to-tag={a2_tag};from-tag=caller2"
+    x3 = x3.replace(b"Max-Forwards: 70\r\n", f"Max-Forwards: 70\r\n{replaces}\r\n".encode())
+    ((b3, to),) = b_legs(lab.feed(x3, v1))
+    assert to == v2 and b3.uri == f"sip:v2@{v2.host}:{v2.port}"
+    assert b3.get("Replaces") == f"{b2.call_id};to-tag=v2;from-tag={b2.from_.tag}"
+    ok = make_response(b3, 200, to_tag="v3", headers=[("Contact", f"<sip:v3@{v2.host}:{v2.port}>")])
+    finals = [m.status for m in only(lab.feed(ok, v2), v1) if isinstance(m, Response)]
+    assert finals == [200]
+    bye = make_bye(b2).replace(b"tag=v1", b"tag=v2")
+    a_byes = [m for m in only(lab.feed(bye, v2), CALLER) if isinstance(m, Request)]
+    assert [(m.method, m.call_id) for m in a_byes] == [("BYE", "a-leg-2@10.1.1.1")]
+
+
+def test_a_vendors_attended_transfer_comes_back_to_the_pbx_naming_its_own_dialog() -> None:
+    """The vendor (transferor) joins the PBX's party of call 1 to the PBX's party of call 2:
+    its Replaces names our B-leg (ids we minted) and crosses as it is.
+
+    PBX                  sbc                                   vendor
+    |<-------REFER (a1)--|<---------------------------REFER (b1)-|
+    |  Refer-To: <sip:sbc@127.0.0.1:5060?Replaces=<b2>;to-tag=<our b2 tag>;from-tag=v2>
+    |--INVITE (a3, that Replaces)-->|                            |  the transferee
+    |<---------INVITE (b3)----------|  to call 2's caller (its Contact), Replaces:
+    |                    |  a-leg-2@10.1.1.1;to-tag=caller2;from-tag=<our a2 tag>
+    |--200 (b3)--------->|                                       |
+    |<---------200 (a3)--|                                       |
+    |--BYE (a2)--------->|--BYE (b2)---------------------------->|
+    """
+    config = load_config("config/lab")
+    tgs = list(config.trunk_groups)
+    tgs[1] = msgspec.structs.replace(tgs[1], refer="relay")
+    lab = Lab(msgspec.structs.replace(config, trunk_groups=tgs))
+    (_, b1, v1), (a2_tag, b2, v2) = two_calls(lab)
+    ours = f"{b2.call_id}%3Bto-tag%3D{b2.from_.tag}%3Bfrom-tag%3Dv2"
+    refer = request(
+        "REFER", b1.call_id, "v1", b1.from_.tag, 1, v1,
+        extra=f"Refer-To: <sip:sbc@127.0.0.1:5060?Replaces={ours}>\r\n",
+    ).replace(b"From: <sip:15550001000", b"From: <sip:15551230000")  # fmt: skip
+    (a_refer,) = only(lab.feed(refer, v1), CALLER)
+    assert isinstance(a_refer, Request) and a_refer.method == "REFER"
+    assert a_refer.call_id == "a-leg-1@10.1.1.1"
+    assert a_refer.get("Refer-To") == f"<sip:sbc@127.0.0.1:5060?Replaces={ours}>"
+    head = f"Replaces: {b2.call_id};to-tag={b2.from_.tag};from-tag=v2"
+    out = lab.feed(replacing(head, 3), CALLER)
+    ((b3, to),) = b_legs(out)
+    assert to == CALLER and b3.uri == "sip:alice@127.0.0.1:5070"
+    assert b3.get("Replaces") == f"a-leg-2@10.1.1.1;to-tag=caller2;from-tag={a2_tag}"
+    assert b3.call_id not in ("a-leg-2@10.1.1.1", "a-leg-3")
+    ok = make_response(b3, 200, to_tag="phone3b", headers=[("Contact", "<sip:p@127.0.0.1:5070>")])
+    out = lab.feed(ok, CALLER)
+    finals = [m for m in only(out, CALLER) if isinstance(m, Response) and m.call_id == "a-leg-3"]
+    assert [m.status for m in finals] == [200]
+    bye = request("BYE", "a-leg-2@10.1.1.1", "caller2", a2_tag, 3, CALLER)
+    b_byes = [m for m in only(lab.feed(bye, CALLER), v2) if isinstance(m, Request)]
+    assert [(m.method, m.call_id) for m in b_byes] == [("BYE", b2.call_id)]
+
+
+def test_a_replaces_token_or_b_leg_naming_is_checked_like_any_other() -> None:
+    """A token with the wrong caller tag, or naming no call, gets 481; a REFER whose
+    Replaces is malformed is refused 403 and never crosses."""
+    lab = Lab(refer="relay")
+    (a1_tag, _, v1), (a2_tag, b2, _) = two_calls(lab)
+    for n, head in enumerate(
+        (
+            f"Replaces: {a2_tag};to-tag={a2_tag};from-tag=someone",
+            f"Replaces: {'0' * 16};to-tag={'0' * 16};from-tag=caller2",
+            f"Replaces: {b2.call_id};to-tag={b2.from_.tag};from-tag=not-v2",
+        ),
+        start=4,
+    ):
+        out = lab.feed(replacing(head, n), CALLER)
+        assert b_legs(out) == [] and [m.status for m in only(out, CALLER)] == [481], head  # type: ignore[union-attr]
+    bad = request(
+        "REFER", "a-leg-1@10.1.1.1", "caller1", a1_tag, 2, CALLER,
+        extra="Refer-To: <sip:2000@10.1.1.1?Replaces=abc%3Bto-tag%3D1>\r\n",
+    )  # fmt: skip
+    out = lab.feed(bad, CALLER)
+    assert [m.status for m in only(out, CALLER)] == [403] and only(out, v1) == []  # type: ignore[union-attr]
