@@ -127,6 +127,9 @@ class TcpPool:
         self.now = now  # the loop's clock
         self.config = config  # the current snapshot's node.tcp
         self.busy = busy  # does this host have live calls (kept however idle)?
+        # does this inbound connection carry a live registration binding (sbc.registrar)?
+        # Its PBX is reached over it later: kept however idle, and pinged (RFC 5626 §4.4.1)
+        self.registered: Callable[[Target], bool] = lambda peer: False
         self.event = event  # a log line: (event, **fields)
         self.tls = tls  # the client context toward TLS trunks (sbc.tlsctx), at each connect
         # the name a TLS peer's certificate must carry, when not its IP: a host trunk's domain
@@ -181,10 +184,15 @@ class TcpPool:
             transport.write(data)
 
     def sweep(self) -> None:
-        """Close the connections node.tcp says must go (sbc.tcpguard.verdict)."""
+        """Close the connections node.tcp says must go (sbc.tcpguard.verdict), and ping the
+        quiet flows we need later (sbc.tcpguard.keepalive): those we opened, and inbound
+        ones a PBX registered over. Once per sweep, never per message."""
         cfg, now = self.config(), self.now()
         for peer, conn in list(self.connections.items()):
-            if not conn.inbound and conn.transport is not None:
+            if conn.transport is None:
+                continue
+            registered = conn.inbound and self.registered(peer)
+            if not conn.inbound or registered:
                 alive = tcpguard.keepalive(cfg, now, conn.last, conn.ping_sent)
                 if alive == "ping":
                     conn.transport.write(b"\r\n\r\n")
@@ -194,8 +202,9 @@ class TcpPool:
                     conn.transport.abort()
                     self.sink.on_transport_error(peer, "keep-alive: no pong in 10 s")
                     continue
-            why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, self.busy(peer.host))
-            if why is not None and conn.transport is not None:
+            busy = registered or self.busy(peer.host)
+            why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, busy)
+            if why is not None:
                 self.closed[why] += 1
                 conn.transport.abort()
 
@@ -225,7 +234,7 @@ class TcpPool:
             ),
             (
                 "sbc_tcp_keepalive_failures_total",
-                "Our TCP connections closed: a CRLF keep-alive ping got no pong in 10 s.",
+                "TCP/TLS connections closed: a CRLF keep-alive ping got no pong in 10 s.",
                 float(self.closed["keepalive"]),
             ),
         ]
