@@ -205,6 +205,7 @@ class Runtime:
         # Workers share each listening socket's address; the kernel spreads peers over them.
         shared = self.worker is not None
         sink = self.worker.sink if self.worker is not None else self
+        self.tcp.sink = sink  # workers steer what TCP/TLS carries too (sbc.worker)
         timeout = node.tls.handshake_timeout if node.tls else 10.0
         await self.sockets.open(node.listen, sink, self.tcp, self.tls.server, shared, timeout)
         self.hep.configure(node)

@@ -2,8 +2,10 @@
 
 Each received datagram, or each message the stream framer cuts from a TCP connection, goes to
 ``Sink.on_message``. Outgoing TCP reuses the connection a peer opened to us (so responses
-and in-dialog requests flow back over it, RFC 3261 §18.2.2) or opens one. ``node.tcp``
-(sbc.tcpguard decides) closes slowloris and idle connections and caps inbound ones.
+and in-dialog requests flow back over it, RFC 3261 §18.2.2), else hands the bytes to the
+sibling worker holding the peer's connection (``flows``, sbc.worker), else opens one.
+``node.tcp`` (sbc.tcpguard decides) closes slowloris and idle connections and caps inbound
+ones.
 """
 
 from __future__ import annotations
@@ -138,6 +140,10 @@ class TcpPool:
         self.inbound = 0  # inbound connections held
         self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0, "keepalive": 0}
         self.connections: dict[Target, TcpConnection] = {}
+        # With node.workers > 1 (sbc.worker): flows another worker holds, by peer -> its
+        # index, and how to hand it bytes to write there. Empty in a lone process.
+        self.flows: dict[Target, int] = {}
+        self.hand: Callable[[bytes, Target, int], None] | None = None
         self._pending: dict[Target, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -147,6 +153,11 @@ class TcpPool:
             conn.transport.write(data)
             conn.last = self.now()
             return
+        if self.flows and self.hand is not None:  # a flow a sibling worker holds
+            k = self.flows.get(target)
+            if k is not None:
+                self.hand(data, target, k)
+                return
         queue = self._pending.get(target)
         if queue is not None:
             queue.append(data)
@@ -155,6 +166,16 @@ class TcpPool:
         task = asyncio.get_running_loop().create_task(self._connect(target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def write(self, data: bytes, target: Target) -> bool:
+        """Write on our open connection to ``target`` only (a sibling worker's ``out``,
+        sbc.worker); False: we hold none."""
+        conn = self.connections.get(target)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        conn.transport.write(data)
+        conn.last = self.now()
+        return True
 
     async def _connect(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
