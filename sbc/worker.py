@@ -64,6 +64,35 @@ def preamble(peer: Target, worker: int) -> bytes:
     return f"{peer.transport} {peer.host} {peer.port} {worker}\n".encode()
 
 
+def steering_key(data: bytes, source: Target) -> bytes | None:
+    """What picks a message's worker (sbc.sip.steer.owner); None: the worker that read it.
+    REGISTERs by source address, so one worker counts an address's failed attempts
+    (sbc.lockout), or over TCP/TLS with the connection, so the binding names the worker
+    holding its flow (RFC 5626 §4.4.1); everything else by Call-ID (None: it names none,
+    and the reader answers 400)."""
+    if not data.startswith(b"REGISTER "):
+        return call_id(data)
+    return source.host.encode() if source.transport == "udp" else None
+
+
+def stamped(bindings: tuple[Binding, ...], worker: int) -> tuple[Binding, ...]:
+    """Bindings to share, those over TCP/TLS naming ``worker``: the flow is ours."""
+    return tuple(
+        b if b.transport == "udp" else dataclasses.replace(b, worker=worker) for b in bindings
+    )
+
+
+def flows_named(
+    bindings: tuple[Binding, ...] | list[Binding], me: int
+) -> list[tuple[Target, int, bool]]:
+    """The siblings' flows shared bindings name: (peer, its worker, live or removed)."""
+    return [
+        (Target(b.transport, b.host, b.port), b.worker, b.expires_at > 0)
+        for b in bindings
+        if b.worker >= 0 and b.worker != me and b.transport != "udp"
+    ]
+
+
 def unwrap(data: bytes) -> tuple[str, Target, int, bytes]:
     """A sibling's datagram: (``"in"``, ``"out"`` or ``"fail"``, the peer, the worker named,
     or -1 for a datagram's, the message)."""
@@ -103,15 +132,7 @@ class Steer(asyncio.DatagramProtocol):
             if rt.controller.notices:  # a ban began: its notice (and timer) go out now
                 rt.flush()
             return
-        # REGISTERs by source address, so one worker counts an address's failed attempts
-        # (sbc.lockout), or over TCP/TLS with the connection, so the binding names the worker
-        # holding its flow (RFC 5626 §4.4.1); everything else by Call-ID.
-        if not data.startswith(b"REGISTER "):
-            cid = call_id(data)
-        elif source.transport == "udp":
-            cid = source.host.encode()
-        else:
-            cid = None
+        cid = steering_key(data, source)
         if cid is None or (k := self.owner_of(cid, data)) == w.index:
             w.runtime.on_message(data, source)
             return
@@ -283,14 +304,12 @@ class Worker:
 
     def flows_of(self, bindings: tuple[Binding, ...] | list[Binding]) -> None:
         """Bindings a sibling took over a TCP/TLS flow it holds: our sends go through it."""
-        for b in bindings:
-            if b.worker < 0 or b.worker == self.index or b.transport == "udp":
-                continue
-            peer = Target(b.transport, b.host, b.port)
-            if b.expires_at:
-                self.steer.learn(peer, b.worker)
-            elif self.runtime.tcp.flows.get(peer) == b.worker:
-                del self.runtime.tcp.flows[peer]
+        flows = self.runtime.tcp.flows
+        for peer, k, live in flows_named(bindings, self.index):
+            if live:
+                self.steer.learn(peer, k)
+            elif flows.get(peer) == k:
+                del flows[peer]
 
     def trusts(self, host: str) -> bool:
         """A trunk's host, or a live registration's (sbc.call.gate)."""
@@ -322,11 +341,7 @@ class Worker:
             self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):  # our registrar already wrote our own store
             # over TCP/TLS: the siblings reach the PBX through us (Steer.datagram_received)
-            bindings = tuple(
-                b if b.transport == "udp" else dataclasses.replace(b, worker=self.index)
-                for b in cmd.bindings
-            )
-            self.send("bind", bindings, cmd.token)
+            self.send("bind", stamped(cmd.bindings, self.index), cmd.token)
             return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
 

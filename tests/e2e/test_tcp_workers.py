@@ -28,7 +28,9 @@ connection, with a Call-ID X owns; the vendor (sipp's stock uas) answers, the PB
      |--BYE----------------->|--"tcp pbx Y" BYE------>|--BYE------------------>|
      |<--200-----------------|<--"out" 200------------|<--200------------------|
 
-Every CDR says answered; the PBX's connection is the one it opened, never another.
+Every CDR says answered; the PBX's connection is the one it opened, never another. Last,
+a flow that is gone: the holder answers ``fail`` and the call fails at once (the second
+test's ladder).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ pytestmark = pytest.mark.e2e
 PORT, CARRIER, VENDOR = 7700, 7710, 7720
 DID, NUMBER = "15557770000", "15558880000"
 CALLS = 6
+# what the PBX registers, from whichever source port: a new connection's REGISTER replaces
+# the binding the last one made (RFC 3261 §10.3: one contact), at its new source address
+CONTACT = "sip:pbx1@127.0.0.5:5060;transport=tcp"
 CONFIG = f"""
 node:
   workers: 2
@@ -166,7 +171,7 @@ class Pbx:
             f"Via: SIP/2.0/TCP {self.me};branch=z9hG4bK{os.urandom(6).hex()}\r\n"
             f"From: <sip:pbx1@127.0.0.1>;tag=r{self.port}\r\n"
             f"To: <sip:pbx1@127.0.0.1>\r\nCall-ID: reg-pbx1-{self.port}\r\n"
-            f"CSeq: {self.cseq} REGISTER\r\nContact: <sip:pbx1@{self.me};transport=tcp>\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\nContact: <{CONTACT}>\r\n"
             f"Expires: 300\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         )
         msg = self.read(5)
@@ -331,3 +336,70 @@ def test_calls_reach_a_pbx_registered_over_tcp_whichever_worker_owns_them(
         pbx.close()
         reader.join(5)
     assert not [e for e in sbc.events("transport.error")]
+
+
+def test_a_call_to_a_pbx_whose_connection_is_gone_fails_as_a_transport_error(
+    sbc: harness.Sbc,
+) -> None:
+    """The PBX registers again on a new connection (the same Contact: its binding now names
+    this flow) and then closes it; a carrier's INVITE that the other worker owns is handed
+    to the holder, which has no connection left and says so (``fail``): the attempt fails
+    as on a transport error, at once (no Timer B).
+
+        carrier (udp)        sbc worker X              sbc worker Y          pbx
+         |--INVITE DID------>|--"out tcp pbx Y" INVITE->|  (no connection)    |  (FIN)
+         |                   |<--"fail tcp pbx Y"-------|                     |
+         |<--100, 503--------|  attempt outcome transport
+         |--ACK------------->|
+    """
+    pbx = Pbx()
+    try:
+        before = len(sbc.events("registrar.registered"))
+        pbx.register()
+        reg = sbc.wait_events("registrar.registered", before + 1)[before]
+        assert reg["source"] == f"tcp:127.0.0.5:{pbx.port}"
+        holder = int(str(reg["worker"]))
+    finally:
+        pbx.close()
+    time.sleep(0.3)  # the holder sees the FIN
+    carrier = harness.Peer("127.0.0.1", CARRIER)
+    cid = on_worker("gone", 1 - holder)
+    branch = f"z9hG4bK{os.urandom(6).hex()}"
+    via = f"Via: SIP/2.0/UDP 127.0.0.1:{CARRIER};branch={branch};rport\r\n"
+    common = f"{via}From: <sip:{NUMBER}@127.0.0.1>;tag=c1\r\nCall-ID: {cid}\r\n"
+    errors = len(sbc.events("transport.error"))
+    started = time.monotonic()
+    try:
+        carrier.send(
+            (
+                f"INVITE sip:{DID}@127.0.0.1:{PORT} SIP/2.0\r\n{common}"
+                f"To: <sip:{DID}@127.0.0.1>\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:{NUMBER}@127.0.0.1:{CARRIER}>\r\nMax-Forwards: 70\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n{SDP}"
+            ).encode(),
+            PORT,
+        )
+        final = ""
+        while not final and time.monotonic() - started < 10:
+            for raw in carrier.replies(0.3):
+                if int(raw[8:11]) >= 200:
+                    final = raw.decode()
+        assert final and int(final[8:11]) >= 400, final
+        assert time.monotonic() - started < 3  # not Timer B's 32 s
+        to = header(final, "To")
+        carrier.send(
+            (
+                f"ACK sip:{DID}@127.0.0.1:{PORT} SIP/2.0\r\n{common}To: {to}\r\n"
+                f"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            PORT,
+        )
+    finally:
+        carrier.close()
+    rec = cdrs(sbc, [cid])[cid]
+    attempts = [(a["trunk_group"], a["outcome"]) for a in rec["attempts"]]
+    assert attempts == [("pbx", "transport")], rec
+    found = sbc.wait_events("transport.error", errors + 1)[errors:]
+    assert [(e["target"], e["detail"], e["worker"]) for e in found] == [
+        (f"tcp:127.0.0.5:{pbx.port}", f"no connection on worker {holder}", 1 - holder)
+    ]
