@@ -52,6 +52,9 @@ from sbc.transport import grow_receive_buffer
 VIEW_PERIOD = 1.0  # seconds between the leader's views
 MAX_PINS = 4096  # Call-IDs of INVITEs with Replaces steered to the replaced call's worker
 MAX_FLOWS = 65536  # siblings' TCP/TLS flows this worker has heard of
+# A hand-over is one loopback datagram: a bigger message read from TCP (up to 96 KiB,
+# sbc.sip.parser) is processed by the worker that read it, as before steering
+MAX_HANDED = 65507 - 64
 
 
 def preamble(peer: Target, worker: int) -> bytes:
@@ -133,7 +136,7 @@ class Steer(asyncio.DatagramProtocol):
                 rt.flush()
             return
         cid = steering_key(data, source)
-        if cid is None or (k := self.owner_of(cid, data)) == w.index:
+        if cid is None or (k := self.owner_of(cid, data)) == w.index or len(data) > MAX_HANDED:
             w.runtime.on_message(data, source)
             return
         host = source.host

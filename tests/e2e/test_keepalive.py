@@ -61,9 +61,9 @@ node:
   listen:
     - {{address: 127.0.0.1, port: {PORT}, transport: udp}}
     - {{address: 127.0.0.1, port: {PORT}, transport: tcp}}
-  # one process: with workers a call may land on a worker other than the one holding the
-  # PBX's connection, and that one cannot reach it (README, Workers: a known gap)
-  workers: 1
+  # two workers: the DID's call may land on the one not holding pbx1's connection, which
+  # hands what it sends pbx1 to the holder (sbc.worker)
+  workers: 2
   unknown_source: reject
   metrics: {{listen: "127.0.0.1:{METRICS}"}}
   tcp: {{keepalive_interval: 1}}
