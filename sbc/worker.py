@@ -60,7 +60,8 @@ MAX_HANDED = 65507 - 64
 def preamble(peer: Target, worker: int) -> bytes:
     """The line before a message handed to a sibling: ``"{host} {port}\n"`` for a datagram
     (the hot path: as short as it gets), ``"{tcp|tls} {host} {port} {worker}\n"`` for a
-    message worker ``worker`` read from its connection to ``peer``. Prefixed ``"out "``: write
+    message worker ``worker`` read from the connection ``peer`` opened to it (-1: one it
+    opened to the peer, which the owner reaches on its own). Prefixed ``"out "``: write
     it to ``peer`` (``worker`` sent it); ``"fail "``: ``worker`` holds no such connection."""
     if peer.transport == "udp":
         return f"{peer.host} {peer.port}\n".encode()
@@ -139,11 +140,17 @@ class Steer(asyncio.DatagramProtocol):
         if cid is None or (k := self.owner_of(cid, data)) == w.index or len(data) > MAX_HANDED:
             w.runtime.on_message(data, source)
             return
-        host = source.host
-        if source.transport != "udp" and host not in self.lent and w.trusts(host):
-            self.lent.add(host)
+        holder = w.index
+        if source.transport != "udp":
+            # A peer that connected to us is reached over that connection only; one we
+            # connected to (a vendor's listener) the owner reaches over its own (-1).
+            conn = rt.tcp.connections.get(source)
+            if conn is None or not conn.inbound:
+                holder = -1
+            elif source.host not in self.lent and w.trusts(source.host):
+                self.lent.add(source.host)
         try:
-            w.sock.sendto(preamble(source, w.index) + data, w.peers[k])
+            w.sock.sendto(preamble(source, holder) + data, w.peers[k])
             self.handed += 1
         except (OSError, IndexError):  # the owner is restarting (its calls went with it)
             self.lost += 1

@@ -40,6 +40,8 @@ def test_a_message_handed_over_comes_out_with_its_peer_and_the_reading_worker(
 def test_the_datagram_preamble_stays_as_short_as_before() -> None:
     assert preamble(Target("udp", "10.0.0.1", 5060), 1) == b"10.0.0.1 5060\n"
     assert preamble(PBX, 1) == b"tcp 10.0.0.5 40123 1\n"
+    # read from a connection we opened (a vendor's listener): the owner uses its own
+    assert unwrap(preamble(PBX, -1) + INVITE) == ("in", PBX, -1, INVITE)
 
 
 def test_a_register_over_tcp_stays_with_its_connection_the_rest_goes_by_call_id() -> None:
