@@ -36,12 +36,12 @@ def of(rt: Any) -> list[tuple[str, str, float]]:
         *out,
         (
             "sbc_steered_total",
-            "Datagrams handed to the worker that owns their Call-ID.",
+            "Messages (datagrams, or read from TCP/TLS) handed to their Call-ID's worker.",
             float(handed),
         ),
         (
             "sbc_steer_lost_total",
-            "Datagrams whose owner could not take them (restarting, or its queue full).",
+            "Messages (or TCP/TLS writes) a sibling worker could not take (restarting, full).",
             float(lost),
         ),
     ]

@@ -5,13 +5,15 @@ new one may stay. Pure: times and counts in, decisions out; sbc.transport acts o
   byte. A slowloris peer (one byte every 100 ms, never the blank line) holds a connection
   and up to 32 KB of buffer for ever otherwise.
 - **idle_timeout**: a connection that carried nothing either way (a CRLF keep-alive counts,
-  RFC 5626 §4.4.1) for this long is closed, unless its host has live calls: their in-dialog
-  requests may come back over it.
-- **keepalive_interval**: on a connection we opened (toward a vendor), a CRLF ping after
-  this many quiet seconds; the peer's CRLF pong, or any byte, answers it. None within
-  ``PONG_TIMEOUT`` and the flow has failed (RFC 5626 §4.4.1): the connection is closed and
-  its transactions fail as on a reset, so hunting moves on and a dead NAT binding or
-  firewall state is found before the next in-dialog request needs it.
+  RFC 5626 §4.4.1) for this long is closed, unless its host has live calls (their in-dialog
+  requests may come back over it) or a live registration binding names it (calls to the
+  PBX go over it: it opened the connection, we cannot open one back through its NAT).
+- **keepalive_interval**: on a connection we need later (one we opened toward a vendor, or
+  one a PBX registered over), a CRLF ping after this many quiet seconds; the peer's CRLF
+  pong, or any byte, answers it. None within ``PONG_TIMEOUT`` and the flow has failed (RFC
+  5626 §4.4.1): the connection is closed and its transactions fail as on a reset, so
+  hunting moves on and a dead NAT binding or firewall state is found before the next call
+  or in-dialog request needs it.
 - **max_connections**: inbound connections held at once; one more is closed as it arrives
   (our own connections toward vendors never count nor are refused). A burst of refusals is
   one ``tcp.full`` line: the first refusal after the node was below the cap, and at most one
@@ -45,8 +47,8 @@ def verdict(
 def keepalive(
     cfg: TcpConfig, now: float, last: float, ping_sent: float | None
 ) -> Literal["ping", "dead"] | None:
-    """For a connection we opened, quiet since ``last``, our unanswered ping (if any) sent
-    at ``ping_sent``: ping now, or give the flow up?"""
+    """For a flow we need (opened by us, or registered over), quiet since ``last``, our
+    unanswered ping (if any) sent at ``ping_sent``: ping now, or give the flow up?"""
     if not cfg.keepalive_interval:
         return None
     if ping_sent is not None:

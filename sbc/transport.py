@@ -2,8 +2,10 @@
 
 Each received datagram, or each message the stream framer cuts from a TCP connection, goes to
 ``Sink.on_message``. Outgoing TCP reuses the connection a peer opened to us (so responses
-and in-dialog requests flow back over it, RFC 3261 §18.2.2) or opens one. ``node.tcp``
-(sbc.tcpguard decides) closes slowloris and idle connections and caps inbound ones.
+and in-dialog requests flow back over it, RFC 3261 §18.2.2), else hands the bytes to the
+sibling worker holding the peer's connection (``flows``, sbc.worker), else opens one.
+``node.tcp`` (sbc.tcpguard decides) closes slowloris and idle connections and caps inbound
+ones.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ class TcpPool:
         self.now = now  # the loop's clock
         self.config = config  # the current snapshot's node.tcp
         self.busy = busy  # does this host have live calls (kept however idle)?
+        # does this inbound connection carry a live registration binding (sbc.registrar)?
+        # Its PBX is reached over it later: kept however idle, and pinged (RFC 5626 §4.4.1)
+        self.registered: Callable[[Target], bool] = lambda peer: False
         self.event = event  # a log line: (event, **fields)
         self.tls = tls  # the client context toward TLS trunks (sbc.tlsctx), at each connect
         # the name a TLS peer's certificate must carry, when not its IP: a host trunk's domain
@@ -135,6 +140,10 @@ class TcpPool:
         self.inbound = 0  # inbound connections held
         self.closed: dict[str, int] = {"header_timeout": 0, "idle_timeout": 0, "keepalive": 0}
         self.connections: dict[Target, TcpConnection] = {}
+        # With node.workers > 1 (sbc.worker): flows another worker holds, by peer -> its
+        # index, and how to hand it bytes to write there. Empty in a lone process.
+        self.flows: dict[Target, int] = {}
+        self.hand: Callable[[bytes, Target, int], None] | None = None
         self._pending: dict[Target, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -144,6 +153,11 @@ class TcpPool:
             conn.transport.write(data)
             conn.last = self.now()
             return
+        if self.flows and self.hand is not None:  # a flow a sibling worker holds
+            k = self.flows.get(target)
+            if k is not None:
+                self.hand(data, target, k)
+                return
         queue = self._pending.get(target)
         if queue is not None:
             queue.append(data)
@@ -152,6 +166,16 @@ class TcpPool:
         task = asyncio.get_running_loop().create_task(self._connect(target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def write(self, data: bytes, target: Target) -> bool:
+        """Write on our open connection to ``target`` only (a sibling worker's ``out``,
+        sbc.worker); False: we hold none."""
+        conn = self.connections.get(target)
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        conn.transport.write(data)
+        conn.last = self.now()
+        return True
 
     async def _connect(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
@@ -181,10 +205,15 @@ class TcpPool:
             transport.write(data)
 
     def sweep(self) -> None:
-        """Close the connections node.tcp says must go (sbc.tcpguard.verdict)."""
+        """Close the connections node.tcp says must go (sbc.tcpguard.verdict), and ping the
+        quiet flows we need later (sbc.tcpguard.keepalive): those we opened, and inbound
+        ones a PBX registered over. Once per sweep, never per message."""
         cfg, now = self.config(), self.now()
         for peer, conn in list(self.connections.items()):
-            if not conn.inbound and conn.transport is not None:
+            if conn.transport is None:
+                continue
+            registered = conn.inbound and self.registered(peer)
+            if not conn.inbound or registered:
                 alive = tcpguard.keepalive(cfg, now, conn.last, conn.ping_sent)
                 if alive == "ping":
                     conn.transport.write(b"\r\n\r\n")
@@ -194,8 +223,9 @@ class TcpPool:
                     conn.transport.abort()
                     self.sink.on_transport_error(peer, "keep-alive: no pong in 10 s")
                     continue
-            why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, self.busy(peer.host))
-            if why is not None and conn.transport is not None:
+            busy = registered or self.busy(peer.host)
+            why = tcpguard.verdict(cfg, now, conn.last, conn.pending_since, busy)
+            if why is not None:
                 self.closed[why] += 1
                 conn.transport.abort()
 
@@ -225,7 +255,7 @@ class TcpPool:
             ),
             (
                 "sbc_tcp_keepalive_failures_total",
-                "Our TCP connections closed: a CRLF keep-alive ping got no pong in 10 s.",
+                "TCP/TLS connections closed: a CRLF keep-alive ping got no pong in 10 s.",
                 float(self.closed["keepalive"]),
             ),
         ]

@@ -1,12 +1,18 @@
 """One worker of a node with ``node.workers`` > 1: a whole call path (sbc.runtime) in its own
 process, and what it shares with the supervisor (sbc.supervisor) over its link (sbc.ipc).
 
-- **Steering.** Each worker binds the SIP port with SO_REUSEPORT. A datagram whose Call-ID
+- **Steering.** Each worker binds the SIP port with SO_REUSEPORT. A message whose Call-ID
   another worker owns (sbc.sip.steer) is handed to that worker whole, over loopback UDP to
   the owner's steering socket (the supervisor tells every worker the others' ports); the
   owner takes it as if it had read it itself. UDP, not a Unix datagram socket: those queue
   only ``net.unix.max_dgram_qlen`` (10) datagrams, and a burst of calls is more. An INVITE
   with Replaces goes to the replaced call's worker, its Call-ID pinned there (``pins``).
+- **TCP/TLS flows** stay with the worker that accepted or opened them; what they carry is
+  steered like datagrams (a REGISTER stays, so its binding names the worker holding its
+  flow). The owner learns that the flow lives on the reading worker (the preamble says so,
+  as does a shared Binding's ``worker``) and hands what it sends there back to it
+  (``out``), which writes it on its connection, or answers ``fail`` when it has none: the
+  owner's transactions toward that peer then fail as on a transport error.
 - **Limits.** Ports and CPS (memory backend) are decided by the supervisor's one store, so a
   limit holds across workers exactly; each worker mirrors its own grants. With the Redis
   backend every worker is a node of the fleet (``node_id-wN``).
@@ -45,11 +51,68 @@ from sbc.runtime import Runtime, _first
 from sbc.sip import ids
 from sbc.sip.steer import call_id, owner, replaced_call_id
 from sbc.sip.transaction import Target
-from sbc.state import Acquire, Answered, Bind, Credit, Denied, Release, StateCommand
+from sbc.state import Acquire, Answered, Bind, Binding, Credit, Denied, Release, StateCommand
 from sbc.transport import grow_receive_buffer
 
 VIEW_PERIOD = 1.0  # seconds between the leader's views
 MAX_PINS = 4096  # Call-IDs of INVITEs with Replaces steered to the replaced call's worker
+MAX_FLOWS = 65536  # siblings' TCP/TLS flows this worker has heard of
+# A hand-over is one loopback datagram: a bigger message read from TCP (up to 96 KiB,
+# sbc.sip.parser) is processed by the worker that read it, as before steering
+MAX_HANDED = 65507 - 64
+
+
+def preamble(peer: Target, worker: int) -> bytes:
+    """The line before a message handed to a sibling: ``"{host} {port}\n"`` for a datagram
+    (the hot path: as short as it gets), ``"{tcp|tls} {host} {port} {worker}\n"`` for a
+    message worker ``worker`` read from the connection ``peer`` opened to it (-1: one it
+    opened to the peer, which the owner reaches on its own). Prefixed ``"out "``: write
+    it to ``peer`` (``worker`` sent it); ``"fail "``: ``worker`` holds no such connection."""
+    if peer.transport == "udp":
+        return f"{peer.host} {peer.port}\n".encode()
+    return f"{peer.transport} {peer.host} {peer.port} {worker}\n".encode()
+
+
+def steering_key(data: bytes, source: Target) -> bytes | None:
+    """What picks a message's worker (sbc.sip.steer.owner); None: the worker that read it.
+    REGISTERs by source address, so one worker counts an address's failed attempts
+    (sbc.lockout), or over TCP/TLS with the connection, so the binding names the worker
+    holding its flow (RFC 5626 §4.4.1); everything else by Call-ID (None: it names none,
+    and the reader answers 400)."""
+    if not data.startswith(b"REGISTER "):
+        return call_id(data)
+    return source.host.encode() if source.transport == "udp" else None
+
+
+def stamped(bindings: tuple[Binding, ...], worker: int) -> tuple[Binding, ...]:
+    """Bindings to share, those over TCP/TLS naming ``worker``: the flow is ours."""
+    return tuple(
+        b if b.transport == "udp" else dataclasses.replace(b, worker=worker) for b in bindings
+    )
+
+
+def flows_named(
+    bindings: tuple[Binding, ...] | list[Binding], me: int
+) -> list[tuple[Target, int, bool]]:
+    """The siblings' flows shared bindings name: (peer, its worker, live or removed)."""
+    return [
+        (Target(b.transport, b.host, b.port), b.worker, b.expires_at > 0)
+        for b in bindings
+        if b.worker >= 0 and b.worker != me and b.transport != "udp"
+    ]
+
+
+def unwrap(data: bytes) -> tuple[str, Target, int, bytes]:
+    """A sibling's datagram: (``"in"``, ``"out"`` or ``"fail"``, the peer, the worker named,
+    or -1 for a datagram's, the message)."""
+    nl = data.find(b"\n")
+    words = data[:nl].decode().split(" ")
+    kind = "in"
+    if words[0] == "out" or words[0] == "fail":
+        kind = words.pop(0)
+    if len(words) == 2:
+        return kind, Target("udp", words[0], int(words[1])), -1, data[nl + 1 :]
+    return kind, Target(words[0], words[1], int(words[2])), int(words[3]), data[nl + 1 :]
 
 
 class Steer(asyncio.DatagramProtocol):
@@ -61,9 +124,13 @@ class Steer(asyncio.DatagramProtocol):
         self.handed = 0  # datagrams handed to their owner
         self.lost = 0  # datagrams whose owner could not take them (restarting, or full)
         self.pins: dict[bytes, int] = {}  # replacing dialogs' Call-IDs -> their worker
+        # trunk and PBX hosts whose TCP/TLS messages went to a sibling: their calls live
+        # there, so our connections from them are kept however idle (node.tcp.idle_timeout)
+        self.lent: set[str] = set()
 
     def on_message(self, data: bytes, source: Target) -> None:
-        """A datagram from the network (sbc.transport.UdpEndpoint)."""
+        """A datagram from the network (sbc.transport.UdpEndpoint), or a message one of our
+        TCP/TLS connections carried (sbc.transport.TcpConnection)."""
         w = self.worker
         # Flood bans first (sbc.flood), counted here where the kernel delivered it: one
         # socket's flood reaches one worker whole (SO_REUSEPORT hashes the 4-tuple), so the
@@ -74,14 +141,21 @@ class Steer(asyncio.DatagramProtocol):
             if rt.controller.notices:  # a ban began: its notice (and timer) go out now
                 rt.flush()
             return
-        # REGISTERs by source address, so one worker counts an address's failed attempts
-        # (sbc.lockout); everything else by Call-ID.
-        cid = source.host.encode() if data.startswith(b"REGISTER ") else call_id(data)
-        if cid is None or (k := self.owner_of(cid, data)) == w.index:
+        cid = steering_key(data, source)
+        if cid is None or (k := self.owner_of(cid, data)) == w.index or len(data) > MAX_HANDED:
             w.runtime.on_message(data, source)
             return
+        holder = w.index
+        if source.transport != "udp":
+            # A peer that connected to us is reached over that connection only; one we
+            # connected to (a vendor's listener) the owner reaches over its own (-1).
+            conn = rt.tcp.connections.get(source)
+            if conn is None or not conn.inbound:
+                holder = -1
+            elif source.host not in self.lent and w.trusts(source.host):
+                self.lent.add(source.host)
         try:
-            w.sock.sendto(f"{source.host} {source.port}\n".encode() + data, w.peers[k])
+            w.sock.sendto(preamble(source, holder) + data, w.peers[k])
             self.handed += 1
         except (OSError, IndexError):  # the owner is restarting (its calls went with it)
             self.lost += 1
@@ -107,12 +181,32 @@ class Steer(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """A datagram another worker read for us (from no one else: a sibling's socket)."""
-        if tuple(addr[:2]) not in self.worker.peers:
+        """What a sibling hands us (from no one else: a sibling's socket): a message it read
+        for us, bytes to write on our connection, or word that it could not."""
+        w = self.worker
+        if tuple(addr[:2]) not in w.peers:
             return
-        nl = data.find(b"\n")
-        host, _, port = data[:nl].decode().partition(" ")
-        self.worker.runtime.on_message(data[nl + 1 :], Target("udp", host, int(port)))
+        kind, peer, k, message = unwrap(data)
+        rt = w.runtime
+        if kind == "in":
+            if k >= 0:  # read from worker k's connection: what we send the peer goes there
+                self.learn(peer, k)
+            rt.on_message(message, peer)
+        elif kind == "out":
+            if not rt.tcp.write(message, peer) and 0 <= k < len(w.peers):
+                with contextlib.suppress(OSError):
+                    w.sock.sendto(b"fail " + preamble(peer, w.index), w.peers[k])
+        else:  # "fail": the sibling holds no connection to the peer any more
+            if rt.tcp.flows.get(peer) == k:
+                del rt.tcp.flows[peer]
+            rt.on_transport_error(peer, f"no connection on worker {k}")
+
+    def learn(self, peer: Target, k: int) -> None:
+        """Worker ``k`` holds the flow to ``peer`` (sbc.transport.TcpPool.flows)."""
+        flows = self.worker.runtime.tcp.flows
+        flows[peer] = k
+        if len(flows) > MAX_FLOWS:  # the oldest heard of
+            del flows[next(iter(flows))]
 
 
 class Worker:
@@ -177,6 +271,7 @@ class Worker:
             self.runtime.on_verdict(msg[1], msg[2])
         elif kind == "bind":  # a sibling's registration: say we hold it (Supervisor._bind)
             self.runtime.apply_bindings(msg[1])
+            self.flows_of(msg[1])
             self.send("held", msg[2])
         elif kind == "bound":
             self.runtime.on_bound(msg[1])
@@ -222,6 +317,34 @@ class Worker:
         if self.link is not None:
             self.link.send(*msg)
 
+    def flows_of(self, bindings: tuple[Binding, ...] | list[Binding]) -> None:
+        """Bindings a sibling took over a TCP/TLS flow it holds: our sends go through it."""
+        flows = self.runtime.tcp.flows
+        for peer, k, live in flows_named(bindings, self.index):
+            if live:
+                self.steer.learn(peer, k)
+            elif flows.get(peer) == k:
+                del flows[peer]
+
+    def trusts(self, host: str) -> bool:
+        """A trunk's host, or a live registration's (sbc.call.gate)."""
+        return self.runtime.controller.gate.trusted(host, self.runtime.now())
+
+    def busy(self, host: str) -> bool:
+        """Keep our connections from ``host`` however idle (sbc.transport.TcpPool.busy)?"""
+        return host in self.runtime.controller.dialog_hosts or host in self.steer.lent
+
+    def hand_out(self, data: bytes, target: Target, k: int) -> None:
+        """Bytes for a peer whose connection worker ``k`` holds (sbc.transport.TcpPool.send):
+        it writes them, or says ``fail``. A sibling that cannot take them fails our
+        transactions toward the peer as a transport error would, once this pump is done."""
+        try:
+            self.sock.sendto(b"out " + preamble(target, self.index) + data, self.peers[k])
+        except (OSError, IndexError) as e:
+            self.steer.lost += 1
+            detail = f"worker {k}: {e}"
+            asyncio.get_running_loop().call_soon(self.runtime.on_transport_error, target, detail)
+
     # --- what the runtime hands over ----------------------------------------------------------
 
     def state(self, cmd: StateCommand, now: float) -> tuple[bool, Denied | None]:
@@ -237,7 +360,8 @@ class Worker:
         if isinstance(cmd, Release):  # the supervisor knows the lease's scopes
             self.send("release", cmd.lease)
         elif isinstance(cmd, Bind):  # our registrar already wrote our own store
-            self.send("bind", cmd.bindings, cmd.token)
+            # over TCP/TLS: the siblings reach the PBX through us (Steer.datagram_received)
+            self.send("bind", stamped(cmd.bindings, self.index), cmd.token)
             return False, None  # the REGISTER is answered once every sibling holds it
         return True, None
 
@@ -292,6 +416,8 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     worker.runtime = runtime
     for b in bindings:
         runtime.memory.bind(b)
+    worker.flows_of(bindings)
+    runtime.tcp.hand, runtime.tcp.busy = worker.hand_out, worker.busy
     drain = asyncio.Event()
 
     def terminate() -> None:
@@ -306,7 +432,7 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     await loop.create_datagram_endpoint(lambda: worker.steer, sock=worker.sock)
     if view is not None and not worker.leader:
         workview.apply(runtime.controller, view)
-    runtime.controller.gate.udp_flood_checked = True  # Steer checks UDP first
+    runtime.controller.gate.flood_checked = True  # Steer checks every message first
     worker.serve()
     task = loop.create_task(worker.keep_sharing())
     worker.send("ready", os.getpid())

@@ -41,10 +41,10 @@ class Gate:
         self.drops = edge.Drops()  # messages dropped unanswered, by reason
         self.lockout = Lockout()  # digest failures and the sources/accounts they blocked
         self.flood = Flood()  # per source IP request windows and bans (node.flood)
-        # True in a worker of several: its steering step (sbc.worker) checks UDP datagrams
-        # against the flood bans as they come off the socket, before handing them on, so
-        # the screen checks only the rest (TCP).
-        self.udp_flood_checked = False
+        # True in a worker of several: its steering step (sbc.worker) checks every message
+        # (UDP and TCP/TLS) against the flood bans as it comes off the socket, before
+        # handing it on, so the screen does not check again.
+        self.flood_checked = False
         # REGISTERs whose 200 waits for their binding to be shared (Bind.token)
         self.held: dict[int, tuple[ServerTransaction, Answer]] = {}
         self._tokens = 0
@@ -52,9 +52,7 @@ class Gate:
     def screen(self, data: bytes, source: Target, now: float) -> bool:
         """The verdict on a message before it is parsed (``TransactionLayer.accept``; see
         sbc.edge): False drops it unanswered. Host-level: an address is known by its IP."""
-        if not (self.udp_flood_checked and source.transport == "udp") and self.flooded(
-            data, source.host, now
-        ):
+        if not self.flood_checked and self.flooded(data, source.host, now):
             return False
         method = edge.method_of(data)
         host = source.host

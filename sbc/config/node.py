@@ -258,7 +258,7 @@ class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     idle_timeout: Annotated[
         float,
         d(
-            "Seconds a connection may carry nothing (CRLF keep-alives count) before it is closed; connections of hosts with live calls are kept. 0 = never."
+            "Seconds a connection may carry nothing (CRLF keep-alives count) before it is closed; connections of hosts with live calls, and those a live registration binding names, are kept. 0 = never."
         ),
         Meta(ge=0),
     ] = 120.0
@@ -272,7 +272,7 @@ class TcpConfig(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     keepalive_interval: Annotated[
         float,
         d(
-            "Seconds a connection we opened (toward a vendor, TCP or TLS) may be quiet before we send a CRLF keep-alive ping (RFC 5626 §4.4.1); no pong within 10 s closes it and fails its transactions. 0 = no pings."
+            "Seconds a TCP/TLS connection we need later (one we opened toward a vendor, or one a PBX registered over) may be quiet before we send a CRLF keep-alive ping (RFC 5626 §4.4.1); no pong within 10 s closes it and fails its transactions. 0 = no pings."
         ),
         Meta(ge=0),
     ] = 0.0

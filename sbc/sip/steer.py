@@ -19,8 +19,9 @@ and pins its own Call-ID to that worker, so the caller's ACK, BYE and re-INVITEs
 dialog (from the same socket: the same worker reads them) follow it.
 
 Any Call-ID a stranger invents only picks which worker checks it; each worker checks
-everything (sbc.call.gate, sbc.call.indialog). TCP is not steered: a connection stays with
-the worker that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses).
+everything (sbc.call.gate, sbc.call.indialog). A TCP/TLS connection stays with the worker
+that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses); its messages are
+steered by Call-ID too, and the owner's answers go back through that worker (sbc.worker).
 """
 
 from __future__ import annotations

@@ -108,6 +108,10 @@ class Binding:
     q: float = 1.0  # the Contact's preference (RFC 3261 §10.2.1.2): calls try higher q first
     call_id: str = ""  # the REGISTER that made it: a reordered older one may not change it
     cseq: int = 0  # (RFC 3261 §10.3 step 7)
+    # With node.workers > 1, the worker holding a TCP/TLS flow the PBX registered over (set
+    # by sbc.worker as it shares the binding; -1: unknown, or UDP). Not kept in Redis: an
+    # index means nothing to another node.
+    worker: int = -1
 
 
 @dataclass(frozen=True, slots=True)

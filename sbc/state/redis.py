@@ -298,7 +298,9 @@ class RedisStore:
             if b.expires_at <= time.time():
                 await asyncio.wait_for(self.client.hdel(REGISTRATIONS, field), self.timeout)
             else:
-                value = json.dumps(dataclasses.asdict(b))
+                fields = dataclasses.asdict(b)
+                del fields["worker"]  # this node's own (sbc.worker); older nodes know no such key
+                value = json.dumps(fields)
                 await asyncio.wait_for(self.client.hset(REGISTRATIONS, field, value), self.timeout)
         except (RedisError, OSError, TimeoutError) as e:
             self._down(e)

@@ -28,11 +28,13 @@ resolves NAPTR -> SRV -> A, tries priority 1 first, and keeps health per address
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,14 @@ def explain(tmp: Path, *more: str) -> str:
     ).stdout  # fmt: skip
 
 
+def health() -> dict[str, tuple[str, str]]:
+    """vendor-dns's trunks in the admin endpoint's /status: address -> (host, health)."""
+    with urllib.request.urlopen("http://127.0.0.1:7259/status", timeout=5) as resp:
+        state = json.loads(resp.read())
+    (tg,) = [g for g in state["trunk_groups"] if g["name"] == "vendor-dns"]
+    return {t["trunk"]: (t.get("host", ""), t["health"]) for t in tg["trunks"]}
+
+
 def start(tmp: Path, workers: int) -> harness.Sbc:
     config = tmp / "config"
     config.mkdir(parents=True, exist_ok=True)
@@ -211,6 +221,11 @@ def test_srv_priorities_and_health_per_resolved_address(dnsmasq: Dnsmasq, tmp_pa
             took = time.monotonic() - killed
             assert [d["trunk"] for d in down] == ["udp:127.0.0.1:7281"], down
             print(f"7281 down {took:.1f} s after its sipp was killed (interval 1 s, down_after 2)")
+            # /status (the supervisor's, merged from the workers) says so, per address
+            assert health() == {
+                "udp:127.0.0.1:7281": ("vendor.test", "down"),
+                "udp:127.0.0.1:7282": ("vendor.test", "up"),
+            }
             r = calls("15551230002", 10, tmp_path / "uac3")
             assert r.returncode == 0 and r.count("SuccessfulCall") == 10, r.output
             assert trunks_of(sbc, 11, 10) == [["127.0.0.1:7282"]] * 10  # one attempt each

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 
 from sbc.config.node import TcpConfig
 from sbc.sip.parser import StreamFramer
 from sbc.sip.transaction import Target
 from sbc.tcpguard import Cap, keepalive, sweep_period, verdict
-from sbc.transport import TcpPool
+from sbc.transport import TcpConnection, TcpPool
 
 CFG = TcpConfig(idle_timeout=120, header_timeout=10, max_connections=3)
 
@@ -123,3 +125,65 @@ def test_our_connection_pings_and_a_silent_peer_fails_it_on_loopback() -> None:
     assert b"".join(got).endswith(b"\r\n\r\n\r\n\r\n\r\n")  # the message, then two pings
     assert answered == 1 and sink.messages == []  # the pong is no message
     assert sink.errors == ["keep-alive: no pong in 10 s"]
+
+
+def test_a_flow_a_pbx_registered_over_is_pinged_and_kept_past_idle_timeout() -> None:
+    """Two peers connect to a TcpPool's listener on 127.0.0.1; a live registration binding
+    names one (TcpPool.registered). Only that one is pinged, and idle_timeout spares it;
+    the other closes idle. Then the registered peer stops answering: 10 s after the ping
+    its connection is closed and counted (RFC 5626 §4.4.1)."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.errors: list[tuple[Target, str]] = []
+
+        def on_message(self, data: bytes, source: Target) -> None:
+            raise AssertionError(data)  # pongs are no messages
+
+        def on_transport_error(self, target: Target, detail: str) -> None:
+            self.errors.append((target, detail))
+
+    async def settle(until: Callable[[], bool]) -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.005)  # the loop's I/O
+            if until():
+                return
+
+    async def run() -> None:
+        clock = [1000.0]
+        sink = Sink()
+        cfg = TcpConfig(keepalive_interval=30, idle_timeout=120)
+        pool = TcpPool(sink, lambda: clock[0], lambda: cfg)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: TcpConnection(pool), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        (pbx_r, pbx_w), (other_r, _) = [
+            await asyncio.open_connection("127.0.0.1", port) for _ in range(2)
+        ]
+        pbx = Target("tcp", *pbx_w.get_extra_info("sockname")[:2])
+        await settle(lambda: len(pool.connections) == 2)
+        pool.registered = lambda peer: peer == pbx
+        clock[0] += 30
+        pool.sweep()  # quiet 30 s: the PBX's flow is pinged, the other is not
+        ping = await asyncio.wait_for(pbx_r.readexactly(4), 1)
+        pbx_w.write(b"\r\n")  # the pong
+        await settle(lambda: pool.connections[pbx].ping_sent is None)
+        clock[0] += 100  # 130 s since either peer sent a byte; the pong was 100 s ago
+        pool.sweep()  # the other goes (idle), the PBX's is pinged again and kept
+        other_gone = await asyncio.wait_for(other_r.read(), 1)
+        second = await asyncio.wait_for(pbx_r.readexactly(4), 1)
+        kept = pbx in pool.connections
+        clock[0] += 10  # no pong this time
+        pool.sweep()
+        await settle(lambda: pbx not in pool.connections)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(pbx_r.read(), 1)
+        server.close()
+        assert (ping, second) == (b"\r\n\r\n", b"\r\n\r\n")
+        assert other_gone == b"" and kept
+        assert pool.closed == {"header_timeout": 0, "idle_timeout": 1, "keepalive": 1}
+        assert sink.errors == [(pbx, "keep-alive: no pong in 10 s")]
+        assert pool.connections == {}
+
+    asyncio.run(run())

@@ -1,0 +1,359 @@
+"""CRLF keep-alives (RFC 5626 §4.4.1) on the TCP flows sbc needs later, through the real sbc
+on loopback (ports 7500-7599: sbc :7500 UDP and TCP, metrics :7599, carrier :7512 UDP,
+vendor :7520 TCP). ``node.tcp.keepalive_interval`` is 1 s; a ping's pong must come within
+10 s (sbc.tcpguard.PONG_TIMEOUT). The peers are Python sockets that show every byte.
+
+Two PBXs register over TCP, each on a connection it opened (pbx1 from 127.0.0.5, pbx2 from
+127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 never does:
+
+    pbx1 127.0.0.5           sbc :7500 (tcp)              pbx2 127.0.0.6
+     |--SYN; REGISTER-------->|                             |
+     |<--401 WWW-Authenticate-|                             |
+     |--REGISTER + digest---->|                             |
+     |<--200 Contact;expires--|<--SYN; REGISTER, 401, REGISTER + digest--|
+     |                        |--200 ---------------------->|
+     |    (1 s quiet)         |         (1 s quiet)         |
+     |<--"\\r\\n\\r\\n"---------|--"\\r\\n\\r\\n"------------------>|
+     |--"\\r\\n"--------------->|                             |  (no pong)
+     |<--"\\r\\n\\r\\n" (1 s on)--|                             |
+     |--"\\r\\n"--------------->|                             |
+     |   ... every second     |  10 s after its ping: RST -->|  sbc_tcp_keepalive_failures_total 1
+     |                        |<--INVITE DID (UDP)-- carrier :7512
+     |<--INVITE (the same connection pbx1 opened)           |
+     |--486------------------>|--486------------------------> carrier
+     |<--ACK------------------|<--ACK------------------------- carrier
+
+A vendor over TCP answers a call, then stays quiet on the connection sbc opened to it:
+
+    carrier :7512 (udp)      sbc :7500                    vendor :7520 (tcp)
+     |--INVITE--------------->|--SYN; INVITE--------------->|
+     |<--100, 200-------------|<--200-----------------------|
+     |--ACK------------------>|--ACK----------------------->|
+     |                        |--"\\r\\n\\r\\n" (1 s quiet)----->|  (no pong)
+     |                        |--RST (10 s on)------------->|  sbc_tcp_keepalive_failures_total 2
+     |--BYE------------------>|--SYN; BYE (a new connection)>|
+     |<--200------------------|<--200-----------------------|
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import harness
+import pytest
+
+from sbc.sip.digest import authorization, pick_challenge
+
+pytestmark = pytest.mark.e2e
+
+PORT, CARRIER, VENDOR, METRICS = 7500, 7512, 7520, 7599
+DID, NUMBER = "15557770000", "15558880000"
+PING, PONG = b"\r\n\r\n", b"\r\n"
+CONFIG = f"""
+node:
+  listen:
+    - {{address: 127.0.0.1, port: {PORT}, transport: udp}}
+    - {{address: 127.0.0.1, port: {PORT}, transport: tcp}}
+  # two workers: the DID's call may land on the one not holding pbx1's connection, which
+  # hands what it sends pbx1 to the holder (sbc.worker)
+  workers: 2
+  unknown_source: reject
+  metrics: {{listen: "127.0.0.1:{METRICS}"}}
+  tcp: {{keepalive_interval: 1}}
+relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
+trunk_groups:
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1, port: {CARRIER}}}]}}
+  - {{name: pbx, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{type: registration, username: pbx1, password: s3cret}},
+              {{type: registration, username: pbx2, password: s3cret2}}]}}
+  - {{name: vendor-tcp, relationship: vendor-x, direction: termination,
+     trunks: [{{ip: 127.0.0.1, port: {VENDOR}, protocol: tcp}}]}}
+routeplans:
+  - name: default
+    numbering: [{{number: "{DID}", trunk_group: pbx}}]
+    routes: [{{prefix: "", trunk_groups: [vendor-tcp]}}]
+"""
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 7530 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
+    yield from harness.serving(tmp_path_factory.mktemp("keepalive"), CONFIG, PORT)
+
+
+def failures() -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS}/metrics", timeout=5).read()
+    found = re.search(rb"^sbc_tcp_keepalive_failures_total (\S+)$", text, re.M)
+    assert found, text
+    return float(found[1])
+
+
+def headers(msg: str, name: str) -> list[str]:
+    out = []
+    for line in msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+        n, _, v = line.partition(":")
+        if n.strip().lower() == name.lower():
+            out.append(v.strip())
+    return out
+
+
+def header(msg: str, name: str) -> str:
+    return (headers(msg, name) or [""])[0]
+
+
+def answer(req: str, status: str, tag: str, body: str = "") -> str:
+    """A response to ``req`` (its Via, From, To with ``tag``, Call-ID, CSeq)."""
+    lines = [f"SIP/2.0 {status}"]
+    lines += [f"Via: {v}" for v in headers(req, "Via")]
+    lines += [f"From: {header(req, 'From')}", f"To: {header(req, 'To')};tag={tag}"]
+    lines += [f"Call-ID: {header(req, 'Call-ID')}", f"CSeq: {header(req, 'CSeq')}"]
+    lines += [f"Contact: <sip:{VENDOR}@127.0.0.1:{VENDOR};transport=tcp>"]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    return "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])
+
+
+class Flow:
+    """One TCP connection, read by hand: SIP messages framed by Content-Length (RFC 3261
+    §18.3), and every CRLF ping counted as it comes (none is lost to the framing)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pings = 0
+        self.closed = False  # sbc closed (FIN or RST)
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def read(self, timeout: float, pong: bool = False) -> str | None:
+        """The next SIP message within ``timeout`` s (None: none, or the flow closed);
+        pings on the way are counted, and answered with ``pong``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.buf.startswith(PING):
+                self.buf = self.buf[len(PING) :]
+                self.pings += 1
+                if pong:
+                    self.send(PONG)
+            head, sep, rest = self.buf.partition(b"\r\n\r\n")
+            if sep:
+                length = int(header(head.decode() + "\r\n\r\n", "Content-Length") or 0)
+                if len(rest) >= length:
+                    self.buf = rest[length:]
+                    return (head + sep + rest[:length]).decode()
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # reset
+                data = b""
+            if not data:
+                self.closed = True
+            self.buf += data
+
+
+class Pbx(Flow):
+    """A PBX that registers account ``user`` from ``host`` over a TCP connection it opens."""
+
+    def __init__(self, host: str, user: str, password: str) -> None:
+        super().__init__(socket.create_connection(("127.0.0.1", PORT), 5, (host, 0)))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.user, self.password = user, password
+        self.cseq = 0
+
+    def register(self) -> None:
+        first = self._register("")
+        assert first.startswith("SIP/2.0 401 "), first
+        params = pick_challenge(headers(first, "WWW-Authenticate"))
+        assert params is not None, first
+        uri = f"sip:127.0.0.1:{PORT}"
+        ok = self._register(authorization(params, "REGISTER", uri, self.user, self.password))
+        assert ok.startswith("SIP/2.0 200 "), ok
+
+    def _register(self, auth: str) -> str:
+        self.cseq += 1
+        me, extra = f"{self.host}:{self.port}", f"Authorization: {auth}\r\n" if auth else ""
+        self.send(
+            f"REGISTER sip:127.0.0.1:{PORT} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {me};branch=z9hG4bK{os.urandom(6).hex()}\r\n"
+            f"From: <sip:{self.user}@127.0.0.1>;tag=r{self.port}\r\n"
+            f"To: <sip:{self.user}@127.0.0.1>\r\nCall-ID: reg-{self.user}\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\nContact: <sip:{self.user}@{me};transport=tcp>\r\n"
+            f"Expires: 300\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        msg = self.read(5)
+        assert msg is not None, f"no answer to {self.user}'s REGISTER"
+        return msg
+
+
+class Carrier:
+    """The calling carrier on UDP 127.0.0.1:7512, one call at a time."""
+
+    def __init__(self) -> None:
+        self.peer = harness.Peer("127.0.0.1", CARRIER)
+        self.call_id = ""
+        self.to = ""
+
+    def invite(self, dnis: str) -> str:
+        """An INVITE to ``dnis``; its final answer (the 200 or the failure, ACKed if not 2xx)."""
+        self.call_id = f"ka-{os.urandom(4).hex()}"
+        branch = f"z9hG4bK{os.urandom(6).hex()}"
+        self._send(
+            "INVITE", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for raw in self.peer.replies(0.5):
+                text = raw.decode()
+                status = int(text[8:11])
+                if status >= 200:
+                    self.to = header(text, "To")
+                    if status >= 300:  # §17.1.1.3: the ACK of a failure, its own branch
+                        self._send("ACK", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, self.to)
+                    return text
+        raise AssertionError(f"no final answer to the INVITE to {dnis}")
+
+    def ack(self, answer: str) -> None:
+        self._send("ACK", self._target(answer), 1, f"z9hG4bK{os.urandom(6).hex()}", self.to)
+
+    def bye(self, answer: str) -> str | None:
+        self._send("BYE", self._target(answer), 2, f"z9hG4bK{os.urandom(6).hex()}", self.to)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for raw in self.peer.replies(0.3):
+                if b" BYE\r\n" in raw and raw.startswith(b"SIP/2.0 2"):
+                    return raw.decode()
+        return None
+
+    @staticmethod
+    def _target(answer: str) -> str:
+        return header(answer, "Contact").strip("<>").split(">")[0]
+
+    def _send(self, method: str, ruri: str, cseq: int, branch: str, to: str, sdp: str = "") -> None:
+        body = "Content-Type: application/sdp\r\n" if sdp else ""
+        self.peer.send(
+            (
+                f"{method} {ruri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{CARRIER};branch={branch};rport\r\n"
+                f"From: <sip:{NUMBER}@127.0.0.1>;tag=c{self.call_id}\r\nTo: {to}\r\n"
+                f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
+                f"Contact: <sip:{NUMBER}@127.0.0.1:{CARRIER}>\r\nMax-Forwards: 70\r\n"
+                f"{body}Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+            ).encode(),
+            PORT,
+        )
+
+    def close(self) -> None:
+        self.peer.close()
+
+
+def test_a_registered_pbx_flow_is_pinged_kept_while_it_answers_and_called_over(
+    sbc: harness.Sbc,
+) -> None:
+    """pbx1 answers every ping and keeps its connection (the call to its DID comes over
+    it); pbx2 never answers, and its connection is closed 10 s after its first ping."""
+    before = failures()
+    pbx1, pbx2 = Pbx("127.0.0.5", "pbx1", "s3cret"), Pbx("127.0.0.6", "pbx2", "s3cret2")
+    carrier = Carrier()
+    invites: list[str] = []
+    stop = threading.Event()
+
+    def pbx1_answers() -> None:  # pongs every ping; answers the call with 486
+        while not stop.is_set() and not pbx1.closed:
+            msg = pbx1.read(0.1, pong=True)
+            if msg is not None and msg.startswith("INVITE "):
+                invites.append(msg)
+                pbx1.send(answer(msg, "486 Busy Here", "pbx1"))
+
+    try:
+        pbx1.register()
+        pbx2.register()
+        registered = time.monotonic()
+        answering = threading.Thread(target=pbx1_answers, daemon=True)
+        answering.start()
+        assert pbx2.read(3) is None and pbx2.pings == 1 and not pbx2.closed  # pinged at ~1 s
+        while not pbx2.closed and time.monotonic() - registered < 16:
+            pbx2.read(0.5)  # no pong
+        closed_after = time.monotonic() - registered
+        assert pbx2.closed and 10.5 < closed_after < 13.5, closed_after
+        assert pbx2.pings == 1  # one ping, then the close
+        assert failures() == before + 1
+        final = carrier.invite(DID)
+        assert final.startswith("SIP/2.0 486 "), final
+        assert harness.wait_for(lambda: len(invites) == 1)
+        stop.set()
+        answering.join(5)
+        assert not pbx1.closed  # still the connection pbx1 opened: the INVITE came over it
+        assert pbx1.pings >= 9, pbx1.pings  # one a second or so, each answered
+        assert header(invites[0], "Via").startswith("SIP/2.0/TCP ")
+        assert f"sip:pbx1@127.0.0.5:{pbx1.port};transport=tcp" in invites[0].split("\r\n")[0]
+    finally:
+        stop.set()
+        carrier.close()
+        pbx1.sock.close()
+        pbx2.sock.close()
+    assert failures() == before + 1  # pbx1's flow never failed
+
+
+def test_a_quiet_vendor_flow_that_gives_no_pong_is_closed_and_the_bye_opens_a_new_one(
+    sbc: harness.Sbc,
+) -> None:
+    before = failures()
+    server = socket.create_server(("127.0.0.1", VENDOR))
+    flows: list[Flow] = []
+    byes: list[str] = []
+    stop = threading.Event()
+
+    def vendor() -> None:  # answers INVITE with 200 and BYE with 200; never a pong
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                flows.append(Flow(server.accept()[0]))
+            for flow in flows:
+                msg = flow.read(0.05)
+                if msg is None:
+                    continue
+                if msg.startswith("INVITE "):
+                    flow.send(answer(msg, "200 OK", "v1", SDP))
+                elif msg.startswith("BYE "):
+                    byes.append(msg)
+                    flow.send(answer(msg, "200 OK", "v1"))
+
+    carrier = Carrier()
+    serving = threading.Thread(target=vendor, daemon=True)
+    serving.start()
+    try:
+        ok = carrier.invite(NUMBER)
+        assert ok.startswith("SIP/2.0 200 "), ok
+        carrier.ack(ok)
+        answered = time.monotonic()
+        assert harness.wait_for(lambda: bool(flows) and flows[0].closed, timeout=15)
+        closed_after = time.monotonic() - answered
+        assert 10.5 < closed_after < 13.5, closed_after
+        assert flows[0].pings == 1
+        assert failures() == before + 1
+        assert carrier.bye(ok) is not None  # over a new connection to the vendor
+        assert len(flows) == 2 and len(byes) == 1 and not flows[1].closed
+    finally:
+        stop.set()
+        serving.join(5)
+        carrier.close()
+        server.close()
+        for flow in flows:
+            flow.sock.close()
