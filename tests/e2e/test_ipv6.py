@@ -21,6 +21,10 @@ picks the vendor: 6... -> vendor-v6 at [::1]:7111, 4... -> vendor-v4 at 127.0.0.
 
 The reverse crossing: caller [::1]:7123 -> sbc -> vendor-v4 127.0.0.1:7112, whose B-leg
 names 127.0.0.1:7100 and leaves from the IPv4 socket.
+
+Failover across families, each in a lone process (workers: 1): a dual-stack node on :7102
+(the same rtpengine) whose IPv6 caller's first trunk [::1]:7113 is dead and second
+127.0.0.1:7114 answers; an IPv4-only node on :7140 whose IPv6 trunk fails at once.
 """
 
 from __future__ import annotations

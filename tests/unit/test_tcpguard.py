@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sbc.config.node import TcpConfig
 from sbc.sip.parser import StreamFramer
 from sbc.sip.transaction import Target
-from sbc.tcpguard import Cap, keepalive, sweep_period, verdict
+from sbc.tcpguard import Cap, keepalive, quiet_enough, sweep_period, verdict
 from sbc.transport import TcpConnection, TcpPool
 
 CFG = TcpConfig(idle_timeout=120, header_timeout=10, max_connections=3)
@@ -40,6 +40,12 @@ def test_the_cap_refuses_past_max_connections_and_logs_once_per_burst() -> None:
     assert cap.admit(CFG, 3, 63.0) == (False, 1)  # a new burst: a new line
     assert cap.refused == 102
     assert cap.admit(TcpConfig(max_connections=0), 10**6, 64.0) == (True, 0)
+
+
+def test_a_sweep_asks_about_bindings_only_for_connections_quiet_long_enough() -> None:
+    assert quiet_enough(TcpConfig(keepalive_interval=30, idle_timeout=120)) == 30
+    assert quiet_enough(TcpConfig(idle_timeout=120)) == 120
+    assert quiet_enough(TcpConfig(idle_timeout=0)) == float("inf")
 
 
 def test_sweep_period_follows_the_shorter_timeout() -> None:
