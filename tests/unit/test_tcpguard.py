@@ -7,8 +7,11 @@ import contextlib
 from collections.abc import Callable
 
 from sbc.config.node import TcpConfig
+from sbc.registrar import Registrar
 from sbc.sip.parser import StreamFramer
 from sbc.sip.transaction import Target
+from sbc.state import Binding
+from sbc.state.memory import MemoryStore
 from sbc.tcpguard import Cap, keepalive, quiet_enough, sweep_period, verdict
 from sbc.transport import TcpConnection, TcpPool
 
@@ -193,3 +196,17 @@ def test_a_flow_a_pbx_registered_over_is_pinged_and_kept_past_idle_timeout() -> 
         assert pool.connections == {}
 
     asyncio.run(run())
+
+
+def test_the_registrar_holds_a_flow_while_its_binding_lives() -> None:
+    """TcpPool.registered in a node: a live binding from exactly that transport, host and
+    port (the connection's peer); an expired or removed one, or another port, is no flow."""
+    registrar = Registrar(MemoryStore())
+    flow = Target("tls", "192.0.2.7", 40123)
+    registrar.store.apply(Binding("pbx", "pbx1", "tls", "192.0.2.7", 40123, "sip:p@x", 300.0))
+    assert registrar.holds(flow, 299.0)
+    assert not registrar.holds(flow, 300.0)  # expired
+    assert not registrar.holds(Target("tls", "192.0.2.7", 40124), 0.0)
+    assert not registrar.holds(Target("tcp", "192.0.2.7", 40123), 0.0)
+    registrar.store.apply(Binding("pbx", "pbx1", "tls", "192.0.2.7", 40123, "sip:p@x", 0.0))
+    assert not registrar.holds(flow, 0.0)  # removed
