@@ -24,6 +24,9 @@ TLS from 127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 ne
      |--486------------------>|--486------------------------> carrier
      |<--ACK------------------|<--ACK------------------------- carrier
 
+The last test (xfail, a known gap) is the same PBX behind two workers (sbc :7540, carrier
+:7552): calls owned by the worker that does not hold pbx1's connection fail with 503.
+
 A vendor over TCP answers a call, then stays quiet on the connection sbc opened to it:
 
     carrier :7512 (udp)      sbc :7500                    vendor :7520 (tcp)
@@ -195,14 +198,17 @@ class Pbx(Flow):
     """A PBX that registers account ``user`` from ``host`` over a TCP connection it opens,
     or a TLS one trusting ``ca``."""
 
-    def __init__(self, host: str, user: str, password: str, ca: Path | None = None) -> None:
-        sock = socket.create_connection(("127.0.0.1", TLS if ca else PORT), 5, (host, 0))
+    def __init__(
+        self, host: str, user: str, password: str, ca: Path | None = None, sbc: int = PORT
+    ) -> None:
+        sock = socket.create_connection(("127.0.0.1", TLS if ca else sbc), 5, (host, 0))
         if ca is not None:
             sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(
                 sock, server_hostname="127.0.0.1"
             )
         super().__init__(sock)
         self.transport = "tls" if ca else "tcp"
+        self.sbc = sbc
         self.host, self.port = self.sock.getsockname()[:2]
         self.user, self.password = user, password
         self.cseq = 0
@@ -212,7 +218,7 @@ class Pbx(Flow):
         assert first.startswith("SIP/2.0 401 "), first
         params = pick_challenge(headers(first, "WWW-Authenticate"))
         assert params is not None, first
-        uri = f"sip:127.0.0.1:{PORT}"
+        uri = f"sip:127.0.0.1:{self.sbc}"
         ok = self._register(authorization(params, "REGISTER", uri, self.user, self.password))
         assert ok.startswith("SIP/2.0 200 "), ok
 
@@ -220,7 +226,7 @@ class Pbx(Flow):
         self.cseq += 1
         me, extra = f"{self.host}:{self.port}", f"Authorization: {auth}\r\n" if auth else ""
         self.send(
-            f"REGISTER sip:127.0.0.1:{PORT} SIP/2.0\r\n"
+            f"REGISTER sip:127.0.0.1:{self.sbc} SIP/2.0\r\n"
             f"Via: SIP/2.0/{self.transport.upper()} {me};branch=z9hG4bK{os.urandom(6).hex()}\r\n"
             f"From: <sip:{self.user}@127.0.0.1>;tag=r{self.port}\r\n"
             f"To: <sip:{self.user}@127.0.0.1>\r\nCall-ID: reg-{self.user}\r\n"
@@ -234,10 +240,11 @@ class Pbx(Flow):
 
 
 class Carrier:
-    """The calling carrier on UDP 127.0.0.1:7512, one call at a time."""
+    """The calling carrier on UDP 127.0.0.1:``local`` (7512), one call at a time."""
 
-    def __init__(self) -> None:
-        self.peer = harness.Peer("127.0.0.1", CARRIER)
+    def __init__(self, local: int = CARRIER, sbc: int = PORT) -> None:
+        self.peer = harness.Peer("127.0.0.1", local)
+        self.local, self.sbc = local, sbc
         self.call_id = ""
         self.to = ""
 
@@ -246,7 +253,7 @@ class Carrier:
         self.call_id = f"ka-{os.urandom(4).hex()}"
         branch = f"z9hG4bK{os.urandom(6).hex()}"
         self._send(
-            "INVITE", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
+            "INVITE", f"sip:{dnis}@127.0.0.1:{self.sbc}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -256,7 +263,7 @@ class Carrier:
                 if status >= 200:
                     self.to = header(text, "To")
                     if status >= 300:  # §17.1.1.3: the ACK of a failure, its own branch
-                        self._send("ACK", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, self.to)
+                        self._send("ACK", f"sip:{dnis}@127.0.0.1:{self.sbc}", 1, branch, self.to)
                     return text
         raise AssertionError(f"no final answer to the INVITE to {dnis}")
 
@@ -281,13 +288,13 @@ class Carrier:
         self.peer.send(
             (
                 f"{method} {ruri} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{CARRIER};branch={branch};rport\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.local};branch={branch};rport\r\n"
                 f"From: <sip:{NUMBER}@127.0.0.1>;tag=c{self.call_id}\r\nTo: {to}\r\n"
                 f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
-                f"Contact: <sip:{NUMBER}@127.0.0.1:{CARRIER}>\r\nMax-Forwards: 70\r\n"
+                f"Contact: <sip:{NUMBER}@127.0.0.1:{self.local}>\r\nMax-Forwards: 70\r\n"
                 f"{body}Content-Length: {len(sdp)}\r\n\r\n{sdp}"
             ).encode(),
-            PORT,
+            self.sbc,
         )
 
     def close(self) -> None:
@@ -389,3 +396,66 @@ def test_a_quiet_vendor_flow_that_gives_no_pong_is_closed_and_the_bye_opens_a_ne
         server.close()
         for flow in flows:
             flow.sock.close()
+
+
+WORKERS_PORT, WORKERS_CARRIER = 7540, 7552
+WORKERS_CONFIG = f"""
+node:
+  listen:
+    - {{address: 127.0.0.1, port: {WORKERS_PORT}, transport: udp}}
+    - {{address: 127.0.0.1, port: {WORKERS_PORT}, transport: tcp}}
+  workers: 2
+  unknown_source: reject
+relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
+trunk_groups:
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1, port: {WORKERS_CARRIER}}}]}}
+  - {{name: pbx, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{type: registration, username: pbx1, password: s3cret}}]}}
+  - {{name: vendor-tcp, relationship: vendor-x, direction: termination,
+     trunks: [{{ip: 127.0.0.1, port: {VENDOR}, protocol: tcp}}]}}
+routeplans:
+  - name: default
+    numbering: [{{number: "{DID}", trunk_group: pbx}}]
+    routes: [{{prefix: "", trunk_groups: [vendor-tcp]}}]
+"""
+
+
+@pytest.mark.xfail(
+    reason="known gap (README, Workers): the TCP connection a PBX registered over is held by "
+    "the worker that accepted it; a call another worker owns (Call-ID hash) cannot use it",
+    strict=False,
+)
+def test_with_workers_every_call_to_a_pbx_registered_over_tcp_reaches_it(
+    tmp_path: Path,
+) -> None:
+    """Two workers: pbx1 registers over TCP (one worker holds its connection); the carrier
+    places 6 calls to its DID over UDP, each Call-ID owned by either worker. Each INVITE
+    should reach pbx1 over its connection (486 back to the carrier); today a call owned by
+    the other worker fails (503, outcome transport: it tries to connect to pbx1's port)."""
+    root = tmp_path
+    (root / "config").mkdir()
+    (root / "config" / "sbc.yaml").write_text(WORKERS_CONFIG)
+    node = harness.start_sbc(root / "sbc", root / "config", port=WORKERS_PORT)
+    pbx = Pbx("127.0.0.5", "pbx1", "s3cret", sbc=WORKERS_PORT)
+    carrier = Carrier(WORKERS_CARRIER, WORKERS_PORT)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set() and not pbx.closed:
+            msg = pbx.read(0.1, pong=True)
+            if msg is not None and msg.startswith("INVITE "):
+                pbx.send(answer(msg, "486 Busy Here", "pbx1"))
+
+    answering = threading.Thread(target=busy, daemon=True)
+    try:
+        pbx.register()
+        answering.start()
+        finals = [carrier.invite(DID)[:11] for _ in range(6)]
+    finally:
+        stop.set()
+        answering.join(5)
+        carrier.close()
+        pbx.sock.close()
+        assert node.stop() == 0
+    assert finals == ["SIP/2.0 486"] * 6, finals
