@@ -1,6 +1,6 @@
 r"""CRLF keep-alives (RFC 5626 §4.4.1) on the TCP/TLS flows sbc needs later, through the real
 sbc on loopback (ports 7500-7599: sbc :7500 UDP and TCP, :7501 TLS, metrics :7599, carrier
-:7512 UDP, vendor :7520 TCP), one process (workers: 1, see CONFIG). keepalive_interval is
+:7512 UDP, vendor :7520 TCP), one process (workers: 1). keepalive_interval is
 1 s; a ping's pong must come within 10 s (sbc.tcpguard.PONG_TIMEOUT). The peers are Python
 sockets that show every byte.
 
@@ -24,8 +24,8 @@ TLS from 127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 ne
      |--486------------------>|--486------------------------> carrier
      |<--ACK------------------|<--ACK------------------------- carrier
 
-The last test (xfail, a known gap) is the same PBX behind two workers (sbc :7540, carrier
-:7552): calls owned by the worker that does not hold pbx1's connection fail with 503.
+The last test is the same PBX behind two workers (sbc :7540, carrier :7552): every call
+reaches it over its connection, whichever worker owns the call (sbc.flows).
 
 A vendor over TCP answers a call, then stays quiet on the connection sbc opened to it:
 
@@ -57,6 +57,7 @@ import harness
 import pytest
 
 from sbc.sip.digest import authorization, pick_challenge
+from sbc.sip.steer import owner
 from tests.e2e import tlspeers
 
 pytestmark = pytest.mark.e2e
@@ -70,8 +71,7 @@ node:
     - {{address: 127.0.0.1, port: {PORT}, transport: udp}}
     - {{address: 127.0.0.1, port: {PORT}, transport: tcp}}
     - {{address: 127.0.0.1, port: {TLS}, transport: tls}}
-  # one process: with workers a call may land on a worker other than the one holding the
-  # PBX's connection, and that one cannot reach it (README, Workers: a known gap)
+  # one process: its log and counters are the whole node's (workers: the last test)
   workers: 1
   unknown_source: reject
   metrics: {{listen: "127.0.0.1:{METRICS}"}}
@@ -138,13 +138,14 @@ def header(msg: str, name: str) -> str:
     return (headers(msg, name) or [""])[0]
 
 
-def answer(req: str, status: str, tag: str, body: str = "") -> str:
-    """A response to ``req`` (its Via, From, To with ``tag``, Call-ID, CSeq)."""
+def answer(req: str, status: str, tag: str, body: str = "", contact: str = "") -> str:
+    """A response to ``req`` (its Via, From, To with ``tag``, Call-ID, CSeq), our Contact
+    ``contact`` (default: the vendor's)."""
     lines = [f"SIP/2.0 {status}"]
     lines += [f"Via: {v}" for v in headers(req, "Via")]
     lines += [f"From: {header(req, 'From')}", f"To: {header(req, 'To')};tag={tag}"]
     lines += [f"Call-ID: {header(req, 'Call-ID')}", f"CSeq: {header(req, 'CSeq')}"]
-    lines += [f"Contact: <sip:{VENDOR}@127.0.0.1:{VENDOR};transport=tcp>"]
+    lines += [f"Contact: <{contact or f'sip:{VENDOR}@127.0.0.1:{VENDOR};transport=tcp'}>"]
     if body:
         lines.append("Content-Type: application/sdp")
     return "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])
@@ -248,9 +249,9 @@ class Carrier:
         self.call_id = ""
         self.to = ""
 
-    def invite(self, dnis: str) -> str:
+    def invite(self, dnis: str, call_id: str = "") -> str:
         """An INVITE to ``dnis``; its final answer (the 200 or the failure, ACKed if not 2xx)."""
-        self.call_id = f"ka-{os.urandom(4).hex()}"
+        self.call_id = call_id or f"ka-{os.urandom(4).hex()}"
         branch = f"z9hG4bK{os.urandom(6).hex()}"
         self._send(
             "INVITE", f"sip:{dnis}@127.0.0.1:{self.sbc}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
@@ -421,41 +422,74 @@ routeplans:
 """
 
 
-@pytest.mark.xfail(
-    reason="known gap (README, Workers): the TCP connection a PBX registered over is held by "
-    "the worker that accepted it; a call another worker owns (Call-ID hash) cannot use it",
-    strict=False,
-)
-def test_with_workers_every_call_to_a_pbx_registered_over_tcp_reaches_it(
+def call_ids(workers: int, each: int) -> list[str]:
+    """Call-IDs ``each`` of which every worker owns (sbc.sip.steer), alternating."""
+    mine: dict[int, list[str]] = {k: [] for k in range(workers)}
+    n = 0
+    while min(len(v) for v in mine.values()) < each:
+        cid = f"ka-w-{n}"
+        n += 1
+        mine[owner(cid.encode(), workers)].append(cid)
+    return [v[i] for i in range(each) for v in mine.values()]
+
+
+def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow(
     tmp_path: Path,
 ) -> None:
     """Two workers: pbx1 registers over TCP (one worker holds its connection); the carrier
-    places 6 calls to its DID over UDP, each Call-ID owned by either worker. Each INVITE
-    should reach pbx1 over its connection (486 back to the carrier); today a call owned by
-    the other worker fails (503, outcome transport: it tries to connect to pbx1's port)."""
+    places 4 calls to its DID over UDP, two owned by each worker (their Call-IDs), and
+    hangs each up. Every INVITE, ACK and BYE reaches pbx1 over the connection it opened,
+    whichever worker owns the call (sbc.flows: the owner hands its messages to the holder,
+    the holder steers pbx1's answers to the owner):
+
+        carrier :7552     worker owning the call   worker holding the flow     pbx1 (tcp)
+          |--INVITE------->|--relay INVITE---------->|--INVITE------------------->|
+          |                |<--steer 200 (tcp)-------|<--200----------------------|
+          |<--200----------|                         |                            |
+          |--ACK---------->|--relay ACK------------->|--ACK---------------------->|
+          |--BYE---------->|--relay BYE------------->|--BYE---------------------->|
+          |<--200----------|<--steer 200 (tcp)-------|<--200----------------------|
+    """
     root = tmp_path
     (root / "config").mkdir()
     (root / "config" / "sbc.yaml").write_text(WORKERS_CONFIG)
     node = harness.start_sbc(root / "sbc", root / "config", port=WORKERS_PORT)
     pbx = Pbx("127.0.0.5", "pbx1", "s3cret", sbc=WORKERS_PORT)
     carrier = Carrier(WORKERS_CARRIER, WORKERS_PORT)
+    seen: list[str] = []
     stop = threading.Event()
 
-    def busy() -> None:
+    def answers() -> None:
         while not stop.is_set() and not pbx.closed:
             msg = pbx.read(0.1, pong=True)
-            if msg is not None and msg.startswith("INVITE "):
-                pbx.send(answer(msg, "486 Busy Here", "pbx1"))
+            if msg is None:
+                continue
+            seen.append(f"{msg.split(' ')[0]} {header(msg, 'Call-ID')}")
+            me = f"sip:pbx1@{pbx.host}:{pbx.port};transport=tcp"  # as registered
+            if msg.startswith("INVITE "):
+                pbx.send(answer(msg, "200 OK", "pbx1", SDP, me))
+            elif msg.startswith("BYE "):
+                pbx.send(answer(msg, "200 OK", "pbx1", "", me))
 
-    answering = threading.Thread(target=busy, daemon=True)
+    answering = threading.Thread(target=answers, daemon=True)
     try:
         pbx.register()
         answering.start()
-        finals = [carrier.invite(DID)[:11] for _ in range(6)]
+        for cid in call_ids(2, 2):
+            ok = carrier.invite(DID, cid)
+            assert ok.startswith("SIP/2.0 200 "), ok
+            carrier.ack(ok)
+            assert carrier.bye(ok) is not None
+        assert harness.wait_for(lambda: len(node.events("call.end")) == 4)
     finally:
         stop.set()
         answering.join(5)
         carrier.close()
         pbx.sock.close()
         assert node.stop() == 0
-    assert finals == ["SIP/2.0 486"] * 6, finals
+    assert sorted({int(str(e["worker"])) for e in node.events("call.start")}) == [0, 1]
+    ends = node.events("call.end")
+    assert [e["status"] for e in ends] == [200] * 4, ends
+    methods = [m.split(" ")[0] for m in seen]
+    assert methods == ["INVITE", "ACK", "BYE"] * 4, seen
+    assert len({m.split(" ")[1] for m in seen}) == 4  # one B-leg Call-ID per call
