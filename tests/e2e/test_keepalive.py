@@ -223,6 +223,32 @@ class Pbx(Flow):
         ok = self._register(authorization(params, "REGISTER", uri, self.user, self.password))
         assert ok.startswith("SIP/2.0 200 "), ok
 
+    def call(self, dnis: str, call_id: str) -> list[str]:
+        """An INVITE over the flow; the statuses of what comes back until the final one
+        (which is ACKed, RFC 3261 §17.1.1.3)."""
+        me = f"{self.host}:{self.port}"
+        branch = f"z9hG4bK{os.urandom(6).hex()}"
+        ruri = f"sip:{dnis}@127.0.0.1:{self.sbc}"
+
+        def request(method: str, to: str, body: str = "") -> str:
+            kind = "Content-Type: application/sdp\r\n" if body else ""
+            return (
+                f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{self.transport.upper()} {me};"
+                f"branch={branch}\r\nFrom: <sip:{self.user}@127.0.0.1>;tag=o{call_id}\r\n"
+                f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+                f"Contact: <sip:{self.user}@{me};transport={self.transport}>\r\n"
+                f"Max-Forwards: 70\r\n{kind}Content-Length: {len(body)}\r\n\r\n{body}"
+            )
+
+        self.send(request("INVITE", f"<sip:{dnis}@127.0.0.1>", SDP))
+        statuses = []
+        while (msg := self.read(10, pong=True)) is not None:
+            statuses.append(msg[8:11])
+            if msg[8] != "1":
+                self.send(request("ACK", header(msg, "To")))
+                break
+        return statuses
+
     def _register(self, auth: str) -> str:
         self.cseq += 1
         me, extra = f"{self.host}:{self.port}", f"Authorization: {auth}\r\n" if auth else ""
@@ -449,6 +475,11 @@ def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow
           |--ACK---------->|--relay ACK------------->|--ACK---------------------->|
           |--BYE---------->|--relay BYE------------->|--BYE---------------------->|
           |<--200----------|<--steer 200 (tcp)-------|<--200----------------------|
+
+    Then pbx1 calls out over its flow, one call owned by each worker; no vendor listens:
+          |                |<--steer INVITE----------|<--INVITE-------------------|
+          |                |--relay 100, 503-------->|--100, 503----------------->|
+          |                |<--steer ACK-------------|<--ACK----------------------|
     """
     root = tmp_path
     (root / "config").mkdir()
@@ -481,6 +512,11 @@ def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow
             carrier.ack(ok)
             assert carrier.bye(ok) is not None
         assert harness.wait_for(lambda: len(node.events("call.end")) == 4)
+        stop.set()
+        answering.join(5)
+        # pbx1 calls out over its flow, one call owned by each worker; nothing listens at
+        # the vendor (:7520), so each gets 503, back over the flow
+        outbound = [pbx.call(NUMBER, cid) for cid in call_ids(2, 1)]
     finally:
         stop.set()
         answering.join(5)
@@ -489,7 +525,10 @@ def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow
         assert node.stop() == 0
     assert sorted({int(str(e["worker"])) for e in node.events("call.start")}) == [0, 1]
     ends = node.events("call.end")
-    assert [e["status"] for e in ends] == [200] * 4, ends
+    assert [e["status"] for e in ends] == [200] * 4 + [503] * 2, ends
+    starts = [(e["trunk_group"], e["worker"]) for e in node.events("call.start")[4:]]
+    assert starts == [("pbx", 0), ("pbx", 1)]  # pbx1's account, each worker its own call
+    assert outbound == [["100", "503"]] * 2, outbound
     methods = [m.split(" ")[0] for m in seen]
     assert methods == ["INVITE", "ACK", "BYE"] * 4, seen
     assert len({m.split(" ")[1] for m in seen}) == 4  # one B-leg Call-ID per call
