@@ -130,8 +130,6 @@ class TcpPool:
         # does this inbound connection carry a live registration binding (sbc.registrar)?
         # Its PBX is reached over it later: kept however idle, and pinged (RFC 5626 §4.4.1)
         self.registered: Callable[[Target], bool] = lambda peer: False
-        # with workers: hand bytes for a flow we do not hold to the sibling that does
-        self.relay: Callable[[bytes, Target], bool] = lambda data, target: False
         self.event = event  # a log line: (event, **fields)
         self.tls = tls  # the client context toward TLS trunks (sbc.tlsctx), at each connect
         # the name a TLS peer's certificate must carry, when not its IP: a host trunk's domain
@@ -153,8 +151,6 @@ class TcpPool:
         if queue is not None:
             queue.append(data)
             return
-        if self.relay(data, target):
-            return  # a PBX's flow a sibling worker holds (sbc.flows)
         self._pending[target] = [data]
         task = asyncio.get_running_loop().create_task(self._connect(target))
         self._tasks.add(task)

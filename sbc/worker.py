@@ -7,8 +7,6 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   owner takes it as if it had read it itself. UDP, not a Unix datagram socket: those queue
   only ``net.unix.max_dgram_qlen`` (10) datagrams, and a burst of calls is more. An INVITE
   with Replaces goes to the replaced call's worker, its Call-ID pinned there (``pins``).
-  A PBX's TCP/TLS flow is shared the same way (sbc.flows): its messages are steered from
-  the worker holding it, and what the owner sends over it is handed back to that worker.
 - **Limits.** Ports and CPS (memory backend) are decided by the supervisor's one store, so a
   limit holds across workers exactly; each worker mirrors its own grants. With the Redis
   backend every worker is a node of the fleet (``node_id-wN``).
@@ -33,7 +31,7 @@ import os
 import socket
 from typing import Any
 
-from sbc import control, flows, ipc, memory, workview
+from sbc import control, ipc, memory, workview
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
@@ -104,21 +102,12 @@ class Steer(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """A datagram another worker read for us (from no one else: a sibling's socket),
-        or a message it read over a PBX's TCP/TLS flow, or one for such a flow we hold
-        (sbc.flows)."""
+        """A datagram another worker read for us (from no one else: a sibling's socket)."""
         if tuple(addr[:2]) not in self.worker.peers:
             return
-        if data.startswith(flows.RELAY):
-            self.worker.flows.write(data)
-            return
         nl = data.find(b"\n")
-        fields = data[:nl].decode().split(" ")  # host port [transport holder]
-        flow = len(fields) == 4
-        source = Target(fields[2] if flow else "udp", fields[0], int(fields[1]))
-        if flow:
-            self.worker.flows.learned(source, int(fields[3]))
-        self.worker.runtime.on_message(data[nl + 1 :], source)
+        host, _, port = data[:nl].decode().partition(" ")
+        self.worker.runtime.on_message(data[nl + 1 :], Target("udp", host, int(port)))
 
 
 class Worker:
@@ -137,7 +126,6 @@ class Worker:
         self.peers: list[tuple[str, int]] = []  # every worker's steering socket, by index
         grow_receive_buffer(self.sock)
         self.steer = Steer(self)
-        self.flows = flows.Flows(self)  # PBXs' TCP/TLS flows across workers
         self.started = asyncio.Event()
         self.lost = asyncio.Event()  # the supervisor is gone: exit
         self._start: tuple[Any, ...] | None = None
@@ -286,7 +274,6 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
     config_dir, snap, bindings, view = await worker.connect(fd)
     runtime = Runtime(config_dir, log, snapshot=rebuild(snap), worker=worker)
     worker.runtime = runtime
-    runtime.tcp.sink, runtime.tcp.relay = worker.flows, worker.flows.relay  # sbc.flows
     for b in bindings:
         runtime.memory.bind(b)
     drain = asyncio.Event()

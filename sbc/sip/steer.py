@@ -20,8 +20,7 @@ dialog (from the same socket: the same worker reads them) follow it.
 
 Any Call-ID a stranger invents only picks which worker checks it; each worker checks
 everything (sbc.call.gate, sbc.call.indialog). TCP is not steered: a connection stays with
-the worker that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses),
-except a PBX's registered flow, whose messages go to their owner (sbc.flows).
+the worker that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses).
 """
 
 from __future__ import annotations

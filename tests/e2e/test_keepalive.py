@@ -465,7 +465,7 @@ def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow
     """Two workers: pbx1 registers over TCP (one worker holds its connection); the carrier
     places 4 calls to its DID over UDP, two owned by each worker (their Call-IDs), and
     hangs each up. Every INVITE, ACK and BYE reaches pbx1 over the connection it opened,
-    whichever worker owns the call (sbc.flows: the owner hands its messages to the holder,
+    whichever worker owns the call (sbc.worker: the owner hands its messages to the holder,
     the holder steers pbx1's answers to the owner):
 
         carrier :7552     worker owning the call   worker holding the flow     pbx1 (tcp)
