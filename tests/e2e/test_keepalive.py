@@ -25,7 +25,7 @@ TLS from 127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 ne
      |<--ACK------------------|<--ACK------------------------- carrier
 
 The last test is the same PBX behind two workers (sbc :7540, carrier :7552): every call
-reaches it over its connection, whichever worker owns the call (sbc.flows).
+reaches it over its connection, whichever worker owns the call (sbc.worker steers its messages).
 
 A vendor over TCP answers a call, then stays quiet on the connection sbc opened to it:
 
