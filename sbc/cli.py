@@ -125,14 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(json_schema(), indent=2, sort_keys=True))
         return 0
     if args.command == "check":
+        from sbc.config import crossfamily
+        from sbc.config.loader import load_config_with_origins
+
         try:
-            config = load_config(args.config)
+            config, located = load_config_with_origins(args.config)
         except ConfigError as e:
             print(f"sbc check: {e}", file=sys.stderr)
             return 1
+        warned = crossfamily.warnings(config, located)  # valid, but likely not meant
+        for w in warned:
+            print(f"sbc check: warning: {w}", file=sys.stderr)
         print(
             f"sbc check: {args.config} is valid: {len(config.trunk_groups)} trunk groups, "
             f"{len(config.routeplans)} routeplans"
+            + (f", {len(warned)} warning{'s' if len(warned) > 1 else ''}" if warned else "")
         )
         return 0
 

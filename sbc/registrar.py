@@ -145,6 +145,11 @@ class Registrar:
         b = self.store.binding_from(src.transport, src.host, src.port, wall)
         return snap.trunk_groups.get(b.trunk_group) if b is not None else None
 
+    def holds(self, src: Target, wall: float) -> bool:
+        """Does a live binding name this source address: a PBX's TCP/TLS flow, which we
+        keep and ping (RFC 5626 §4.4.1; sbc.transport.TcpPool.registered)?"""
+        return self.store.binding_from(src.transport, src.host, src.port, wall) is not None
+
     @staticmethod
     def username(req: Request, header: str) -> str:
         """The username the credentials in ``header`` claim ("" when there are none)."""

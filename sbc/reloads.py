@@ -14,7 +14,8 @@ from typing import Any
 
 from sbc import audit
 from sbc.cdr import JsonLines, iso
-from sbc.config.loader import ConfigError, load_config
+from sbc.config import crossfamily
+from sbc.config.loader import ConfigError, load_config_with_origins
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
 
@@ -32,11 +33,21 @@ class Reloads:
     def loaded(self, config: Config) -> None:
         self.last_success = time.time()
         self.record("config.loaded", changes=audit.changes(None, config))
+        try:  # the warnings `sbc check` prints, located: the directory read once more
+            _, located = load_config_with_origins(self.config_dir)
+        except ConfigError:
+            return  # changed since it was loaded: the next reload says what it found
+        self._warn(crossfamily.warnings(config, located))
+
+    def _warn(self, warnings: list[Exception]) -> None:
+        for w in warnings:
+            self.log.warning("config.warning", warning=str(w))
 
     def load(self, old: Config) -> Snapshot | None:
         """The directory as a new snapshot, or None (refused, logged, audited)."""
         try:
-            snapshot = Snapshot.build(load_config(self.config_dir))
+            config, located = load_config_with_origins(self.config_dir)
+            snapshot = Snapshot.build(config)
         except ConfigError as e:
             self.counts["refused"] += 1
             self.log.error(
@@ -48,6 +59,7 @@ class Reloads:
         self.counts["accepted"] += 1
         self.last_success = time.time()
         self.record("config.reloaded", changes=audit.changes(old, snapshot.config))
+        self._warn(crossfamily.warnings(config, located))
         return snapshot
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:

@@ -178,21 +178,14 @@ class Runtime:
         self.tcp.tls = self.tls.client
         self.tcp.names = self.controller.monitor.dns.domain_of  # TLS host trunks: RFC 5922
         self.tcp.busy = lambda host: host in self.controller.dialog_hosts  # calls: kept
-        self.tcp.registered = self._registered_over  # a PBX's flow: kept and pinged
+        self.tcp.registered = lambda peer: self.controller.registrar.holds(
+            peer, self.now() + self.controller.wall_offset
+        )  # a PBX's TCP/TLS flow: kept however idle, and pinged
         self.tcp.event = lambda name, **fields: self.log.warning(name, **fields)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def _registered_over(self, peer: Target) -> bool:
-        """Does a live binding name this connection's address (RFC 5626 §4.4.1's flow)?"""
-        ctrl = self.controller
-        wall = self.now() + ctrl.wall_offset
-        return (
-            ctrl.registrar.store.binding_from(peer.transport, peer.host, peer.port, wall)
-            is not None
-        )
 
     # --- sockets ------------------------------------------------------------------------------
 

@@ -56,6 +56,13 @@ def keepalive(
     return "ping" if now - last >= cfg.keepalive_interval else None
 
 
+def quiet_enough(cfg: TcpConfig) -> float:
+    """Seconds of quiet before keepalive or idle_timeout can act on a connection (inf: never):
+    a sweep asks whether a binding names a connection only past this."""
+    timeouts = [t for t in (cfg.keepalive_interval, cfg.idle_timeout) if t]
+    return min(timeouts) if timeouts else float("inf")
+
+
 def sweep_period(cfg: TcpConfig) -> float:
     """How often to look: a tenth of the shorter timeout, between 0.1 s and 1 s."""
     timeouts = [t for t in (cfg.header_timeout, cfg.idle_timeout, cfg.keepalive_interval) if t]

@@ -209,10 +209,12 @@ class TcpPool:
         quiet flows we need later (sbc.tcpguard.keepalive): those we opened, and inbound
         ones a PBX registered over. Once per sweep, never per message."""
         cfg, now = self.config(), self.now()
+        quiet = tcpguard.quiet_enough(cfg)  # the registrar is asked about quiet flows only
         for peer, conn in list(self.connections.items()):
             if conn.transport is None:
                 continue
-            registered = conn.inbound and self.registered(peer)
+            asked = conn.ping_sent is not None or now - conn.last >= quiet
+            registered = conn.inbound and asked and self.registered(peer)
             if not conn.inbound or registered:
                 alive = tcpguard.keepalive(cfg, now, conn.last, conn.ping_sent)
                 if alive == "ping":

@@ -21,6 +21,10 @@ picks the vendor: 6... -> vendor-v6 at [::1]:7111, 4... -> vendor-v4 at 127.0.0.
 
 The reverse crossing: caller [::1]:7123 -> sbc -> vendor-v4 127.0.0.1:7112, whose B-leg
 names 127.0.0.1:7100 and leaves from the IPv4 socket.
+
+Failover across families, each in a lone process (workers: 1): a dual-stack node on :7102
+(the same rtpengine) whose IPv6 caller's first trunk [::1]:7113 is dead and second
+127.0.0.1:7114 answers; an IPv4-only node on :7140 whose IPv6 trunk fails at once.
 """
 
 from __future__ import annotations
@@ -124,8 +128,10 @@ def call(
     dnis: str,
     vendor: tuple[str, int],
     scenarios: tuple[str, str] = ("uac.xml", "uas.xml"),
+    sbc_port: int = SIP,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """One call, caller -> sbc -> vendor, both sipp; their traced messages."""
+    """One call, caller -> sbc (on ``sbc_port``) -> vendor, both sipp; their traced
+    messages."""
     vdir, cdir = tmp_path / "vendor", tmp_path / "caller"
     vdir.mkdir()
     cdir.mkdir()
@@ -138,7 +144,7 @@ def call(
     try:
         time.sleep(0.3)
         host = f"[{caller[0]}]" if ":" in caller[0] else caller[0]
-        remote = f"{'[::1]' if ':' in caller[0] else '127.0.0.1'}:{SIP}"
+        remote = f"{'[::1]' if ':' in caller[0] else '127.0.0.1'}:{sbc_port}"
         out = subprocess.run(
             [
                 *sipp(scenarios[0], caller[0], caller[1], 7170),
@@ -330,3 +336,124 @@ def test_ipv6_tcp_caller(sbc: harness.Sbc, tmp_path: Path) -> None:
         reply = s.recv(65535).decode()
     assert reply.startswith("SIP/2.0 200"), reply
     assert cid in reply
+
+
+LONE, DEAD_V6, LIVE_V4 = 7102, 7113, 7114
+LONE_CONFIG = f"""
+node:
+  listen:
+    - {{address: 127.0.0.1, port: {LONE}, transport: udp}}
+    - {{address: "::1", port: {LONE}, transport: udp}}
+  switch_ip: 127.0.0.1
+  workers: 1
+  drain_timeout: 1
+  cdr: {{path: cdr.jsonl}}
+  rtpengine: [{{address: "127.0.0.1:{NG}"}}]
+relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
+media_profiles:
+  - {{name: anchored, anchoring: true}}
+trunk_groups:
+  - {{name: carrier-v6, relationship: carrier-a, direction: origination, routeplan: r,
+     media_profile: anchored, trunks: [{{ip: "::1"}}]}}
+  - {{name: vendor-mixed, relationship: vendor-x, direction: termination, hunting: failover,
+     limits: {{b_timer: 1}},
+     trunks: [{{ip: "::1", port: {DEAD_V6}}}, {{ip: 127.0.0.1, port: {LIVE_V4}}}]}}
+routeplans:
+  - name: r
+    routes: [{{prefix: "", trunk_groups: [vendor-mixed]}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lone(
+    tmp_path_factory: pytest.TempPathFactory, rtpengine: harness.Rtpengine
+) -> Iterator[harness.Sbc]:
+    """A single-process sbc on :7102 sharing the module's rtpengine."""
+    yield from harness.serving(tmp_path_factory.mktemp("lone"), LONE_CONFIG, LONE)
+
+
+def test_ipv6_caller_fails_over_from_a_dead_ipv6_trunk_to_an_ipv4_one(
+    lone: harness.Sbc, rtpengine: harness.Rtpengine, tmp_path: Path
+) -> None:
+    """One process (no workers). vendor-mixed hunts failover: [::1]:7113 (nothing there)
+    first, then 127.0.0.1:7114. The first B-leg is IPv6 with an IPv6 offer from rtpengine;
+    B-timer (1 s) ends it; the second is IPv4 end to end, its SDP IPv4, and the caller's
+    answer still IPv6:
+
+        caller [::1]:7126        sbc :7102               [::1]:7113     127.0.0.1:7114
+          |--INVITE (c=IN IP6)--->|--INVITE (Via [::1]:7102, c=IN IP6 ::1)-->X         |
+          |<--100-----------------|   (1 s: B-timer, attempt 1 outcome b_timer)         |
+          |                       |--INVITE (Via 127.0.0.1:7102, c=IN IP4 127.0.0.1)-->|
+          |<--180/200 (c=IN IP6 ::1, Contact [::1]:7102)-------------------180/200---|
+          |--ACK / BYE----------->|--ACK / BYE (IPv4)------------------------------->|
+    """
+    before = len(cdrs(lone, 0))
+    caller, vendor = call(tmp_path, ("::1", 7126), "4100", ("127.0.0.1", LIVE_V4), sbc_port=LONE)
+    invite = first(vendor, "received", "INVITE ")
+    assert invite.startswith(f"INVITE sip:4100@127.0.0.1:{LIVE_V4} SIP/2.0"), invite
+    assert harness.header(invite, "Via").startswith(f"SIP/2.0/UDP 127.0.0.1:{LONE};"), invite
+    assert harness.header(invite, "Contact") == f"<sip:sbc@127.0.0.1:{LONE}>", invite
+    assert sdp_c(invite) == "IN IP4 127.0.0.1", invite
+    ok = answer(caller, "INVITE")
+    assert harness.header(ok, "Contact") == f"<sip:sbc@[::1]:{LONE}>", ok
+    assert sdp_c(ok) == "IN IP6 ::1", ok
+    answer(caller, "BYE")
+    assert first(vendor, "received", "BYE ")
+    (cdr,) = cdrs(lone, before + 1)[before:]
+    attempts = [(a["trunk"], a["outcome"]) for a in cdr["attempts"]]  # type: ignore[attr-defined]
+    assert attempts == [(f"[::1]:{DEAD_V6}", "b_timer"), (f"127.0.0.1:{LIVE_V4}", "answered")]
+    assert cdr["disposition"] == "answered"
+    assert harness.wait_for(lambda: rtpengine.calls() == [])  # every branch deleted
+
+
+V4_ONLY = f"""
+node:
+  listen: [{{address: 127.0.0.1, port: 7140, transport: udp}}]
+  workers: 1
+  drain_timeout: 1
+  cdr: {{path: cdr.jsonl}}
+relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
+trunk_groups:
+  - {{name: carrier-v4, relationship: carrier-a, direction: origination, routeplan: r,
+     trunks: [{{ip: 127.0.0.1}}]}}
+  - {{name: vendors, relationship: vendor-x, direction: termination, hunting: failover,
+     trunks: [{{ip: "::1", port: {V6_VENDOR}}}, {{ip: 127.0.0.1, port: {V4_VENDOR}}}]}}
+routeplans:
+  - {{name: r, routes: [{{prefix: "", trunk_groups: [vendors]}}]}}
+"""
+
+
+def test_a_vendor_of_a_family_we_do_not_listen_on_fails_over(tmp_path: Path) -> None:
+    """A lone process (workers: 1) listening on IPv4 only: the IPv6 trunk has no socket of
+    its family, so its attempt fails at once as a transport failure and the IPv4 trunk
+    takes the call; after the BYE the node holds no call (it stops at once)."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "sbc.yaml").write_text(V4_ONLY)
+    node = harness.start_sbc(tmp_path / "sbc", config, port=7140)
+    try:
+        vdir, cdir = tmp_path / "vendor", tmp_path / "caller"
+        vdir.mkdir()
+        cdir.mkdir()
+        with harness.sipp_servers("uas.xml", [V4_VENDOR], vdir, ["-mp", "7160"], 1):
+            out = subprocess.run(
+                [*sipp("uac.xml", "127.0.0.1", 7124, 7170), "127.0.0.1:7140", "-s", "5000",
+                 "-m", "1", "-d", "200", "-timeout", "15s", "-timeout_error"],
+                cwd=cdir, capture_output=True, timeout=30,
+            )  # fmt: skip
+            assert out.returncode == 0, (out.stdout[-2000:], _errors(cdir))
+            # The caller ends on our 200 to its BYE, which we send before the vendor has
+            # our BYE (each leg's BYE is its own, RFC 3261 §15.1.2). Stopping the vendor
+            # now could lose that BYE and keep the call until Timer F (what made this test
+            # flaky): the CDR, written once the vendor's 200 came, first.
+            (cdr,) = cdrs(node, 1)
+        attempts = cdr["attempts"]
+        assert isinstance(attempts, list)
+        assert [(a["outcome"], a["trunk"]) for a in attempts] == [
+            ("transport", f"[::1]:{V6_VENDOR}"),
+            ("answered", f"127.0.0.1:{V4_VENDOR}"),
+        ], attempts
+        (err,) = node.events("transport.error")
+        assert err["detail"] == "no listener of this address family", err
+    finally:
+        assert node.stop() == 0, node.log_path.read_text()[-3000:]

@@ -1,27 +1,31 @@
-"""CRLF keep-alives (RFC 5626 §4.4.1) on the TCP flows sbc needs later, through the real sbc
-on loopback (ports 7500-7599: sbc :7500 UDP and TCP, metrics :7599, carrier :7512 UDP,
-vendor :7520 TCP). ``node.tcp.keepalive_interval`` is 1 s; a ping's pong must come within
-10 s (sbc.tcpguard.PONG_TIMEOUT). The peers are Python sockets that show every byte.
+r"""CRLF keep-alives (RFC 5626 §4.4.1) on the TCP/TLS flows sbc needs later, through the real
+sbc on loopback (ports 7500-7599: sbc :7500 UDP and TCP, :7501 TLS, metrics :7599, carrier
+:7512 UDP, vendor :7520 TCP), one process (workers: 1). keepalive_interval is
+1 s; a ping's pong must come within 10 s (sbc.tcpguard.PONG_TIMEOUT). The peers are Python
+sockets that show every byte.
 
-Two PBXs register over TCP, each on a connection it opened (pbx1 from 127.0.0.5, pbx2 from
-127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 never does:
+Two PBXs register, each on a connection it opened (pbx1 over TCP from 127.0.0.5, pbx2 over
+TLS from 127.0.0.6), then stay quiet. Both get pings; pbx1 answers each, pbx2 never does:
 
-    pbx1 127.0.0.5           sbc :7500 (tcp)              pbx2 127.0.0.6
+    pbx1 127.0.0.5 (tcp)     sbc :7500 tcp, :7501 tls      pbx2 127.0.0.6 (tls)
      |--SYN; REGISTER-------->|                             |
      |<--401 WWW-Authenticate-|                             |
      |--REGISTER + digest---->|                             |
-     |<--200 Contact;expires--|<--SYN; REGISTER, 401, REGISTER + digest--|
-     |                        |--200 ---------------------->|
-     |    (1 s quiet)         |         (1 s quiet)         |
-     |<--"\\r\\n\\r\\n"---------|--"\\r\\n\\r\\n"------------------>|
-     |--"\\r\\n"--------------->|                             |  (no pong)
-     |<--"\\r\\n\\r\\n" (1 s on)--|                             |
-     |--"\\r\\n"--------------->|                             |
-     |   ... every second     |  10 s after its ping: RST -->|  sbc_tcp_keepalive_failures_total 1
+     |<--200 Contact;expires--|<--TLS; REGISTER, 401, REGISTER + digest--|
+     |                        |--200----------------------->|
+     |      (1 s quiet)       |         (1 s quiet)         |
+     |<--\r\n\r\n-------------|--\r\n\r\n------------------>|
+     |--\r\n----------------->|                             |  (no pong)
+     |<--\r\n\r\n (1 s on)----|                             |
+     |--\r\n----------------->|                             |
+     |   ... every second     |--RST, 10 s after the ping-->|  keepalive failures +1
      |                        |<--INVITE DID (UDP)-- carrier :7512
-     |<--INVITE (the same connection pbx1 opened)           |
+     |<--INVITE (over the connection pbx1 opened)           |
      |--486------------------>|--486------------------------> carrier
      |<--ACK------------------|<--ACK------------------------- carrier
+
+The last test is the same PBX behind two workers (sbc :7540, carrier :7552): every call
+reaches it over its connection, whichever worker owns the call (sbc.worker steers its messages).
 
 A vendor over TCP answers a call, then stays quiet on the connection sbc opened to it:
 
@@ -29,9 +33,9 @@ A vendor over TCP answers a call, then stays quiet on the connection sbc opened 
      |--INVITE--------------->|--SYN; INVITE--------------->|
      |<--100, 200-------------|<--200-----------------------|
      |--ACK------------------>|--ACK----------------------->|
-     |                        |--"\\r\\n\\r\\n" (1 s quiet)----->|  (no pong)
-     |                        |--RST (10 s on)------------->|  sbc_tcp_keepalive_failures_total 2
-     |--BYE------------------>|--SYN; BYE (a new connection)>|
+     |                        |--\r\n\r\n (1 s quiet)------>|  (no pong)
+     |                        |--RST (10 s on)------------->|  keepalive failures +1
+     |--BYE------------------>|--SYN; BYE (a new connection)-->|
      |<--200------------------|<--200-----------------------|
 """
 
@@ -40,20 +44,25 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import harness
 import pytest
 
 from sbc.sip.digest import authorization, pick_challenge
+from sbc.sip.steer import owner
+from tests.e2e import tlspeers
 
 pytestmark = pytest.mark.e2e
 
-PORT, CARRIER, VENDOR, METRICS = 7500, 7512, 7520, 7599
+PORT, TLS, CARRIER, VENDOR, METRICS = 7500, 7501, 7512, 7520, 7599
 DID, NUMBER = "15557770000", "15558880000"
 PING, PONG = b"\r\n\r\n", b"\r\n"
 CONFIG = f"""
@@ -61,11 +70,12 @@ node:
   listen:
     - {{address: 127.0.0.1, port: {PORT}, transport: udp}}
     - {{address: 127.0.0.1, port: {PORT}, transport: tcp}}
-  # two workers: the DID's call may land on the one not holding pbx1's connection, which
-  # hands what it sends pbx1 to the holder (sbc.worker)
-  workers: 2
+    - {{address: 127.0.0.1, port: {TLS}, transport: tls}}
+  # one process: its log and counters are the whole node's (workers: the last test)
+  workers: 1
   unknown_source: reject
   metrics: {{listen: "127.0.0.1:{METRICS}"}}
+  tls: {{certificate: tls/sbc.pem, private_key: tls/sbc.key}}
   tcp: {{keepalive_interval: 1}}
 relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
 trunk_groups:
@@ -88,8 +98,24 @@ SDP = (
 
 
 @pytest.fixture(scope="module")
-def sbc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
-    yield from harness.serving(tmp_path_factory.mktemp("keepalive"), CONFIG, PORT)
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca, and sbc's certificate of it for IP 127.0.0.1 (tests/e2e/tlspeers)."""
+    d = tmp_path_factory.mktemp("keepalive-tls")
+    tlspeers.make_ca(d, "ca")
+    tlspeers.make_cert(d, "sbc", "ca")
+    return d
+
+
+@pytest.fixture(scope="module")
+def sbc(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[harness.Sbc]:
+    root = tmp_path_factory.mktemp("keepalive")
+    (root / "config").mkdir()
+    shutil.copytree(tls_dir, root / "config" / "tls")
+    (root / "config" / "sbc.yaml").write_text(CONFIG)
+    node = harness.start_sbc(root / "sbc", root / "config", port=PORT)
+    yield node
+    assert node.alive(), "sbc died during the tests"
+    assert node.stop() == 0
 
 
 def failures() -> float:
@@ -112,13 +138,14 @@ def header(msg: str, name: str) -> str:
     return (headers(msg, name) or [""])[0]
 
 
-def answer(req: str, status: str, tag: str, body: str = "") -> str:
-    """A response to ``req`` (its Via, From, To with ``tag``, Call-ID, CSeq)."""
+def answer(req: str, status: str, tag: str, body: str = "", contact: str = "") -> str:
+    """A response to ``req`` (its Via, From, To with ``tag``, Call-ID, CSeq), our Contact
+    ``contact`` (default: the vendor's)."""
     lines = [f"SIP/2.0 {status}"]
     lines += [f"Via: {v}" for v in headers(req, "Via")]
     lines += [f"From: {header(req, 'From')}", f"To: {header(req, 'To')};tag={tag}"]
     lines += [f"Call-ID: {header(req, 'Call-ID')}", f"CSeq: {header(req, 'CSeq')}"]
-    lines += [f"Contact: <sip:{VENDOR}@127.0.0.1:{VENDOR};transport=tcp>"]
+    lines += [f"Contact: <{contact or f'sip:{VENDOR}@127.0.0.1:{VENDOR};transport=tcp'}>"]
     if body:
         lines.append("Content-Type: application/sdp")
     return "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])
@@ -169,10 +196,20 @@ class Flow:
 
 
 class Pbx(Flow):
-    """A PBX that registers account ``user`` from ``host`` over a TCP connection it opens."""
+    """A PBX that registers account ``user`` from ``host`` over a TCP connection it opens,
+    or a TLS one trusting ``ca``."""
 
-    def __init__(self, host: str, user: str, password: str) -> None:
-        super().__init__(socket.create_connection(("127.0.0.1", PORT), 5, (host, 0)))
+    def __init__(
+        self, host: str, user: str, password: str, ca: Path | None = None, sbc: int = PORT
+    ) -> None:
+        sock = socket.create_connection(("127.0.0.1", TLS if ca else sbc), 5, (host, 0))
+        if ca is not None:
+            sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(
+                sock, server_hostname="127.0.0.1"
+            )
+        super().__init__(sock)
+        self.transport = "tls" if ca else "tcp"
+        self.sbc = sbc
         self.host, self.port = self.sock.getsockname()[:2]
         self.user, self.password = user, password
         self.cseq = 0
@@ -182,19 +219,46 @@ class Pbx(Flow):
         assert first.startswith("SIP/2.0 401 "), first
         params = pick_challenge(headers(first, "WWW-Authenticate"))
         assert params is not None, first
-        uri = f"sip:127.0.0.1:{PORT}"
+        uri = f"sip:127.0.0.1:{self.sbc}"
         ok = self._register(authorization(params, "REGISTER", uri, self.user, self.password))
         assert ok.startswith("SIP/2.0 200 "), ok
+
+    def call(self, dnis: str, call_id: str) -> list[str]:
+        """An INVITE over the flow; the statuses of what comes back until the final one
+        (which is ACKed, RFC 3261 §17.1.1.3)."""
+        me = f"{self.host}:{self.port}"
+        branch = f"z9hG4bK{os.urandom(6).hex()}"
+        ruri = f"sip:{dnis}@127.0.0.1:{self.sbc}"
+
+        def request(method: str, to: str, body: str = "") -> str:
+            kind = "Content-Type: application/sdp\r\n" if body else ""
+            return (
+                f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{self.transport.upper()} {me};"
+                f"branch={branch}\r\nFrom: <sip:{self.user}@127.0.0.1>;tag=o{call_id}\r\n"
+                f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+                f"Contact: <sip:{self.user}@{me};transport={self.transport}>\r\n"
+                f"Max-Forwards: 70\r\n{kind}Content-Length: {len(body)}\r\n\r\n{body}"
+            )
+
+        self.send(request("INVITE", f"<sip:{dnis}@127.0.0.1>", SDP))
+        statuses = []
+        while (msg := self.read(10, pong=True)) is not None:
+            statuses.append(msg[8:11])
+            if msg[8] != "1":
+                self.send(request("ACK", header(msg, "To")))
+                break
+        return statuses
 
     def _register(self, auth: str) -> str:
         self.cseq += 1
         me, extra = f"{self.host}:{self.port}", f"Authorization: {auth}\r\n" if auth else ""
         self.send(
-            f"REGISTER sip:127.0.0.1:{PORT} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP {me};branch=z9hG4bK{os.urandom(6).hex()}\r\n"
+            f"REGISTER sip:127.0.0.1:{self.sbc} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{self.transport.upper()} {me};branch=z9hG4bK{os.urandom(6).hex()}\r\n"
             f"From: <sip:{self.user}@127.0.0.1>;tag=r{self.port}\r\n"
             f"To: <sip:{self.user}@127.0.0.1>\r\nCall-ID: reg-{self.user}\r\n"
-            f"CSeq: {self.cseq} REGISTER\r\nContact: <sip:{self.user}@{me};transport=tcp>\r\n"
+            f"CSeq: {self.cseq} REGISTER\r\n"
+            f"Contact: <sip:{self.user}@{me};transport={self.transport}>\r\n"
             f"Expires: 300\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         )
         msg = self.read(5)
@@ -203,19 +267,20 @@ class Pbx(Flow):
 
 
 class Carrier:
-    """The calling carrier on UDP 127.0.0.1:7512, one call at a time."""
+    """The calling carrier on UDP 127.0.0.1:``local`` (7512), one call at a time."""
 
-    def __init__(self) -> None:
-        self.peer = harness.Peer("127.0.0.1", CARRIER)
+    def __init__(self, local: int = CARRIER, sbc: int = PORT) -> None:
+        self.peer = harness.Peer("127.0.0.1", local)
+        self.local, self.sbc = local, sbc
         self.call_id = ""
         self.to = ""
 
-    def invite(self, dnis: str) -> str:
+    def invite(self, dnis: str, call_id: str = "") -> str:
         """An INVITE to ``dnis``; its final answer (the 200 or the failure, ACKed if not 2xx)."""
-        self.call_id = f"ka-{os.urandom(4).hex()}"
+        self.call_id = call_id or f"ka-{os.urandom(4).hex()}"
         branch = f"z9hG4bK{os.urandom(6).hex()}"
         self._send(
-            "INVITE", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
+            "INVITE", f"sip:{dnis}@127.0.0.1:{self.sbc}", 1, branch, f"<sip:{dnis}@127.0.0.1>", SDP
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -225,7 +290,7 @@ class Carrier:
                 if status >= 200:
                     self.to = header(text, "To")
                     if status >= 300:  # §17.1.1.3: the ACK of a failure, its own branch
-                        self._send("ACK", f"sip:{dnis}@127.0.0.1:{PORT}", 1, branch, self.to)
+                        self._send("ACK", f"sip:{dnis}@127.0.0.1:{self.sbc}", 1, branch, self.to)
                     return text
         raise AssertionError(f"no final answer to the INVITE to {dnis}")
 
@@ -250,13 +315,13 @@ class Carrier:
         self.peer.send(
             (
                 f"{method} {ruri} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{CARRIER};branch={branch};rport\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.local};branch={branch};rport\r\n"
                 f"From: <sip:{NUMBER}@127.0.0.1>;tag=c{self.call_id}\r\nTo: {to}\r\n"
                 f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
-                f"Contact: <sip:{NUMBER}@127.0.0.1:{CARRIER}>\r\nMax-Forwards: 70\r\n"
+                f"Contact: <sip:{NUMBER}@127.0.0.1:{self.local}>\r\nMax-Forwards: 70\r\n"
                 f"{body}Content-Length: {len(sdp)}\r\n\r\n{sdp}"
             ).encode(),
-            PORT,
+            self.sbc,
         )
 
     def close(self) -> None:
@@ -264,12 +329,13 @@ class Carrier:
 
 
 def test_a_registered_pbx_flow_is_pinged_kept_while_it_answers_and_called_over(
-    sbc: harness.Sbc,
+    sbc: harness.Sbc, tls_dir: Path
 ) -> None:
-    """pbx1 answers every ping and keeps its connection (the call to its DID comes over
-    it); pbx2 never answers, and its connection is closed 10 s after its first ping."""
+    """pbx1 (TCP) answers every ping and keeps its connection (the call to its DID comes
+    over it); pbx2 (TLS) never answers, and its connection is closed 10 s after its ping."""
     before = failures()
-    pbx1, pbx2 = Pbx("127.0.0.5", "pbx1", "s3cret"), Pbx("127.0.0.6", "pbx2", "s3cret2")
+    pbx1 = Pbx("127.0.0.5", "pbx1", "s3cret")
+    pbx2 = Pbx("127.0.0.6", "pbx2", "s3cret2", tls_dir / "ca.pem")
     carrier = Carrier()
     invites: list[str] = []
     stop = threading.Event()
@@ -357,3 +423,112 @@ def test_a_quiet_vendor_flow_that_gives_no_pong_is_closed_and_the_bye_opens_a_ne
         server.close()
         for flow in flows:
             flow.sock.close()
+
+
+WORKERS_PORT, WORKERS_CARRIER = 7540, 7552
+WORKERS_CONFIG = f"""
+node:
+  listen:
+    - {{address: 127.0.0.1, port: {WORKERS_PORT}, transport: udp}}
+    - {{address: 127.0.0.1, port: {WORKERS_PORT}, transport: tcp}}
+  workers: 2
+  unknown_source: reject
+relationships: [{{name: carrier-a}}, {{name: vendor-x}}]
+trunk_groups:
+  - {{name: carrier-a, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{ip: 127.0.0.1, port: {WORKERS_CARRIER}}}]}}
+  - {{name: pbx, relationship: carrier-a, direction: origination, routeplan: default,
+     trunks: [{{type: registration, username: pbx1, password: s3cret}}]}}
+  - {{name: vendor-tcp, relationship: vendor-x, direction: termination,
+     trunks: [{{ip: 127.0.0.1, port: {VENDOR}, protocol: tcp}}]}}
+routeplans:
+  - name: default
+    numbering: [{{number: "{DID}", trunk_group: pbx}}]
+    routes: [{{prefix: "", trunk_groups: [vendor-tcp]}}]
+"""
+
+
+def call_ids(workers: int, each: int) -> list[str]:
+    """Call-IDs ``each`` of which every worker owns (sbc.sip.steer), alternating."""
+    mine: dict[int, list[str]] = {k: [] for k in range(workers)}
+    n = 0
+    while min(len(v) for v in mine.values()) < each:
+        cid = f"ka-w-{n}"
+        n += 1
+        mine[owner(cid.encode(), workers)].append(cid)
+    return [v[i] for i in range(each) for v in mine.values()]
+
+
+def test_with_workers_every_call_to_a_pbx_registered_over_tcp_goes_over_its_flow(
+    tmp_path: Path,
+) -> None:
+    """Two workers: pbx1 registers over TCP (one worker holds its connection); the carrier
+    places 4 calls to its DID over UDP, two owned by each worker (their Call-IDs), and
+    hangs each up. Every INVITE, ACK and BYE reaches pbx1 over the connection it opened,
+    whichever worker owns the call (sbc.worker: the owner hands its messages to the holder,
+    the holder steers pbx1's answers to the owner):
+
+        carrier :7552     worker owning the call   worker holding the flow     pbx1 (tcp)
+          |--INVITE------->|--relay INVITE---------->|--INVITE------------------->|
+          |                |<--steer 200 (tcp)-------|<--200----------------------|
+          |<--200----------|                         |                            |
+          |--ACK---------->|--relay ACK------------->|--ACK---------------------->|
+          |--BYE---------->|--relay BYE------------->|--BYE---------------------->|
+          |<--200----------|<--steer 200 (tcp)-------|<--200----------------------|
+
+    Then pbx1 calls out over its flow, one call owned by each worker; no vendor listens:
+          |                |<--steer INVITE----------|<--INVITE-------------------|
+          |                |--relay 100, 503-------->|--100, 503----------------->|
+          |                |<--steer ACK-------------|<--ACK----------------------|
+    """
+    root = tmp_path
+    (root / "config").mkdir()
+    (root / "config" / "sbc.yaml").write_text(WORKERS_CONFIG)
+    node = harness.start_sbc(root / "sbc", root / "config", port=WORKERS_PORT)
+    pbx = Pbx("127.0.0.5", "pbx1", "s3cret", sbc=WORKERS_PORT)
+    carrier = Carrier(WORKERS_CARRIER, WORKERS_PORT)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def answers() -> None:
+        while not stop.is_set() and not pbx.closed:
+            msg = pbx.read(0.1, pong=True)
+            if msg is None:
+                continue
+            seen.append(f"{msg.split(' ')[0]} {header(msg, 'Call-ID')}")
+            me = f"sip:pbx1@{pbx.host}:{pbx.port};transport=tcp"  # as registered
+            if msg.startswith("INVITE "):
+                pbx.send(answer(msg, "200 OK", "pbx1", SDP, me))
+            elif msg.startswith("BYE "):
+                pbx.send(answer(msg, "200 OK", "pbx1", "", me))
+
+    answering = threading.Thread(target=answers, daemon=True)
+    try:
+        pbx.register()
+        answering.start()
+        for cid in call_ids(2, 2):
+            ok = carrier.invite(DID, cid)
+            assert ok.startswith("SIP/2.0 200 "), ok
+            carrier.ack(ok)
+            assert carrier.bye(ok) is not None
+        assert harness.wait_for(lambda: len(node.events("call.end")) == 4)
+        stop.set()
+        answering.join(5)
+        # pbx1 calls out over its flow, one call owned by each worker; nothing listens at
+        # the vendor (:7520), so each gets 503, back over the flow
+        outbound = [pbx.call(NUMBER, cid) for cid in call_ids(2, 1)]
+    finally:
+        stop.set()
+        answering.join(5)
+        carrier.close()
+        pbx.sock.close()
+        assert node.stop() == 0
+    assert sorted({int(str(e["worker"])) for e in node.events("call.start")}) == [0, 1]
+    ends = node.events("call.end")
+    assert [e["status"] for e in ends] == [200] * 4 + [503] * 2, ends
+    starts = [(e["trunk_group"], e["worker"]) for e in node.events("call.start")[4:]]
+    assert starts == [("pbx", 0), ("pbx", 1)]  # pbx1's account, each worker its own call
+    assert outbound == [["100", "503"]] * 2, outbound
+    methods = [m.split(" ")[0] for m in seen]
+    assert methods == ["INVITE", "ACK", "BYE"] * 4, seen
+    assert len({m.split(" ")[1] for m in seen}) == 4  # one B-leg Call-ID per call

@@ -7,9 +7,12 @@ import contextlib
 from collections.abc import Callable
 
 from sbc.config.node import TcpConfig
+from sbc.registrar import Registrar
 from sbc.sip.parser import StreamFramer
 from sbc.sip.transaction import Target
-from sbc.tcpguard import Cap, keepalive, sweep_period, verdict
+from sbc.state import Binding
+from sbc.state.memory import MemoryStore
+from sbc.tcpguard import Cap, keepalive, quiet_enough, sweep_period, verdict
 from sbc.transport import TcpConnection, TcpPool
 
 CFG = TcpConfig(idle_timeout=120, header_timeout=10, max_connections=3)
@@ -40,6 +43,12 @@ def test_the_cap_refuses_past_max_connections_and_logs_once_per_burst() -> None:
     assert cap.admit(CFG, 3, 63.0) == (False, 1)  # a new burst: a new line
     assert cap.refused == 102
     assert cap.admit(TcpConfig(max_connections=0), 10**6, 64.0) == (True, 0)
+
+
+def test_a_sweep_asks_about_bindings_only_for_connections_quiet_long_enough() -> None:
+    assert quiet_enough(TcpConfig(keepalive_interval=30, idle_timeout=120)) == 30
+    assert quiet_enough(TcpConfig(idle_timeout=120)) == 120
+    assert quiet_enough(TcpConfig(idle_timeout=0)) == float("inf")
 
 
 def test_sweep_period_follows_the_shorter_timeout() -> None:
@@ -187,3 +196,17 @@ def test_a_flow_a_pbx_registered_over_is_pinged_and_kept_past_idle_timeout() -> 
         assert pool.connections == {}
 
     asyncio.run(run())
+
+
+def test_the_registrar_holds_a_flow_while_its_binding_lives() -> None:
+    """TcpPool.registered in a node: a live binding from exactly that transport, host and
+    port (the connection's peer); an expired or removed one, or another port, is no flow."""
+    registrar = Registrar(MemoryStore())
+    flow = Target("tls", "192.0.2.7", 40123)
+    registrar.store.apply(Binding("pbx", "pbx1", "tls", "192.0.2.7", 40123, "sip:p@x", 300.0))
+    assert registrar.holds(flow, 299.0)
+    assert not registrar.holds(flow, 300.0)  # expired
+    assert not registrar.holds(Target("tls", "192.0.2.7", 40124), 0.0)
+    assert not registrar.holds(Target("tcp", "192.0.2.7", 40123), 0.0)
+    registrar.store.apply(Binding("pbx", "pbx1", "tls", "192.0.2.7", 40123, "sip:p@x", 0.0))
+    assert not registrar.holds(flow, 0.0)  # removed
