@@ -92,6 +92,7 @@ class Supervisor:
         post = lambda url, payload: self._task(post_json(url, payload, log))  # noqa: E731
         self.balances = Keeper(Book(), node.balance.ledger, log, post, self.snapshot.balances)
         self.fleet = attach(self.balances, node.state, log, lambda: self.snapshot.balances)
+        self.balances.cut = self._suspend  # on_suspend: hangup (sbc.cutoff)
         self.bans: dict[str, float] = {}  # flood bans node-wide: host -> until (monotonic)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
@@ -257,6 +258,13 @@ class Supervisor:
         elif kind == "ready":
             w.ready.set()
             self.log.info("worker.started", worker=w.index, pid=msg[1])
+
+    def _suspend(self, relationship: str) -> None:
+        """The relationship's balance reached suspend_at (on_suspend: hangup): every worker
+        ends its calls (sbc.call.suspend)."""
+        for w in self.workers:
+            if w.link is not None:
+                w.link.send("suspend", relationship)
 
     def _ban(self, w: WorkerProcess, host: str, block_for: float, fields: dict[str, Any]) -> None:
         """A worker banned a flooding source (sbc.flood): the node logs it once, every

@@ -37,6 +37,7 @@ from typing import Any
 
 from sbc import control, ipc, memory, workview
 from sbc.balance import settlement
+from sbc.call import suspend
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
@@ -193,6 +194,9 @@ class Worker:
             self.runtime.swap(rebuild(msg[1]))
         elif kind == "observed":  # a follower's live failure: one health machine per node
             self.runtime.observed(msg[1], msg[2], msg[3])
+        elif kind == "suspend":  # its balance reached suspend_at (on_suspend: hangup)
+            suspend.end_calls(self.runtime.controller, msg[1], self.runtime.now())
+            self.runtime.pump_now()
         elif kind == "oos":  # `sbc ctl trunk disable`, for a worker started again
             self.runtime.controller.out_of_service = {(tg, t) for tg, t in msg[1]}
 
@@ -243,7 +247,8 @@ class Worker:
 
     def settle(self, records: list[dict[str, Any]]) -> None:
         """Ended calls, for the node's keeper of balances: their holds go, revenue is charged."""
-        settled = settlement(records)
+        snap = self.runtime.controller.snapshot
+        settled = settlement(records, snap.trunk_groups, snap.balances)
         if settled:
             self.send("settle", settled)
 
