@@ -376,6 +376,7 @@ class Keeper:
         self.book, self.log, self.post = book, log, post
         self.ledger = Ledger(path)
         self.fleet: Fleet | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the holds' (a fleet's: time.time)
         self.cut: Callable[[str], None] = _nobody  # ends a relationship's calls (on_suspend)
         self.policies: Callable[[], dict[str, Balance]] = lambda: policies  # the snapshot's
         applied = self.ledger.rebuild(book)
@@ -403,16 +404,12 @@ class Keeper:
         self.check(self.policies())
         return True, None
 
-    def now(self) -> float:
-        """The clock of the book's holds: the fleet's are wall-clock (Redis's)."""
-        return time.time() if self.fleet is not None else time.monotonic()
-
     def check(self, policies: dict[str, Balance]) -> None:
         """on_suspend: hangup: end the calls of each relationship whose balance less the
         running cost of its calls in progress (here and, in a fleet, on the other nodes)
         has reached suspend_at (sbc.cutoff)."""
         running = self.fleet.running if self.fleet is not None else cutoff.nothing
-        for rel, standing, first in cutoff.due(self.book, policies, self.now(), running):
+        for rel, standing, first in cutoff.due(self.book, policies, self.clock(), running):
             if first:
                 balance = str(self.book.account(rel).balance)
                 self.log.warning("balance.hangup", relationship=rel, balance=balance,
@@ -453,6 +450,7 @@ class Keeper:
             return
         if trunk_groups is not None:
             records = settlement(records, trunk_groups, policies)
+        self.book.configure(policies)
         lines = []
         items: list[tuple[str, str, dict[str, Any] | None]] = []  # for the fleet
         now = time.time()

@@ -438,6 +438,7 @@ def attach(
         return None
     fleet = FleetBook(keeper, state.url, log, policies, state.lease_ttl, state.timeout)
     keeper.fleet = fleet
+    keeper.clock = time.time  # the fleet's holds are answered at Redis's (wall) clock
     return fleet
 
 
