@@ -155,6 +155,7 @@ class Runtime:
         if worker is None:  # relationships' balances and their ledger (sbc.balance)
             post = lambda url, payload: self._spawn(post_json(url, payload, log))  # noqa: E731
             self.balances = Keeper(Book(), node.balance.ledger, log, post, snapshot.balances)
+            self.balances.clock = self.now  # the clock its holds are answered at
             self.balances.cut = lambda rel: self._spawn(
                 suspend.ending(self.controller, rel, self.now, self.pump_now)
             )
