@@ -401,13 +401,18 @@ class Keeper:
             self.fleet.credit(cmd, reply)
             return False, None
         self.fleet.answered(cmd.lease)
-        self.check(self.policies())
+        self.check(self.policies(), self.book.holder(cmd.lease))
         return True, None
 
-    def check(self, policies: dict[str, Balance]) -> None:
-        """on_suspend: hangup: end the calls of each relationship whose balance less the
-        running cost of its calls in progress (here and, in a fleet, on the other nodes)
-        has reached suspend_at (sbc.cutoff)."""
+    def check(self, policies: dict[str, Balance], only: str | None = "") -> None:
+        """on_suspend: hangup: end the calls of each relationship (or ``only`` this one;
+        None: none) whose balance less the running cost of its calls in progress (here
+        and, in a fleet, on the other nodes) has reached suspend_at (sbc.cutoff)."""
+        if only is None:
+            return
+        if only:
+            policy = policies.get(only)
+            policies = {only: policy} if policy is not None else {}
         running = self.fleet.running if self.fleet is not None else cutoff.nothing
         for rel, standing, first in cutoff.due(self.book, policies, self.clock(), running):
             if first:
@@ -421,7 +426,7 @@ class Keeper:
         keeper's own ``now``."""
         if isinstance(cmd, Answered):
             self.book.answered(cmd.lease, now)
-            self.check(self.policies())
+            self.check(self.policies(), self.book.holder(cmd.lease))
             return None
         if self.book.decide(cmd, now):
             return None
@@ -485,7 +490,8 @@ class Keeper:
             self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
         if self.fleet is not None and items:
             self.fleet.push(items)
-        self.check(policies)
+        for rel in {str(r.get("relationship") or "") for r in records} & policies.keys():
+            self.check(policies, rel)  # its other calls' running cost with this charge
 
     def poll(self, policies: dict[str, Balance]) -> None:
         """Lines appended by others since the last look: payments (`sbc balance add`)."""

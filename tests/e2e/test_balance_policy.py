@@ -64,7 +64,7 @@ SIPP = {
 }
 CONFIG = """
 node:
-  workers: 2
+  workers: %(workers)d
   listen: [{address: 127.0.0.1, port: 7420, transport: udp}]
   unknown_source: reject
   flood: {exempt: [127.0.0.1]}
@@ -117,10 +117,11 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-def config_dir(root: Path, name: str, disable: bool = False) -> Path:
+def config_dir(root: Path, name: str, disable: bool = False, workers: int = 2) -> Path:
     d = root / f"config-{name}"
     (d / "rates").mkdir(parents=True)
-    (d / "sbc.yaml").write_text(CONFIG % {"disable": "true" if disable else "false"})
+    text = CONFIG % {"disable": "true" if disable else "false", "workers": workers}
+    (d / "sbc.yaml").write_text(text)
     for deck, text in DECKS.items():
         (d / "rates" / f"{deck}.csv").write_text(text)
     return d
@@ -245,20 +246,21 @@ def test_a_relationship_both_customer_and_vendor_is_offset_unless_disabled(
     assert len(ledger(workdir)) == 1 + 3 + 4  # one payment, 3 charges, 4 vendor costs
 
 
+@pytest.mark.parametrize("workers", [2, 1])
 def test_on_suspend_hangup_ends_long_calls_when_their_cost_crosses_the_credit(
-    vendors: Path,
+    vendors: Path, workers: int
 ) -> None:
-    config = config_dir(vendors, "hangup")
-    workdir = vendors / "sbc-hangup"
+    config = config_dir(vendors, f"hangup-{workers}", workers=workers)
+    workdir = vendors / f"sbc-hangup-{workers}"
     workdir.mkdir()
     pay(config, workdir, "prepaid", "0.90")
     sbc = harness.start_sbc(workdir, config, port=PORT)
-    uas = harness.sipp_servers("uas", [LONG], vendors / "uas-long", ["-mp", "7436", "-cp", "7435"],
-                               calls=2)  # fmt: skip
+    media = ["-mp", "7436", "-cp", "7435"]
+    uas = harness.sipp_servers("uas", [LONG], vendors / f"uas-long-{workers}", media, calls=2)
     try:
         with uas as (callee,):
             # two calls that would hold for ever: the caller's scenario waits for sbc's BYE
-            r = offer(vendors / "long", PREPAID, "35551230000", calls=2,
+            r = offer(vendors / f"long-{workers}", PREPAID, "35551230000", calls=2,
                       scenario="uac_until_bye.xml")  # fmt: skip
             assert r.returncode == 0, r.output  # both calls got a BYE and answered it
             # the callee's two calls got a BYE each too (the stock uas ends a call at BYE)
@@ -277,7 +279,7 @@ def test_on_suspend_hangup_ends_long_calls_when_their_cost_crosses_the_credit(
         assert Decimal("0.10") <= revenue <= Decimal("0.12"), records  # at most 1 s late each
         assert sbc.wait_events("balance.suspended", 1)
 
-        r = offer(vendors / "after", PREPAID, "35551230000")  # suspended: 403
+        r = offer(vendors / f"after-{workers}", PREPAID, "35551230000")  # suspended: 403
         assert (r.received(200), r.received(403)) == (0, 1), r.counts
         last = cdrs(workdir, 3)[-1]
         assert (last["status"], last["reason"]) == (403, "balance_suspended")
