@@ -1,11 +1,13 @@
-"""Balance offsets and ending calls up at suspend_at, on a node of two workers, with the real
-sbc and sipp on loopback (README, Rating: balance offsets, on_suspend).
+"""Balance offsets and ending calls up at suspend_at, on a node of two workers (and for (b)
+one process; (c) a fleet of two through Redis), with the real sbc and sipp on loopback
+(README, Rating: balance offsets, on_suspend).
 
 Ports 7420-7460: sbc :7420; callers (sipp uac): relationship `both` :7421 (media :7440-7443,
 control :7422), `pbx` :7428 (:7444-7447, :7429), `prepaid` :7432 (:7448-7451, :7433);
 vendors (sipp's stock uas): `vendor-x` :7425 (:7452-7455, :7426), `both`'s termination
 trunk group :7430 (:7456-7459, :7431), `long` (b's vendor, two calls) :7434 (:7436-7439,
-:7435). Decks, 4 digits: `sell` 60/6 (prefix 1 at 0.60/min,
+:7435); (c) node B :7423, Redis :7424, a second `prepaid` caller :7427 (:7440-7443, :7422:
+(a)'s, free by then). Decks, 4 digits: `sell` 60/6 (prefix 1 at 0.60/min,
 2 at 0.30/min), `buy` 60/6 (2 at 0.24/min: what we pay `both`), `persec` 1/1 (3 at
 0.60/min: 0.01 a second). Every call in (a) lasts under 60 s: a call from `both` is charged
 0.6000, one we send it costs 0.2400.
@@ -46,6 +48,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -61,7 +64,9 @@ SIPP = {
     BOTH: ["-mp", "7440", "-cp", "7422"],
     PBX: ["-mp", "7444", "-cp", "7429"],
     PREPAID: ["-mp", "7448", "-cp", "7433"],
+    7427: ["-mp", "7440", "-cp", "7422"],  # (c)'s second caller: ports (a) no longer uses
 }
+NODE_B, REDIS, PREPAID_B = 7423, 7424, 7427
 CONFIG = """
 node:
   workers: %(workers)d
@@ -85,7 +90,7 @@ trunk_groups:
   - {name: from-pbx, relationship: pbx, direction: origination, routeplan: default,
      rate_deck: sell, trunks: [{ip: 127.0.0.1, port: 7428}]}
   - {name: from-prepaid, relationship: prepaid, direction: origination, routeplan: default,
-     rate_deck: persec, trunks: [{ip: 127.0.0.1, port: 7432}]}
+     rate_deck: persec, trunks: [{ip: 127.0.0.1, port: 7432}, {ip: 127.0.0.1, port: 7427}]}
   - {name: vendor, relationship: vendor-x, direction: termination,
      trunks: [{ip: 127.0.0.1, port: 7425}]}
   - {name: to-both, relationship: both, direction: termination, rate_deck: buy,
@@ -117,10 +122,18 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-def config_dir(root: Path, name: str, disable: bool = False, workers: int = 2) -> Path:
+def config_dir(
+    root: Path, name: str, disable: bool = False, workers: int = 2, port: int = PORT,
+    fleet: bool = False,
+) -> Path:  # fmt: skip
     d = root / f"config-{name}"
     (d / "rates").mkdir(parents=True)
     text = CONFIG % {"disable": "true" if disable else "false", "workers": workers}
+    text = text.replace("port: 7420, transport", f"port: {port}, transport")
+    if fleet:
+        url = f"redis://127.0.0.1:{REDIS}/0"
+        state = f'  state: {{backend: redis, url: "{url}", node_id: {name}}}\n'
+        text = text.replace("  unknown_source: reject\n", "  unknown_source: reject\n" + state)
     (d / "sbc.yaml").write_text(text)
     for deck, text in DECKS.items():
         (d / "rates" / f"{deck}.csv").write_text(text)
@@ -134,10 +147,11 @@ def offer(
     calls: int = 1,
     hold_ms: int = 300,
     scenario: str = "uac_balance.xml",
+    node: int = PORT,
 ) -> harness.SippResult:
     return harness.run_sipp(
         scenario, calls=calls, rate=60, port=port, workdir=workdir,
-        remote=f"127.0.0.1:{PORT}", timeout=30,
+        remote=f"127.0.0.1:{node}", timeout=30,
         extra=["-s", dnis, "-d", str(hold_ms), "-ci", "127.0.0.1", *SIPP[port]],
     )  # fmt: skip
 
@@ -287,3 +301,80 @@ def test_on_suspend_hangup_ends_long_calls_when_their_cost_crosses_the_credit(
         assert sbc.stop() == 0
     charges = [e for e in ledger(workdir) if e["type"] == "charge"]
     assert sorted(e["id"] for e in charges) == sorted(c["call_id"] for c in records)
+
+
+def test_a_fleet_offsets_once_and_each_node_ends_its_own_calls(vendors: Path) -> None:
+    """(c) Two nodes sharing one book through Redis :7424: node A :7420 (two workers), node
+    B :7423 (one process). A call from `pbx` through B to `both`'s termination trunk group:
+    its vendor cost lands once on the fleet's ledger and in both journals. Then `prepaid`
+    (0.90 paid, suspend_at 0.80, hangup) calls through each node at once, 0.01/s each:
+
+        uac :7432 --INVITE--> node A --INVITE--> uas long :7434
+        uac :7427 --INVITE--> node B --INVITE--> uas long :7434
+            (each node: the ledger's 0.90 - its own call's running cost - the other
+             node's, read from Redis every second; 0.80 reached past 4 s)
+        uac <--BYE-- node A --BYE--> uas;  uac <--BYE-- node B --BYE--> uas
+
+    Alone, each node would see 0.90 - 0.05 at 5 s and cut only past 9 s.
+    """
+    redis = harness.Redis(REDIS, vendors / "redis").start()
+    a_dir = config_dir(vendors, "fleet-a", workers=2, fleet=True)
+    b_dir = config_dir(vendors, "fleet-b", workers=1, port=NODE_B, fleet=True)
+    a_work, b_work = vendors / "sbc-fleet-a", vendors / "sbc-fleet-b"
+    a_work.mkdir()
+    b_work.mkdir()
+    nodes: list[harness.Sbc] = []
+    try:
+        pay(a_dir, a_work, "prepaid", "0.90")  # straight onto the fleet's ledger
+        nodes.append(harness.start_sbc(a_work, a_dir, port=PORT))
+        nodes.append(harness.start_sbc(b_work, b_dir, port=NODE_B))
+        r = offer(vendors / "fleet-pbx", PBX, "25551230000", node=NODE_B)
+        assert (r.returncode, r.received(200)) == (0, 2), r.output
+        (rec,) = cdrs(b_work, 1)
+        assert (rec["egress_trunk_group"], rec["cost"]) == ("to-both", "0.2400")
+
+        def owed(workdir: Path) -> list[str]:
+            path = workdir / "ledger" / "balance.jsonl"
+            if not path.exists():
+                return []
+            return [e["id"] for e in ledger(workdir) if e["type"] == "vendor_cost"]
+
+        assert harness.wait_for(lambda: owed(a_work) == owed(b_work) == [rec["call_id"]], 5)
+        shown = cli("balance", "show", "--config", str(a_dir), cwd=a_work).stdout
+        assert "both: balance 0.2400 USD (payments 0, charges 0; vendor costs 0.2400;" in shown
+
+        media = ["-mp", "7436", "-cp", "7435"]
+        with harness.sipp_servers("uas", [LONG], vendors / "uas-fleet", media, calls=2) as (
+            callee,
+        ):
+            results: list[harness.SippResult] = []
+
+            def call(port: int, node: int) -> None:
+                results.append(offer(vendors / f"fleet-long-{port}", port, "35551230000",
+                                     scenario="uac_until_bye.xml", node=node))  # fmt: skip
+
+            threads = [
+                threading.Thread(target=call, args=(PREPAID, PORT)),
+                threading.Thread(target=call, args=(PREPAID_B, NODE_B)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert [x.returncode for x in results] == [0, 0], [x.output for x in results]
+            assert callee.wait(timeout=10) == 0  # both vendor legs got their BYE
+        (a_rec,) = cdrs(a_work, 1)
+        b_rec = cdrs(b_work, 2)[-1]
+        for c in (a_rec, b_rec):
+            assert (c["hangup"], c["reason"], c["relationship"]) == (
+                "sbc", "balance_suspended", "prepaid"
+            ), c  # fmt: skip
+            assert 4.0 <= c["duration"] <= 8.0, c  # the fleet's cost, not just its own
+        for node in nodes:
+            assert node.wait_events("balance.hangup", 1)
+        r = offer(vendors / "fleet-after", PREPAID_B, "35551230000", node=NODE_B)
+        assert (r.received(200), r.received(403)) == (0, 1), r.counts
+    finally:
+        for node in nodes:
+            assert node.stop() == 0
+        redis.stop()
