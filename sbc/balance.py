@@ -4,8 +4,11 @@ The Perimeter guide (Relationship > Balance, Payment): a customer's balance fall
 calls are charged and rises with payments; at ``warn_at`` the NOC is told once, at
 ``suspend_at`` new calls are refused. Here:
 
-- the balance is ``payments - charges``; a call's charge is its CDR's ``revenue`` (the
-  ingress trunk group's deck), accrued when the call ends (``Book.settle``);
+- the balance is ``payments - charges + vendor costs``; a call's charge is its CDR's
+  ``revenue`` (the ingress trunk group's deck), accrued when the call ends
+  (``Book.settle``); a call we sent to one of the relationship's termination trunk groups
+  credits it its ``cost`` (the guide's balance offsets, ``Book.offset``), unless
+  ``disable_offsets`` keeps vendor costs apart (counted, not in the balance);
 - admission holds, for every call of the relationship still up, what it will cost at
   least: its first increment until it is answered, then its billed cost so far plus the
   next increment (``Hold``, recomputed at each admission); a call is refused (403,
@@ -13,9 +16,12 @@ calls are charged and rises with payments; at ``warn_at`` the NOC is told once, 
   ``suspend_at``, or would fall below it with this call's first increment; so many long
   calls cannot overrun the credit by more than one increment each;
 - the ledger is a JSON-lines file (``node.balance.ledger``): one line per payment (written
-  by `sbc balance add`) and per charge (written by the node). At start the book is rebuilt
-  from it, each payment counted once by its id and each charge once by its call id; while
-  running, the node reads the lines appended since (payments from the CLI) every second.
+  by `sbc balance add`) and per charge and vendor cost (written by the node). At start the
+  book is rebuilt from it, each payment counted once by its id and each charge and vendor
+  cost once by its call id; while running, the node reads the lines appended since
+  (payments from the CLI) every second;
+- with ``on_suspend: hangup`` the keeper ends the relationship's calls once its balance
+  less their running cost reaches ``suspend_at`` (sbc.cutoff; ``Keeper.cut``).
 
 One process keeps a node's book and writes its ledger (``Keeper``): the lone runtime, or
 with ``node.workers`` > 1 the supervisor (sbc.supervisor). The call path only asks: a new

@@ -12,7 +12,8 @@ The supervisor holds no call. It keeps:
 - **balances** (sbc.balance): its one book decides every worker's new call's credit and
   holds it, grows the holds as calls are answered, settles each ended call from the few
   fields of its CDR the worker sends, and alone writes the ledger; a worker's holds go the
-  moment it dies;
+  moment it dies; with ``on_suspend: hangup`` it tells every worker to end the calls of a
+  relationship whose balance less their running cost reached suspend_at (sbc.cutoff);
 - **registrations**, passed on to every worker (the REGISTER's 200 waits until all hold
   it), and to a restarted one whole;
 - **the node's endpoints and audit log**: /metrics, /status and

@@ -19,8 +19,9 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   failures (B-timer, Timer B) are sent to the leader, whose one state machine counts them.
 - **Balances** (sbc.balance) are the supervisor's: its one book decides each new call's
   credit (``credit``, answered as a ``verdict``), hears when a call is answered
-  (``answered``) and settles ended calls (``settle``: call id, relationship, revenue), and
-  it alone writes the ledger.
+  (``answered``) and settles ended calls (``settle``: call id, relationship, revenue, and
+  the vendor relationship and cost to offset), and it alone writes the ledger; with
+  ``on_suspend: hangup`` it says ``suspend``: end that relationship's calls.
 - **CDRs**: each worker appends its records to the node's one file itself (one write(2)
   per record, O_APPEND: lines never interleave). The supervisor asks each worker for its
   metrics, status and memory report when it serves them.
