@@ -192,3 +192,36 @@ def test_the_relationships_calls_up_get_bye_on_both_legs(tmp_path: Path) -> None
     (rec,) = lab.ctrl.pop_cdrs()
     assert (rec["hangup"], rec["reason"], rec["duration"]) == ("sbc", "balance_suspended", 30.0)
     assert t1 in (V1, V2)
+
+
+def test_the_fleet_counts_a_calls_charge_and_vendor_cost_once_each(tmp_path: Path) -> None:
+    """A call both sides of which are one relationship's, settled on this node and read
+    back from the fleet's ledger: one charge and one vendor cost, each counted once (they
+    share the call id: told apart by kind), and another node's counted as it comes."""
+    import asyncio
+
+    from sbc.fleetbook import FleetBook
+
+    policies = {"both": OFFSET}
+    keeper = Keeper(Book(), tmp_path / "ledger.jsonl", Log(), None, policies)
+
+    async def run() -> FleetBook:
+        fleet = FleetBook(keeper, "redis://127.0.0.1:1/0", Log(), lambda: policies)
+        fleet._push = lambda items: asyncio.sleep(0)  # type: ignore[method-assign,assignment,return-value]
+        keeper.fleet = fleet
+        rec = {"call_id": "x", "relationship": "both", "revenue": "0.3000",
+               "egress_trunk_group": "to-both", "cost": "0.1000"}  # fmt: skip
+        keeper.settle([rec], policies, TGS)
+        await asyncio.sleep(0)
+        return fleet
+
+    fleet = asyncio.run(run())
+    acc = keeper.book.account("both")
+    assert (acc.charged, acc.vendor_costs) == (Decimal("0.3000"), Decimal("0.1000"))
+    assert sorted(fleet.local) == ["charge:x", "vendor_cost:x"]
+    ours = [dict(e) for e in fleet.local.values()]
+    theirs = charge("both", "y", Decimal("0.2000"), 0, "vendor_cost")  # another node's
+    fleet._take([*ours, theirs])
+    assert fleet.local == {}
+    assert (acc.charged, acc.vendor_costs) == (Decimal("0.3000"), Decimal("0.3000"))
+    assert acc.balance == 0
