@@ -49,6 +49,7 @@ import json
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -67,6 +68,14 @@ SIPP = {
     7427: ["-mp", "7440", "-cp", "7422"],  # (c)'s second caller: ports (a) no longer uses
 }
 NODE_B, REDIS, PREPAID_B = 7423, 7424, 7427
+# sipp's Call-IDs "cut-1-x...", "cut-2-x..." (-cid_str), steered to worker 0 and worker 1 by
+# their CRC-32 (sbc.sip.steer); CRC is affine, so which worker differs with the padding after.
+PAD = next(
+    k
+    for k in range(64)
+    if len({zlib.crc32(f"cut-{n}-{'x' * k}".encode()) % 2 for n in (1, 2)}) == 2
+)
+SPREAD_CID = "cut-%u-" + "x" * PAD
 CONFIG = """
 node:
   workers: %(workers)d
@@ -148,11 +157,12 @@ def offer(
     hold_ms: int = 300,
     scenario: str = "uac_balance.xml",
     node: int = PORT,
+    more: tuple[str, ...] = (),
 ) -> harness.SippResult:
     return harness.run_sipp(
         scenario, calls=calls, rate=60, port=port, workdir=workdir,
         remote=f"127.0.0.1:{node}", timeout=30,
-        extra=["-s", dnis, "-d", str(hold_ms), "-ci", "127.0.0.1", *SIPP[port]],
+        extra=["-s", dnis, "-d", str(hold_ms), "-ci", "127.0.0.1", *SIPP[port], *more],
     )  # fmt: skip
 
 
@@ -275,7 +285,7 @@ def test_on_suspend_hangup_ends_long_calls_when_their_cost_crosses_the_credit(
         with uas as (callee,):
             # two calls that would hold for ever: the caller's scenario waits for sbc's BYE
             r = offer(vendors / f"long-{workers}", PREPAID, "35551230000", calls=2,
-                      scenario="uac_until_bye.xml")  # fmt: skip
+                      scenario="uac_until_bye.xml", more=("-cid_str", SPREAD_CID))  # fmt: skip
             assert r.returncode == 0, r.output  # both calls got a BYE and answered it
             # the callee's two calls got a BYE each too (the stock uas ends a call at BYE)
             assert callee.wait(timeout=10) == 0
@@ -287,6 +297,9 @@ def test_on_suspend_hangup_ends_long_calls_when_their_cost_crosses_the_credit(
         assert durations[0] >= 4.0 and durations[-1] <= 7.5, durations  # 5 s billed each
         hangups = sbc.wait_events("balance.hangup", 1)
         assert hangups[0]["relationship"] == "prepaid", hangups
+        if workers == 2:  # one call on each worker: both were told
+            started = sbc.wait_events("call.start", 2)
+            assert {e.get("worker") for e in started} == {0, 1}, started
         ends = sbc.wait_events("call.end", 2)
         assert [e["hangup"] for e in ends] == ["sbc", "sbc"], ends
         revenue = sum(Decimal(c["revenue"]) for c in records)
