@@ -225,3 +225,23 @@ def test_the_fleet_counts_a_calls_charge_and_vendor_cost_once_each(tmp_path: Pat
     assert fleet.local == {}
     assert (acc.charged, acc.vendor_costs) == (Decimal("0.3000"), Decimal("0.3000"))
     assert acc.balance == 0
+
+
+def test_a_call_still_ringing_is_cancelled_and_its_caller_gets_503(tmp_path: Path) -> None:
+    """caller --INVITE--> sbc --INVITE--> vendor <--180--; the suspension: sbc CANCELs the
+    attempt (RFC 3261 §9.1) and answers the caller 503; the CDR says balance_suspended."""
+    lab = _rated_lab(tmp_path, "1,0.0060,,USA\n")
+    lab.ctrl.wall_offset = WALL
+    out = lab.feed(invite(), CALLER)
+    ((b1, t1),) = [(m, t) for m, t in out if t != CALLER]
+    lab.feed(make_response(b1, 180, to_tag="y"), t1)
+    assert end_calls(lab.ctrl, "carrier-a", lab.now) == 1
+    out = lab.run()
+    cancels = [m for m in only(out, t1) if isinstance(m, Request) and m.method == "CANCEL"]
+    assert len(cancels) == 1
+    out += lab.feed(make_response(cancels[0], 200), t1)
+    out += lab.feed(make_response(b1, 487, to_tag="y"), t1)
+    finals = [m.status for m in only(out, CALLER) if isinstance(m, Response)]
+    assert finals == [503], finals
+    (rec,) = lab.ctrl.pop_cdrs()
+    assert (rec["hangup"], rec["reason"], rec["status"]) == ("sbc", "balance_suspended", 503)
