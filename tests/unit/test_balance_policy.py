@@ -245,3 +245,15 @@ def test_a_call_still_ringing_is_cancelled_and_its_caller_gets_503(tmp_path: Pat
     assert finals == [503], finals
     (rec,) = lab.ctrl.pop_cdrs()
     assert (rec["hangup"], rec["reason"], rec["status"]) == ("sbc", "balance_suspended", 503)
+
+
+def test_what_we_owe_a_relationship_lets_it_call_unless_offsets_are_disabled() -> None:
+    from sbc.state import Credit
+
+    book = Book()
+    book.apply(charge("both", "out", Decimal("0.6000"), 0, "vendor_cost"))  # nothing paid
+    book.configure({"both": OFFSET})
+    assert book.decide(Credit(1, "a", "both", OFFSET, _per_second()), 0.0)
+    book.release("a")
+    book.configure({"both": APART})
+    assert not book.decide(Credit(2, "b", "both", APART, _per_second()), 0.0)
