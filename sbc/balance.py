@@ -4,8 +4,11 @@ The Perimeter guide (Relationship > Balance, Payment): a customer's balance fall
 calls are charged and rises with payments; at ``warn_at`` the NOC is told once, at
 ``suspend_at`` new calls are refused. Here:
 
-- the balance is ``payments - charges``; a call's charge is its CDR's ``revenue`` (the
-  ingress trunk group's deck), accrued when the call ends (``Book.settle``);
+- the balance is ``payments - charges + vendor costs``; a call's charge is its CDR's
+  ``revenue`` (the ingress trunk group's deck), accrued when the call ends
+  (``Book.settle``); a call we sent to one of the relationship's termination trunk groups
+  credits it its ``cost`` (the guide's balance offsets, ``Book.offset``), unless
+  ``disable_offsets`` keeps vendor costs apart (counted, not in the balance);
 - admission holds, for every call of the relationship still up, what it will cost at
   least: its first increment until it is answered, then its billed cost so far plus the
   next increment (``Hold``, recomputed at each admission); a call is refused (403,
@@ -13,9 +16,12 @@ calls are charged and rises with payments; at ``warn_at`` the NOC is told once, 
   ``suspend_at``, or would fall below it with this call's first increment; so many long
   calls cannot overrun the credit by more than one increment each;
 - the ledger is a JSON-lines file (``node.balance.ledger``): one line per payment (written
-  by `sbc balance add`) and per charge (written by the node). At start the book is rebuilt
-  from it, each payment counted once by its id and each charge once by its call id; while
-  running, the node reads the lines appended since (payments from the CLI) every second.
+  by `sbc balance add`) and per charge and vendor cost (written by the node). At start the
+  book is rebuilt from it, each payment counted once by its id and each charge and vendor
+  cost once by its call id; while running, the node reads the lines appended since
+  (payments from the CLI) every second;
+- with ``on_suspend: hangup`` the keeper ends the relationship's calls once its balance
+  less their running cost reaches ``suspend_at`` (sbc.cutoff; ``Keeper.cut``).
 
 One process keeps a node's book and writes its ledger (``Keeper``): the lone runtime, or
 with ``node.workers`` > 1 the supervisor (sbc.supervisor). The call path only asks: a new
@@ -33,17 +39,19 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
 
-from sbc.config.schema import Balance
+from sbc import cutoff
+from sbc.account import Account
+from sbc.config.schema import Balance, TrunkGroup
 from sbc.hold import ZERO, Hold, balance_hold
 from sbc.state import Answered, Credit, Denied, Scope
 
-__all__ = ["ZERO", "Book", "Hold", "Keeper", "Ledger", "balance_hold"]
+__all__ = ["ZERO", "Account", "Book", "Hold", "Keeper", "Ledger", "balance_hold"]
 
 
 def admits(free: Decimal, policy: Balance, first: Decimal) -> bool:
@@ -51,19 +59,6 @@ def admits(free: Decimal, policy: Balance, first: Decimal) -> bool:
     and does not fall below it with this call's first increment."""
     floor = Decimal(str(policy.suspend_at))
     return not (free <= floor or free - first < floor)
-
-
-@dataclass(slots=True)
-class Account:
-    paid: Decimal = ZERO
-    charged: Decimal = ZERO
-    holds: dict[str, Hold] = field(default_factory=dict)  # call id -> what it holds
-    warned: bool = False  # balance.warning said, until a payment lifts it over warn_at
-    suspended: bool = False
-
-    @property
-    def balance(self) -> Decimal:
-        return self.paid - self.charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +101,20 @@ class Book:
         if entry.get("type") == "charge":
             self.account(rel).charged += amount
             return True
+        if entry.get("type") == VENDOR_COST:
+            self.account(rel).vendor_costs += amount
+            return True
         return False
+
+    def configure(self, policies: dict[str, Balance]) -> None:
+        """Each relationship's offsets as its policy says (at start and after a reload)."""
+        for rel, policy in policies.items():
+            self.account(rel).offsets = not policy.disable_offsets
+
+    def running(self, relationship: str, now: float) -> Decimal:
+        """What the relationship's calls in progress have cost so far at ``now``."""
+        holds = self.account(relationship).holds
+        return sum((h.cost(now) for h in holds.values()), ZERO)
 
     def held(self, relationship: str, now: float) -> Decimal:
         """What the relationship's calls in progress hold at ``now``."""
@@ -128,7 +136,7 @@ class Book:
         """Forget every payment and charge (not the holds): the fleet's ledger is about to
         be applied whole (sbc.fleetbook)."""
         for acc in self.accounts.values():
-            acc.paid = acc.charged = ZERO
+            acc.paid = acc.charged = acc.vendor_costs = ZERO
         self._payments.clear()
 
     def reserve(self, relationship: str, call_id: str, hold: Hold) -> None:
@@ -187,6 +195,15 @@ class Book:
         acc.charged += amount
         return amount, self.events(relationship, policy) if policy is not None else []
 
+    def offset(
+        self, relationship: str, policy: Balance, cost: str | None
+    ) -> tuple[Decimal, list[Event]]:
+        """A call we sent the relationship (as a vendor) ended: its cost is what we owe
+        it. The amount (the ledger line to write unless 0) and the events it causes."""
+        amount = Decimal(cost) if cost else ZERO
+        self.account(relationship).vendor_costs += amount
+        return amount, self.events(relationship, policy)
+
     def events(self, relationship: str, policy: Balance) -> list[Event]:
         """The threshold crossings since last asked, once each way."""
         acc = self.account(relationship)
@@ -218,9 +235,16 @@ def payment(relationship: str, amount: Decimal, memo: str, at: float) -> dict[st
     }
 
 
-def charge(relationship: str, call_id: str, amount: Decimal, at: float) -> dict[str, Any]:
+VENDOR_COST = "vendor_cost"  # a ledger line: what a call we sent the relationship cost
+
+
+def charge(
+    relationship: str, call_id: str, amount: Decimal, at: float, kind: str = "charge"
+) -> dict[str, Any]:
+    """A ledger line for an ended call: its ``charge`` (revenue) to the customer, or its
+    ``vendor_cost`` owed to the vendor; each once per call id and kind."""
     return {
-        "type": "charge",
+        "type": kind,
         "id": call_id,
         "relationship": relationship,
         "amount": str(amount),
@@ -271,24 +295,27 @@ class Ledger:
         return out
 
     def rebuild(self, book: Book) -> int:
-        """Apply the whole file to ``book`` (at start): each charge once per call id."""
+        """Apply the whole file to ``book`` (at start): each charge (and vendor cost) once
+        per call id."""
         self.offset = 0
-        charges: set[str] = set()
+        calls: set[tuple[str, str]] = set()
         n = 0
         for entry in self.read_new():
-            if entry.get("type") == "charge":
-                cid = str(entry.get("id", ""))
-                if cid in charges:
+            kind = str(entry.get("type"))
+            if kind in ("charge", VENDOR_COST):
+                key = (kind, str(entry.get("id", "")))
+                if key in calls:
                     continue
-                charges.add(cid)
+                calls.add(key)
             n += book.apply(entry)
         return n
 
 
-def balances(path: str | Path) -> dict[str, Account]:
+def balances(path: str | Path, policies: dict[str, Balance] | None = None) -> dict[str, Account]:
     """The balances the ledger at ``path`` holds (`sbc balance show`)."""
     book = Book()
     Ledger(path).rebuild(book)
+    book.configure(policies or {})
     return book.accounts
 
 
@@ -304,12 +331,26 @@ def suspended(relationship: str) -> Denied:
     return Denied(Scope("rel:" + relationship, 0, 0), "balance")
 
 
-SETTLED = ("call_id", "relationship", "revenue")
+SETTLED = ("call_id", "relationship", "revenue", "cost")
 
 
-def settlement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What settling needs of ended calls' records, which a worker sends its node's keeper."""
-    return [{k: r.get(k) for k in SETTLED} for r in records if r.get("relationship")]
+def settlement(
+    records: list[dict[str, Any]],
+    trunk_groups: Mapping[str, TrunkGroup],
+    policies: dict[str, Balance],
+) -> list[dict[str, Any]]:
+    """What settling needs of ended calls' records (a worker sends them its node's keeper):
+    call id, the customer's relationship and revenue, and ``vendor``: the relationship of
+    the answered attempt's trunk group when it keeps a balance (its ``cost`` is offset)."""
+    out = []
+    for r in records:
+        egress = trunk_groups.get(r.get("egress_trunk_group") or "")
+        vendor = egress.relationship if egress is not None else ""
+        if r.get("relationship") or vendor in policies:
+            settled = {k: r.get(k) for k in SETTLED}
+            settled["vendor"] = vendor if vendor in policies else ""
+            out.append(settled)
+    return out
 
 
 Reply = Callable[[int, Denied | None], None]  # a Credit's verdict (token, denied), later
@@ -323,6 +364,8 @@ class Fleet(Protocol):
     def answered(self, call_id: str) -> None: ...
 
     def push(self, items: list[tuple[str, str, dict[str, Any] | None]]) -> None: ...
+
+    def running(self, relationship: str) -> Decimal: ...  # the other nodes' calls' cost so far
 
 
 class Keeper:
@@ -339,8 +382,11 @@ class Keeper:
         self.book, self.log, self.post = book, log, post
         self.ledger = Ledger(path)
         self.fleet: Fleet | None = None
-        self.local: set[str] = set()  # our charges pushed to the fleet, not yet read back
+        self.clock: Callable[[], float] = time.monotonic  # the holds' (a fleet's: time.time)
+        self.cut: Callable[[str], None] = _nobody  # ends a relationship's calls (on_suspend)
+        self.policies: Callable[[], dict[str, Balance]] = lambda: policies  # the snapshot's
         applied = self.ledger.rebuild(book)
+        book.configure(policies)
         for rel, policy in policies.items():
             book.events(rel, policy)  # the thresholds as they stand: said before the restart
         log.info(
@@ -361,13 +407,32 @@ class Keeper:
             self.fleet.credit(cmd, reply)
             return False, None
         self.fleet.answered(cmd.lease)
+        self.check(self.policies(), self.book.holder(cmd.lease))
         return True, None
+
+    def check(self, policies: dict[str, Balance], only: str | None = "") -> None:
+        """on_suspend: hangup: end the calls of each relationship (or ``only`` this one;
+        None: none) whose balance less the running cost of its calls in progress (here
+        and, in a fleet, on the other nodes) has reached suspend_at (sbc.cutoff)."""
+        if only is None:
+            return
+        if only:
+            policy = policies.get(only)
+            policies = {only: policy} if policy is not None else {}
+        running = self.fleet.running if self.fleet is not None else cutoff.nothing
+        for rel, standing, first in cutoff.due(self.book, policies, self.clock(), running):
+            if first:
+                balance = str(self.book.account(rel).balance)
+                self.log.warning("balance.hangup", relationship=rel, balance=balance,
+                                 running_balance=str(standing))  # fmt: skip
+            self.cut(rel)
 
     def execute(self, cmd: Credit | Answered, now: float) -> Denied | None:
         """A call path's question (``Credit``: the verdict) or news (``Answered``), at the
         keeper's own ``now``."""
         if isinstance(cmd, Answered):
             self.book.answered(cmd.lease, now)
+            self.check(self.policies(), self.book.holder(cmd.lease))
             return None
         if self.book.decide(cmd, now):
             return None
@@ -384,15 +449,33 @@ class Keeper:
         if self.fleet is not None and items:
             self.fleet.push(items)
 
-    def settle(self, records: list[dict[str, Any]], policies: dict[str, Balance]) -> None:
-        """Ended calls' records: release their reservations, charge their revenue."""
+    def settle(
+        self,
+        records: list[dict[str, Any]],
+        policies: dict[str, Balance],
+        trunk_groups: Mapping[str, TrunkGroup] | None = None,
+    ) -> None:
+        """Ended calls' records (whole CDRs with ``trunk_groups``, else ``settlement``'s):
+        release their reservations, charge their revenue, offset their vendor's cost."""
         if not policies and not self.book.holding:
             return
+        if trunk_groups is not None:
+            records = settlement(records, trunk_groups, policies)
+        self.book.configure(policies)
         lines = []
         items: list[tuple[str, str, dict[str, Any] | None]] = []  # for the fleet
         now = time.time()
         for rec in records:
             rel, call_id = rec.get("relationship") or "", rec["call_id"]
+            vendor = rec.get("vendor") or ""
+            vendor_policy = policies.get(vendor)
+            if vendor_policy is not None:  # the guide's balance offsets: what we owe it
+                amount, events = self.book.offset(vendor, vendor_policy, rec.get("cost"))
+                if amount:
+                    owed = charge(vendor, call_id, amount, now, VENDOR_COST)
+                    lines.append(owed)
+                    items.append((vendor, call_id, owed))
+                self.say(events, vendor_policy)
             held = self.book.holder(call_id) is not None
             policy = policies.get(rel)
             if policy is None:  # no balance kept (any more): nothing charged
@@ -412,8 +495,9 @@ class Keeper:
         except OSError as e:
             self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
         if self.fleet is not None and items:
-            self.local.update(call_id for _, call_id, line in items if line is not None)
             self.fleet.push(items)
+        for rel in {str(r.get("relationship") or "") for r in records} & policies.keys():
+            self.check(policies, rel)  # its other calls' running cost with this charge
 
     def poll(self, policies: dict[str, Balance]) -> None:
         """Lines appended by others since the last look: payments (`sbc balance add`)."""
@@ -456,11 +540,19 @@ class Keeper:
         fleet its heartbeat reads the fleet's ledger instead.)"""
         import asyncio
 
+        self.policies = policies
         while True:
             await asyncio.sleep(period)
-            if self.fleet is not None:
-                continue
-            try:
-                self.poll(policies())
-            except OSError as e:
-                self.log.error("balance.ledger_failed", path=str(self.ledger.path), error=str(e))
+            current = policies()
+            self.book.configure(current)  # a reload may have changed disable_offsets
+            if self.fleet is None:
+                try:
+                    self.poll(current)
+                except OSError as e:
+                    path = str(self.ledger.path)
+                    self.log.error("balance.ledger_failed", path=path, error=str(e))
+            self.check(current)  # long calls' running cost crossing suspend_at
+
+
+def _nobody(relationship: str) -> None:
+    """No call path to end calls in (`sbc balance`, tests)."""

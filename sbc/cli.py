@@ -316,8 +316,10 @@ def _balance(args: argparse.Namespace) -> int:
         if fleet:
             from sbc import fleetbook
 
-            return fleetbook.balances(fleet).accounts
-        return balance.balances(path)
+            book = fleetbook.balances(fleet)
+            book.configure(policies)
+            return book.accounts
+        return balance.balances(path, policies)
 
     if args.balance_command == "show":
         try:
@@ -327,9 +329,11 @@ def _balance(args: argparse.Namespace) -> int:
             return 1
         for name, policy in policies.items():
             acc = accounts.get(name) or balance.Account()
+            offset = "" if acc.offsets else " (not offset)"
             print(
                 f"{name}: balance {acc.balance} {policy.currency} (payments {acc.paid}, "
-                f"charges {acc.charged}; warn_at {policy.warn_at}, suspend_at {policy.suspend_at})"
+                f"charges {acc.charged}; vendor costs {acc.vendor_costs}{offset}; "
+                f"warn_at {policy.warn_at}, suspend_at {policy.suspend_at})"
             )
         return 0
     if args.relationship not in policies:

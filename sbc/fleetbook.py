@@ -175,7 +175,11 @@ class FleetBook:
         self.mine: dict[str, str] = {}  # our holds in Redis: call id -> relationship
         self.others: dict[str, Decimal] = {}  # other nodes' holds as last read, by relationship
         self.pending: list[Item] = []  # pushes Redis did not take yet
-        self.local: dict[str, tuple[str, Decimal]] = {}  # our charges not yet read back
+        # our charges and vendor costs not yet read back: entry key -> the entry
+        self.local: dict[str, dict[str, Any]] = {}
+        # other nodes' holds as last read, by relationship, and Redis's clock less ours
+        self.theirs: dict[str, dict[str, Hold]] = {}
+        self.skew = 0.0
         self.up = True
         self._locks: dict[str, asyncio.Lock] = {}  # one Credit at a time per relationship
         self._reading = asyncio.Lock()
@@ -294,9 +298,9 @@ class FleetBook:
         self.book.reset_totals()
         for entry in fleet:
             self.book.apply(entry)
-            self.local.pop(str(entry.get("id")), None)
-        for rel, amount in self.local.values():  # ours on their way: counted once
-            self.book.account(rel).charged += amount
+            self.local.pop(entry_key(entry), None)
+        for entry in self.local.values():  # ours on their way: counted once
+            self.book.apply(entry)
         new = [e for e in fleet if entry_key(e) not in known]
         self._journal(new)
         first = self.epoch is None
@@ -314,7 +318,7 @@ class FleetBook:
         self.offset += len(entries)
         theirs = []
         for entry in entries:
-            if entry.get("type") == "charge" and self.local.pop(str(entry.get("id")), None):
+            if self.local.pop(entry_key(entry), None) is not None:
                 continue  # ours: counted (and journaled) when the call was settled
             theirs.append(entry)
         if theirs:
@@ -375,8 +379,15 @@ class FleetBook:
         reply(cmd.token, suspended(rel))  # contended past TRIES: refuse, never overrun
 
     def _note_others(self, rel: str, now: float, version: str, holds: dict[str, Hold]) -> None:
-        others = (h.amount(now) for cid, h in holds.items() if cid not in self.mine)
-        self.others[rel] = sum(others, ZERO)
+        theirs = {cid: h for cid, h in holds.items() if cid not in self.mine}
+        self.others[rel] = sum((h.amount(now) for h in theirs.values()), ZERO)
+        self.theirs[rel], self.skew = theirs, now - time.time()
+
+    def running(self, relationship: str) -> Decimal:
+        """What the other nodes' calls of the relationship have cost so far (as last read,
+        at Redis's clock now: sbc.cutoff)."""
+        now = time.time() + self.skew
+        return sum((h.cost(now) for h in self.theirs.get(relationship, {}).values()), ZERO)
 
     def answered(self, call_id: str) -> None:
         self.book.answered(call_id, time.time())  # our mirror's (used while Redis is away)
@@ -393,10 +404,10 @@ class FleetBook:
 
     def push(self, items: list[Item]) -> None:
         """Charges to append and holds to release (the keeper has counted them)."""
-        for rel, call_id, entry in items:
+        for _, call_id, entry in items:
             self.mine.pop(call_id, None)
             if entry is not None:
-                self.local[call_id] = (rel, Decimal(str(entry["amount"])))
+                self.local[entry_key(entry)] = entry
         self._spawn(self._push(items))
 
     async def _push(self, items: list[Item]) -> None:
@@ -427,6 +438,7 @@ def attach(
         return None
     fleet = FleetBook(keeper, state.url, log, policies, state.lease_ttl, state.timeout)
     keeper.fleet = fleet
+    keeper.clock = time.time  # the fleet's holds are answered at Redis's (wall) clock
     return fleet
 
 

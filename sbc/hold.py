@@ -39,6 +39,19 @@ class Hold:
         )
         return amount(self.rate, billed + self.next_seconds, self.quantum)
 
+    def cost(self, now: float) -> Decimal:
+        """What it has cost so far at ``now`` (its running cost, no increment ahead): 0
+        while it rings, then its billed cost, as its CDR would say if it ended now."""
+        if self.answered_at is None:
+            return ZERO
+        if not self.first_seconds:
+            return self.first
+        talked = max(now - self.answered_at, 0.001)
+        billed = billed_seconds(
+            talked, self.first_seconds, self.next_seconds, self.propagation_delay
+        )
+        return amount(self.rate, billed, self.quantum)
+
 
 def balance_hold(tariff: Tariff | None, number: str, at: float) -> Hold | None:
     """The hold of a new call to ``number`` on a trunk group with this deck; None when

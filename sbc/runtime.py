@@ -22,6 +22,7 @@ from media.ng import MediaCommand
 from routing.health import Key
 from sbc import control, gauges, memory, native, status, tlsctx
 from sbc.balance import Book, Keeper
+from sbc.call import suspend
 from sbc.call.controller import CallController
 from sbc.call.model import Notice
 from sbc.cdr import JsonLines, Spool, iso
@@ -154,6 +155,10 @@ class Runtime:
         if worker is None:  # relationships' balances and their ledger (sbc.balance)
             post = lambda url, payload: self._spawn(post_json(url, payload, log))  # noqa: E731
             self.balances = Keeper(Book(), node.balance.ledger, log, post, snapshot.balances)
+            self.balances.clock = self.now  # the clock its holds are answered at
+            self.balances.cut = lambda rel: self._spawn(
+                suspend.ending(self.controller, rel, self.now, self.pump_now)
+            )
         policies = lambda: self.controller.snapshot.balances  # noqa: E731
         self.fleet = attach(self.balances, state, log, policies) if self.balances else None
         self.reloads = Reloads(self.config_dir, log, "" if worker else node.audit.path)
@@ -404,7 +409,7 @@ class Runtime:
             self.log.error(event, **fields)
         snap = self.controller.snapshot
         if self.balances is not None:
-            self.balances.settle(records, snap.balances)
+            self.balances.settle(records, snap.balances, snap.trunk_groups)
         elif self.worker is not None and snap.balances:
             self.worker.settle(records)
         if snap.tariffs:  # revenue, cost, profit, margin and PPM triggers (sbc.stats)

@@ -12,7 +12,8 @@ The supervisor holds no call. It keeps:
 - **balances** (sbc.balance): its one book decides every worker's new call's credit and
   holds it, grows the holds as calls are answered, settles each ended call from the few
   fields of its CDR the worker sends, and alone writes the ledger; a worker's holds go the
-  moment it dies;
+  moment it dies; with ``on_suspend: hangup`` it tells every worker to end the calls of a
+  relationship whose balance less their running cost reached suspend_at (sbc.cutoff);
 - **registrations**, passed on to every worker (the REGISTER's 200 waits until all hold
   it), and to a restarted one whole;
 - **the node's endpoints and audit log**: /metrics, /status and
@@ -92,6 +93,7 @@ class Supervisor:
         post = lambda url, payload: self._task(post_json(url, payload, log))  # noqa: E731
         self.balances = Keeper(Book(), node.balance.ledger, log, post, self.snapshot.balances)
         self.fleet = attach(self.balances, node.state, log, lambda: self.snapshot.balances)
+        self.balances.cut = self._suspend  # on_suspend: hangup (sbc.cutoff)
         self.bans: dict[str, float] = {}  # flood bans node-wide: host -> until (monotonic)
         self.reloads = Reloads(self.config_dir, log, node.audit.path)
         self.notifier = Notifier()
@@ -257,6 +259,13 @@ class Supervisor:
         elif kind == "ready":
             w.ready.set()
             self.log.info("worker.started", worker=w.index, pid=msg[1])
+
+    def _suspend(self, relationship: str) -> None:
+        """The relationship's balance reached suspend_at (on_suspend: hangup): every worker
+        ends its calls (sbc.call.suspend)."""
+        for w in self.workers:
+            if w.link is not None:
+                w.link.send("suspend", relationship)
 
     def _ban(self, w: WorkerProcess, host: str, block_for: float, fields: dict[str, Any]) -> None:
         """A worker banned a flooding source (sbc.flood): the node logs it once, every

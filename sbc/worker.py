@@ -25,8 +25,9 @@ process, and what it shares with the supervisor (sbc.supervisor) over its link (
   failures (B-timer, Timer B) are sent to the leader, whose one state machine counts them.
 - **Balances** (sbc.balance) are the supervisor's: its one book decides each new call's
   credit (``credit``, answered as a ``verdict``), hears when a call is answered
-  (``answered``) and settles ended calls (``settle``: call id, relationship, revenue), and
-  it alone writes the ledger.
+  (``answered``) and settles ended calls (``settle``: call id, relationship, revenue, and
+  the vendor relationship and cost to offset), and it alone writes the ledger; with
+  ``on_suspend: hangup`` it says ``suspend``: end that relationship's calls.
 - **CDRs**: each worker appends its records to the node's one file itself (one write(2)
   per record, O_APPEND: lines never interleave). The supervisor asks each worker for its
   metrics, status and memory report when it serves them.
@@ -43,6 +44,7 @@ from typing import Any
 
 from sbc import control, ipc, memory, workview
 from sbc.balance import settlement
+from sbc.call import suspend
 from sbc.call.model import Notice
 from sbc.config.schema import Config
 from sbc.config.snapshot import Snapshot
@@ -288,6 +290,9 @@ class Worker:
             self.runtime.swap(rebuild(msg[1]))
         elif kind == "observed":  # a follower's live failure: one health machine per node
             self.runtime.observed(msg[1], msg[2], msg[3])
+        elif kind == "suspend":  # its balance reached suspend_at (on_suspend: hangup)
+            suspend.end_calls(self.runtime.controller, msg[1], self.runtime.now())
+            self.runtime.pump_now()
         elif kind == "oos":  # `sbc ctl trunk disable`, for a worker started again
             self.runtime.controller.out_of_service = {(tg, t) for tg, t in msg[1]}
 
@@ -367,7 +372,8 @@ class Worker:
 
     def settle(self, records: list[dict[str, Any]]) -> None:
         """Ended calls, for the node's keeper of balances: their holds go, revenue is charged."""
-        settled = settlement(records)
+        snap = self.runtime.controller.snapshot
+        settled = settlement(records, snap.trunk_groups, snap.balances)
         if settled:
             self.send("settle", settled)
 

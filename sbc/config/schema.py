@@ -92,7 +92,8 @@ class MetricTrigger(Base, kw_only=True, frozen=True, forbid_unknown_fields=True)
 
 class Balance(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A prepaid or credit balance: payments minus the rated charges of the relationship's
-    calls (their revenue), kept in the ledger (node.balance.ledger)."""
+    calls (their revenue), plus the cost of the calls we send it as a vendor (unless
+    disable_offsets), kept in the ledger (node.balance.ledger)."""
 
     warn_at: Annotated[
         float, d("One balance.warning notice (and webhook) when the balance falls to this.")
@@ -104,6 +105,22 @@ class Balance(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         "USD"
     )
     webhook: Annotated[str, d("URL to POST balance.warning to; empty = log only.")] = ""
+    disable_offsets: Annotated[
+        bool,
+        d(
+            "The guide's Disable Balance Offsets: the cost of calls we send to the"
+            " relationship's termination trunk groups is not credited to its balance (and"
+            " not counted at admission); `sbc balance show` lists it apart."
+        ),
+    ] = False
+    on_suspend: Annotated[
+        Literal["keep", "hangup"],
+        d(
+            "Calls up when the balance less the running cost of the calls in progress"
+            " reaches suspend_at: keep them, or hangup (BYE both legs, CANCEL in setup;"
+            " CDR reason balance_suspended)."
+        ),
+    ] = "keep"
 
 
 class Relationship(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):

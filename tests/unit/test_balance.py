@@ -158,8 +158,8 @@ def test_the_keeper_decides_credit_settles_and_refuses_with_balance_suspended(
     assert denied is not None and denied.label == "balance_suspended"
     assert keeper.execute(Answered("a", 5.0), 5.0) is None
     assert settlement([{"call_id": "a", "relationship": "c", "revenue": "0.6000", "x": 1},
-                       {"call_id": "n", "relationship": ""}]) == [
-        {"call_id": "a", "relationship": "c", "revenue": "0.6000"}
+                       {"call_id": "n", "relationship": ""}], {}, {"c": POLICY}) == [
+        {"call_id": "a", "relationship": "c", "revenue": "0.6000", "cost": None, "vendor": ""}
     ]  # fmt: skip
     keeper.settle([{"call_id": "a", "relationship": "c", "revenue": "0.6000"}], {"c": POLICY})
     assert not keeper.book.holding
