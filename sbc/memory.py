@@ -46,25 +46,31 @@ TRIM_EVERY = 60.0  # seconds between trims while the node still holds something
 
 class TrimPolicy:
     """When to hand the memory a burst used back to the system. Fed the node's load (calls
-    plus transactions held) once per check, with the time: it trims once the load fell to a
-    tenth of its peak since the last trim, if that peak was at least ``after``: at once when
-    the node holds nothing, at most once per ``every`` seconds while it still holds some
-    (each trim is a full collection: not for every check of a node that stays busy)."""
+    plus transactions held) once per check, with the time. After a peak of at least
+    ``after``: once the node holds nothing, at once; before that, when the load fell to a
+    tenth of its peak since the last trim, at most once per ``every`` seconds (each trim is a
+    full collection: not for every check of a node that stays busy)."""
 
     def __init__(self, after: int = TRIM_AFTER, every: float = TRIM_EVERY) -> None:
         self.after = after
         self.every = every
         self.peak = 0
+        self.busy = False  # a peak of ``after`` since the node last held nothing
         self.last = float("-inf")
 
     def check(self, load: int, now: float) -> bool:
         self.peak = max(self.peak, load)
-        if self.peak < self.after or load * 10 > self.peak:
-            return False  # never busy enough, or still busy
-        if load and now - self.last < self.every:
-            return False
-        self.peak, self.last = load, now
-        return True
+        self.busy = self.busy or self.peak >= self.after
+        if not load:
+            trim, self.busy, self.peak = self.busy, False, 0
+        else:
+            trim = self.peak >= self.after and load * 10 <= self.peak
+            trim = trim and now - self.last >= self.every
+            if trim:
+                self.peak = load
+        if trim:
+            self.last = now
+        return trim
 
 
 def _libc_trim() -> Any:

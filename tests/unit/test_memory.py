@@ -86,6 +86,18 @@ def test_trim_policy_trims_after_a_big_drop_at_most_once_a_minute() -> None:
     assert not policy.check(100, 80.0)  # a drop from 1,200 to 100: within 60 s of the last
     assert policy.check(100, 100.0)  # and once the minute is over
     assert not policy.check(5, 110.0)  # its peak is now 100: below ``after``
+    assert policy.check(0, 120.0)  # but it was busy since it last held nothing
+    assert not policy.check(0, 130.0)
+
+
+def test_trim_policy_trims_again_once_idle_after_a_partial_trim() -> None:
+    """A burst of 3,000 ebbing: trimmed at 250 (a tenth), and again once at 0, though 250
+    is below ``after``: what the last calls and their BYEs' transactions held goes too."""
+    policy = memory.TrimPolicy(after=1000, every=60.0)
+    loads = [3000, 1200, 250, 40, 0, 0]
+    assert [policy.check(n, 10.0 * i) for i, n in enumerate(loads)] == [
+        False, False, True, False, True, False,
+    ]  # fmt: skip
 
 
 def test_quiet_repacks_the_trace_ring() -> None:
