@@ -22,6 +22,7 @@ LINE = 200  # bytes of a first line kept when it has no CRLF in its first 512
 # correlation id itself, an A-leg message); then peer, Call-ID and first line, as bytes
 _HEAD = struct.Struct("<HdBBH")
 _COUNT = struct.Struct("<H")  # a ladder opens with its number of entries
+_pack = _HEAD.pack
 
 
 class Ring:
@@ -37,22 +38,23 @@ class Ring:
         its Call-ID (the B-leg's, or the correlation id itself) and first line."""
         cid = b"" if call_id == correlation else call_id.encode("latin-1", "replace")[:0xFFFF]
         where = peer.encode()[:0xFF]
-        size = _HEAD.size + len(where) + len(cid) + len(line)
-        entry = _HEAD.pack(size, when, inbound, len(where), len(cid)) + where + cid + line
         ring = self.rings.get(correlation)
         if ring is None:
-            ring = self.rings[correlation] = bytearray(_COUNT.pack(0))
+            ring = self.rings[correlation] = bytearray(2)
             if len(self.rings) > self.calls:
                 self.rings.popitem(last=False)
         else:
             self.rings.move_to_end(correlation)
-        (count,) = _COUNT.unpack_from(ring)
+        count = ring[0] | ring[1] << 8  # little-endian, as _COUNT
         if count >= self.per_call:  # the oldest entry goes
-            (oldest,) = _COUNT.unpack_from(ring, _COUNT.size)
-            del ring[_COUNT.size : _COUNT.size + oldest]
+            del ring[2 : 2 + (ring[2] | ring[3] << 8)]
         else:
-            _COUNT.pack_into(ring, 0, count + 1)
-        ring += entry
+            ring[0], ring[1] = (count + 1) & 0xFF, (count + 1) >> 8
+        size = _HEAD.size + len(where) + len(cid) + len(line)
+        ring += _pack(size, when, inbound, len(where), len(cid))
+        ring += where
+        ring += cid
+        ring += line
 
     def ladder(self, correlation: str) -> list[dict[str, Any]]:
         """The call's messages, oldest first; leg ``a`` carries the correlation id itself."""
