@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from sbc.config.loader import host_port
 from sbc.sip.steer import call_id
-from sbc.trace import Ring, first_line
+from sbc.trace import Ring, head
 
 if TYPE_CHECKING:
     from sbc.config.node import Node
@@ -249,7 +249,7 @@ class Capture:
             and (not inbound or corr in trace.rings or data.startswith(b"INVITE "))
         ):
             where = f"{peer.transport}:{peer.host}:{peer.port}"
-            trace.add(corr, (time.time(), inbound, where, cid, first_line(data)))
+            trace.add(corr, time.time(), inbound, where, cid, head(data))
         sender = self.sender
         if sender is None:
             return

@@ -17,10 +17,13 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from sbc.sip import parser
+from sbc.sip.timers import TimerHeap
 
 if TYPE_CHECKING:
     from sbc.call.controller import CallController
+    from sbc.hep import Capture
     from sbc.sip.transaction import TransactionLayer
+    from sbc.trace import Ring
 
 COUNTED = frozenset(
     (
@@ -37,24 +40,37 @@ COUNTED = frozenset(
 
 
 TOP_TYPES = 15  # types listed by /memory's census
-TRIM_AFTER = 1000  # calls held at once since the last trim that make a quiet node trim
+TRIM_AFTER = 1000  # calls + transactions held at once since the last trim that make a trim
+TRIM_EVERY = 60.0  # seconds between trims while the node still holds something
 
 
 class TrimPolicy:
-    """When to hand the allocator's free memory back to the system: once the node is quiet
-    (no call held) after it held at least ``TRIM_AFTER`` calls at once. Pure: fed the calls
-    held, once per check."""
+    """When to hand the memory a burst used back to the system. Fed the node's load (calls
+    plus transactions held) once per check, with the time. After a peak of at least
+    ``after``: once the node holds nothing, at once; before that, when the load fell to a
+    tenth of its peak since the last trim, at most once per ``every`` seconds (each trim is a
+    full collection: not for every check of a node that stays busy)."""
 
-    def __init__(self, after: int = TRIM_AFTER) -> None:
+    def __init__(self, after: int = TRIM_AFTER, every: float = TRIM_EVERY) -> None:
         self.after = after
+        self.every = every
         self.peak = 0
+        self.busy = False  # a peak of ``after`` since the node last held nothing
+        self.last = float("-inf")
 
-    def check(self, calls: int) -> bool:
-        self.peak = max(self.peak, calls)
-        if calls or self.peak < self.after:
-            return False
-        self.peak = 0
-        return True
+    def check(self, load: int, now: float) -> bool:
+        self.peak = max(self.peak, load)
+        self.busy = self.busy or self.peak >= self.after
+        if not load:
+            trim, self.busy, self.peak = self.busy, False, 0
+        else:
+            trim = self.peak >= self.after and load * 10 <= self.peak
+            trim = trim and now - self.last >= self.every
+            if trim:
+                self.peak = load
+        if trim:
+            self.last = now
+        return trim
 
 
 def _libc_trim() -> Any:
@@ -88,26 +104,42 @@ def compact(maps: list[dict[Any, Any]]) -> None:
         m.update(kept)
 
 
-def quiet(controller: CallController, layer: TransactionLayer) -> tuple[int, int]:
-    """A busy node gone quiet gives memory back (TrimPolicy says when): the parser's caches
-    emptied and the call path's maps compacted (both pin what 10,000 ended calls used), a
-    full collection, then ``trim()``. RSS before and after, in kB."""
+def quiet(
+    controller: CallController, layer: TransactionLayer, trace: Ring | None = None
+) -> tuple[int, int]:
+    """A busy node gone quiet gives memory back (TrimPolicy says when). CPython returns an
+    allocator arena (1 MiB) only once every object in it is gone, so what outlives a burst
+    of calls pins the burst's arenas: the parser's caches are emptied, the call path's maps
+    compacted, cancelled timers dropped, the type attribute cache cleared (it keeps each name
+    looked up), a full collection, the trace ring repacked, then ``trim()`` for the C
+    heap. RSS before and after, in kB."""
     before = rss_kb()
     parser.forget_recent()
     compact(_maps(controller, layer))
-    gc.collect()
+    for owner in (controller, layer):
+        heap = getattr(owner, "_timers", None)
+        if isinstance(heap, TimerHeap):
+            heap.purge()
+    sys._clear_type_cache()
+    gc.collect()  # the garbage in cycles goes first: the ring is rebuilt in what is left
+    if trace is not None:
+        trace.repack()
     return before, trim()[1]
 
 
-async def keep(controller: CallController, layer: TransactionLayer, log: Any) -> None:
-    """Every 10 s: once a busy node is quiet again, give the memory its calls used back
+async def keep(
+    controller: CallController, layer: TransactionLayer, log: Any, hep: Capture | None = None
+) -> None:
+    """Every 10 s: once a busy node's load dropped, give the memory it used back
     (TrimPolicy, quiet), logged as memory.trimmed."""
     policy = TrimPolicy()
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(10.0)
-        if policy.check(len(controller.calls)):
-            before, after = quiet(controller, layer)
-            log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after)
+        load = len(controller.calls) + sum(layer.counts)
+        if policy.check(load, loop.time()):
+            before, after = quiet(controller, layer, hep.trace if hep is not None else None)
+            log.info("memory.trimmed", rss_kb_before=before, rss_kb_after=after, load=load)
 
 
 # The maps that hold per-call and per-transaction entries, by owner attribute and name (the

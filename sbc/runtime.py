@@ -226,7 +226,7 @@ class Runtime:
         self.notifier.ready(self._summary())
         if self.notifier.watchdog:
             self._spawn(self._watchdog(self.notifier.watchdog))
-        self._spawn(memory.keep(self.controller, self.layer, self.log))
+        self._spawn(memory.keep(self.controller, self.layer, self.log, self.hep))
         if self.balances is not None:
             self._spawn(self.balances.run(lambda: self.controller.snapshot.balances))
         self._spawn(self.tcp.keep_sweeping())  # node.tcp: slowloris, idle, the cap

@@ -41,9 +41,9 @@ from sbc.sip.dialog import Dialog
 from sbc.sip.digest import authorization, pick_challenge
 from sbc.sip.ids import new_id
 from sbc.sip.message import Response, make_response, resend
-from sbc.sip.stateless import make_cancel
+from sbc.sip.stateless import make_cancel, settled
 from sbc.sip.timers import TimerHeap
-from sbc.sip.transaction import ClientTransaction, State, settled
+from sbc.sip.transaction import ClientTransaction, State
 from sbc.state import Answered
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,19 @@ class TimerConfig:
     def timeout(self) -> float:
         """64*T1: Timers B, F, H, J, L and M."""
         return 64 * self.t1
+
+
+# "_timer_" + kind, made once per kind: a fresh name string per firing would be kept by
+# CPython's type attribute cache (4096 entries), and each one pins an allocator arena that
+# a burst of calls opened, long after the calls ended.
+_HANDLERS: dict[str, str] = {}
+
+
+def _handler(kind: str) -> str:
+    name = _HANDLERS.get(kind)
+    if name is None:
+        name = _HANDLERS[kind] = sys.intern("_timer_" + kind)
+    return name
 
 
 TimerHandle = list[Any]  # [when, seq, obj, kind, owner]: what ``arm`` returns, ``cancel`` takes
@@ -76,6 +90,16 @@ class TimerHeap:
             heapq.heapify(heap)
             self._cancelled = 0
 
+    def purge(self) -> None:
+        """Drop every cancelled entry now (a quiet node: sbc.memory.quiet). The few left below
+        ``_compact``'s threshold would each pin an allocator arena of the burst that armed
+        them; the heap's own list is rebuilt too, sized for what is left."""
+        if self._cancelled:
+            heap = [e for e in self._heap if e[3]]
+            heapq.heapify(heap)
+            self._heap = heap
+            self._cancelled = 0
+
     def next_deadline(self) -> float | None:
         heap = self._heap
         while heap and not heap[0][3]:
@@ -93,5 +117,5 @@ class TimerHeap:
                 continue
             obj, owner = entry[2], entry[4]
             entry[2], entry[3], entry[4] = None, "", None  # fired: a later cancel() is a no-op
-            getattr(owner, "_timer_" + kind)(obj, now)
+            getattr(owner, _handler(kind))(obj, now)
         self._compact()

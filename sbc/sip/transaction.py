@@ -43,7 +43,7 @@ from sbc.sip.errors import SipError
 from sbc.sip.ids import new_id
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.parser import KNOWN_METHODS, check_request, parse_message
-from sbc.sip.stateless import make_ack, raw_headers, stamped, stateless_error
+from sbc.sip.stateless import make_ack, raw_headers, settled, stamped, stateless_error
 from sbc.sip.timers import TimerConfig, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -94,6 +94,7 @@ class ClientTransaction:
 
     __slots__ = (
         "ack", "ctx", "data", "interval", "invite", "key", "quiet", "request", "state", "target",
+        "until",
     )  # fmt: skip
 
     def __init__(self, request: Request, target: Target, data: bytes, ctx: Any) -> None:
@@ -109,6 +110,7 @@ class ClientTransaction:
         # non-2xx (§17.1.1.3), the TU's for a 2xx (§13.2.2.4, ``send_ack`` with ``tx``).
         self.ack: bytes | None = None
         self.quiet = False  # set by the TU to stop retransmitting while still matching responses
+        self.until = 0.0  # Timer B's deadline, then (INVITE, Accepted) Timer M's
 
 
 class ServerTransaction:
@@ -218,17 +220,6 @@ def response_target(req: Request, source: Target) -> Target:
     if source.reliable or "rport" in via.params:
         return source
     return Target(source.transport, source.host, via.port or 5060)
-
-
-def settled(req: Request) -> Request:
-    """What a transaction (and the call) still needs of a request once it has its final
-    answer: method, Call-ID, CSeq, From, To and Request-URI (matching, counters, records),
-    without its header list, Vias, Contacts or body."""
-    return Request(
-        headers=[], body=b"", vias=[], from_=req.from_, to=req.to, call_id=req.call_id,
-        cseq=req.cseq, cseq_method=req.cseq_method, max_forwards=req.max_forwards,
-        method=req.method, uri=req.uri, ruri=req.ruri,
-    )  # fmt: skip
 
 
 def server_key(req: Request) -> tuple[Any, ...]:
@@ -343,7 +334,8 @@ class TransactionLayer:
         if not target.reliable:
             tx.interval = self.timers.t1
             self._arm(now + tx.interval, tx, "retransmit_request")
-        self._arm(now + self.timers.timeout, tx, "request_timeout")  # Timer B or F
+        tx.until = now + self.timers.timeout
+        self._arm(tx.until, tx, "request_timeout")  # Timer B or F
         if request.method == "CANCEL":
             invite = self._client.get((request.branch, "INVITE"))
             if invite is not None:
@@ -385,7 +377,10 @@ class TransactionLayer:
                 if st in (State.CALLING, State.PROCEEDING):
                     tx.state = State.ACCEPTED
                     tx.data, tx.request = b"", settled(tx.request)
-                    self._arm(now + self.timers.timeout, tx, "accepted_end")  # Timer M
+                    if now < tx.until:  # Timer B's entry, still armed, arms Timer M
+                        tx.until = now + self.timers.timeout  # (one entry per call, not two)
+                    else:
+                        self._arm(now + self.timers.timeout, tx, "accepted_end")  # Timer M
                     self.events.append(ResponseReceived(resp, tx, now))
                 elif st is State.ACCEPTED:  # 2xx retransmission or fork: the TU ACKs again
                     self.events.append(ResponseReceived(resp, tx, now))
@@ -432,7 +427,9 @@ class TransactionLayer:
         self._arm(now + tx.interval, tx, "retransmit_request")
 
     def _timer_request_timeout(self, tx: ClientTransaction, now: float) -> None:
-        if tx.state in (State.CALLING, State.TRYING, State.PROCEEDING) and not (
+        if tx.state is State.ACCEPTED:  # answered before Timer B: now Timer M
+            self._arm(tx.until, tx, "accepted_end")
+        elif tx.state in (State.CALLING, State.TRYING, State.PROCEEDING) and not (
             tx.invite and tx.state is State.PROCEEDING  # Timer B only runs in Calling
         ):
             self._terminate_client(tx)

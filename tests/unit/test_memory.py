@@ -9,6 +9,7 @@ import sys
 from sbc import memory
 from sbc.sip import parser
 from sbc.sip.message import Request, make_response
+from sbc.trace import Ring
 from tests.helpers import CALLER, SDP, Lab, invite
 
 DIALOG = (
@@ -68,3 +69,43 @@ def test_compact_keeps_every_entry() -> None:
     before = sys.getsizeof(m)
     memory.compact([m])
     assert m == {i: str(i) for i in range(990, 1000)} and sys.getsizeof(m) < before
+
+
+def test_trim_policy_trims_after_a_big_drop_at_most_once_a_minute() -> None:
+    """Fed calls + transactions every 10 s (fake time): a tenth of the peak is a big drop;
+    while the node still holds some, at most one trim per ``every``; idle trims at once."""
+    policy = memory.TrimPolicy(after=1000, every=60.0)
+    assert not policy.check(20_000, 0.0)  # a burst
+    assert not policy.check(2_500, 10.0)  # down, but more than a tenth
+    assert policy.check(1_500, 20.0)  # a tenth: trimmed, calls still up
+    assert policy.peak == 1_500
+    assert not policy.check(100, 30.0)  # a big drop again, but 10 s after the last trim
+    assert policy.check(0, 40.0)  # idle: at once
+    assert not policy.check(0, 50.0) and not policy.check(900, 60.0)  # nothing to give back
+    assert not policy.check(1_200, 70.0)
+    assert not policy.check(100, 80.0)  # a drop from 1,200 to 100: within 60 s of the last
+    assert policy.check(100, 100.0)  # and once the minute is over
+    assert not policy.check(5, 110.0)  # its peak is now 100: below ``after``
+    assert policy.check(0, 120.0)  # but it was busy since it last held nothing
+    assert not policy.check(0, 130.0)
+
+
+def test_trim_policy_trims_again_once_idle_after_a_partial_trim() -> None:
+    """A burst of 3,000 ebbing: trimmed at 250 (a tenth), and again once at 0, though 250
+    is below ``after``: what the last calls and their BYEs' transactions held goes too."""
+    policy = memory.TrimPolicy(after=1000, every=60.0)
+    loads = [3000, 1200, 250, 40, 0, 0]
+    assert [policy.check(n, 10.0 * i) for i, n in enumerate(loads)] == [
+        False, False, True, False, True, False,
+    ]  # fmt: skip
+
+
+def test_quiet_repacks_the_trace_ring() -> None:
+    lab = Lab()
+    ring = Ring(per_call=4)
+    for n in range(50):
+        ring.add(f"c{n}", float(n), True, "udp:127.0.0.1:5070", f"c{n}", b"INVITE sip:x SIP/2.0")
+    before = {k: ring.ladder(k) for k in ring.rings}
+    old = ring.rings
+    memory.quiet(lab.ctrl, lab.layer, ring)
+    assert ring.rings is not old and {k: ring.ladder(k) for k in ring.rings} == before

@@ -136,3 +136,37 @@ def test_unparseable_request_gets_400_from_its_raw_headers() -> None:
     resp = parse_message(data)
     assert isinstance(resp, Response) and resp.status == 400 and target == PEER
     assert resp.call_id == "c1"
+
+
+def test_invite_client_accepted_ends_64_t1_after_its_2xx_with_one_timer_entry() -> None:
+    """RFC 6026 §8.4: Timer M, 64*T1 after the 2xx, ends the Accepted INVITE client
+    transaction. Answered before Timer B's deadline, Timer B's entry arms it when it runs
+    out (one heap entry per call, not two); answered after it, Timer M is armed at once."""
+    layer = TransactionLayer()
+    req = parse_message(request("INVITE"))
+    tx = layer.send_request(req, PEER, 0.0)  # type: ignore[arg-type]
+    layer.datagrams_to_send()
+    ok = make_response(req, 200, to_tag="t1")  # type: ignore[arg-type]
+    layer.receive(ok.to_bytes(), PEER, 10.0)
+    assert tx.state is State.ACCEPTED and layer.timers_pending == 2  # Timer A's last, B
+    layer.handle_timer(31.9)
+    assert layer.timers_pending == 1  # Timer B's entry, still carrying Timer M
+    layer.handle_timer(32.0)  # Timer B runs out: Accepted, so Timer M is armed
+    assert tx.state is State.ACCEPTED and layer.timers_pending == 1
+    layer.handle_timer(41.9)
+    assert tx.state is State.ACCEPTED
+    layer.handle_timer(42.0)
+    assert tx.state is State.TERMINATED and layer.timers_pending == 0
+    assert [e.response.status for e in layer.pop_events()] == [200]  # type: ignore[union-attr]
+    # A 2xx after a long ringing (Timer B passed in Proceeding): Timer M at once.
+    req = parse_message(request("INVITE", branch="z9hG4bKlate"))
+    tx = layer.send_request(req, PEER, 100.0)  # type: ignore[arg-type]
+    layer.receive(make_response(req, 180, to_tag="t2").to_bytes(), PEER, 100.1)  # type: ignore[arg-type]
+    layer.handle_timer(140.0)
+    assert tx.state is State.PROCEEDING and layer.timers_pending == 0
+    layer.receive(make_response(req, 200, to_tag="t2").to_bytes(), PEER, 150.0)  # type: ignore[arg-type]
+    assert tx.state is State.ACCEPTED and layer.timers_pending == 1
+    layer.handle_timer(181.9)
+    assert tx.state is State.ACCEPTED
+    layer.handle_timer(182.0)
+    assert tx.state is State.TERMINATED
