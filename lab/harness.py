@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "lab" / "sipp"
@@ -434,6 +435,30 @@ def on_worker(prefix: str, worker: int, workers: int = 2) -> str:
         for i in range(1000)
         if zlib.crc32(f"{prefix}-{i}".encode()) % workers == worker
     )
+
+
+def sbc_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``sbc ARGS`` (this tree's) in ``cwd``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "sbc.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=30,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file's records (CDRs, a ledger)."""
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def wait_jsonl(path: Path, count: int, timeout: float = 8.0) -> list[dict[str, Any]]:
+    """The records of ``path`` once it holds at least ``count``."""
+
+    def enough() -> bool:
+        return path.exists() and len(path.read_text().splitlines()) >= count
+
+    assert wait_for(enough, timeout), f"fewer than {count} records in {path}"
+    return jsonl(path)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ import harness
 import pytest
 
 pytestmark = pytest.mark.e2e
+cli = harness.sbc_cli  # `sbc ...` of this tree
 
 A, B, REDIS = 7400, 7404, 7420
 CALLERS = {7401: (A, ["-mp", "7412", "-cp", "7411"]), 7402: (B, ["-mp", "7416", "-cp", "7403"])}
@@ -83,14 +83,6 @@ def offer(root: Path, caller: int, calls: int, hold_ms: int, name: str) -> harne
         "uac_balance.xml", calls=calls, rate=60, port=caller, workdir=root / name,
         remote=f"127.0.0.1:{node}", timeout=30,
         extra=["-s", "15551230000", "-d", str(hold_ms), "-ci", "127.0.0.1", *sipp],
-    )  # fmt: skip
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sbc.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=30,
-        env={"PYTHONPATH": str(harness.ROOT), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
 
 

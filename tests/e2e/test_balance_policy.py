@@ -45,9 +45,6 @@ the workers, which end both with BYE on both legs:
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -59,6 +56,7 @@ import harness
 import pytest
 
 pytestmark = pytest.mark.e2e
+cli = harness.sbc_cli  # `sbc ...` of this tree
 
 PORT, BOTH, PBX, PREPAID, VENDOR, TO_BOTH, LONG = 7420, 7421, 7428, 7432, 7425, 7430, 7434
 SIPP = {
@@ -167,26 +165,11 @@ def offer(
 
 
 def cdrs(workdir: Path, count: int, timeout: float = 8.0) -> list[dict[str, Any]]:
-    path = workdir / "cdr" / "cdr.jsonl"
-
-    def enough() -> bool:
-        return path.exists() and len(path.read_text().splitlines()) >= count
-
-    assert harness.wait_for(enough, timeout), f"fewer than {count} CDRs in {path}"
-    return [json.loads(x) for x in path.read_text().splitlines()]
+    return harness.wait_jsonl(workdir / "cdr" / "cdr.jsonl", count, timeout)
 
 
 def ledger(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "ledger" / "balance.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sbc.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=30,
-        env={"PYTHONPATH": str(harness.ROOT), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    return harness.jsonl(workdir / "ledger" / "balance.jsonl")
 
 
 def pay(config: Path, workdir: Path, rel: str, amount: str) -> None:

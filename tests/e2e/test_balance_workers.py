@@ -41,8 +41,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -54,6 +52,7 @@ import harness
 import pytest
 
 pytestmark = pytest.mark.e2e
+cli = harness.sbc_cli  # `sbc ...` of this tree
 
 PORT, CALLER, VENDOR, ADMIN = 7400, 7401, 7405, 7416
 SECOND = 7402  # a second caller while the first holds its call
@@ -109,26 +108,11 @@ def offer(
 
 
 def cdrs(workdir: Path, count: int, timeout: float = 8.0) -> list[dict[str, Any]]:
-    path = workdir / "cdr" / "cdr.jsonl"
-
-    def enough() -> bool:
-        return path.exists() and len(path.read_text().splitlines()) >= count
-
-    assert harness.wait_for(enough, timeout), f"fewer than {count} CDRs in {path}"
-    return [json.loads(x) for x in path.read_text().splitlines()]
+    return harness.wait_jsonl(workdir / "cdr" / "cdr.jsonl", count, timeout)
 
 
 def ledger(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "ledger" / "balance.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sbc.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=30,
-        env={"PYTHONPATH": str(harness.ROOT), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    return harness.jsonl(workdir / "ledger" / "balance.jsonl")
 
 
 def pay(config: Path, workdir: Path, amount: str, memo: str) -> str:

@@ -174,12 +174,9 @@ class Flow:
                 self.pings += 1
                 if pong:
                     self.send(PONG)
-            head, sep, rest = self.buf.partition(b"\r\n\r\n")
-            if sep:
-                length = int(header(head.decode() + "\r\n\r\n", "Content-Length") or 0)
-                if len(rest) >= length:
-                    self.buf = rest[length:]
-                    return (head + sep + rest[:length]).decode()
+            msg, self.buf = tlspeers.frame(self.buf)
+            if msg is not None:
+                return msg
             left = deadline - time.monotonic()
             if left <= 0 or self.closed:
                 return None

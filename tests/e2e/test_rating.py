@@ -31,8 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +40,7 @@ import harness
 import pytest
 
 pytestmark = pytest.mark.e2e
+cli = harness.sbc_cli  # `sbc ...` of this tree
 
 PORT, BALANCE_PORT = 6500, 6501
 CARRIER, PREPAID = 6510, 6511
@@ -126,14 +125,6 @@ def records(workdir: Path, count: int, timeout: float = 5.0) -> list[dict[str, A
                 return found
         time.sleep(0.05)
     raise AssertionError(f"fewer than {count} CDRs in {path}")
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sbc.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=30,
-        env={"PYTHONPATH": str(harness.ROOT), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
 
 
 def test_lcr_picks_the_cheaper_vendor_and_the_cdr_carries_the_exact_rating(root: Path) -> None:

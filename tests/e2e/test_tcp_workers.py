@@ -49,6 +49,7 @@ import harness
 import pytest
 
 from sbc.sip.digest import authorization, pick_challenge
+from tests.e2e import tlspeers
 
 pytestmark = pytest.mark.e2e
 
@@ -134,12 +135,9 @@ class Pbx:
         while True:
             while self.buf.startswith(b"\r\n"):  # keep-alive bytes
                 self.buf = self.buf[2:]
-            head, sep, rest = self.buf.partition(b"\r\n\r\n")
-            if sep:
-                length = int(header(head.decode() + "\r\n\r\n", "Content-Length") or 0)
-                if len(rest) >= length:
-                    self.buf = rest[length:]
-                    return (head + sep + rest[:length]).decode()
+            msg, self.buf = tlspeers.frame(self.buf)
+            if msg is not None:
+                return msg
             left = deadline - time.monotonic()
             if left <= 0 or self.closed:
                 return None

@@ -64,6 +64,22 @@ def make_cert(d: Path, name: str, ca: str, san: str = "IP:127.0.0.1,DNS:localhos
     )  # fmt: skip
 
 
+def frame(buf: bytes) -> tuple[str | None, bytes]:
+    """The first whole SIP message in a stream's bytes (framed by Content-Length, RFC 3261
+    §18.3), and what follows it; (None, buf) while it has not all arrived."""
+    head, sep, rest = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return None, buf
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            length = int(value)
+    if len(rest) < length:
+        return None, buf
+    return (head + sep + rest[:length]).decode(), rest[length:]
+
+
 class Stream:
     """SIP messages framed by Content-Length off one TLS socket (RFC 3261 §18.3)."""
 
@@ -75,16 +91,9 @@ class Stream:
         self.sock.settimeout(timeout)
         while True:
             self.buf = self.buf.lstrip(b"\r\n")
-            head, sep, rest = self.buf.partition(b"\r\n\r\n")
-            if sep:
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() in (b"content-length", b"l"):
-                        length = int(value)
-                if len(rest) >= length:
-                    self.buf = rest[length:]
-                    return (head + sep + rest[:length]).decode()
+            msg, self.buf = frame(self.buf)
+            if msg is not None:
+                return msg
             try:
                 data = self.sock.recv(65536)
             except (TimeoutError, OSError):
