@@ -125,17 +125,7 @@ def failures() -> float:
     return float(found[1])
 
 
-def headers(msg: str, name: str) -> list[str]:
-    out = []
-    for line in msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
-        n, _, v = line.partition(":")
-        if n.strip().lower() == name.lower():
-            out.append(v.strip())
-    return out
-
-
-def header(msg: str, name: str) -> str:
-    return (headers(msg, name) or [""])[0]
+headers, header = tlspeers.headers, tlspeers.header  # a message's header values
 
 
 def answer(req: str, status: str, tag: str, body: str = "", contact: str = "") -> str:

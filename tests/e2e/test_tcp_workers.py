@@ -92,22 +92,7 @@ def owner(call_id: str) -> int:
     return zlib.crc32(call_id.encode()) % 2
 
 
-def on_worker(prefix: str, worker: int) -> str:
-    """A Call-ID that worker ``worker`` of two owns (lab/harness.on_worker in newer trees)."""
-    return next(f"{prefix}-{i}" for i in range(1000) if owner(f"{prefix}-{i}") == worker)
-
-
-def headers(msg: str, name: str) -> list[str]:
-    out = []
-    for line in msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
-        n, _, v = line.partition(":")
-        if n.strip().lower() == name.lower():
-            out.append(v.strip())
-    return out
-
-
-def header(msg: str, name: str) -> str:
-    return (headers(msg, name) or [""])[0]
+headers, header = tlspeers.headers, tlspeers.header  # a message's header values
 
 
 class Pbx:
@@ -317,7 +302,7 @@ def test_calls_reach_a_pbx_registered_over_tcp_whichever_worker_owns_them(
 
         # the PBX's own call, over its connection, with a Call-ID the other worker owns
         other = 1 - holder
-        cid = on_worker("pbx-out", other)
+        cid = harness.on_worker("pbx-out", other)
         before = len(sbc.events("call.end"))
         ok, bye = pbx.call(cid, NUMBER)
         assert bye.startswith("SIP/2.0 200 "), bye
@@ -361,7 +346,7 @@ def test_a_call_to_a_pbx_whose_connection_is_gone_fails_as_a_transport_error(
         pbx.close()
     time.sleep(0.3)  # the holder sees the FIN
     carrier = harness.Peer("127.0.0.1", CARRIER)
-    cid = on_worker("gone", 1 - holder)
+    cid = harness.on_worker("gone", 1 - holder)
     branch = f"z9hG4bK{os.urandom(6).hex()}"
     via = f"Via: SIP/2.0/UDP 127.0.0.1:{CARRIER};branch={branch};rport\r\n"
     common = f"{via}From: <sip:{NUMBER}@127.0.0.1>;tag=c1\r\nCall-ID: {cid}\r\n"
