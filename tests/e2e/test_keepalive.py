@@ -64,7 +64,7 @@ pytestmark = pytest.mark.e2e
 
 PORT, TLS, CARRIER, VENDOR, METRICS = 7500, 7501, 7512, 7520, 7599
 DID, NUMBER = "15557770000", "15558880000"
-PING, PONG = b"\r\n\r\n", b"\r\n"
+PING, PONG = tlspeers.PING, tlspeers.PONG
 CONFIG = f"""
 node:
   listen:
@@ -141,48 +141,7 @@ def answer(req: str, status: str, tag: str, body: str = "", contact: str = "") -
     return "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])
 
 
-class Flow:
-    """One TCP connection, read by hand: SIP messages framed by Content-Length (RFC 3261
-    §18.3), and every CRLF ping counted as it comes (none is lost to the framing)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.pings = 0
-        self.closed = False  # sbc closed (FIN or RST)
-
-    def send(self, data: str | bytes) -> None:
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def read(self, timeout: float, pong: bool = False) -> str | None:
-        """The next SIP message within ``timeout`` s (None: none, or the flow closed);
-        pings on the way are counted, and answered with ``pong``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.buf.startswith(PING):
-                self.buf = self.buf[len(PING) :]
-                self.pings += 1
-                if pong:
-                    self.send(PONG)
-            msg, self.buf = tlspeers.frame(self.buf)
-            if msg is not None:
-                return msg
-            left = deadline - time.monotonic()
-            if left <= 0 or self.closed:
-                return None
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:  # reset
-                data = b""
-            if not data:
-                self.closed = True
-            self.buf += data
-
-
-class Pbx(Flow):
+class Pbx(tlspeers.Flow):
     """A PBX that registers account ``user`` from ``host`` over a TCP connection it opens,
     or a TLS one trusting ``ca``."""
 
@@ -369,7 +328,7 @@ def test_a_quiet_vendor_flow_that_gives_no_pong_is_closed_and_the_bye_opens_a_ne
 ) -> None:
     before = failures()
     server = socket.create_server(("127.0.0.1", VENDOR))
-    flows: list[Flow] = []
+    flows: list[tlspeers.Flow] = []
     byes: list[str] = []
     stop = threading.Event()
 
@@ -377,7 +336,7 @@ def test_a_quiet_vendor_flow_that_gives_no_pong_is_closed_and_the_bye_opens_a_ne
         server.settimeout(0.1)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                flows.append(Flow(server.accept()[0]))
+                flows.append(tlspeers.Flow(server.accept()[0]))
             for flow in flows:
                 msg = flow.read(0.05)
                 if msg is None:

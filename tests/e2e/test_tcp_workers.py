@@ -95,47 +95,19 @@ def owner(call_id: str) -> int:
 headers, header = tlspeers.headers, tlspeers.header  # a message's header values
 
 
-class Pbx:
+class Pbx(tlspeers.Flow):
     """A PBX on one TCP connection from 127.0.0.5: registers account pbx1, answers every
     INVITE with 200 and every BYE with 200 (a reader thread), and places calls of its own."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", PORT), 5, ("127.0.0.5", 0))
+        super().__init__(socket.create_connection(("127.0.0.1", PORT), 5, ("127.0.0.5", 0)))
         self.host, self.port = self.sock.getsockname()[:2]
         self.me = f"{self.host}:{self.port}"
-        self.buf = b""
-        self.closed = False
         self.got: list[str] = []  # every message received, in order
         self.responses: list[str] = []  # to our own requests
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.cseq = 0
-
-    def send(self, data: str) -> None:
-        self.sock.sendall(data.encode())
-
-    def read(self, timeout: float) -> str | None:
-        """The next SIP message (framed by Content-Length, RFC 3261 §18.3), or None."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.buf.startswith(b"\r\n"):  # keep-alive bytes
-                self.buf = self.buf[2:]
-            msg, self.buf = tlspeers.frame(self.buf)
-            if msg is not None:
-                return msg
-            left = deadline - time.monotonic()
-            if left <= 0 or self.closed:
-                return None
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                self.closed = True
-            self.buf += data
 
     def register(self) -> None:
         first = self._register("")

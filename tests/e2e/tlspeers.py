@@ -1,5 +1,6 @@
 """Certificates made with the openssl CLI, and small SIP peers over Python's ssl for the TLS
-e2e tests (Debian's sipp is built without TLS).
+e2e tests (Debian's sipp is built without TLS), and the framing of SIP read by hand off a
+TCP or TLS connection (``frame``, ``Flow``).
 
 The peers speak just enough SIP for a call ladder: a UAS that answers INVITE (100, 200 with
 the offer echoed), ACK, BYE and OPTIONS; a UAC that places one call and hangs up. Every
@@ -64,6 +65,9 @@ def make_cert(d: Path, name: str, ca: str, san: str = "IP:127.0.0.1,DNS:localhos
     )  # fmt: skip
 
 
+PING, PONG = b"\r\n\r\n", b"\r\n"  # RFC 5626 §4.4.1 keep-alives
+
+
 def frame(buf: bytes) -> tuple[str | None, bytes]:
     """The first whole SIP message in a stream's bytes (framed by Content-Length, RFC 3261
     §18.3), and what follows it; (None, buf) while it has not all arrived."""
@@ -78,6 +82,47 @@ def frame(buf: bytes) -> tuple[str | None, bytes]:
     if len(rest) < length:
         return None, buf
     return (head + sep + rest[:length]).decode(), rest[length:]
+
+
+class Flow:
+    """One TCP or TLS connection, read by hand: SIP messages framed by Content-Length (RFC 3261
+    §18.3), and every CRLF ping counted as it comes (none is lost to the framing)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pings = 0
+        self.closed = False  # sbc closed (FIN or RST)
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def read(self, timeout: float, pong: bool = False) -> str | None:
+        """The next SIP message within ``timeout`` s (None: none, or the flow closed);
+        pings on the way are counted, and answered with ``pong``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.buf.startswith(PING):
+                self.buf = self.buf[len(PING) :]
+                self.pings += 1
+                if pong:
+                    self.send(PONG)
+            msg, self.buf = frame(self.buf)
+            if msg is not None:
+                return msg
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # reset
+                data = b""
+            if not data:
+                self.closed = True
+            self.buf += data
 
 
 class Stream:
