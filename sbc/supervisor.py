@@ -361,8 +361,9 @@ class Supervisor:
         self.draining_since = time.time()
         calls = sum(r["node"]["calls"] for r in await self.ask("status"))
         self.notifier.stopping(f"draining: {calls} calls left")
-        self.log.info("sbc.draining", workers=len(self.workers), calls=calls)
+        # Workers first: the line tells peers and tests that new calls are refused now.
         self.signal_all(signal.SIGTERM)
+        self.log.info("sbc.draining", workers=len(self.workers), calls=calls)
         # A drained worker keeps reading its socket: the kernel may still hand it a BYE's
         # answer for another worker's call, to be steered there. Once the node holds no
         # call (or past the drain's own bounds), a second SIGTERM ends every worker.
