@@ -361,8 +361,14 @@ class Supervisor:
         self.draining_since = time.time()
         calls = sum(r["node"]["calls"] for r in await self.ask("status"))
         self.notifier.stopping(f"draining: {calls} calls left")
-        # Workers first: the line tells peers and tests that new calls are refused now.
+        # Workers first, and the line once each says it refuses new calls: peers and tests
+        # read it as "new INVITEs get 503 from here on".
         self.signal_all(signal.SIGTERM)
+        settle = time.monotonic() + 2.0
+        while time.monotonic() < settle and not all(
+            r["node"]["draining_since"] for r in await self.ask("status")
+        ):
+            await asyncio.sleep(0.02)
         self.log.info("sbc.draining", workers=len(self.workers), calls=calls)
         # A drained worker keeps reading its socket: the kernel may still hand it a BYE's
         # answer for another worker's call, to be steered there. Once the node holds no

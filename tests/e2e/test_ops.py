@@ -387,6 +387,15 @@ class NotifySocket:
         return out
 
 
+def wait_node_draining(sbc: harness.Sbc, timeout: float = 5.0) -> None:
+    """The supervisor's ``sbc.draining`` (a worker's line names its worker): it is logged
+    once every worker refuses new calls."""
+    deadline = time.monotonic() + timeout
+    while not any("worker" not in e for e in sbc.events("sbc.draining")):
+        assert time.monotonic() < deadline, "no sbc.draining from the supervisor"
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_20_held_calls_and_tells_systemd(tmp_path: Path) -> None:
     """SIGTERM during 20 held calls: a new INVITE gets 503 + Retry-After, the 20 end normally
     (caller BYE), the process exits 0; systemd hears READY, RELOADING, WATCHDOG, STOPPING."""
@@ -415,7 +424,7 @@ def test_sigterm_drains_20_held_calls_and_tells_systemd(tmp_path: Path) -> None:
                 )
                 assert len(sbc.wait_events("call.answer", 20, timeout=10)) == 20
                 sbc.proc.send_signal(signal.SIGTERM)
-                sbc.wait_events("sbc.draining", 1)
+                wait_node_draining(sbc)
                 status, retry = invite_once(port, 5673, "drain-new-1")
                 assert (status, retry) == (503, "60")
                 assert harness.options(port) == 503  # peers' monitoring takes us out
