@@ -35,6 +35,9 @@ MODULES = (
     *(f"routing/{m}.py" for m in ("plan", "select", "hunting", "health", "monitor")),
     *(f"sbc/{m}.py" for m in ("edge", "lockout", "stats", "admission", "manipulate")),
     *(f"sbc/{m}.py" for m in ("cdr", "executor", "transport", "runtime", "worker")),
+    # what every message passes through besides the call path: the trace ring and HEP tap,
+    # the flood counter
+    *(f"sbc/{m}.py" for m in ("trace", "hep", "flood")),
 )
 
 _mode = "pure"
