@@ -38,6 +38,7 @@ from sbc.config.loader import load_config
 TICKS = os.sysconf("SC_CLK_TCK")
 KAMAILIO_PORT = 5065
 ADMIN = "http://127.0.0.1:9091"  # config/lab's node.admin.listen
+METRICS = "http://127.0.0.1:9090/metrics"  # and its node.metrics.listen
 SCENARIO = "uac_bench.xml"
 PATHS = {
     "direct": "127.0.0.1:5083",
@@ -71,6 +72,19 @@ def children(pid: int) -> list[int]:
             if ppid == pid:
                 out.append(int(entry.name))
     return out
+
+
+def steered() -> float | None:
+    """The node's sbc_steered_total from config/lab's metrics listener (None: no workers)."""
+    try:
+        with urllib.request.urlopen(METRICS, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for row in text.splitlines():
+        if row.startswith("sbc_steered_total "):
+            return float(row.split()[1])
+    return None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -131,7 +145,8 @@ def step(
             extra=["-l", str(rate * 8), "-max_socket", "50000"],
         )
         elapsed = time.monotonic() - t0
-        cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100 if pid else float("nan")
+        used = cpu_seconds(pid) - cpu0 if pid else float("nan")
+        cpu = used / elapsed * 100
     ok = result.count("SuccessfulCall")
     failed = result.count("FailedCall") + max(0, calls - ok - result.count("FailedCall"))
     return {
@@ -145,6 +160,7 @@ def step(
         "p95": pct(result.rtt_ms, 0.95),
         "p99": pct(result.rtt_ms, 0.99),
         "cpu": cpu,
+        "cpu_us_per_call": used / max(1, ok) * 1e6,
     }
 
 
@@ -191,7 +207,7 @@ def passes(row: dict[str, float | str]) -> bool:
 
 HEADER = (
     f"{'path':8} {'cps':>5} {'calls':>6} {'failed':>6} {'retrans':>7} "
-    f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'cpu%':>6}"
+    f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'cpu%':>6} {'us/call':>7}"
 )
 
 
@@ -199,7 +215,8 @@ def line(row: dict[str, float | str]) -> str:
     return (
         f"{row['path']:8} {row['rate']:>5} {row['calls']:>6} {row['failed']:>6} "
         f"{row['retrans']:>7} {float(row['p50']):>7.1f} {float(row['p95']):>7.1f} "
-        f"{float(row['p99']):>7.1f} {float(row['cpu']):>6.1f}"
+        f"{float(row['p99']):>7.1f} {float(row['cpu']):>6.1f} "
+        f"{float(row['cpu_us_per_call']):>7.0f}"
     )
 
 
@@ -242,7 +259,7 @@ unset multiplot
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rates", default="100,250,500,750,1000,1250,1500,2000")
+    parser.add_argument("--rates", default="100,250,500,750,1000,1125,1250,1375,1500,2000")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--log-level", default="warning", help="sbc log level during the run")
     parser.add_argument("--peer", choices=["kamailio"], help="also run the ramp through it")
@@ -290,6 +307,7 @@ def main() -> int:
     sbc = harness.start_sbc(work / "sbc", log_level=args.log_level)
     try:
         ramp("sbc", sbc.proc.pid)
+        handed = steered()  # what steering cost: messages one worker handed to another
     finally:
         sbc.stop()
     best = {p: knee([r for r in rows if r["path"] == p])
@@ -299,6 +317,17 @@ def main() -> int:
     for peer in ("direct", "kamailio"):
         if best.get(peer):
             print(f"sbc / {peer}: {best['sbc'] / best[peer]:.2f} (same run)")
+    for r in (500, *rates):  # CPU per call where every path still keeps up
+        us = {str(x["path"]): float(x["cpu_us_per_call"]) for x in rows if x["rate"] == r}
+        if us.get("sbc", 0) > 0 and us.get("kamailio", 0) > 0:
+            print(
+                f"CPU per call at {r} cps: sbc {us['sbc']:.0f} us, kamailio "
+                f"{us['kamailio']:.0f} us ({us['sbc'] / us['kamailio']:.2f}x)"
+            )
+            break
+    sbc_calls = sum(float(r["calls"]) for r in rows if r["path"] == "sbc")
+    if handed is not None and sbc_calls:
+        print(f"hand-overs between workers: {handed / sbc_calls:.2f} per call (sbc_steered_total)")
     medians = [float(r["p50"]) for r in rows if r["path"] == "sbc" and r["calls"]]
     if medians:
         print(f"median setup time through sbc across steps: {statistics.median(medians):.1f} ms")
