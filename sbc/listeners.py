@@ -7,6 +7,12 @@ share its port with an IPv4 socket on ``0.0.0.0``. A UDP datagram leaves from th
 listener of its destination's family, so an IPv6 vendor gets our IPv6 socket and an IPv4
 one our IPv4 socket (the address our Via and Contact name, sbc.call.headers.local). With
 ``node.workers`` > 1 each worker binds every socket with SO_REUSEPORT, both families alike.
+
+With ``node.worker_port`` set, a worker also binds a UDP socket of its own per family (the
+first UDP listener's address, port worker_port + its index). A request whose Via names that
+port (sbc.call.outbox: B-legs to IP vendors, OPTIONS pings) leaves from it, so the vendor's
+answers come back to this worker (RFC 3261 §18.2.2, RFC 3581 rport) instead of to whichever
+worker the kernel's hash picks; everything else leaves from the shared listener.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from sbc.config.families import family
 from sbc.config.node import Listen
 from sbc.sip.transaction import Target
 from sbc.transport import Sink, TcpConnection, TcpPool, UdpEndpoint, grow_receive_buffer
+
+# Our Via is the first header after the request line; a Request-URI is rarely longer.
+_VIA_WITHIN = 1024
 
 
 def udp_socket(address: str, port: int, shared: bool) -> socket.socket:
@@ -45,6 +54,9 @@ class Listeners:
         self.udp: dict[tuple[str, int], UdpEndpoint] = {}
         self.out: dict[int, UdpEndpoint] = {}  # family -> the UDP endpoint datagrams leave by
         self.servers: list[asyncio.AbstractServer] = []
+        self.own: dict[int, UdpEndpoint] = {}  # family -> this worker's own socket
+        self.own_ports: dict[int, int] = {}  # family -> its port (what our Via then names)
+        self._marks: dict[int, bytes] = {}  # family -> b":PORT;branch=": our Via names it
 
     async def open(
         self,
@@ -54,10 +66,12 @@ class Listeners:
         tls: ssl.SSLContext | None,
         shared: bool,
         handshake_timeout: float = 10.0,
+        own_port: int = 0,
     ) -> None:
         """Bind every socket of ``listen``; ``tls``: the server context (None: no TLS
         listener is opened), its handshakes closed after ``handshake_timeout`` seconds;
-        ``shared``: workers share each address (SO_REUSEPORT)."""
+        ``shared``: workers share each address (SO_REUSEPORT); ``own_port``: this worker's
+        own UDP port (0: none)."""
         loop = asyncio.get_running_loop()
         for x in listen:
             if x.transport == "udp":
@@ -86,19 +100,39 @@ class Listeners:
                 reuse_port=shared or None,
             )
             self.servers.append(server)
+        if own_port:
+            await self._own(listen, sink, own_port)
+
+    async def _own(self, listen: list[Listen], sink: Sink, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for x in listen:
+            fam = family(x.address)
+            if x.transport != "udp" or fam in self.own:
+                continue
+            sock = udp_socket(x.address, port, False)
+            grow_receive_buffer(sock)
+            _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(sink), sock=sock)
+            self.own[fam], self.own_ports[fam] = proto, port
+            self._marks[fam] = b":%d;branch=" % port
 
     def send(self, data: bytes, target: Target) -> bool:
         """A datagram to ``target`` from our socket of its family; False when we have none
-        (the transaction's timers then fail the attempt)."""
-        ep = self.out.get(6 if ":" in target.host else 4)
+        (the transaction's timers then fail the attempt). A request whose Via (our only
+        one, the first header) names this worker's own port leaves from that socket."""
+        fam = 6 if ":" in target.host else 4
+        ep = self.out.get(fam)
         if ep is None:
             return False
+        if self._marks and data[:8] != b"SIP/2.0 ":
+            mark = self._marks.get(fam)
+            if mark is not None and data.find(mark, 0, _VIA_WITHIN) > 0:
+                ep = self.own[fam]
         ep.send(data, target)
         return True
 
     def close(self) -> None:
         for server in self.servers:
             server.close()
-        for ep in self.udp.values():
+        for ep in (*self.udp.values(), *self.own.values()):
             if ep.transport is not None:
                 ep.transport.close()

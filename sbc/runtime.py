@@ -209,7 +209,9 @@ class Runtime:
         sink = self.worker.sink if self.worker is not None else self
         self.tcp.sink = sink  # workers steer what TCP/TLS carries too (sbc.worker)
         timeout = node.tls.handshake_timeout if node.tls else 10.0
-        await self.sockets.open(node.listen, sink, self.tcp, self.tls.server, shared, timeout)
+        own = node.worker_port + self.worker.index if self.worker and node.worker_port else 0
+        await self.sockets.open(node.listen, sink, self.tcp, self.tls.server, shared, timeout, own)
+        self.controller.out.own_ports = self.sockets.own_ports  # read at start, as listen is
         self.hep.configure(node)
         self.log.info(
             "sbc.started",

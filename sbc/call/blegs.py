@@ -94,9 +94,11 @@ class BLegs:
         if to is None and call.replacing is not None:  # RFC 3891: the replaced call's vendor
             to = call.replacing[0]
         target = to.target if to is not None else trunk_target(trunk)
+        mine = own(etg, trunk.type, to, call)
         invite = headers.b_leg_invite(
-            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to
-        )
+            call, etg, trunk, self.out.snapshot, new_id, self.out.contact(target), to,
+            self.out.via(target, own=mine),
+        )  # fmt: skip
         # RFC 3261 §18.1.1: an INVITE over 1300 bytes (the path MTU unknown) goes over TCP
         # where the trunk group reaches this vendor that way too (a tcp trunk, same address)
         twin = tcp_twin(etg, index, self.out.snapshot) if to is None else None
@@ -108,6 +110,7 @@ class BLegs:
             )
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
+        attempt.own = mine
         attempt.redirected_by = to.by if to is not None else None
         attempt.b_side = Side(
             call.snap.media[etg.name], target.host if etg.nat else "", ip_family(target.host)
@@ -368,7 +371,10 @@ class BLegs:
         value = authorization(challenge, "INVITE", invite.uri, trunk.username, trunk.password)
         header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         attempt.invite = resend(
-            invite, self.out.via(attempt.target), invite.cseq + 1, [(header, value)]
+            invite,
+            self.out.via(attempt.target, own=attempt.own),
+            invite.cseq + 1,
+            [(header, value)],
         )
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_auth", attempt.call, attempt=attempt.n, status=resp.status)
@@ -382,7 +388,7 @@ class BLegs:
             return False
         attempt.stretched = True
         invite = attempt.invite
-        via = self.out.via(attempt.target)
+        via = self.out.via(attempt.target, own=attempt.own)
         attempt.invite = resend(invite, via, invite.cseq + 1, list(wanted))
         attempt.tx = self.out.send(attempt.invite, attempt.target, now, ctx=attempt)
         self.out.notice("call.attempt_422", attempt.call, attempt=attempt.n, asked=wanted[0][1])
@@ -442,7 +448,7 @@ class BLegs:
     ) -> None:
         call = attempt.call
         attempt.dialog = Dialog.as_uac(
-            attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+            attempt.invite, resp, attempt.target, attempt.trunk_group.nat, attempt.own
         )
         self.host.expect(attempt.call, attempt.dialog.target_host)
         early = attempt.early
@@ -520,7 +526,7 @@ class BLegs:
         assert dialog is not None
         ack = dialog.request(
             "ACK",
-            self.out.via(attempt.target),
+            self.out.via(attempt.target, dialog),
             None,
             cseq=attempt.invite.cseq,
             body=body,
@@ -534,7 +540,7 @@ class BLegs:
         """A 2xx for an attempt we no longer want: confirm it and hang it up (§15)."""
         if attempt.dialog is None:
             attempt.dialog = Dialog.as_uac(
-                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat, attempt.own
             )
         if tx.ack is not None:  # a retransmission of that 2xx
             self.out.ack(tx.ack, attempt.dialog.destination())
@@ -547,6 +553,16 @@ class BLegs:
         if call.state == "answered":
             self.out.notice("call.max_duration", call)
             self.host.hang_up(call, "sbc", now, reason="Max Call Duration")
+
+
+def own(etg: TrunkGroup, kind: str, to: Redirect | None, call: Call) -> bool:
+    """Does an attempt leave from the worker's own port (node.worker_port)? Toward a vendor
+    we reach, yes. Not toward a peer that reached us (a registered PBX's contact, ``to.by``
+    None with a Request-URI of its own; a replaced call's caller), nor one behind NAT or
+    registered with (its pinhole or binding is our listening port), nor over TCP (the
+    connection is the worker's anyway)."""
+    registered = to is not None and to.by is None and to.ruri is not None
+    return kind == "ip" and not etg.nat and not registered and call.replacing is None
 
 
 def without_sdp(resp: Response) -> Response:

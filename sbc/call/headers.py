@@ -103,10 +103,12 @@ def uri_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def via(snap: Snapshot, transport: str, branch_id: str, peer: str = "") -> Via:
+def via(snap: Snapshot, transport: str, branch_id: str, peer: str = "", port: int = 0) -> Via:
     """Our Via for a new request to ``peer`` (RFC 3261 §8.1.1.7), with rport (RFC 3581);
-    an IPv6 sent-by bracketed (RFC 5118 §4.1)."""
-    host, port = local(snap, transport, peer)
+    an IPv6 sent-by bracketed (RFC 5118 §4.1); ``port``: a worker's own (sbc.listeners),
+    else the listening port."""
+    host, listening = local(snap, transport, peer)
+    port = port or listening
     host = uri_host(host)
     branch = "z9hG4bK" + branch_id
     raw = f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport"
@@ -137,6 +139,7 @@ def b_leg_invite(
     new_id: Callable[[], str],
     our_contact: NameAddr | None = None,
     dest: Redirect | None = None,
+    our_via: Via | None = None,
 ) -> Request:
     """The INVITE of one attempt to ``trunk``: a new Call-ID, From tag and branch; ANI and
     DNIS as the call routes them, then the egress trunk group's manipulations; the caller's
@@ -182,7 +185,7 @@ def b_leg_invite(
     return make_request(
         "INVITE",
         ruri,
-        via=via(snap, target.transport, new_id(), target.host),
+        via=our_via or via(snap, target.transport, new_id(), target.host),
         from_=from_,
         to=to,
         call_id=new_id(),
@@ -218,7 +221,7 @@ def session_offer(cfg: SessionTimer, rel: bool) -> list[tuple[str, str]]:
     ]
 
 
-def options(snap: Snapshot, target: Target, new_id: Callable[[], str]) -> Request:
+def options(snap: Snapshot, target: Target, new_id: Callable[[], str], port: int = 0) -> Request:
     """An OPTIONS ping to a monitored trunk (RFC 3261 §11): any answer but 503 is alive."""
     uri = Uri("sip", "", None, target.uri_host, target.port, target.uri_params)
     local_host, _ = local(snap, target.transport, target.host)
@@ -226,7 +229,7 @@ def options(snap: Snapshot, target: Target, new_id: Callable[[], str]) -> Reques
     return make_request(
         "OPTIONS",
         uri,
-        via=via(snap, target.transport, new_id(), target.host),
+        via=via(snap, target.transport, new_id(), target.host, port),
         from_=NameAddr(None, me, {"tag": new_id()}, str(me)),
         to=NameAddr(None, uri, {}, str(uri)),
         call_id=new_id(),

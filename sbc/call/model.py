@@ -95,6 +95,7 @@ class Attempt:
     prack_held: tuple[str, Dialog] | None = None
     early_answered: bool = False  # that offer was answered: later SDP in it is no new offer
     early_sdp: bytes = b""  # our answer in that PRACK: a re-INVITE refresh sends it (RFC 4028)
+    own: bool = False  # its requests leave from the worker's own port (sbc.call.blegs.own)
 
     @property
     def done(self) -> bool:

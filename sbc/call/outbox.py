@@ -33,6 +33,9 @@ class Outbox:
         # the snapshot it was made from: the same for every call, so not rebuilt per message.
         self._contacts: dict[tuple[str, str, int, bool], tuple[NameAddr, str]] = {}
         self._contacts_of: Snapshot | None = None
+        # family -> this worker's own UDP port (node.worker_port, sbc.listeners): the Via of
+        # the requests we start toward vendors names it, so their answers come back here
+        self.own_ports: dict[int, int] = {}
 
     def notice(self, event: str, call: Call | None, **fields: Any) -> None:
         """Something worth a log line; call lines carry the call's id."""
@@ -69,7 +72,8 @@ class Outbox:
     def probe(self, probe: Probe, now: float) -> None:
         """An OPTIONS ping of a monitored trunk (routing.monitor)."""
         target = Target(*probe.key)
-        options = headers.options(self.snapshot, target, new_id)
+        port = self._own_port(target.transport, target.host, True)
+        options = headers.options(self.snapshot, target, new_id, port)
         probe.tx = self.send(options, target, now, ctx=probe)
 
     def transition(self, t: Transition | None) -> None:
@@ -89,7 +93,7 @@ class Outbox:
         """A BYE on one of the call's dialogs; its answer counts down ``call.byes``."""
         dest = dialog.destination()
         bye = dialog.request(
-            "BYE", self.via(Target(transport, dest.host, 0)), None, headers=headers
+            "BYE", self.via(Target(transport, dest.host, 0), dialog), None, headers=headers
         )
         call.byes += 1
         self.send(bye, dest, now, ctx=Bye(call))
@@ -101,11 +105,20 @@ class Outbox:
         keeps it for the 2xx's retransmissions."""
         self.layer.send_ack(ack, target, tx)
 
-    def via(self, peer: Target | str, dialog: Dialog | None = None) -> Via:
+    def via(self, peer: Target | str, dialog: Dialog | None = None, own: bool = False) -> Via:
         """Our Via toward ``peer``: its transport and our address of its family; ``peer`` a
-        bare transport: the family of ``dialog``'s destination, else switch_ip's."""
+        bare transport: the family of ``dialog``'s destination, else switch_ip's. Our own
+        port (``own_ports``) for a request to a vendor: ``own``, or ``dialog`` is a B-leg's
+        that started so (``Dialog.own``)."""
         transport, host = _toward(peer, dialog)
-        return headers.via(self.snapshot, transport, new_id(), host)
+        own = own or (dialog is not None and dialog.own)
+        port = self._own_port(transport, host, own)
+        return headers.via(self.snapshot, transport, new_id(), host, port)
+
+    def _own_port(self, transport: str, host: str, own: bool) -> int:
+        if not (own and self.own_ports) or transport != "udp":
+            return 0
+        return self.own_ports.get(6 if ":" in host else 4, 0)
 
     def contact(
         self, peer: Target | str, user: str = "sbc", dialog: Dialog | None = None

@@ -220,7 +220,9 @@ class Relayer:
         if server.request.method == "INVITE" and 200 <= resp.status < 300:
             dialog = _dialog(call, relay.to_leg)
             if server.request.body:
-                ack = dialog.request("ACK", self.out.via(dialog.peer), None, cseq=tx.request.cseq)
+                ack = dialog.request(
+                    "ACK", self.out.via(dialog.peer, dialog), None, cseq=tx.request.cseq
+                )
                 self.out.ack(ack, dialog.destination())
             else:  # the ACK brings the answer: hold ours for it
                 call.ack_wait[other(relay.to_leg)] = (dialog, tx.request.cseq, dialog.destination())
@@ -258,7 +260,7 @@ class Relayer:
         to_leg: Leg = "a" if dialog is call.a_dialog else "b"
         extra = identity.in_dialog(call, to_leg, crossing(req))
         ack = dialog.request(
-            "ACK", self.out.via(dialog.peer), None, headers=extra, body=body, cseq=cseq
+            "ACK", self.out.via(dialog.peer, dialog), None, headers=extra, body=body, cseq=cseq
         )
         answered = call.answered
         keep = None  # the answered INVITE's own ACK (late offer) answers its retransmissions

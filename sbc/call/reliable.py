@@ -75,7 +75,7 @@ class Reliable:
         early = attempt.early
         if resp.to.tag and (early is None or early.remote.tag != resp.to.tag):
             early = attempt.early = Dialog.as_uac(
-                attempt.invite, resp, attempt.target, attempt.trunk_group.nat
+                attempt.invite, resp, attempt.target, attempt.trunk_group.nat, attempt.own
             )
         rseq = rseq_of(resp)
         if rseq is None or early is None:
@@ -105,7 +105,7 @@ class Reliable:
         headers = [("RAck", rack)]
         if body:
             headers.append(("Content-Type", "application/sdp"))
-        via = self.out.via(attempt.target)
+        via = self.out.via(attempt.target, early)
         prack = early.request("PRACK", via, None, headers=headers, body=body)
         self.out.send(prack, early.destination(), now, ctx=None)
 

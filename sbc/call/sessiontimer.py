@@ -220,7 +220,9 @@ class SessionTimers:
             return
         dialog = call.a_dialog if s.leg == "a" else call.b_dialog
         if tx.request.method == "INVITE" and resp.status < 300 and dialog is not None:
-            ack = dialog.request("ACK", self.out.via(dialog.peer), None, cseq=tx.request.cseq)
+            ack = dialog.request(
+                "ACK", self.out.via(dialog.peer, dialog), None, cseq=tx.request.cseq
+            )
             self.out.ack(ack, dialog.destination())
         if call.state != "answered":
             return

@@ -10,6 +10,7 @@ Nothing is half-applied: the caller gets a whole ``Config`` or a ``ConfigError``
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -355,6 +356,14 @@ def _check_node(node: Node, located: _Located) -> None:
             raise located.error(("node", section, "listen"), "must be IP:PORT (IPv6: [IP]:PORT)")
     if node.hep.address and host_port(node.hep.address) is None:
         raise located.error(("node", "hep", "address"), "must be IP:PORT (IPv6: [IP]:PORT)")
+    if node.worker_port:  # worker i binds worker_port + i beside the listeners
+        count = node.workers or (os.cpu_count() or 1)
+        taken = {x.port for x in node.listen if x.transport == "udp"}
+        if taken & set(range(node.worker_port, node.worker_port + count)):
+            raise located.error(
+                ("node", "worker_port"),
+                f"worker_port..worker_port+{count - 1} (one per worker) overlaps a UDP listen port",
+            )
 
 
 def _check_trunk_groups(config: Config, located: _Located) -> None:

@@ -347,6 +347,13 @@ class Node(Base, kw_only=True, frozen=True, forbid_unknown_fields=True):
         ),
         Meta(ge=0, le=64),
     ] = 0
+    worker_port: Annotated[
+        int,
+        d(
+            "With workers > 1: worker i sends the requests it starts toward vendors (B-leg INVITEs and their in-dialog requests over UDP, OPTIONS pings) from a UDP socket of its own, <first UDP listen address of the family>:worker_port + i, and names it in the Via, so the vendor's answers reach the worker that owns the call with no hand-over; Contact stays the listening port. 0 = every request leaves from the listening port (answers are handed to their owner). Read at start."
+        ),
+        Meta(ge=0, le=65471),
+    ] = 0
     switch_ip: Annotated[str, d("Address peers are told to send to (Via, Contact, SDP).")] = (
         "127.0.0.1"
     )

@@ -36,6 +36,7 @@ class Dialog:
     peer: Target  # the address the peer's signaling uses (used with nat, or for names)
     nat: bool = False
     remote_cseq: int | None = None  # the peer's last CSeq (§12.2.2); None until it sends one
+    own: bool = False  # our requests in it leave from the worker's own port (sbc.listeners)
 
     @property
     def local_tag(self) -> str:
@@ -51,7 +52,9 @@ class Dialog:
         return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq)
 
     @classmethod
-    def as_uac(cls, invite: Request, response: Response, target: Target, nat: bool) -> Dialog:
+    def as_uac(
+        cls, invite: Request, response: Response, target: Target, nat: bool, own: bool = False
+    ) -> Dialog:
         """The dialog a UAC forms from a 1xx/2xx with a To tag (§12.1.2): the peer's tag from
         To, its Contact as remote target, the Record-Route set reversed."""
         remote_target = (
@@ -67,6 +70,7 @@ class Dialog:
             routes,
             target,
             nat,
+            own=own,
         )
 
     @property

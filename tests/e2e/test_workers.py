@@ -5,6 +5,8 @@ across them, and `kill -9` of one worker loses only its calls.
     uac 6170 ──> sbc :6160 ─┬─ worker 0 ─┐  (each reads what the kernel gives it and
                             └─ worker 1 ─┴─ hands on what the other owns, by Call-ID)
                                           ──> uas 6181 / 6182
+                 worker i's B-legs leave from :6190+i (node.worker_port), so the vendors'
+                 answers come back to it with no hand-over
 
 Callers run lab/sipp/uac_limits.xml (admitted: 200, held -d ms, BYE, 200; refused: 503).
 """
@@ -16,6 +18,7 @@ import os
 import signal
 import threading
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,11 @@ PORT, ADMIN = 6160, 6161
 CONFIG = """
 node:
   workers: 2
+  worker_port: 6190
   listen: [{address: 127.0.0.1, port: 6160, transport: udp}]
   flood: {exempt: [127.0.0.1]}   # sipp's 50-200 cps from one address: no flood
   admin: {listen: "127.0.0.1:6161"}
+  metrics: {listen: "127.0.0.1:6162"}
   cdr: {path: cdr/cdr.jsonl}
 relationships: [{name: carrier-a}, {name: vendor-x}]
 trunk_groups:
@@ -50,7 +55,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Sbc]:
     config = tmp_path_factory.mktemp("config")
     (config / "sbc.yaml").write_text(CONFIG)
     proc = harness.start_sbc(tmp_path_factory.mktemp("sbc"), config, port=PORT)
-    with harness.sipp_servers("uas", [6181, 6182], tmp_path_factory.mktemp("uas")):
+    uas = tmp_path_factory.mktemp("uas")
+    with harness.sipp_servers("uas", [6181, 6182], uas, extra=["-trace_msg"]):
+        proc.uas_dir = uas  # type: ignore[attr-defined]
         yield proc
     assert proc.alive(), "sbc died during the tests"
     assert proc.stop() == 0
@@ -149,3 +156,48 @@ def test_kill_9_of_a_worker_loses_only_its_calls_and_its_ports_come_back(
     first = result[0]
     assert first.received(200) == 8 + kept  # every 200 to INVITE, and the BYEs of worker 0
     assert node.alive()
+
+
+def steered() -> float:
+    """sbc_steered_total: messages one worker read and handed to the call's owner."""
+    with urllib.request.urlopen("http://127.0.0.1:6162/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sbc_steered_total")
+    )
+
+
+def test_vendor_answers_reach_the_owner_with_no_hand_over(
+    node: harness.Sbc, tmp_path: Path
+) -> None:
+    """20 calls from one sipp socket, Call-IDs w-1..w-20 (so their owners are known: CRC-32
+    modulo 2). The caller's socket is read by one worker, so the caller's INVITE, ACK and BYE
+    of each call the other worker owns are handed over: 3 per such call. The vendors' 100,
+    180, 200 and BYE 200 go to the Via of our requests, the owner's own port (6190 + its
+    index), and none is handed over; the vendors see those ports in every Via."""
+    owners = [zlib.crc32(f"w-{n}".encode()) % 2 for n in range(1, 21)]
+    assert harness.wait_for(lambda: ports8(status()) == 0, timeout=10)
+    before = steered()
+    result = harness.run_sipp(
+        "uac_limits.xml",
+        calls=20,
+        rate=20,
+        port=6173,
+        workdir=tmp_path,
+        remote=f"127.0.0.1:{PORT}",
+        extra=["-s", "15551230000", "-d", "200", "-l", "4", "-cid_str", "w-%u"],  # -l: < ports 8
+        timeout=60,
+    )
+    assert result.returncode == 0, result.output
+    assert result.received(200) == 40, result.counts
+    handed = steered() - before
+    assert handed in (3 * owners.count(0), 3 * owners.count(1)), (handed, owners)
+    vias = [
+        harness.header(text, "Via")
+        for log in node.uas_dir.glob("*_messages.log")  # type: ignore[attr-defined]
+        for kind, text in harness.sipp_messages(log)
+        if kind == "received" and "Call-ID" in text and text.startswith(("INVITE", "BYE"))
+    ]
+    assert vias and all(":6190;" in v or ":6191;" in v for v in vias), vias[:3]
