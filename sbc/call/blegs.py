@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from media import ng
-from media.ng import Side, ip_family
+from media.ng import ip_family, side
 from routing.health import Key
 from routing.monitor import Monitor
 from sbc import manipulate
@@ -109,7 +109,7 @@ class BLegs:
         a = call.a_invite
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.redirected_by = to.by if to is not None else None
-        attempt.b_side = Side(
+        attempt.b_side = side(
             call.snap.media[etg.name], target.host if etg.nat else "", ip_family(target.host)
         )
         call.attempts.append(attempt)

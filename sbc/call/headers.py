@@ -17,7 +17,7 @@ from sbc.call.redirect import Redirect
 from sbc.config.families import family
 from sbc.config.schema import SessionTimer, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.grammar import NO_PARAMS, NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
 from sbc.sip.transaction import Target
 
@@ -126,7 +126,7 @@ def contact(
     host, port = local(snap, transport, peer)
     params = "" if sips else Target(transport, host, port).uri_params
     uri = Uri("sips" if sips else "sip", user, None, uri_host(host), port, params)
-    return NameAddr(None, uri, {}, str(uri))
+    return NameAddr(None, uri, NO_PARAMS, str(uri))
 
 
 def b_leg_invite(
@@ -177,7 +177,7 @@ def b_leg_invite(
     from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
     from_ = identity.anonymous(from_) if identity.hides_from(call, etg) else from_
     to_uri = Uri("sip", out.dnis, None, host)
-    to = NameAddr(None, to_uri, {}, str(to_uri))
+    to = NameAddr(None, to_uri, NO_PARAMS, str(to_uri))
     mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
     return make_request(
         "INVITE",

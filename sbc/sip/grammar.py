@@ -414,7 +414,7 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
         if not raw_uri or not _WS.isdisjoint(raw_uri) or "," in raw_uri or "?" in raw_uri:
             raise _bad("addr-spec with ',', '?' or whitespace must be in <>")
     uri = parse_uri(raw_uri)
-    params = _NO_PARAMS
+    params = NO_PARAMS
     if rest:
         if rest[0] != ";":
             raise _bad("junk after address")
@@ -422,7 +422,7 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
     return NameAddr(display, uri, params, raw_uri)
 
 
-_NO_PARAMS: dict[str, str | None] = {}  # one for every parsed address without parameters
+NO_PARAMS: dict[str, str | None] = {}  # every address without parameters: never written
 
 
 def split_list(value: str) -> list[str]:
