@@ -19,6 +19,7 @@ from sbc.config.schema import SessionTimer, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
 from sbc.sip.grammar import NO_PARAMS, NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
+from sbc.sip.tagdict import tag_params
 from sbc.sip.transaction import Target
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
@@ -174,7 +175,7 @@ def b_leg_invite(
     ruri = dest.ruri if dest and dest.ruri else Uri("sip", out.ruri_user, None, host, port, params)
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
-    from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
+    from_ = NameAddr(display, from_uri, tag_params(new_id()), str(from_uri))
     from_ = identity.anonymous(from_) if identity.hides_from(call, etg) else from_
     to_uri = Uri("sip", out.dnis, None, host)
     to = NameAddr(None, to_uri, NO_PARAMS, str(to_uri))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
+from sbc.sip.tagdict import tag_params
 from sbc.sip.transaction import Target
 
 # Methods whose requests carry our Contact (a target refresh or a dialog-forming request).
@@ -45,7 +46,8 @@ class Dialog:
     def as_uas(cls, invite: Request, local_tag: str, source: Target, nat: bool) -> Dialog:
         """The dialog a UAS forms with a request's sender (§12.1.1)."""
         to = invite.to
-        local = NameAddr(to.display, to.uri, {**to.params, "tag": local_tag}, to.raw_uri)
+        params = {**to.params, "tag": local_tag} if to.params else tag_params(local_tag)
+        local = NameAddr(to.display, to.uri, params, to.raw_uri)
         target = invite.contacts[0].uri if invite.contacts else invite.from_.uri
         routes = tuple(invite.record_routes)  # no Record-Route: the shared ()
         return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq)

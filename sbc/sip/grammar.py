@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sbc.sip.errors import SipError
+from sbc.sip.tagdict import tag_params
 
 # alphanum = ALPHA / DIGIT
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -419,6 +420,8 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
         if rest[0] != ";":
             raise _bad("junk after address")
         params = parse_params(rest[1:])
+        if len(params) == 1 and "tag" in params:  # a tagged From or To: kept by dialogs
+            params = tag_params(params["tag"])
     return NameAddr(display, uri, params, raw_uri)
 
 
