@@ -52,6 +52,24 @@ def ip_family(host: str) -> str:
 
 UNMANAGED = Side(None)  # a trunk group without a media profile
 
+# Sides without NAT, by (profile, family): one object for every call of a trunk group, not
+# one each (Side is frozen). Keyed by the profile's id and checked by identity, as a reload
+# brings new profiles; cleared when it grows past a reload's worth.
+_SIDES: dict[tuple[int, str], Side] = {}
+
+
+def side(profile: MediaProfile | None, nat_source: str, family: str) -> Side:
+    """``Side(profile, nat_source, family)``, shared when there is no NAT source."""
+    if nat_source:
+        return Side(profile, nat_source, family)
+    key = (id(profile), family)
+    found = _SIDES.get(key)
+    if found is None or found.profile is not profile:
+        if len(_SIDES) > 256:
+            _SIDES.clear()
+        found = _SIDES[key] = Side(profile, "", family)
+    return found
+
 
 def anchored(a: Side, b: Side) -> bool:
     """Media is relayed when either side's profile asks for it."""

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from media import ng
-from media.ng import Side, ip_family
+from media.ng import ip_family, side
 from routing.health import Key
 from routing.monitor import Monitor
 from sbc import manipulate
@@ -31,7 +31,7 @@ from sbc.call.headers import ALLOW, crossing, sips_uri, tcp_twin, trunk_target
 from sbc.call.host import CallHost
 from sbc.call.media import Media
 from sbc.call.mediawatch import MediaWatch
-from sbc.call.model import Attempt, Call, Cancel, Hangup, Outcome, Phase
+from sbc.call.model import SHARED_EMPTY, Attempt, Call, Cancel, Hangup, Outcome, Phase
 from sbc.call.outbox import Outbox
 from sbc.call.redirect import Redirect
 from sbc.call.reliable import Reliable
@@ -112,7 +112,7 @@ class BLegs:
         attempt = Attempt(call, len(call.attempts) + 1, etg, index, target, invite, now)
         attempt.own = mine
         attempt.redirected_by = to.by if to is not None else None
-        attempt.b_side = Side(
+        attempt.b_side = side(
             call.snap.media[etg.name], target.host if etg.nat else "", ip_family(target.host)
         )
         call.attempts.append(attempt)
@@ -257,7 +257,7 @@ class BLegs:
         if attempt.anchored and call.media_used and call.state == "routing" and not call.cancelled:
             # Free this attempt's ports only, once the next attempt's branch exists (see
             # stale_branches); if none follows, the call's own delete frees them.
-            call.stale_branches.append(attempt.branch)
+            call.stale_branches += (attempt.branch,)
         if call.cancelled or call.state != "routing":
             self.host.maybe_end(call, now)
             return
@@ -347,7 +347,7 @@ class BLegs:
             if found:
                 attempt.outcome = "redirected"
                 call.followed += len(found)
-                call.redirects[:0] = found
+                call.redirects = (*found, *call.redirects)
                 self.out.notice(
                     "call.redirected",
                     call,
@@ -467,7 +467,7 @@ class BLegs:
         # Hunting is over: the trunks not tried, the egress verdicts and the last failure
         # (a whole response) are no longer anyone's business while the call is up.
         call.candidates.clear()
-        call.egress.clear()
+        call.egress = SHARED_EMPTY
         call.last_failure = None
         call.answered_at = now
         if call.held:  # its credit hold grows from now on (sbc.balance)
@@ -477,7 +477,10 @@ class BLegs:
         if call.a_invite.body:
             self._ack(attempt, tx, b"")
         else:  # late offer: the answer comes in the caller's ACK (RFC 3264 §3)
-            call.ack_wait["a"] = (attempt.dialog, attempt.invite.cseq, attempt.target)
+            call.ack_wait = {
+                **call.ack_wait,
+                "a": (attempt.dialog, attempt.invite.cseq, attempt.target),
+            }
         # Answered: what a BYE, a re-INVITE or the record needs is in the dialog and in the
         # INVITE's identity, which its transaction kept when it settled (Accepted).
         attempt.invite = tx.request
@@ -504,7 +507,7 @@ class BLegs:
         b = sessiontimer.as_uac(resp, attempt.trunk_group.session_timer)
         if b is not None:
             b.update = sessiontimer.allows_update(resp)
-            call.sessions["b"] = b
+            call.sessions = {**call.sessions, "b": b}
             ours = attempt.invite.body if call.a_invite.body else attempt.early_sdp
             sessiontimer.sent(call, "b", ours)  # the INVITE's offer, or a PRACK's answer
         self.sessions.start(call, now)

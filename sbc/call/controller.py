@@ -300,7 +300,7 @@ class CallController:
     def registered(self, call: Call, tg: TrunkGroup, index: int, now: float) -> Redirect | None:
         """A call to a PBX's account: its first contact, then the others (sbc.call.forking)."""
         found = forking.contacts(tg, index, self.registrar.store, now + self.wall_offset)
-        call.redirects[:0] = found[1:]
+        call.redirects = (*found[1:], *call.redirects)
         return found[0] if found else None
 
     # --- hunting ------------------------------------------------------------------------------

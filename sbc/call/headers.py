@@ -17,8 +17,9 @@ from sbc.call.redirect import Redirect
 from sbc.config.families import family
 from sbc.config.schema import SessionTimer, Trunk, TrunkGroup
 from sbc.config.snapshot import Snapshot
-from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.grammar import NO_PARAMS, NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
+from sbc.sip.tagdict import tag_params
 from sbc.sip.transaction import Target
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, NOTIFY, MESSAGE"
@@ -128,7 +129,7 @@ def contact(
     host, port = local(snap, transport, peer)
     params = "" if sips else Target(transport, host, port).uri_params
     uri = Uri("sips" if sips else "sip", user, None, uri_host(host), port, params)
-    return NameAddr(None, uri, {}, str(uri))
+    return NameAddr(None, uri, NO_PARAMS, str(uri))
 
 
 def b_leg_invite(
@@ -177,10 +178,10 @@ def b_leg_invite(
     ruri = dest.ruri if dest and dest.ruri else Uri("sip", out.ruri_user, None, host, port, params)
     from_uri = Uri("sip", out.ani, None, local_host)
     display = a.from_.display if call.ingress.preserve_caller_id else None
-    from_ = NameAddr(display, from_uri, {"tag": new_id()}, str(from_uri))
+    from_ = NameAddr(display, from_uri, tag_params(new_id()), str(from_uri))
     from_ = identity.anonymous(from_) if identity.hides_from(call, etg) else from_
     to_uri = Uri("sip", out.dnis, None, host)
-    to = NameAddr(None, to_uri, {}, str(to_uri))
+    to = NameAddr(None, to_uri, NO_PARAMS, str(to_uri))
     mf = min(a.max_forwards - 1, 70) if a.max_forwards is not None else 70
     return make_request(
         "INVITE",

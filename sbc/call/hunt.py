@@ -142,7 +142,7 @@ def next_step(call: Call) -> Step:
     """Where the call goes now. An Originate's candidate is taken off the list; a vendor's
     redirection comes before the routes left (its trunk group already has the call's port)."""
     if call.redirects:
-        r = call.redirects.pop(0)
+        r, call.redirects = call.redirects[0], call.redirects[1:]
         return Originate(r.trunk_group, r.index, r)
     while call.candidates:
         etg = call.candidates[0][0]
@@ -150,7 +150,7 @@ def next_step(call: Call) -> Step:
             scopes = call.snap.limits[etg.name]
             if scopes:
                 return NeedLease(etg, scopes)
-            call.egress[etg.name] = None  # nothing to count: always a port
+            call.egress = {**call.egress, etg.name: None}  # nothing to count: always a port
         if call.egress[etg.name] is None:
             etg, index, where = call.candidates.pop(0)
             return Originate(etg, index, where)
@@ -165,7 +165,7 @@ def stop(call: Call) -> None:
     """The caller will wait no longer (its Max PDD): no route left, no forwarding; the
     failure that ends the current attempt is what the caller hears."""
     call.candidates.clear()
-    call.redirects.clear()
+    call.redirects = ()
     call.forward = None
 
 

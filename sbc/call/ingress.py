@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from media import sdp
-from media.ng import Side, ip_family
+from media.ng import ip_family, side
 from routing.select import Selection, select
 from sbc import manipulate
 from sbc.admission import NO_CIRCUIT, Refusal, static_refusal, time_refusal
@@ -137,7 +137,7 @@ def new_call(
         started=now,
         candidates=candidates,
         forward=sel.on_failure,
-        a_side=Side(snap.media[tg.name], src.host if tg.nat else "", ip_family(src.host)),
+        a_side=side(snap.media[tg.name], src.host if tg.nat else "", ip_family(src.host)),
         a_tag=req.from_.tag or req.call_id,
         diversion=(admitted.dialled, "unconditional") if forwarded else None,
         received_ani=identity.ani(tg, req),

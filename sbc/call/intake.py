@@ -119,7 +119,7 @@ class Intake:
             self.out.notice("call.replaces", call, replaced=replacing.replaced.id)
         if session is not None:
             session.update = sessiontimer.allows_update(req)
-            call.sessions["a"] = session
+            call.sessions = {"a": session}
         supports, requires = reliable.wanted(req)
         if supports:
             call.reliable = ReliableLeg(supports, requires)
@@ -213,7 +213,7 @@ class Intake:
                 self.out.commands.append(Release(request.lease, request.scopes))
                 self.host.maybe_end(call, now)
                 return
-            call.leases[request.lease] = request.scopes
+            call.leases = {**call.leases, request.lease: request.scopes}
         if tg is call.ingress:
             if call.state != "admitting":
                 return
@@ -223,7 +223,7 @@ class Intake:
                 self._admitted(call, now)
             return
         else:
-            call.egress[tg.name] = denied
+            call.egress = {**call.egress, tg.name: denied}
             if denied is not None:
                 self.host.refusals[(tg.name, denied.label)] += 1
                 self.out.notice(

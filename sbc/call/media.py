@@ -101,7 +101,9 @@ class Media:
             )
         then(reply if ok else None, now)
         while not call.media_busy and call.media_queue:
-            call.media_queue.pop(0)(now)
+            step, *rest = call.media_queue
+            call.media_queue = tuple(rest)
+            step(now)
 
     @staticmethod
     def busy(call: Call) -> bool:
@@ -110,7 +112,7 @@ class Media:
     @staticmethod
     def later(call: Call, step: Callable[[float], None]) -> None:
         """Run ``step(now)`` once the call's commands in flight have their answers."""
-        call.media_queue.append(step)
+        call.media_queue += (step,)
 
     def free_stale(self, call: Call) -> None:
         """The current attempt's branch exists at rtpengine: delete the failed attempts'
@@ -119,7 +121,7 @@ class Media:
             for branch in call.stale_branches:
                 cmd = ng.delete(call.id, call.a_tag, branch=branch)
                 self.ask(call, cmd, lambda reply, now: None, cleanup=True)
-        call.stale_branches.clear()
+        call.stale_branches = ()
 
     # --- the commands -------------------------------------------------------------------------
 

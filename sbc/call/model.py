@@ -56,6 +56,16 @@ class Cancel(Enum):
 
 LIVE = frozenset((Phase.CALLING, Phase.PROCEEDING, Phase.RINGING))
 
+# What a call's rarely written maps start as (ack_wait, leases, egress, sessions): one shared
+# empty dict, never written in place (a writer rebinds a copy, ``{**d, key: value}``; pop and
+# clear on it are no-ops). Its queues are tuples for the same reason: a held call's ten fresh
+# lists and dicts were about 600 B of it. tests/unit/conftest.py checks it stays empty.
+SHARED_EMPTY: dict[Any, Any] = {}
+
+
+def _shared_empty() -> dict[Any, Any]:
+    return SHARED_EMPTY
+
 
 def other(leg: Leg) -> Leg:
     return "b" if leg == "a" else "a"
@@ -181,10 +191,10 @@ class Call:
     keys: list[tuple[str, str]] = field(default_factory=list)  # our entries in dialogs
     hosts: list[str] = field(default_factory=list)  # hosts that speak in its dialogs
     # ACKs we hold until the other side's ACK brings the answer (late offer), by leg
-    ack_wait: dict[Leg, tuple[Dialog, int, Target]] = field(default_factory=dict)
+    ack_wait: dict[Leg, tuple[Dialog, int, Target]] = field(default_factory=_shared_empty)
     # port leases held in the state store, and per egress trunk group: granted or refused
-    leases: dict[str, tuple[Scope, ...]] = field(default_factory=dict)
-    egress: dict[str, Denied | None] = field(default_factory=dict)
+    leases: dict[str, tuple[Scope, ...]] = field(default_factory=_shared_empty)
+    egress: dict[str, Denied | None] = field(default_factory=_shared_empty)
     forward: Forwarding | None = None  # forwarding on failure, not yet used
     last_failure: tuple[int, Response | None, bool] | None = None  # status, response, advance
     # media: the caller's side, whether rtpengine knows the call (delete it at the end), ng
@@ -194,11 +204,11 @@ class Call:
     media_used: bool = False
     unanchored: bool = False  # rtpengine failed and node.media.on_failure is unanchored
     media_busy: int = 0
-    media_queue: list[Callable[[float], None]] = field(default_factory=list)
+    media_queue: tuple[Callable[[float], None], ...] = ()
     media_deleted: bool = False
     # failed attempts' via-branches, deleted once a later branch exists: rtpengine deletes the
     # whole call with its last branch, and would race a delete against the next offer
-    stale_branches: list[str] = field(default_factory=list)
+    stale_branches: tuple[str, ...] = ()
     media_stats: MediaStats | None = None
     # the leg whose 2xx carried an offer: its ACK's answer goes to rtpengine
     late_offer: Leg | None = None
@@ -211,10 +221,10 @@ class Call:
     reason: str = ""  # why sbc failed it: an admission label, no_route, media, shutdown
     received_ani: str = ""  # as the caller sent it: From's user, or its PAI's (ani_from_pai)
     max_duration: TimerHandle | None = None  # cancelled when the call ends
-    sessions: dict[Leg, Session] = field(default_factory=dict)  # session timers, by leg
+    sessions: dict[Leg, Session] = field(default_factory=_shared_empty)  # timers, by leg
     reliable: ReliableLeg | None = None  # the caller takes 100rel (RFC 3262)
     media_watch: TimerHandle | None = None  # its next rtpengine query (sbc.call.mediawatch)
-    redirects: list[Redirect] = field(default_factory=list)  # 3xx Contacts still to try
+    redirects: tuple[Redirect, ...] = ()  # 3xx Contacts still to try
     followed: int = 0  # redirected attempts so far (sbc.call.redirect.MAX_FOLLOWED)
     # RFC 3891: the vendor UA of the call this one replaces, and the Replaces it is sent
     replacing: tuple[Redirect, str] | None = None

@@ -225,7 +225,8 @@ class Relayer:
                 )
                 self.out.ack(ack, dialog.destination())
             else:  # the ACK brings the answer: hold ours for it
-                call.ack_wait[other(relay.to_leg)] = (dialog, tx.request.cseq, dialog.destination())
+                held = (dialog, tx.request.cseq, dialog.destination())
+                call.ack_wait = {**call.ack_wait, other(relay.to_leg): held}
         if server.request.method in ("INVITE", "UPDATE") and 200 <= resp.status < 300:
             near = other(relay.to_leg)
             extra += sessiontimer.answer_headers(call.sessions.get(near))

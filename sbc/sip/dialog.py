@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sbc.sip.grammar import NameAddr, Uri, Via
 from sbc.sip.message import Request, Response, make_request
+from sbc.sip.tagdict import tag_params
 from sbc.sip.transaction import Target
 
 # Methods whose requests carry our Contact (a target refresh or a dialog-forming request).
@@ -32,7 +33,7 @@ class Dialog:
     remote: NameAddr  # our To in requests we send (carries the peer's tag)
     local_cseq: int
     remote_target: Uri  # the peer's Contact
-    route_set: list[NameAddr]  # Route header values for our requests, in order
+    route_set: tuple[NameAddr, ...]  # Route values for our requests, in order (often ())
     peer: Target  # the address the peer's signaling uses (used with nat, or for names)
     nat: bool = False
     remote_cseq: int | None = None  # the peer's last CSeq (§12.2.2); None until it sends one
@@ -46,9 +47,10 @@ class Dialog:
     def as_uas(cls, invite: Request, local_tag: str, source: Target, nat: bool) -> Dialog:
         """The dialog a UAS forms with a request's sender (§12.1.1)."""
         to = invite.to
-        local = NameAddr(to.display, to.uri, {**to.params, "tag": local_tag}, to.raw_uri)
+        params = {**to.params, "tag": local_tag} if to.params else tag_params(local_tag)
+        local = NameAddr(to.display, to.uri, params, to.raw_uri)
         target = invite.contacts[0].uri if invite.contacts else invite.from_.uri
-        routes = list(invite.record_routes)
+        routes = tuple(invite.record_routes)  # no Record-Route: the shared ()
         return cls(invite.call_id, local, invite.from_, 0, target, routes, source, nat, invite.cseq)
 
     @classmethod
@@ -60,7 +62,7 @@ class Dialog:
         remote_target = (
             response.contacts[0].uri if response.contacts else invite.ruri or response.to.uri
         )
-        routes = list(reversed(response.record_routes))
+        routes = tuple(reversed(response.record_routes))
         return cls(
             invite.call_id,
             invite.from_,

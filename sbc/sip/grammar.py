@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sbc.sip.errors import SipError
+from sbc.sip.tagdict import tag_params
 
 # alphanum = ALPHA / DIGIT
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -414,15 +415,17 @@ def parse_name_addr(value: str, *, require_brackets: bool = False) -> NameAddr:
         if not raw_uri or not _WS.isdisjoint(raw_uri) or "," in raw_uri or "?" in raw_uri:
             raise _bad("addr-spec with ',', '?' or whitespace must be in <>")
     uri = parse_uri(raw_uri)
-    params = _NO_PARAMS
+    params = NO_PARAMS
     if rest:
         if rest[0] != ";":
             raise _bad("junk after address")
         params = parse_params(rest[1:])
+        if len(params) == 1 and "tag" in params:  # a tagged From or To: kept by dialogs
+            params = tag_params(params["tag"])
     return NameAddr(display, uri, params, raw_uri)
 
 
-_NO_PARAMS: dict[str, str | None] = {}  # one for every parsed address without parameters
+NO_PARAMS: dict[str, str | None] = {}  # every address without parameters: never written
 
 
 def split_list(value: str) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from sbc.sip.errors import reason_phrase
 from sbc.sip.grammar import NameAddr, Uri, Via
+from sbc.sip.tagdict import tag_params
 
 # Compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515, RFC 3892, RFC 4028, RFC 3841, RFC 4474)
 # and the canonical spelling of the names we read or write. Keys are lower case.
@@ -206,7 +207,8 @@ def make_response(
     to = req.to
     to_value = req.get("To") or str(to)
     if to_tag is not None and to.tag is None:
-        to = NameAddr(to.display, to.uri, {**to.params, "tag": to_tag}, to.raw_uri)
+        params = {**to.params, "tag": to_tag} if to.params else tag_params(to_tag)
+        to = NameAddr(to.display, to.uri, params, to.raw_uri)
         to_value = f"{to_value};tag={to_tag}"
     hdrs: list[tuple[str, str]] = [("Via", v.raw) for v in req.vias]
     hdrs += [

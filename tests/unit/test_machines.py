@@ -66,7 +66,7 @@ trunk_groups:
     )
     step = hunt.next_step(call)
     assert isinstance(step, hunt.NeedLease) and step.trunk_group.name == "vendor-1"
-    call.egress["vendor-1"] = None
+    call.egress = {"vendor-1": None}
     step = hunt.next_step(call)
     assert isinstance(step, hunt.Originate) and step.trunk_group.name == "vendor-1"
     assert hunt.failed(call, 503, timeout=False, rang=False, response=None)  # advance
