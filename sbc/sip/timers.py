@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,29 +49,49 @@ TimerHandle = list[Any]  # [when, seq, obj, kind, owner]: what ``arm`` returns, 
 class TimerHeap:
     """Deadlines for one pure layer: ``arm(when, obj, kind)`` schedules ``owner._timer_<kind>
     (obj, now)``; the I/O side asks ``next_deadline()`` and calls ``fire(now)``. Pieces of a
-    layer that share its heap (so its timers fire in deadline order) pass themselves as the
-    entry's ``owner``. A handler
-    checks its object's state and ignores a stale timer, so most timers are simply left to
-    run out; a long one (Max Call Duration, Timer C) is cancelled when its object ends, so the
-    heap does not keep an ended call alive for hours. Cancelled entries drop their object at
-    once and leave the heap when they reach its top, or when they are a third of it (checked
-    on cancel and after firing: every answered call cancels its Timer C, 180 s out, and a
-    held call's live entry, if any, must not keep that dead one in the heap)."""
+    layer that share it (so its timers fire in deadline order) pass themselves as the
+    entry's ``owner``. A handler checks its object's state and ignores a stale timer, so
+    most timers are simply left to run out; a long one (Max Call Duration, Timer C) is
+    cancelled when its object ends, so an ended call is not kept alive for hours.
 
-    __slots__ = ("_cancelled", "_heap", "_owner", "_seq")
+    Most timers of a kind have one fixed delay (64*T1 for Timers B, F, H, J, L, M; T1 for
+    the first retransmission), so they are armed in deadline order: each kind has a FIFO
+    lane, O(1) to arm and to fire, and only an entry that would fall before its lane's last
+    (a kind with varying delays) goes to a heap. A heap of every timer cost a list
+    comparison per level per push and pop: perf put them at 9 % of a busy node's CPU.
+    ``fire`` merges the lanes and the heap in deadline order.
+
+    Cancelled entries drop their object at once and leave when they reach their lane's or
+    the heap's head, or when they are a third of all entries (checked on cancel and after
+    firing: every answered call cancels its Timer C, 180 s out, and a held call's live
+    entry must not keep that dead one)."""
+
+    __slots__ = ("_cancelled", "_count", "_heap", "_lanes", "_next", "_owner", "_seq")
 
     def __init__(self, owner: object) -> None:
         self._owner = owner
         self._heap: list[TimerHandle] = []
+        self._lanes: dict[str, deque[TimerHandle]] = {}
         self._seq = itertools.count()
         self._cancelled = 0
+        self._count = 0  # entries held, cancelled ones included
+        self._next: float | None = None  # the earliest live deadline; None: to be found
 
     def __len__(self) -> int:
-        return len(self._heap) - self._cancelled
+        return self._count - self._cancelled
 
     def arm(self, when: float, obj: Any, kind: str, owner: object = None) -> TimerHandle:
         entry: TimerHandle = [when, next(self._seq), obj, kind, owner or self._owner]
-        heapq.heappush(self._heap, entry)
+        lane = self._lanes.get(kind)
+        if lane is None:
+            lane = self._lanes[kind] = deque()
+        if not lane or lane[-1][0] <= when:
+            lane.append(entry)
+        else:
+            heapq.heappush(self._heap, entry)
+        self._count += 1
+        if self._count == 1 or (self._next is not None and when < self._next):
+            self._next = when
         return entry
 
     def cancel(self, entry: TimerHandle | None) -> None:
@@ -79,43 +100,86 @@ class TimerHeap:
             return
         entry[2], entry[3], entry[4] = None, "", None
         self._cancelled += 1
+        if entry[0] == self._next:
+            self._next = None
         self._compact()
 
     def _compact(self) -> None:
-        """Drop cancelled entries once they are a third of the heap: O(n) every n/3
+        """Drop cancelled entries once they are a third of all: O(n) every n/3
         cancellations, so O(1) per cancel, and at most half as many dead entries as live."""
-        heap = self._heap
-        if self._cancelled > 64 and 3 * self._cancelled > len(heap):
-            heap[:] = [e for e in heap if e[3]]
-            heapq.heapify(heap)
-            self._cancelled = 0
+        if self._cancelled > 64 and 3 * self._cancelled > self._count:
+            self.purge()
 
     def purge(self) -> None:
         """Drop every cancelled entry now (a quiet node: sbc.memory.quiet). The few left below
         ``_compact``'s threshold would each pin an allocator arena of the burst that armed
-        them; the heap's own list is rebuilt too, sized for what is left."""
+        them; the lists are rebuilt too, sized for what is left."""
         if self._cancelled:
             heap = [e for e in self._heap if e[3]]
             heapq.heapify(heap)
             self._heap = heap
+            self._lanes = {k: deque(e for e in q if e[3]) for k, q in self._lanes.items() if q}
+            self._count -= self._cancelled
             self._cancelled = 0
 
-    def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap and not heap[0][3]:
-            heapq.heappop(heap)
+    def _head(self, lane: deque[TimerHandle] | list[TimerHandle], heap: bool) -> TimerHandle | None:
+        """The first live entry of a lane or the heap, dropping cancelled ones before it."""
+        while lane:
+            first = lane[0]
+            if first[3]:
+                return first
+            if heap:
+                heapq.heappop(self._heap)
+            else:
+                lane.popleft()  # type: ignore[union-attr]
             self._cancelled -= 1
-        return heap[0][0] if heap else None
+            self._count -= 1
+        return None
+
+    def next_deadline(self) -> float | None:
+        if self._next is None and self._count > self._cancelled:
+            first = self._head(self._heap, True)
+            best = first[0] if first is not None else None
+            for lane in self._lanes.values():
+                head = self._head(lane, False)
+                if head is not None and (best is None or head[0] < best):
+                    best = head[0]
+            self._next = best
+        return self._next if self._count > self._cancelled else None
 
     def fire(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            kind = entry[3]
-            if not kind:
-                self._cancelled -= 1
-                continue
-            obj, owner = entry[2], entry[4]
-            entry[2], entry[3], entry[4] = None, "", None  # fired: a later cancel() is a no-op
-            getattr(owner, _handler(kind))(obj, now)
+        if self._next is not None and self._next > now:
+            return
+        while True:
+            due: list[TimerHandle] = []
+            sources = 0
+            for lane in self._lanes.values():
+                head = self._head(lane, False)
+                if head is not None and head[0] <= now:
+                    sources += 1
+                    while lane and lane[0][0] <= now:
+                        due.append(lane.popleft())
+            head = self._head(self._heap, True)
+            if head is not None and head[0] <= now:
+                sources += 1
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap))
+            if not due:
+                break
+            self._count -= len(due)
+            if sources > 1:
+                due.sort(key=_order)
+            for entry in due:
+                kind = entry[3]
+                if not kind:  # cancelled, or by a handler that fired before it
+                    self._cancelled -= 1
+                    continue
+                obj, owner = entry[2], entry[4]
+                entry[2], entry[3], entry[4] = None, "", None  # fired: a later cancel is a no-op
+                getattr(owner, _handler(kind))(obj, now)
+        self._next = None
         self._compact()
+
+
+def _order(entry: TimerHandle) -> tuple[float, int]:
+    return entry[0], entry[1]
