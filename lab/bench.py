@@ -259,7 +259,7 @@ unset multiplot
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rates", default="100,250,500,750,1000,1125,1250,1375,1500,2000")
+    parser.add_argument("--rates", default="100,250,500,1000,1500,2000,2500,3000,3500,4000,5000")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--log-level", default="warning", help="sbc log level during the run")
     parser.add_argument("--peer", choices=["kamailio"], help="also run the ramp through it")
@@ -292,13 +292,15 @@ def main() -> int:
         # Warm-up, not counted: the first calls through a fresh path (sockets, caches,
         # sipp's own start) once cost a direct step 321 retransmissions.
         step(100, 2, path, pid, work / f"{path}-warmup")
+        failing = 0
         for r in rates:
             settle(path)
             row = step(r, args.seconds, path, pid, work / f"{path}-{r}")
             rows.append(row)
             print(line(row), flush=True)
-            if float(row["failed"]) > float(row["offered"]) * 0.05:
-                break  # well past saturation: stop loading the box
+            failing = 0 if passes(row) else failing + 1
+            if failing == 2 or float(row["failed"]) > float(row["offered"]) * 0.05:
+                break  # past the knee (two steps failing, or 5 % of calls): stop loading the box
 
     ramp("direct", None)
     if args.peer == "kamailio":
@@ -314,6 +316,12 @@ def main() -> int:
             for p in dict.fromkeys(str(r["path"]) for r in rows)}  # fmt: skip
     summary = ", ".join(f"{p} {n} cps" for p, n in best.items())
     print(f"\nhighest passing rate (every lower step passing too): {summary}")
+    for p, n in best.items():
+        if n and n == rates[-1]:
+            print(
+                f"{p} passes the top step: its knee is higher (raise --rates), "
+                "so a ratio to it is an upper bound"
+            )
     for peer in ("direct", "kamailio"):
         if best.get(peer):
             print(f"sbc / {peer}: {best['sbc'] / best[peer]:.2f} (same run)")
