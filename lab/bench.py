@@ -221,7 +221,8 @@ def line(row: dict[str, float | str]) -> str:
 
 
 def draw(rows: list[dict[str, float | str]], out: Path) -> Path | None:
-    """ramp.png: failed % and setup p99 against offered CPS, one line per path."""
+    """ramp.png: failed %, retransmissions % and setup p99 against offered CPS, one line
+    per path (a rate fails on either percentage: the dashed line is its limit)."""
     gnuplot = shutil.which("gnuplot")
     if gnuplot is None:
         return None
@@ -231,22 +232,29 @@ def draw(rows: list[dict[str, float | str]], out: Path) -> Path | None:
             for r in rows:
                 if r["path"] == p:
                     # log scales: 0 % failed sits on the floor (0.01 %), sub-ms p99 at 0.5 ms
-                    failed = 100 * float(r["failed"]) / max(1.0, float(r["offered"]))
+                    offered = max(1.0, float(r["offered"]))
+                    failed = 100 * float(r["failed"]) / offered
+                    retrans = 100 * float(r["retrans"]) / offered
                     p99 = float(r["p99"]) if float(r["p99"]) == float(r["p99"]) else 0.0
-                    f.write(f"{r['rate']} {max(failed, 0.01):.3f} {max(p99, 0.5):.1f}\n")
+                    f.write(
+                        f"{r['rate']} {max(failed, 0.01):.3f} {max(p99, 0.5):.1f} "
+                        f"{max(retrans, 0.01):.3f}\n"
+                    )
     plots = lambda col: ", ".join(  # noqa: E731
         f"'{out / p}.dat' using 1:{col} with linespoints title '{p}'" for p in paths
     )
     script = f"""
-set terminal pngcairo size 1000,700 font ',10'
+set terminal pngcairo size 1000,1000 font ',10'
 set output '{out / "ramp.png"}'
-set multiplot layout 2,1 title 'sbc lab ramp: offered CPS (same box, same run)'
+set multiplot layout 3,1 title 'sbc lab ramp: offered CPS (same box, same run)'
 set grid
 set key left top
 set logscale y
 set ylabel 'failed calls % (0 on the floor)'
 set yrange [0.005:100]
-plot {plots(2)}
+plot {plots(2)}, 0.1 with lines dashtype 2 lc 'gray' title 'pass < 0.1 %'
+set ylabel 'retransmissions % of calls'
+plot {plots(4)}, 1 with lines dashtype 2 lc 'gray' title 'pass <= 1 %'
 set ylabel 'setup p99 ms (INVITE to 200)'
 set yrange [0.3:100000]
 set xlabel 'offered CPS'
