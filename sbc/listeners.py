@@ -123,7 +123,7 @@ class Listeners:
         ep = self.out.get(fam)
         if ep is None:
             return False
-        if self._marks and data[:8] != b"SIP/2.0 ":
+        if self._marks and not data.startswith(b"SIP/2.0 "):  # a request
             mark = self._marks.get(fam)
             if mark is not None and data.find(mark, 0, _VIA_WITHIN) > 0:
                 ep = self.own[fam]

@@ -23,6 +23,7 @@ from sbc.config.loader import ConfigError, load_config
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import Target
 from tests.helpers import CALLER, SDP, Lab, invite, one_vendor_lab, only
+from tests.unit.test_ops import a_bye
 
 VENDOR = Target("udp", "127.0.0.1", 5081)
 OWN = {4: 5101}
@@ -43,15 +44,6 @@ def answered(lab: Lab) -> tuple[Request, str, list[tuple[Request | Response, Tar
     return b_inv, a_ok.to.tag, out
 
 
-def caller_bye(a_tag: str) -> bytes:
-    return (
-        f"BYE sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb2"
-        f";rport\r\nFrom: <sip:15550001000@10.1.1.1>;tag=caller1\r\n"
-        f"To: <sip:15551230000@127.0.0.1>;tag={a_tag}\r\nCall-ID: a-leg-1@10.1.1.1\r\n"
-        f"CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_a_vendors_requests_name_the_own_port_and_the_callers_the_listener(
     tmp_path: Path,
 ) -> None:
@@ -63,7 +55,7 @@ def test_a_vendors_requests_name_the_own_port_and_the_callers_the_listener(
     assert isinstance(ack, Request) and ack.method == "ACK" and ack.vias[0].port == 5101
     (a_ok,) = only(out, CALLER)
     assert isinstance(a_ok, Response) and a_ok.contacts[0].uri.port == 5060
-    out = lab.feed(caller_bye(a_tag), CALLER)
+    out = lab.feed(a_bye(a_tag), CALLER)
     (b_bye,) = only(out, VENDOR)
     assert isinstance(b_bye, Request) and b_bye.method == "BYE" and b_bye.vias[0].port == 5101
 
