@@ -562,8 +562,8 @@ def own(etg: TrunkGroup, kind: str, to: Redirect | None, call: Call) -> bool:
     """Does an attempt leave from the worker's own port (node.worker_port)? Toward a vendor
     we reach, yes. Not toward a peer that reached us (a registered PBX's contact, ``to.by``
     None with a Request-URI of its own; a replaced call's caller), nor one behind NAT or
-    registered with (its pinhole or binding is our listening port), nor over TCP (the
-    connection is the worker's anyway)."""
+    registered with (its pinhole or binding is our listening port). Over TCP/TLS the
+    connection is the worker's anyway: ``Outbox.via`` names our own port over UDP only."""
     registered = to is not None and to.by is None and to.ruri is not None
     return kind == "ip" and not etg.nat and not registered and call.replacing is None
 

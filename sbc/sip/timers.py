@@ -122,26 +122,33 @@ class TimerHeap:
             self._count -= self._cancelled
             self._cancelled = 0
 
-    def _head(self, lane: deque[TimerHandle] | list[TimerHandle], heap: bool) -> TimerHandle | None:
-        """The first live entry of a lane or the heap, dropping cancelled ones before it."""
+    def _lane_head(self, lane: deque[TimerHandle]) -> TimerHandle | None:
+        """A lane's first live entry, dropping the cancelled ones before it."""
         while lane:
-            first = lane[0]
-            if first[3]:
-                return first
-            if heap:
-                heapq.heappop(self._heap)
-            else:
-                lane.popleft()  # type: ignore[union-attr]
+            if lane[0][3]:
+                return lane[0]
+            lane.popleft()
+            self._cancelled -= 1
+            self._count -= 1
+        return None
+
+    def _heap_head(self) -> TimerHandle | None:
+        """The heap's first live entry, dropping the cancelled ones before it."""
+        heap = self._heap
+        while heap:
+            if heap[0][3]:
+                return heap[0]
+            heapq.heappop(heap)
             self._cancelled -= 1
             self._count -= 1
         return None
 
     def next_deadline(self) -> float | None:
         if self._next is None and self._count > self._cancelled:
-            first = self._head(self._heap, True)
+            first = self._heap_head()
             best = first[0] if first is not None else None
             for lane in self._lanes.values():
-                head = self._head(lane, False)
+                head = self._lane_head(lane)
                 if head is not None and (best is None or head[0] < best):
                     best = head[0]
             self._next = best
@@ -154,12 +161,12 @@ class TimerHeap:
             due: list[TimerHandle] = []
             sources = 0
             for lane in self._lanes.values():
-                head = self._head(lane, False)
+                head = self._lane_head(lane)
                 if head is not None and head[0] <= now:
                     sources += 1
                     while lane and lane[0][0] <= now:
                         due.append(lane.popleft())
-            head = self._head(self._heap, True)
+            head = self._heap_head()
             if head is not None and head[0] <= now:
                 sources += 1
                 while self._heap and self._heap[0][0] <= now:

@@ -26,6 +26,8 @@ from typing import Any
 import harness
 import pytest
 
+from tests import helpers
+
 pytestmark = pytest.mark.e2e
 
 PORT, ADMIN = 6160, 6161
@@ -161,12 +163,7 @@ def test_kill_9_of_a_worker_loses_only_its_calls_and_its_ports_come_back(
 def steered() -> float:
     """sbc_steered_total: messages one worker read and handed to the call's owner."""
     with urllib.request.urlopen("http://127.0.0.1:6162/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("sbc_steered_total")
-    )
+        return helpers.sample(resp.read().decode(), "sbc_steered_total")
 
 
 def test_vendor_answers_reach_the_owner_with_no_hand_over(
