@@ -271,6 +271,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each step")
     parser.add_argument("--log-level", default="warning", help="sbc log level during the run")
     parser.add_argument("--peer", choices=["kamailio"], help="also run the ramp through it")
+    parser.add_argument(
+        "--paths", default="direct,kamailio,sbc", help="which ramps to run (to iterate on one)"
+    )
     parser.add_argument("--kamailio-children", type=int, default=4, help="its UDP workers")
     parser.add_argument("--out", type=Path, help="where results go (default lab/out/bench-*)")
     parser.add_argument("--hold", type=int, help="instead of the ramp: N held calls' memory")
@@ -310,16 +313,20 @@ def main() -> int:
             if failing == 2 or float(row["failed"]) > float(row["offered"]) * 0.05:
                 break  # past the knee (two steps failing, or 5 % of calls): stop loading the box
 
-    ramp("direct", None)
-    if args.peer == "kamailio":
+    paths = args.paths.split(",")
+    if "direct" in paths:
+        ramp("direct", None)
+    if args.peer == "kamailio" and "kamailio" in paths:
         with kamailio(work / "kamailio", args.kamailio_children) as proc:
             ramp("kamailio", proc.pid)
-    sbc = harness.start_sbc(work / "sbc", log_level=args.log_level)
-    try:
-        ramp("sbc", sbc.proc.pid)
-        handed = steered()  # what steering cost: messages one worker handed to another
-    finally:
-        sbc.stop()
+    handed = None
+    if "sbc" in paths:
+        sbc = harness.start_sbc(work / "sbc", log_level=args.log_level)
+        try:
+            ramp("sbc", sbc.proc.pid)
+            handed = steered()  # what steering cost: messages one worker handed to another
+        finally:
+            sbc.stop()
     best = {p: knee([r for r in rows if r["path"] == p])
             for p in dict.fromkeys(str(r["path"]) for r in rows)}  # fmt: skip
     summary = ", ".join(f"{p} {n} cps" for p, n in best.items())
@@ -331,7 +338,7 @@ def main() -> int:
                 "so a ratio to it is an upper bound"
             )
     for peer in ("direct", "kamailio"):
-        if best.get(peer):
+        if best.get(peer) and "sbc" in best:
             print(f"sbc / {peer}: {best['sbc'] / best[peer]:.2f} (same run)")
     for r in (500, *rates):  # CPU per call where every path still keeps up
         us = {str(x["path"]): float(x["cpu_us_per_call"]) for x in rows if x["rate"] == r}

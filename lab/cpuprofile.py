@@ -49,17 +49,17 @@ def config(workers: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children now (a node's workers), from /proc."""
+def each_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU of ``pid`` and of each of its children now, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found = {}
     for p in [pid, *_children(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (stat(5))
-    return total
+        found[p] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (stat(5))
+    return found
 
 
 def _children(pid: int) -> list[int]:
@@ -92,7 +92,7 @@ def main() -> int:
     sbc = harness.start_sbc(root / "sbc", root / "config", "warning", PORT, env)
     try:
         with harness.sipp_servers("uas", list(UAS), root / "uas"):
-            before = cpu_seconds(sbc.proc.pid)
+            before = each_cpu(sbc.proc.pid)
             perf = None
             if args.perf:
                 pids = ",".join(map(str, [sbc.proc.pid, *_children(sbc.proc.pid)]))
@@ -110,7 +110,9 @@ def main() -> int:
                 remote=f"127.0.0.1:{PORT}",
                 timeout=args.calls / args.rate + 60,
             )
-            used = cpu_seconds(sbc.proc.pid) - before
+            after = each_cpu(sbc.proc.pid)
+            each = {p: t - before.get(p, 0.0) for p, t in after.items()}
+            used = sum(each.values())
             if perf is not None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=60)
@@ -120,6 +122,9 @@ def main() -> int:
     failed = result.stats.get("FailedCall(C)", "?")
     print(f"sipp: {ok} calls succeeded, {failed} failed; sbc exited {code}")
     print(f"sbc CPU: {used:.2f} s, {used / args.calls * 1e6:.0f} us per call")
+    for p, t in each.items():  # the supervisor first, then its workers
+        role = "supervisor" if p == sbc.proc.pid and len(each) > 1 else f"pid {p}"
+        print(f"  {role}: {t / args.calls * 1e6:.0f} us per call")
     if args.cpu:
         return 0 if code == 0 else 1
     if args.perf:

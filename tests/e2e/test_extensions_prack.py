@@ -118,7 +118,10 @@ def call(
     sbc: harness.Sbc, tmp_path: Path, uac: str, uas: str, dnis: str, ports: tuple[int, int]
 ) -> tuple[list[str], list[str]]:
     """One call from a caller sipp (``ports[0]``) to a vendor sipp (``ports[1]``): the SIP
-    each one received, once both are done."""
+    each one received, once both are done and the sbc has logged the call's end (it waits
+    for rtpengine's delete reply, so it can come after sipp exits; a later test counting
+    ``call.end`` lines must not see this call's)."""
+    ends = len(sbc.events("call.end"))
     caller_port, vendor_port = ports
     (vendor_mp, caller_mp), (vendor_cp, caller_cp) = SIPP[vendor_port]
     vendor_extra = ["-trace_msg", "-mp", str(vendor_mp), "-cp", str(vendor_cp),
@@ -136,6 +139,7 @@ def call(
         assert "regexp match" not in r.output, r.output  # the caller's checks held
         vendor.wait(timeout=10)
     assert harness.failed_checks(tmp_path / "vendor") == ""  # the vendor's checks held
+    assert len(sbc.wait_events("call.end", ends + 1)) == ends + 1
     got = []
     for side in ("caller", "vendor"):
         (log,) = (tmp_path / side).glob("*_messages.log")
