@@ -164,12 +164,16 @@ def test_a_caller_that_stops_refreshing_its_session_timer_is_hung_up(
 def test_prack_on_both_legs_for_a_caller_that_requires_100rel(
     sbc: harness.Sbc, tmp_path: Path
 ) -> None:
+    before = len(sbc.events("call.end"))
     r = caller("uac_100rel.xml", "35551230000", 6373, tmp_path)
     assert r.returncode == 0 and r.count("SuccessfulCall") == 1, r.output
     assert "regexp match" not in r.output, r.output  # the caller's 183 carried an RSeq
     assert (r.received(183), r.received(200)) == (1, 3)  # 183; 200 PRACK, INVITE, BYE
     # the vendor checked our Supported and RAck
     assert harness.failed_checks(sbc.log_path.parent.parent / "reliable") == ""
+    # its end is logged once the vendor answers our BYE, maybe after sipp exits: wait, so
+    # the next test's count of call.end lines does not take this call's for its own
+    assert len(sbc.wait_events("call.end", before + 1)) == before + 1
 
 
 def test_a_caller_without_100rel_gets_the_vendors_reliable_183_plainly(

@@ -148,6 +148,9 @@ def placed(ops: Ops) -> tuple[harness.SippResult, harness.SippResult]:
         "uac_cdr.xml", calls=4, rate=10, port=5671, workdir=ops.workdir,
         remote=f"127.0.0.1:{PORT}", extra=["-s", "4865550000"],
     )  # fmt: skip
+    # sipp is done once our 200 answers its BYE; the call ends (its record, the metrics)
+    # when the vendor answers ours: wait, so the metrics test may scrape at once
+    records(ops.workdir, 16)
     return r_ok, r_busy
 
 

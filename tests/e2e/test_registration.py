@@ -106,6 +106,7 @@ def pbx(password: str, port: int, workdir: Path) -> harness.SippResult:
 def test_pbx_registers_with_digest_then_calls_from_its_contact(
     sbc: harness.Sbc, tmp_path: Path
 ) -> None:
+    ends = len(sbc.events("call.end"))
     r = pbx("s3cret", 5077, tmp_path)
     assert r.returncode == 0, r.output
     assert (r.received(401), r.received(403), r.count("SuccessfulCall")) == (1, 0, 1), r.counts
@@ -114,6 +115,9 @@ def test_pbx_registers_with_digest_then_calls_from_its_contact(
     assert reg["source"] == "udp:127.0.0.1:5077" and reg["expires"] == 300
     start = [e for e in sbc.events("call.start") if e["source"] == "udp:127.0.0.1:5077"]
     assert [e["trunk_group"] for e in start] == ["pbx"]
+    # sipp is done when our 200 answers its BYE; the end follows the vendor's 200 to ours,
+    # and test_invite_to_a_vendor_that_challenges counts call.end lines: wait for it
+    assert len(sbc.wait_events("call.end", ends + 1)) == ends + 1
 
 
 def test_each_new_binding_is_known_to_every_worker_before_its_200(
@@ -122,10 +126,12 @@ def test_each_new_binding_is_known_to_every_worker_before_its_200(
     """The INVITE right after the 200 is steered by its Call-ID, so about half of these land
     on the worker that did not take the REGISTER: the 200 waits until that one holds the
     binding too (sbc.supervisor, ``_bind``), so no INVITE meets an unknown source."""
+    ends = len(sbc.events("call.end"))
     results = [pbx("s3cret", 5090 + i, tmp_path / str(i)) for i in range(6)]
     assert [(r.returncode, r.received(403), r.count("SuccessfulCall")) for r in results] == [
         (0, 0, 1)
     ] * 6, next(r.output for r in results if r.returncode)
+    assert len(sbc.wait_events("call.end", ends + 6)) == ends + 6  # as in the test above
 
 
 def test_wrong_password_is_refused(sbc: harness.Sbc, tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ def ends(sbc: harness.Sbc, since: int, count: int | None = None) -> list[dict[st
 def test_trigger_posts_its_webhook_and_the_call_completes(sbc: harness.Sbc, tmp_path: Path) -> None:
     """The 911 case: the call is not held for the webhook; the POST arrives with the call's
     numbers as JSON."""
+    before = len(sbc.events("call.end"))
     with harness.webhook_server(5499) as posts:
         r = calls("19995551234", 2, 5079, tmp_path)
         assert r.returncode == 0 and r.count("SuccessfulCall") == 2, r.output
@@ -140,6 +141,8 @@ def test_trigger_posts_its_webhook_and_the_call_completes(sbc: harness.Sbc, tmp_
     assert payload["trunk_group"] == "carrier-a" and isinstance(payload["time"], float)
     assert len(sbc.events("routing.trigger")) >= 2
     assert sbc.events("trigger.webhook_failed") == []
+    # the next test counts call.end lines: these calls' ends must be in before it does
+    assert len(ends(sbc, before, 2)) == 2
 
 
 def test_weighted_3_to_1_over_2000_calls(sbc: harness.Sbc, tmp_path: Path) -> None:
@@ -177,10 +180,12 @@ def test_b_timer_and_max_pdd_move_on(sbc: harness.Sbc, tmp_path: Path) -> None:
 def test_manipulation_and_e164_reach_the_vendor(sbc: harness.Sbc, tmp_path: Path) -> None:
     """DNIS 75551230000: ingress rule -> 715551230000, route 7 -> e164, whose rule strips the
     7 and send_e164 adds '+': the vendor (which checks) sees sip:+15551230000@..."""
+    before = len(sbc.events("call.end"))
     r = calls("75551230000", 3, 5075, tmp_path)
     assert r.returncode == 0 and r.count("SuccessfulCall") == 3, r.output
     # sipp 3.6 answers a call whose check_it failed all the same, and only logs the miss
     assert harness.failed_checks(sbc.log_path.parent.parent / "e164") == ""
+    assert len(ends(sbc, before, 3)) == 3  # in before the next test counts call.end lines
 
 
 def test_explain_names_the_trunk_group_and_order_the_call_takes(
