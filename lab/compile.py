@@ -26,8 +26,11 @@ from sbc import native  # noqa: E402
 
 
 def clean() -> None:
-    for path in native.extensions(ROOT):
-        path.unlink()
+    # every extension under our packages is ours (the project has no other C), so one left
+    # by a module since dropped from native.MODULES goes too: Python would load it first
+    for package in ("sbc", "routing", "media"):
+        for path in (ROOT / package).rglob("*.so"):
+            path.unlink()
     (ROOT / native.MANIFEST).unlink(missing_ok=True)
     shutil.rmtree(ROOT / "build" / "mypyc", ignore_errors=True)
 

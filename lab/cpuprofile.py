@@ -80,6 +80,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="keep the .prof files here")
     parser.add_argument("--cpu", action="store_true", help="no profiler: CPU per call")
     parser.add_argument("--perf", action="store_true", help="Linux perf, not cProfile")
+    parser.add_argument(
+        "--dwarf",
+        action="store_true",
+        help="with --perf: unwind with DWARF and rank compiled functions with their callees "
+        "(libpython has no frame pointers, so -g alone loses who called it)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sbc-profile-"))
     out = args.out or root / "prof"
@@ -96,8 +102,10 @@ def main() -> int:
             perf = None
             if args.perf:
                 pids = ",".join(map(str, [sbc.proc.pid, *_children(sbc.proc.pid)]))
+                graph = ["--call-graph", "dwarf,16384", "-F", "250"] if args.dwarf else ["-g"]
+                record = ["perf", "record", "-F", "999", *graph, "-o", str(out / "perf.data")]
                 perf = subprocess.Popen(
-                    ["perf", "record", "-F", "999", "-g", "-o", str(out / "perf.data"), "-p", pids],
+                    [*record, "-p", pids],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -126,6 +134,15 @@ def main() -> int:
         role = "supervisor" if p == sbc.proc.pid and len(each) > 1 else f"pid {p}"
         print(f"  {role}: {t / args.calls * 1e6:.0f} us per call")
     if args.cpu:
+        return 0 if code == 0 else 1
+    if args.perf and args.dwarf:
+        report = subprocess.run(
+            ["perf", "report", "-i", str(out / "perf.data"), "--stdio", "--children",
+             "--sort", "symbol", "--percent-limit", "1", "-g", "none"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        lines = [ln for ln in report.stdout.splitlines() if "CPyDef" in ln or "Py_" in ln]
+        print("\n".join(lines[: args.top]))
         return 0 if code == 0 else 1
     if args.perf:
         report = subprocess.run(

@@ -31,7 +31,11 @@ MODULES = (
     *(f"sbc/call/{m}.py" for m in ("ingress", "intake", "hunt", "attempt", "blegs", "media")),
     *(f"sbc/call/{m}.py" for m in ("relay", "ending", "registration", "host", "controller")),
     *(f"sbc/call/{m}.py" for m in ("identity", "redirect", "refer", "sessiontimer", "reliable")),
-    "sbc/call/mediawatch.py",
+    *(f"sbc/call/{m}.py" for m in ("mediawatch", "forking", "replaces")),
+    # helpers the call path calls on every call (cProfile of a compiled node listed them
+    # as its only Python frames): compiled, their calls are C calls
+    *(f"sbc/{m}.py" for m in ("listeners", "config/families")),
+    *(f"media/{m}.py" for m in ("sdp", "ng")),
     *(f"routing/{m}.py" for m in ("plan", "select", "hunting", "health", "monitor")),
     *(f"sbc/{m}.py" for m in ("edge", "lockout", "stats", "admission", "manipulate")),
     *(f"sbc/{m}.py" for m in ("cdr", "executor", "transport", "runtime", "worker")),

@@ -12,9 +12,10 @@ rig (fake time, no sockets).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -31,6 +32,7 @@ from sbc.sip.message import Request, Response
 from sbc.sip.parser import check_request, parse_message
 from sbc.sip.stateless import stamp_raw
 from sbc.sip.transaction import Target
+from sbc.transport import Sink, UdpEndpoint
 from tests.helpers import Lab
 
 # --- RFC 5118 §4 ------------------------------------------------------------------------------
@@ -285,18 +287,20 @@ def test_ipv6_caller_to_ipv4_vendor_and_anchored_media(tmp_path: Path) -> None:
 
 
 def test_a_family_we_do_not_listen_on_gets_no_socket() -> None:
-    class Fake:
-        def __init__(self) -> None:
-            self.sent: list[Target] = []
+    class Wire:  # a datagram transport that only records (compiled, Listeners takes
+        def __init__(self) -> None:  # a real UdpEndpoint: the fake is below it)
+            self.sent: list[tuple[str | int, ...]] = []
 
-        def send(self, data: bytes, target: Target) -> None:
-            self.sent.append(target)
+        def sendto(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+            self.sent.append(addr)
 
-    four, six = Fake(), Fake()
+    four, six = Wire(), Wire()
     ls = Listeners()
-    ls.out = {4: four, 6: six}  # type: ignore[dict-item]
+    for fam, wire in ((4, four), (6, six)):
+        ls.out[fam] = UdpEndpoint(cast(Sink, None))  # nothing is received here
+        ls.out[fam].connection_made(cast(asyncio.DatagramTransport, wire))
     assert ls.send(b"x", VENDOR6) and ls.send(b"x", VENDOR4)
-    assert (four.sent, six.sent) == ([VENDOR4], [VENDOR6])
+    assert (four.sent, six.sent) == ([("127.0.0.1", 5082)], [("2001:db8::5", 5081)])
     del ls.out[6]
     assert not ls.send(b"x", VENDOR6)
     assert str(VENDOR6) == "udp:[2001:db8::5]:5081"
