@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--fd", type=int, required=True)
     wk.add_argument("--index", type=int, required=True)
     wk.add_argument("--workers", type=int, required=True)
+    wk.add_argument("--udp", default="[]", help="JSON [[address, port, fd], ...]: given sockets")
     wk.add_argument("--node", type=int, required=True)
     wk.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     wk.add_argument("--log-format", default="json", choices=["json", "console"])
@@ -170,7 +171,9 @@ def _serve(args: argparse.Namespace, log: Any) -> int:
     if args.command == "worker":
         from sbc import worker
 
-        return asyncio.run(worker.serve(args.fd, args.index, args.workers, args.node, log))
+        return asyncio.run(
+            worker.serve(args.fd, args.index, args.workers, args.node, log, args.udp)
+        )
     try:
         workers = load_config(args.config).node.workers or (os.cpu_count() or 1)
         if workers > 1:

@@ -6,7 +6,8 @@ takes IPv4 peers as ``::ffff:a.b.c.d`` (an IPv4 trunk would then not be recognis
 share its port with an IPv4 socket on ``0.0.0.0``. A UDP datagram leaves from the first UDP
 listener of its destination's family, so an IPv6 vendor gets our IPv6 socket and an IPv4
 one our IPv4 socket (the address our Via and Contact name, sbc.call.headers.local). With
-``node.workers`` > 1 each worker binds every socket with SO_REUSEPORT, both families alike.
+``node.workers`` > 1 each worker binds every socket with SO_REUSEPORT, both families alike;
+the supervisor binds the UDP ones for it, in worker order (sbc.reuseport).
 
 With ``node.worker_port`` set, a worker also binds a UDP socket of its own per family (the
 first UDP listener's address, port worker_port + its index). A request whose Via names that
@@ -57,6 +58,9 @@ class Listeners:
         self.own: dict[int, UdpEndpoint] = {}  # family -> this worker's own socket
         self.own_ports: dict[int, int] = {}  # family -> its port (what our Via then names)
         self._marks: dict[int, bytes] = {}  # family -> b":PORT;branch=": our Via names it
+        # (address, port) -> a shared UDP socket the supervisor bound for this worker, in
+        # worker order, under the kernel's steering program (sbc.reuseport)
+        self.given: dict[tuple[str, int], socket.socket] = {}
 
     async def open(
         self,
@@ -75,7 +79,10 @@ class Listeners:
         loop = asyncio.get_running_loop()
         for x in listen:
             if x.transport == "udp":
-                sock = udp_socket(x.address, x.port, shared)
+                sock = self.given.pop((x.address, x.port), None) or udp_socket(
+                    x.address, x.port, shared
+                )
+                sock.setblocking(False)
                 grow_receive_buffer(sock)
                 _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(sink), sock=sock)
                 self.udp[(x.address, x.port)] = proto

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbc import aggregate, control, ipc, memory, metrics, native
+from sbc import aggregate, control, ipc, memory, metrics, native, reuseport
 from sbc.balance import Book, Keeper
 from sbc.cdr import iso
 from sbc.cdrship import Shipping
@@ -111,6 +111,7 @@ class Supervisor:
         # still say they hold it)
         self._binds: dict[int, tuple[WorkerProcess, int, set[int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.slots = reuseport.Slots()  # the workers' shared UDP sockets, in kernel order
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -152,14 +153,27 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         w.hello.clear()
         w.ready.clear()
+        # Its shared UDP sockets, bound here so the kernel's program knows their order
+        # (sbc.reuseport); the worker holds them alone, so they close with it.
+        udp, unsteered = reuseport.bind(self.snapshot.config.node.listen, self.slots.bound(w.index))
+        if unsteered:
+            self.log.warning("reuseport.unsteered", worker=w.index, detail=unsteered)
+        given = [
+            [x.address, x.port] for x in self.snapshot.config.node.listen if x.transport == "udp"
+        ]
+        for pair, sock in zip(given, udp, strict=True):
+            pair.append(sock.fileno())
         w.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sbc.cli", "worker", "--fd", str(theirs.fileno()),
             "--index", str(w.index), "--workers", str(len(self.workers)),
             "--node", str(os.getpid()), "--log-level", self.log_level,
-            "--log-format", self.log_format,
-            pass_fds=(theirs.fileno(),), env=env, start_new_session=True,
+            "--log-format", self.log_format, "--udp", json.dumps(given),
+            pass_fds=(theirs.fileno(), *(s.fileno() for s in udp)), env=env,
+            start_new_session=True,
         )  # fmt: skip
         theirs.close()
+        for sock in udp:
+            sock.close()
         w.started = time.monotonic()
         w.link = await ipc.connect(ours, lambda msg: self._on_message(w, msg), lambda: None)
         self._task(self._watch(w, w.proc))
@@ -179,6 +193,7 @@ class Supervisor:
 
     async def _watch(self, w: WorkerProcess, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
+        self.slots.died(w.index)  # its sockets closed with it
         w.ready.clear()  # scrapes skip it until it is back, instead of waiting for it
         if w.link is not None:
             w.link.close()

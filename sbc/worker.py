@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 from typing import Any
@@ -413,13 +414,16 @@ def rebuild(snap: tuple[Config, float]) -> Snapshot:
     return dataclasses.replace(Snapshot.build(config), loaded_at=loaded_at)
 
 
-async def serve(fd: int, index: int, workers: int, node: int, log: Any) -> int:
-    """A worker's life: join, serve, drain on SIGTERM, exit when the supervisor is gone."""
+async def serve(fd: int, index: int, workers: int, node: int, log: Any, udp: str = "[]") -> int:
+    """A worker's life: join, serve, drain on SIGTERM, exit when the supervisor is gone.
+    ``udp``: the shared UDP sockets the supervisor bound for us, JSON [[address, port, fd]]."""
     log = log.bind(worker=index)
     worker = Worker(index, workers, node, log)
     config_dir, snap, bindings, view = await worker.connect(fd)
     runtime = Runtime(config_dir, log, snapshot=rebuild(snap), worker=worker)
     worker.runtime = runtime
+    for address, port, sock_fd in json.loads(udp):
+        runtime.sockets.given[(address, port)] = socket.socket(fileno=sock_fd)
     for b in bindings:
         runtime.memory.bind(b)
     worker.flows_of(bindings)

@@ -16,7 +16,7 @@ from sbc.call.model import Bye, Call, Headers, Notice
 from sbc.config.snapshot import Snapshot
 from sbc.sip.dialog import Dialog
 from sbc.sip.grammar import NameAddr, Via
-from sbc.sip.ids import new_id
+from sbc.sip.ids import contact_user, new_id
 from sbc.sip.message import Request, Response, make_response
 from sbc.sip.transaction import ClientTransaction, ServerTransaction, Target, TransactionLayer
 from sbc.state import Command
@@ -120,15 +120,14 @@ class Outbox:
             return 0
         return self.own_ports.get(6 if ":" in host else 4, 0)
 
-    def contact(
-        self, peer: Target | str, user: str = "sbc", dialog: Dialog | None = None
-    ) -> NameAddr:
-        return self._contact(*_toward(peer, dialog), user)[0]
+    def contact(self, peer: Target | str, dialog: Dialog | None = None) -> NameAddr:
+        """Our Contact (its user names this worker: sbc.sip.steer.contact_user)."""
+        return self._contact(*_toward(peer, dialog), contact_user())[0]
 
     def contact_value(self, peer: Target | str, sips: bool = False) -> str:
         """Our Contact as a header value (a response's, RFC 3261 §12.1.1: a sips: URI when
         the dialog's request was, ``sips``)."""
-        return self._contact(*_toward(peer, None), "sbc", sips)[1]
+        return self._contact(*_toward(peer, None), contact_user(), sips)[1]
 
     def _contact(
         self, transport: str, host: str, user: str, sips: bool = False

@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import secrets
 
+from sbc.sip import steer
 from sbc.sip.steer import owns
 
 _worker, _workers = 0, 1
+_contact_user = steer.CONTACT_USER
 
 
 def configure(worker: int, workers: int) -> None:
     """This process is worker ``worker`` of ``workers`` (sbc.worker, at start)."""
-    global _worker, _workers
+    global _worker, _workers, _contact_user
     _worker, _workers = worker, workers
+    _contact_user = steer.contact_user(worker, workers)
+
+
+def contact_user() -> str:
+    """The user part of our Contact: it names this worker (sbc.sip.steer.contact_user)."""
+    return _contact_user
 
 
 _POOL = 4096  # bytes of the CSPRNG read at once: 512 ids a getrandom(2), not one each

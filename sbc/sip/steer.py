@@ -18,6 +18,13 @@ Call-ID that Replaces names (``replaced_call_id``): the worker that reads it han
 and pins its own Call-ID to that worker, so the caller's ACK, BYE and re-INVITEs of the new
 dialog (from the same socket: the same worker reads them) follow it.
 
+The kernel takes one step of this itself (sbc.reuseport): the supervisor binds the workers'
+shared UDP sockets in worker order and gives them a classic BPF program that reads a
+datagram's first bytes. A worker's Contact user names it (``contact_user``: ``sbc07``), and
+a peer sends its ACKs and BYEs to our Contact, so ``ACK sip:sbc07@`` and ``BYE sip:sbc07@``
+reach worker 7's socket with no hand-over; everything else goes by the kernel's hash and
+the rule above. The kernel's choice is only a shortcut: every worker still steers.
+
 Any Call-ID a stranger invents only picks which worker checks it; each worker checks
 everything (sbc.call.gate, sbc.call.indialog). A TCP/TLS connection stays with the worker
 that accepted or opened it (RFC 3261 §18.2.2 reuses it for the responses); its messages are
@@ -67,6 +74,18 @@ def owner(cid: bytes, workers: int) -> int:
 def owns(cid: str, worker: int, workers: int) -> bool:
     """Whether an id we are about to mint would steer to ``worker``."""
     return workers <= 1 or crc32(cid.encode()) % workers == worker
+
+
+CONTACT_USER = "sbc"
+KERNEL_STEERED = 100  # workers the two digits of a Contact user can name (sbc.reuseport)
+
+
+def contact_user(worker: int, workers: int) -> str:
+    """The user part of this worker's Contact: ``sbc`` alone, ``sbc`` and the worker's two
+    digits in a node of several (the kernel reads them, sbc.reuseport)."""
+    if workers <= 1 or worker >= KERNEL_STEERED:
+        return CONTACT_USER
+    return f"{CONTACT_USER}{worker:02d}"
 
 
 # RFC 3891 §6.1: "Replaces" has no compact form; the usual spellings first

@@ -170,10 +170,13 @@ def test_vendor_answers_reach_the_owner_with_no_hand_over(
     node: harness.Sbc, tmp_path: Path
 ) -> None:
     """20 calls from one sipp socket, Call-IDs w-1..w-20 (so their owners are known: CRC-32
-    modulo 2). The caller's socket is read by one worker, so the caller's INVITE, ACK and BYE
-    of each call the other worker owns are handed over: 3 per such call. The vendors' 100,
-    180, 200 and BYE 200 go to the Via of our requests, the owner's own port (6190 + its
-    index), and none is handed over; the vendors see those ports in every Via."""
+    modulo 2). The kernel's hash gives the caller's socket to one worker, so the caller's
+    INVITE of each call the other worker owns is handed over: 1 per such call. Its ACK and
+    BYE go to our Contact, whose user names the owner (sip:sbc00@ or sip:sbc01@), and the
+    kernel's program (sbc.reuseport) delivers them to the owner's socket: none is handed
+    over. The vendors' 100, 180, 200 and BYE 200 go to the Via of our requests, the owner's
+    own port (6190 + its index), and none is handed over; the vendors see those ports in
+    every Via."""
     owners = [zlib.crc32(f"w-{n}".encode()) % 2 for n in range(1, 21)]
     assert harness.wait_for(lambda: ports8(status()) == 0, timeout=10)
     before = steered()
@@ -190,7 +193,7 @@ def test_vendor_answers_reach_the_owner_with_no_hand_over(
     assert result.returncode == 0, result.output
     assert result.received(200) == 40, result.counts
     handed = steered() - before
-    assert handed in (3 * owners.count(0), 3 * owners.count(1)), (handed, owners)
+    assert handed in (owners.count(0), owners.count(1)), (handed, owners)
     vias = [
         harness.header(text, "Via")
         for log in node.uas_dir.glob("*_messages.log")  # type: ignore[attr-defined]
