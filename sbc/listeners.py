@@ -19,6 +19,7 @@ worker the kernel's hash picks; everything else leaves from the shared listener.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 
@@ -46,6 +47,10 @@ def udp_socket(address: str, port: int, shared: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _same(ep: UdpEndpoint) -> UdpEndpoint:
+    return ep
 
 
 class Listeners:
@@ -84,9 +89,11 @@ class Listeners:
                 )
                 sock.setblocking(False)
                 grow_receive_buffer(sock)
-                _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(sink), sock=sock)
-                self.udp[(x.address, x.port)] = proto
-                self.out.setdefault(family(x.address), proto)
+                # Known before it reads: a given socket may hold datagrams already, and the
+                # first is read (and answered) before create_datagram_endpoint returns.
+                ep = self.udp[(x.address, x.port)] = UdpEndpoint(sink)
+                self.out.setdefault(family(x.address), ep)
+                await loop.create_datagram_endpoint(functools.partial(_same, ep), sock=sock)
                 continue
             context = tls if x.transport == "tls" else None
             if x.transport == "tls" and context is None:
@@ -107,6 +114,9 @@ class Listeners:
                 reuse_port=shared or None,
             )
             self.servers.append(server)
+        for sock in self.given.values():  # none is left unless listen changed meanwhile: a
+            sock.close()  # socket of the group no one reads would take its share of peers
+        self.given.clear()
         if own_port:
             await self._own(listen, sink, own_port)
 

@@ -5,15 +5,18 @@ worker that owns the call without one worker reading them and handing them on.
 The kernel runs the program on each datagram's UDP payload and delivers it to the
 group's socket of the index it returns (socket(7), SO_ATTACH_REUSEPORT_CBPF; the index is
 the order the sockets were bound in, which is why the supervisor binds them, in worker
-order, and keeps them across worker restarts). An index past the group, or an unreadable
-byte, falls back to the kernel's 4-tuple hash: what every datagram got before.
+order, just before it starts each worker: ``Slots``). An index past the group falls back to
+the kernel's 4-tuple hash: what every datagram got before.
 
     ACK sip:sbc07@...  or  BYE sip:sbc07@...  ->  7   (our Contact user, steer.contact_user)
-    anything else                             ->  the 4-tuple hash
+    anything else (shorter than 13 bytes too) ->  the 4-tuple hash
 
-A datagram that starts ``ACK sip:`` and ends within those 13 bytes makes a load fail,
-which returns 0: worker 0 reads it (and answers 400). Nothing here decides anything a
-worker relies on: a request the kernel sends to the wrong worker is steered as before.
+The same rule as the workers' own (sbc.sip.steer.named_worker), for the two requests that
+come on every call. Nothing here decides anything a worker relies on: a request the kernel
+sends to the wrong worker is steered as before. Two workers dying at once may leave
+``Slots`` in another order than the kernel's (it detaches their sockets in the order their
+processes let go): their ACKs and BYEs are then handed over, as before this program, until
+one of them restarts.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import struct
 
 from sbc.config.node import Listen
 from sbc.listeners import udp_socket
-from sbc.sip.steer import CONTACT_USER
+from sbc.sip.steer import CONTACT_USER, KERNEL_STEERED
+from sbc.transport import grow_receive_buffer
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h; Python's socket module lacks it
 FALLBACK = 0xFFFFFFFF  # an index past any group: the kernel's hash decides
 
 # classic BPF opcodes (linux/filter.h)
 _LD_W, _LD_H, _LD_B = 0x20, 0x28, 0x30  # BPF_LD | size | BPF_ABS
-_JEQ, _JGT = 0x15, 0x25  # BPF_JMP | op | BPF_K
+_LD_LEN = 0x80  # BPF_LD | BPF_W | BPF_LEN: A = the payload's length
+_JEQ, _JGT, _JGE = 0x15, 0x25, 0x35  # BPF_JMP | op | BPF_K
 _SUB, _MUL, _ADD_X = 0x14, 0x24, 0x0C  # BPF_ALU
 _TAX = 0x07  # BPF_MISC | BPF_TAX: X = A
 _RET_K = 0x06
@@ -51,6 +56,8 @@ def program(slots: dict[int, int]) -> list[tuple[int, int, int, int]]:
     user = CONTACT_USER.encode()
     assert len(user) == 3  # "sb" at offset 8, "c" at 10, the digits at 11 and 12
     insns = [
+        (_LD_LEN, 0, 0, 0),  # a load past the end would return slot 0: none is tried
+        (_JGE, 0, _OUT, 13),
         (_LD_W, 0, 0, 0),  # the method and its space
         (_JEQ, 1, 0, _word(b"ACK ")),
         (_JEQ, 0, _OUT, _word(b"BYE ")),
@@ -71,7 +78,8 @@ def program(slots: dict[int, int]) -> list[tuple[int, int, int, int]]:
         (_ADD_X, 0, 0, 0),  # the worker
     ]
     for worker, slot in sorted(slots.items()):
-        insns += [(_JEQ, 0, 1, worker), (_RET_K, 0, 0, slot)]
+        if worker < KERNEL_STEERED:  # two digits name no more (and a jump spans <= 255)
+            insns += [(_JEQ, 0, 1, worker), (_RET_K, 0, 0, slot)]
     insns.append((_RET_K, 0, 0, FALLBACK))
     last = len(insns) - 1
     return [
@@ -96,8 +104,11 @@ def bind(listen: list[Listen], slots: dict[int, int]) -> tuple[list[socket.socke
     why = ""
     try:
         for x in listen:
-            if x.transport == "udp":
+            if x.transport == "udp":  # in listen's order (sbc.supervisor passes them so)
                 socks.append(udp_socket(x.address, x.port, True))
+                # The kernel hashes peers to it from now on, before the worker reads (about
+                # a second, at a restart): room for what comes meanwhile.
+                grow_receive_buffer(socks[-1])
                 try:
                     attach(socks[-1], slots)
                 except OSError as e:
@@ -121,10 +132,12 @@ class Slots:
     def __init__(self) -> None:
         self.order: list[int] = []  # slot -> worker
 
-    def bound(self, worker: int) -> dict[int, int]:
-        """Worker ``worker`` bound its sockets (the next slot): the program's table."""
+    def table(self, worker: int) -> dict[int, int]:
+        """The program's table once worker ``worker`` binds its sockets (the next slot)."""
+        return {w: slot for slot, w in enumerate([*self.order, worker])}
+
+    def bound(self, worker: int) -> None:
         self.order.append(worker)
-        return {w: slot for slot, w in enumerate(self.order)}
 
     def died(self, worker: int) -> None:
         if worker in self.order:

@@ -43,6 +43,7 @@ from sbc.balance import Book, Keeper
 from sbc.cdr import iso
 from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
+from sbc.config.node import Listen
 from sbc.config.snapshot import Snapshot
 from sbc.fleetbook import attach
 from sbc.http import HttpServer
@@ -54,6 +55,12 @@ from sbc.webhook import post_json
 
 ASK_TIMEOUT = 2.0  # seconds a worker has to answer a scrape
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd+ death in a minute
+
+
+def udp_of(listen: list[Listen]) -> list[Listen]:
+    return [x for x in listen if x.transport == "udp"]
+
+
 OWN_METRICS = (  # the supervisor's own, after the workers' merged (name, help, type)
     ("sbc_workers", "Workers running.", "gauge"),
     ("sbc_worker_restarts", "Workers started again after dying.", "counter"),
@@ -149,31 +156,35 @@ class Supervisor:
             self._task(self._watchdog(self.notifier.watchdog))
 
     async def _spawn(self, w: WorkerProcess) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         w.hello.clear()
         w.ready.clear()
         # Its shared UDP sockets, bound here so the kernel's program knows their order
         # (sbc.reuseport); the worker holds them alone, so they close with it.
-        udp, unsteered = reuseport.bind(self.snapshot.config.node.listen, self.slots.bound(w.index))
+        listen = self.snapshot.config.node.listen
+        udp, unsteered = reuseport.bind(listen, self.slots.table(w.index))
+        self.slots.bound(w.index)
         if unsteered:
             self.log.warning("reuseport.unsteered", worker=w.index, detail=unsteered)
-        given = [
-            [x.address, x.port] for x in self.snapshot.config.node.listen if x.transport == "udp"
-        ]
-        for pair, sock in zip(given, udp, strict=True):
-            pair.append(sock.fileno())
-        w.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sbc.cli", "worker", "--fd", str(theirs.fileno()),
-            "--index", str(w.index), "--workers", str(len(self.workers)),
-            "--node", str(os.getpid()), "--log-level", self.log_level,
-            "--log-format", self.log_format, "--udp", json.dumps(given),
-            pass_fds=(theirs.fileno(), *(s.fileno() for s in udp)), env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        theirs.close()
-        for sock in udp:
-            sock.close()
+        given = [[x.address, x.port, s.fileno()] for x, s in zip(udp_of(listen), udp, strict=True)]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        try:
+            w.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sbc.cli", "worker", "--fd", str(theirs.fileno()),
+                "--index", str(w.index), "--workers", str(len(self.workers)),
+                "--node", str(os.getpid()), "--log-level", self.log_level,
+                "--log-format", self.log_format, "--udp", json.dumps(given),
+                pass_fds=(theirs.fileno(), *(s.fileno() for s in udp)), env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError:
+            self.slots.died(w.index)  # its sockets close below: they leave the group
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            for sock in udp:
+                sock.close()
         w.started = time.monotonic()
         w.link = await ipc.connect(ours, lambda msg: self._on_message(w, msg), lambda: None)
         self._task(self._watch(w, w.proc))
@@ -213,11 +224,17 @@ class Supervisor:
             restart_in=delay,
         )  # fmt: skip
         await asyncio.sleep(delay)
-        if self.draining_since is None:
+        while self.draining_since is None:
+            try:
+                await self._spawn(w)
+            except OSError as e:  # no socket, no process: try again, as after a death
+                self.log.error("worker.restart_failed", worker=w.index, error=str(e))
+                await asyncio.sleep(RESTART_DELAYS[-1])
+                continue
             w.restarts += 1
-            await self._spawn(w)
             await w.hello.wait()
             self._send_start(w)
+            return
 
     def _on_message(self, w: WorkerProcess, msg: ipc.Message) -> None:
         kind = msg[0]

@@ -52,7 +52,7 @@ from sbc.config.snapshot import Snapshot
 from sbc.notify import Signals
 from sbc.runtime import Runtime, _first
 from sbc.sip import ids
-from sbc.sip.steer import call_id, owner, replaced_call_id
+from sbc.sip.steer import call_id, named_worker, owner, replaced_call_id
 from sbc.sip.transaction import Target
 from sbc.state import Acquire, Answered, Bind, Binding, Credit, Denied, Release, StateCommand
 from sbc.transport import grow_receive_buffer
@@ -136,9 +136,10 @@ class Steer(asyncio.DatagramProtocol):
         TCP/TLS connections carried (sbc.transport.TcpConnection)."""
         w = self.worker
         # Flood bans first (sbc.flood), counted here where the kernel delivered it: one
-        # socket's flood reaches one worker whole (SO_REUSEPORT hashes the 4-tuple), so the
-        # limit holds per source socket as in a lone process; the ban then holds on every
-        # worker. A banned source costs a lookup, not a hand-over.
+        # socket's flood reaches one worker (SO_REUSEPORT hashes the 4-tuple; only ACKs and
+        # BYEs to a worker's Contact go to that worker, sbc.reuseport), so the limit holds
+        # per source socket much as in a lone process; the ban then holds on every worker.
+        # A banned source costs a lookup, not a hand-over.
         rt = w.runtime
         if rt.controller.gate.flooded(data, source.host, rt.now()):
             if rt.controller.notices:  # a ban began: its notice (and timer) go out now
@@ -165,14 +166,19 @@ class Steer(asyncio.DatagramProtocol):
 
     def owner_of(self, cid: bytes, data: bytes) -> int:
         """The worker a datagram goes to: its Call-ID's owner, unless that Call-ID is pinned
-        to the worker of the call its INVITE replaces (sbc.sip.steer)."""
+        to the worker of the call its INVITE replaces, or it is a request to a worker's
+        Contact (sbc.sip.steer)."""
         pinned = self.pins.get(cid)
         if pinned is not None:
             return pinned
-        named = replaced_call_id(data)
-        if named is None:
-            return owner(cid, self.worker.workers)
-        k = self.pins[cid] = owner(named, self.worker.workers)
+        workers = self.worker.workers
+        replaced = replaced_call_id(data)
+        if replaced is None:
+            # a request to a worker's Contact: its dialog's (not a REGISTER: by its source,
+            # so one worker counts an address's failures, whatever URI it aims at)
+            named = None if data.startswith(b"REGISTER ") else named_worker(data)
+            return named if named is not None and named < workers else owner(cid, workers)
+        k = self.pins[cid] = owner(replaced, workers)
         if len(self.pins) > MAX_PINS:  # the oldest replacing dialogs are long over
             del self.pins[next(iter(self.pins))]
         return k
@@ -423,6 +429,7 @@ async def serve(fd: int, index: int, workers: int, node: int, log: Any, udp: str
     runtime = Runtime(config_dir, log, snapshot=rebuild(snap), worker=worker)
     worker.runtime = runtime
     for address, port, sock_fd in json.loads(udp):
+        os.set_inheritable(sock_fd, False)  # ours alone: it must close with this process
         runtime.sockets.given[(address, port)] = socket.socket(fileno=sock_fd)
     for b in bindings:
         runtime.memory.bind(b)

@@ -18,12 +18,14 @@ Call-ID that Replaces names (``replaced_call_id``): the worker that reads it han
 and pins its own Call-ID to that worker, so the caller's ACK, BYE and re-INVITEs of the new
 dialog (from the same socket: the same worker reads them) follow it.
 
-The kernel takes one step of this itself (sbc.reuseport): the supervisor binds the workers'
-shared UDP sockets in worker order and gives them a classic BPF program that reads a
-datagram's first bytes. A worker's Contact user names it (``contact_user``: ``sbc07``), and
-a peer sends its ACKs and BYEs to our Contact, so ``ACK sip:sbc07@`` and ``BYE sip:sbc07@``
-reach worker 7's socket with no hand-over; everything else goes by the kernel's hash and
-the rule above. The kernel's choice is only a shortcut: every worker still steers.
+A worker's Contact user names it (``contact_user``: ``sbc07``), and a peer sends its
+in-dialog requests to our Contact: a request to ``sip:sbc07@`` goes to worker 7
+(``named_worker``), which holds that dialog (it wrote the Contact), whatever its Call-ID
+hashes to (the dialog of an INVITE with Replaces lives with the replaced call). The kernel
+takes that step itself for ACK and BYE (sbc.reuseport): the supervisor binds the workers'
+shared UDP sockets in worker order under a classic BPF program that reads the same bytes,
+so they reach worker 7's socket with no hand-over. The kernel's choice is only a shortcut:
+every worker still steers.
 
 Any Call-ID a stranger invents only picks which worker checks it; each worker checks
 everything (sbc.call.gate, sbc.call.indialog). A TCP/TLS connection stays with the worker
@@ -42,28 +44,29 @@ _EXACT = (b"\nCall-ID:", b"\nCall-Id:", b"\ni:", b"\nCALL-ID:", b"\ncall-id:")
 
 def call_id(data: bytes) -> bytes | None:
     """The Call-ID of a raw SIP message, or None when the headers name none (the owner
-    then parses it and answers 400). Only the header section is searched."""
+    then parses it and answers 400). Only the header section is searched (in place: this
+    runs on every datagram a worker reads, and on every one the trace ring keeps)."""
     end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[: end + 2]
+    end = len(data) if end < 0 else end + 2
     for name in _EXACT:
-        at = head.find(name)
+        at = data.find(name, 0, end)
         if at >= 0:
-            return _value(head, at + len(name))
-    lower = head.lower()  # rare spellings: "call-ID  :" and the like
+            return _value(data, at + len(name), end)
+    lower = data[:end].lower()  # rare spellings: "call-ID  :" and the like
     at = lower.find(b"\ncall-id")
     while at >= 0:
         colon = at + 8
-        while colon < len(lower) and lower[colon] in b" \t":
+        while colon < end and lower[colon] in b" \t":
             colon += 1
-        if colon < len(lower) and lower[colon] == 0x3A:
-            return _value(head, colon + 1)
+        if colon < end and lower[colon] == 0x3A:
+            return _value(data, colon + 1, end)
         at = lower.find(b"\ncall-id", at + 1)
     return None
 
 
-def _value(head: bytes, start: int) -> bytes:
-    end = head.find(b"\n", start)
-    return head[start : end if end >= 0 else len(head)].strip()
+def _value(data: bytes, start: int, end: int) -> bytes:
+    stop = data.find(b"\n", start, end)
+    return data[start : stop if stop >= 0 else end].strip()
 
 
 def owner(cid: bytes, workers: int) -> int:
@@ -78,6 +81,19 @@ def owns(cid: str, worker: int, workers: int) -> bool:
 
 CONTACT_USER = "sbc"
 KERNEL_STEERED = 100  # workers the two digits of a Contact user can name (sbc.reuseport)
+_NAMED = b"sip:" + CONTACT_USER.encode()
+
+
+def named_worker(data: bytes) -> int | None:
+    """The worker a request's Request-URI names (``sip:sbc07@``: 7), or None."""
+    space = data.find(b" ", 0, 16)  # the longest method we take, REGISTER, is 8
+    at = space + 1 + len(_NAMED)
+    if space < 0 or data[space + 1 : at] != _NAMED or data[at + 2 : at + 3] != b"@":
+        return None
+    tens, units = data[at] - 48, data[at + 1] - 48
+    if not (0 <= tens <= 9 and 0 <= units <= 9):
+        return None
+    return tens * 10 + units
 
 
 def contact_user(worker: int, workers: int) -> str:
@@ -98,11 +114,11 @@ def replaced_call_id(data: bytes) -> bytes | None:
     if not data.startswith(b"INVITE "):
         return None
     end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[: end + 2]
+    end = len(data) if end < 0 else end + 2
     for name in _REPLACES:
-        at = head.find(name)
+        at = data.find(name, 0, end)
         if at >= 0:
-            value = _value(head, at + len(name))
+            value = _value(data, at + len(name), end)
             named = value.split(b";", 1)[0].strip()
             return named or None
     return None

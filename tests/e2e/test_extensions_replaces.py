@@ -21,6 +21,7 @@ there: sbc.sip.steer); caller :7380, vendor :7381 (control :7382, media :7384).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -57,12 +58,19 @@ SDP = (
 
 
 def message(
-    method: str, call_id: str, tag: str, to_tag: str, cseq: int, extra: str = "", body: str = ""
+    method: str,
+    call_id: str,
+    tag: str,
+    to_tag: str,
+    cseq: int,
+    extra: str = "",
+    body: str = "",
+    ruri: str = f"sip:15551230000@127.0.0.1:{PORT}",
 ) -> bytes:
     branch = "z9hG4bK" + os.urandom(6).hex()
     ctype = "Content-Type: application/sdp\r\n" if body else ""
     return (
-        f"{method} sip:15551230000@127.0.0.1:{PORT} SIP/2.0\r\n"
+        f"{method} {ruri} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:{CALLER};branch={branch};rport\r\n"
         f"From: <sip:15550001000@127.0.0.1:{CALLER}>;tag={tag}\r\n"
         f"To: <sip:15551230000@127.0.0.1>{';tag=' + to_tag if to_tag else ''}\r\n"
@@ -70,6 +78,14 @@ def message(
         f"Contact: <sip:pbx@127.0.0.1:{CALLER}>\r\nMax-Forwards: 70\r\n{extra}{ctype}"
         f"Content-Length: {len(body)}\r\n\r\n{body}"
     ).encode()
+
+
+def target(ok: Response) -> str:
+    """The remote target of the dialog a 2xx opened: its Contact's URI (RFC 3261 §12.1.2),
+    where the caller's ACK and BYE go; ours names the worker holding the dialog."""
+    contact = ok.get("Contact") or ""
+    assert re.fullmatch(r"<sip:sbc0[01]@127\.0\.0\.1:\d+>", contact), contact
+    return contact[1:-1]
 
 
 def final(peer: harness.Peer, seconds: float = 5.0) -> Response:
@@ -101,13 +117,15 @@ def test_a_replaces_crosses_mapped_to_the_vendors_dialog_and_a_stranger_gets_481
         peer.send(message("INVITE", A1, "phone1", "", 1, body=SDP), PORT)
         ok1 = final(peer)
         assert ok1.status == 200 and ok1.to.tag
-        peer.send(message("ACK", A1, "phone1", ok1.to.tag, 1), PORT)
+        peer.send(message("ACK", A1, "phone1", ok1.to.tag, 1, ruri=target(ok1)), PORT)
 
         replaces = f"Replaces: {A1};to-tag={ok1.to.tag};from-tag=phone1\r\n"
         peer.send(message("INVITE", A2, "phone2", "", 1, replaces, SDP), PORT)
         ok2 = final(peer)
         assert ok2.status == 200 and ok2.to.tag
-        peer.send(message("ACK", A2, "phone2", ok2.to.tag, 1), PORT)
+        # its dialog lives with the replaced call (worker 0), not with its Call-ID's (1):
+        # the ACK to that worker's Contact must find it, whichever worker reads it
+        peer.send(message("ACK", A2, "phone2", ok2.to.tag, 1, ruri=target(ok2)), PORT)
 
         bogus = "Replaces: nosuch;to-tag=1;from-tag=2\r\n"
         peer.send(message("INVITE", "a3-replaces", "phone3", "", 1, bogus, SDP), PORT)
@@ -115,9 +133,8 @@ def test_a_replaces_crosses_mapped_to_the_vendors_dialog_and_a_stranger_gets_481
         assert refused.status == 481
         peer.send(message("ACK", "a3-replaces", "phone3", refused.to.tag or "", 1), PORT)
 
-        for cid, tag, to_tag in ((A1, "phone1", ok1.to.tag),
-                                 (A2, "phone2", ok2.to.tag)):  # fmt: skip
-            peer.send(message("BYE", cid, tag, to_tag, 2), PORT)
+        for cid, tag, ok in ((A1, "phone1", ok1), (A2, "phone2", ok2)):
+            peer.send(message("BYE", cid, tag, ok.to.tag or "", 2, ruri=target(ok)), PORT)
             assert final(peer).status == 200
         vendor.wait(timeout=15)
     finally:

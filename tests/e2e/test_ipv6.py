@@ -12,10 +12,10 @@ picks the vendor: 6... -> vendor-v6 at [::1]:7111, 4... -> vendor-v4 at 127.0.0.
       |--INVITE sip:6000@[::1]:7100-------->|  (c=IN IP6 ::1 / IP4)      |
       |   Via: SIP/2.0/UDP [::1]:7121;rport |--INVITE sip:6000@[::1]:7111----------->|
       |                                     |   Via: SIP/2.0/UDP [::1]:7100;rport    |
-      |                                     |   Contact: <sip:sbc@[::1]:7100>        |
+      |                                     |   Contact: <sip:sbc01@[::1]:7100>      |
       |                                     |   c=IN IP6 ::1 (rtpengine, address family IP6)
       |<--100 (received=::1;rport=7121)-----|<------------------------------180/200--|
-      |<--200 Contact <sip:sbc@[::1]:7100>--|   (the IPv4 caller: 127.0.0.1:7100,     |
+      |<-200 Contact <sip:sbc01@[::1]:7100>-|   (the IPv4 caller: 127.0.0.1:7100,     |
       |--ACK / BYE------------------------->|    c=IN IP4 127.0.0.1)                  |
       |<--200 BYE---------------------------|--ACK / BYE---------------------------->|
 
@@ -214,12 +214,17 @@ def cdrs(sbc: harness.Sbc, count: int) -> list[dict[str, object]]:
     return [json.loads(x) for x in lines()]
 
 
+def our_contact(value: str, host: str) -> bool:
+    """Our Contact on this node of two workers: its user names the call's (sbc00, sbc01)."""
+    return re.fullmatch(rf"<sip:sbc0[01]@{re.escape(host)}:{SIP}>", value) is not None
+
+
 def test_ipv6_caller_to_ipv6_vendor(sbc: harness.Sbc, tmp_path: Path) -> None:
     before = len(cdrs(sbc, 0))
     caller, vendor = call(tmp_path, ("::1", 7121), "6000", ("::1", V6_VENDOR))
     ok = answer(caller, "INVITE")
     # Our Contact toward an IPv6 caller: an IPv6 reference (RFC 3261 §25.1).
-    assert harness.header(ok, "Contact") == f"<sip:sbc@[::1]:{SIP}>", ok
+    assert our_contact(harness.header(ok, "Contact"), "[::1]"), ok
     # received= with an IPv6 address is written bare (RFC 3261 §18.2.1, RFC 5118 §4.5).
     via = harness.header(ok, "Via")
     assert via.startswith("SIP/2.0/UDP [::1]:7121;") and "received=::1" in via, via
@@ -228,7 +233,7 @@ def test_ipv6_caller_to_ipv6_vendor(sbc: harness.Sbc, tmp_path: Path) -> None:
     invite = first(vendor, "received", "INVITE ")
     assert invite.startswith(f"INVITE sip:6000@[::1]:{V6_VENDOR} SIP/2.0"), invite
     assert harness.header(invite, "Via").startswith(f"SIP/2.0/UDP [::1]:{SIP};branch="), invite
-    assert harness.header(invite, "Contact") == f"<sip:sbc@[::1]:{SIP}>", invite
+    assert our_contact(harness.header(invite, "Contact"), "[::1]"), invite
     assert "@[::1]>" in harness.header(invite, "From"), invite
     assert sdp_c(invite) == "IN IP6 ::1", invite
     for method in ("ACK ", "BYE "):
@@ -246,10 +251,10 @@ def test_ipv4_caller_to_ipv6_vendor(sbc: harness.Sbc, tmp_path: Path) -> None:
     caller, vendor = call(tmp_path, ("127.0.0.1", 7122), "6001", ("::1", V6_VENDOR))
     invite = first(vendor, "received", "INVITE ")
     assert harness.header(invite, "Via").startswith(f"SIP/2.0/UDP [::1]:{SIP};branch="), invite
-    assert harness.header(invite, "Contact") == f"<sip:sbc@[::1]:{SIP}>", invite
+    assert our_contact(harness.header(invite, "Contact"), "[::1]"), invite
     assert sdp_c(invite) == "IN IP6 ::1", invite
     ok = answer(caller, "INVITE")
-    assert harness.header(ok, "Contact") == f"<sip:sbc@127.0.0.1:{SIP}>", ok
+    assert our_contact(harness.header(ok, "Contact"), "127.0.0.1"), ok
     assert sdp_c(ok) == "IN IP4 127.0.0.1", ok
     assert "[" not in harness.header(ok, "Via"), ok
     answer(caller, "BYE")
@@ -260,10 +265,10 @@ def test_ipv6_caller_to_ipv4_vendor(sbc: harness.Sbc, tmp_path: Path) -> None:
     caller, vendor = call(tmp_path, ("::1", 7123), "4000", ("127.0.0.1", V4_VENDOR))
     invite = first(vendor, "received", "INVITE ")
     assert harness.header(invite, "Via").startswith(f"SIP/2.0/UDP 127.0.0.1:{SIP};"), invite
-    assert harness.header(invite, "Contact") == f"<sip:sbc@127.0.0.1:{SIP}>", invite
+    assert our_contact(harness.header(invite, "Contact"), "127.0.0.1"), invite
     assert sdp_c(invite) == "IN IP4 127.0.0.1", invite
     ok = answer(caller, "INVITE")
-    assert harness.header(ok, "Contact") == f"<sip:sbc@[::1]:{SIP}>", ok
+    assert our_contact(harness.header(ok, "Contact"), "[::1]"), ok
     assert sdp_c(ok) == "IN IP6 ::1", ok
     answer(caller, "BYE")
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sbc import aggregate
 from sbc.sip import ids
 from sbc.sip.parser import parse_message
-from sbc.sip.steer import call_id, owner
+from sbc.sip.steer import call_id, contact_user, named_worker, owner
 
 INVITE = (
     b"INVITE sip:15551230000@127.0.0.1 SIP/2.0\r\n"
@@ -62,6 +62,28 @@ def test_every_id_a_worker_mints_steers_back_to_it() -> None:
             assert all(len(i) == 16 for i in minted)
     finally:
         ids.configure(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("start", "named"),
+    [
+        (b"ACK sip:sbc07@127.0.0.1:5060 SIP/2.0", 7),
+        (b"BYE sip:sbc00@[2001:db8::1]:5060 SIP/2.0", 0),
+        (b"INFO sip:sbc12@127.0.0.1 SIP/2.0", 12),  # any method to our Contact
+        (b"ACK sip:sbc@127.0.0.1 SIP/2.0", None),  # one worker's Contact: no digits
+        (b"ACK sip:sbc7@127.0.0.1 SIP/2.0", None),
+        (b"ACK sip:sbc0x@127.0.0.1 SIP/2.0", None),
+        (b"ACK sip:15551230000@127.0.0.1 SIP/2.0", None),
+        (b"SIP/2.0 200 OK", None),  # a response names no worker
+        (b"ACK sip:sbc0", None),
+    ],
+)
+def test_a_request_to_a_workers_contact_names_that_worker(start: bytes, named: int | None) -> None:
+    """Our Contact's user names its worker (sip:sbc07@), so an in-dialog request finds the
+    worker that holds its dialog whatever its Call-ID hashes to (sbc.sip.steer)."""
+    assert named_worker(start + b"\r\nCall-ID: x\r\n\r\n") == named
+    if named is not None:
+        assert contact_user(named, 100) == start.split(b":")[1].split(b"@")[0].decode()
 
 
 WORKER = """# HELP sbc_attempts_total Calls offered.
@@ -133,3 +155,34 @@ def test_memory_sums_every_count_and_keeps_each_workers_report() -> None:
     assert merged["rss_kb"] == 160 and merged["supervisor_rss_kb"] == 10
     assert merged["calls"] == 3 and merged["live_objects"] == {"Call": 3, "Attempt": 1}
     assert merged["workers"] == [a, b]
+
+
+def test_steering_a_replacing_dialog_a_workers_contact_and_a_register() -> None:
+    """Worker 1 of 3 reads (Steer.owner_of): an INVITE with Replaces goes to the replaced
+    call's worker and pins its Call-ID there; the caller's ACK to that worker's Contact
+    goes there too, by its Request-URI, on whichever worker the kernel gave it; a REGISTER
+    goes by its source, whatever URI it names (one worker counts an address's failures)."""
+    from sbc.worker import Worker
+
+    w, w2 = Worker(1, 3, 0, None), Worker(2, 3, 0, None)
+    try:
+        replaced = next(f"r{n}".encode() for n in range(99) if owner(f"r{n}".encode(), 3) == 2)
+        new = next(f"n{n}".encode() for n in range(99) if owner(f"n{n}".encode(), 3) == 0)
+        invite = b"INVITE sip:15551230000@127.0.0.1 SIP/2.0\r\nReplaces: " + replaced
+        invite += b";to-tag=a;from-tag=b\r\nCall-ID: " + new + b"\r\n\r\n"
+        assert w.steer.owner_of(new, invite) == 2 == w.steer.owner_of(new, b"SIP/2.0 200 OK")
+        ack = b"ACK sip:" + contact_user(2, 3).encode() + b"@127.0.0.1 SIP/2.0\r\n\r\n"
+        assert w2.steer.owner_of(new, ack) == 2  # no pin there
+        assert w.steer.owner_of(new, ack.replace(b"sbc02", b"sbc05")) == 2  # pinned here
+        other = next(f"o{n}".encode() for n in range(99) if owner(f"o{n}".encode(), 3) == 0)
+        assert w.steer.owner_of(other, ack) == 2
+        assert w.steer.owner_of(other, ack.replace(b"sbc02", b"sbc05")) == 0  # no worker 5
+        register = b"REGISTER sip:sbc02@127.0.0.1 SIP/2.0\r\n\r\n"
+        host = next(
+            f"10.0.0.{n}".encode() for n in range(99) if owner(f"10.0.0.{n}".encode(), 3) != 2
+        )
+        assert w.steer.owner_of(host, register) == owner(host, 3)
+    finally:
+        w.sock.close()
+        w2.sock.close()
+        ids.configure(0, 1)
