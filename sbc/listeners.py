@@ -82,18 +82,11 @@ class Listeners:
         ``shared``: workers share each address (SO_REUSEPORT); ``own_port``: this worker's
         own UDP port (0: none)."""
         loop = asyncio.get_running_loop()
+        # UDP last: a socket the supervisor bound (sbc.reuseport) may hold requests already,
+        # answered the moment it reads, so a peer that hears us up finds the rest open too
+        # (a PBX's TCP connection, and the worker's own port).
         for x in listen:
             if x.transport == "udp":
-                sock = self.given.pop((x.address, x.port), None) or udp_socket(
-                    x.address, x.port, shared
-                )
-                sock.setblocking(False)
-                grow_receive_buffer(sock)
-                # Known before it reads: a given socket may hold datagrams already, and the
-                # first is read (and answered) before create_datagram_endpoint returns.
-                ep = self.udp[(x.address, x.port)] = UdpEndpoint(sink)
-                self.out.setdefault(family(x.address), ep)
-                await loop.create_datagram_endpoint(functools.partial(_same, ep), sock=sock)
                 continue
             context = tls if x.transport == "tls" else None
             if x.transport == "tls" and context is None:
@@ -114,11 +107,24 @@ class Listeners:
                 reuse_port=shared or None,
             )
             self.servers.append(server)
+        if own_port:
+            await self._own(listen, sink, own_port)
+        for x in listen:
+            if x.transport != "udp":
+                continue
+            sock = self.given.pop((x.address, x.port), None) or udp_socket(
+                x.address, x.port, shared
+            )
+            sock.setblocking(False)
+            grow_receive_buffer(sock)
+            # Known before it reads: the first datagram is read (and answered) before
+            # create_datagram_endpoint returns.
+            ep = self.udp[(x.address, x.port)] = UdpEndpoint(sink)
+            self.out.setdefault(family(x.address), ep)
+            await loop.create_datagram_endpoint(functools.partial(_same, ep), sock=sock)
         for sock in self.given.values():  # none is left unless listen changed meanwhile: a
             sock.close()  # socket of the group no one reads would take its share of peers
         self.given.clear()
-        if own_port:
-            await self._own(listen, sink, own_port)
 
     async def _own(self, listen: list[Listen], sink: Sink, port: int) -> None:
         loop = asyncio.get_running_loop()
