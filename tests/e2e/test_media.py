@@ -174,8 +174,8 @@ def test_rtp_crosses_rtpengine_both_ways_and_codecs_outside_allow_never_reach_th
     uas_dir = tmp_path / "uas"
     with echoing_callee("uas.xml", 5581, uas_dir):
         result = caller("uac_media.xml", "15551230000", 3, 5570, tmp_path / "uac")
+        ends = wait_ended(proc, before, 3)  # the callee answers our BYEs: keep it up till then
     assert result.count("SuccessfulCall") == 3, result.output
-    ends = wait_ended(proc, before, 3)
     assert len(ends) == 3 and all(e["status"] == 200 for e in ends)
     # rtpengine's own counters, from its delete reply: RTP from the caller and from the callee
     assert all(both_ways(e) for e in ends), ends
@@ -199,8 +199,8 @@ def test_late_offer_call_completes_with_media(
     uas_dir = tmp_path / "uas"
     with echoing_callee("uas.xml", 5581, uas_dir):
         result = caller("uac_late.xml", "15551230000", 2, 5571, tmp_path / "uac")
+        ends = wait_ended(proc, before, 2)
     assert result.count("SuccessfulCall") == 2, result.output
-    ends = wait_ended(proc, before, 2)
     assert len(ends) == 2 and all(both_ways(e) for e in ends), ends
     acks = received(messages(uas_dir, "uas"), "ACK ")
     # the callee's INVITE had no SDP; its ACK brings the caller's answer, rewritten
@@ -216,8 +216,9 @@ def test_hold_and_resume_reinvites_are_anchored_and_media_flows(
     uas_dir = tmp_path / "uas"
     with echoing_callee("uas_hold.xml", 5582, uas_dir):
         result = caller("uac_hold.xml", "25551230000", 1, 5572, tmp_path / "uac")
+        ends = wait_ended(proc, before, 1)
     assert result.count("SuccessfulCall") == 1, result.output
-    (end,) = wait_ended(proc, before, 1)
+    (end,) = ends
     assert end["status"] == 200 and both_ways(end), end
     invites = received(messages(uas_dir, "uas_hold"), "INVITE ")
     assert len(invites) == 3
@@ -252,8 +253,11 @@ def test_an_update_before_the_answer_is_anchored_on_both_legs(
         result = caller("uac_early_update.xml", "45551230000", 1, 5576, tmp_path / "uac")
         # the callee's log is written as it goes: read it while its sipp still runs
         updates = wait_received(uas_dir, "uas_early_update", "UPDATE ")
+        # and keep it up until it has answered our BYE: the caller's 200 comes first (seen
+        # once: the callee stopped with our BYE unread, and the call ended 32 s later)
+        ends = wait_ended(proc, before, 1)
     assert result.count("SuccessfulCall") == 1, result.output
-    (end,) = wait_ended(proc, before, 1)
+    (end,) = ends
     assert end["status"] == 200, end
     # one UPDATE, maybe retransmitted whole by our client transaction on a loaded machine
     assert updates and all(u == updates[0] for u in updates), updates
@@ -280,8 +284,8 @@ def test_a_failed_attempt_deletes_only_its_own_media_branch(
         echoing_callee("uas.xml", 5581, tmp_path / "uas"),
     ):
         result = caller("uac_media.xml", "35551230000", 2, 5573, tmp_path / "uac")
+        ends = wait_ended(proc, before, 2)
     assert result.count("SuccessfulCall") == 2, result.output
-    ends = wait_ended(proc, before, 2)
     for end in ends:
         assert [a["status"] for a in end["attempts"]] == [503, 200]  # type: ignore[index]
         assert both_ways(end), end  # the caller's media survived the first attempt's delete
@@ -321,6 +325,7 @@ def test_rtpengine_stopped_rejects_with_503_or_goes_unanchored_as_configured(
         uas_dir = tmp_path / "uas2"
         with harness.sipp_servers("uas.xml", [5581], uas_dir, extra=["-trace_msg"]):
             result = caller("uac_media.xml", "15551230000", 2, 5575, tmp_path / "uac2", hold_ms=500)
+            assert len(wait_ended(proc, before, 2)) == 2
         assert result.count("SuccessfulCall") == 2, result.output
         # unanchored: the callee got the caller's own SDP (sipp's media port), G729 and all
         invites = received(messages(uas_dir, "uas"), "INVITE ")
