@@ -96,28 +96,32 @@ def attach(sock: socket.socket, slots: dict[int, int]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-def bind(listen: list[Listen], slots: dict[int, int]) -> tuple[list[socket.socket], str]:
-    """A worker's socket of every UDP listener, bound (the group's next slot), and the
-    group's program replaced by one with ``slots``; the reason when the kernel took no
-    program (the hash alone then, and every worker steers)."""
-    socks: list[socket.socket] = []
+def bind(
+    listen: list[Listen], slots: dict[int, int]
+) -> tuple[list[tuple[Listen, socket.socket]], str]:
+    """A worker's socket of every UDP listener, bound (the group's next slot), with its
+    listener, and the group's program replaced by one with ``slots``; the reason when the
+    kernel took no program (the hash alone then, and every worker steers)."""
+    bound: list[tuple[Listen, socket.socket]] = []
     why = ""
     try:
         for x in listen:
-            if x.transport == "udp":  # in listen's order (sbc.supervisor passes them so)
-                socks.append(udp_socket(x.address, x.port, True))
-                # The kernel hashes peers to it from now on, before the worker reads (about
-                # a second, at a restart): room for what comes meanwhile.
-                grow_receive_buffer(socks[-1])
-                try:
-                    attach(socks[-1], slots)
-                except OSError as e:
-                    why = str(e)
+            if x.transport != "udp":
+                continue
+            sock = udp_socket(x.address, x.port, True)
+            bound.append((x, sock))
+            # The kernel hashes peers to it from now on, before the worker reads (about a
+            # second, at a restart): room for what comes meanwhile.
+            grow_receive_buffer(sock)
+            try:
+                attach(sock, slots)
+            except OSError as e:
+                why = str(e)
     except OSError:
-        for sock in socks:
+        for _, sock in bound:
             sock.close()
         raise
-    return socks, why
+    return bound, why
 
 
 class Slots:

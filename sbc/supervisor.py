@@ -43,7 +43,6 @@ from sbc.balance import Book, Keeper
 from sbc.cdr import iso
 from sbc.cdrship import Shipping
 from sbc.config.loader import host_port, load_config
-from sbc.config.node import Listen
 from sbc.config.snapshot import Snapshot
 from sbc.fleetbook import attach
 from sbc.http import HttpServer
@@ -55,10 +54,6 @@ from sbc.webhook import post_json
 
 ASK_TIMEOUT = 2.0  # seconds a worker has to answer a scrape
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd+ death in a minute
-
-
-def udp_of(listen: list[Listen]) -> list[Listen]:
-    return [x for x in listen if x.transport == "udp"]
 
 
 OWN_METRICS = (  # the supervisor's own, after the workers' merged (name, help, type)
@@ -165,7 +160,7 @@ class Supervisor:
         self.slots.bound(w.index)
         if unsteered:
             self.log.warning("reuseport.unsteered", worker=w.index, detail=unsteered)
-        given = [[x.address, x.port, s.fileno()] for x, s in zip(udp_of(listen), udp, strict=True)]
+        given = [[x.address, x.port, sock.fileno()] for x, sock in udp]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         try:
@@ -174,7 +169,7 @@ class Supervisor:
                 "--index", str(w.index), "--workers", str(len(self.workers)),
                 "--node", str(os.getpid()), "--log-level", self.log_level,
                 "--log-format", self.log_format, "--udp", json.dumps(given),
-                pass_fds=(theirs.fileno(), *(s.fileno() for s in udp)), env=env,
+                pass_fds=(theirs.fileno(), *(sock.fileno() for _, sock in udp)), env=env,
                 start_new_session=True,
             )  # fmt: skip
         except OSError:
@@ -183,7 +178,7 @@ class Supervisor:
             raise
         finally:
             theirs.close()
-            for sock in udp:
+            for _, sock in udp:
                 sock.close()
         w.started = time.monotonic()
         w.link = await ipc.connect(ours, lambda msg: self._on_message(w, msg), lambda: None)
